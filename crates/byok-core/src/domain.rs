@@ -1,0 +1,567 @@
+//! Domain types: users, tiers, providers, keys and gateway tokens.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::CoreError;
+
+/// Identifier of a user (a UUID; with Keycloak, the token's `sub`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub Uuid);
+
+impl UserId {
+    pub fn new_random() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Subscription tier. Ordered: `trial` = `free` < `starter` < `professional` < `enterprise`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Trial,
+    Free,
+    Starter,
+    Professional,
+    Enterprise,
+}
+
+impl Tier {
+    /// The tier every BYOK operation (storing, testing and using one's own keys) needs.
+    pub const BYOK_MINIMUM: Tier = Tier::Starter;
+
+    pub const ALL: [Tier; 5] = [
+        Tier::Trial,
+        Tier::Free,
+        Tier::Starter,
+        Tier::Professional,
+        Tier::Enterprise,
+    ];
+
+    fn rank(self) -> u8 {
+        match self {
+            Tier::Trial | Tier::Free => 0,
+            Tier::Starter => 1,
+            Tier::Professional => 2,
+            Tier::Enterprise => 3,
+        }
+    }
+
+    /// Whether this tier is at least `required`.
+    pub fn allows(self, required: Tier) -> bool {
+        self.rank() >= required.rank()
+    }
+
+    /// `Ok` when this tier reaches `required`, else [`CoreError::UpgradeRequired`].
+    pub fn require(self, required: Tier) -> Result<(), CoreError> {
+        if self.allows(required) {
+            Ok(())
+        } else {
+            Err(CoreError::UpgradeRequired {
+                current: self,
+                required,
+            })
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Trial => "trial",
+            Tier::Free => "free",
+            Tier::Starter => "starter",
+            Tier::Professional => "professional",
+            Tier::Enterprise => "enterprise",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Tier {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Tier::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                CoreError::invalid(
+                    "invalid_tier",
+                    "tier must be one of trial, free, starter, professional, enterprise",
+                )
+            })
+    }
+}
+
+/// The providers a user can store a key for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderId {
+    Openai,
+    Anthropic,
+    Huggingface,
+    Cohere,
+    Together,
+    Perplexity,
+    Groq,
+    Openrouter,
+    Ollama,
+    Custom,
+}
+
+impl ProviderId {
+    pub const ALL: [ProviderId; 10] = [
+        ProviderId::Openai,
+        ProviderId::Anthropic,
+        ProviderId::Huggingface,
+        ProviderId::Cohere,
+        ProviderId::Together,
+        ProviderId::Perplexity,
+        ProviderId::Groq,
+        ProviderId::Openrouter,
+        ProviderId::Ollama,
+        ProviderId::Custom,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderId::Openai => "openai",
+            ProviderId::Anthropic => "anthropic",
+            ProviderId::Huggingface => "huggingface",
+            ProviderId::Cohere => "cohere",
+            ProviderId::Together => "together",
+            ProviderId::Perplexity => "perplexity",
+            ProviderId::Groq => "groq",
+            ProviderId::Openrouter => "openrouter",
+            ProviderId::Ollama => "ollama",
+            ProviderId::Custom => "custom",
+        }
+    }
+
+    /// Human-readable name, as the legacy front end shows it.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            ProviderId::Openai => "OpenAI",
+            ProviderId::Anthropic => "Anthropic",
+            ProviderId::Huggingface => "HuggingFace",
+            ProviderId::Cohere => "Cohere",
+            ProviderId::Together => "Together AI",
+            ProviderId::Perplexity => "Perplexity",
+            ProviderId::Groq => "Groq",
+            ProviderId::Openrouter => "OpenRouter",
+            ProviderId::Ollama => "Ollama",
+            ProviderId::Custom => "Custom (OpenAI-compatible)",
+        }
+    }
+
+    /// The key-format rule for this provider.
+    pub fn key_format(self) -> KeyFormat {
+        let (prefix, min_len) = match self {
+            ProviderId::Openai => (Some("sk-"), 20),
+            ProviderId::Anthropic => (Some("sk-ant-"), 20),
+            ProviderId::Huggingface => (Some("hf_"), 20),
+            ProviderId::Perplexity => (Some("pplx-"), 20),
+            ProviderId::Groq => (Some("gsk_"), 20),
+            ProviderId::Openrouter => (Some("sk-or-v1-"), 20),
+            ProviderId::Cohere | ProviderId::Together => (None, 20),
+            ProviderId::Ollama => (None, 1),
+            ProviderId::Custom => (None, 8),
+        };
+        KeyFormat {
+            prefix,
+            min_len,
+            max_len: ApiKey::MAX_LEN,
+        }
+    }
+
+    /// Whether a key for this provider needs an `endpoint` (custom OpenAI-compatible servers).
+    pub fn requires_endpoint(self) -> bool {
+        matches!(self, ProviderId::Custom)
+    }
+}
+
+impl fmt::Display for ProviderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProviderId {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ProviderId::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| CoreError::NotFound {
+                code: "unknown_provider",
+                message: "unknown provider; see GET /api/v1/byok/providers".into(),
+            })
+    }
+}
+
+/// What a key for a provider must look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyFormat {
+    /// Required prefix, if the provider's keys have a recognisable one.
+    pub prefix: Option<&'static str>,
+    pub min_len: usize,
+    pub max_len: usize,
+}
+
+impl KeyFormat {
+    /// A short description for the providers listing (`key_format`).
+    pub fn describe(&self) -> String {
+        match self.prefix {
+            Some(p) => format!("{p}..."),
+            None => "any".to_string(),
+        }
+    }
+}
+
+/// A provider API key. Never printed: `Debug` is redacted and there is no `Display`.
+#[derive(Clone)]
+pub struct ApiKey(SecretString);
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey([REDACTED])")
+    }
+}
+
+impl ApiKey {
+    pub const MAX_LEN: usize = 512;
+
+    /// Validates `raw` against `provider`'s key format.
+    ///
+    /// Rules: trimmed of surrounding whitespace; printable ASCII without spaces; the
+    /// provider's prefix (an `sk-ant-` key is never an OpenAI key, an `sk-or-` key never an
+    /// OpenAI key); length within bounds. Error messages never echo the key.
+    pub fn parse(provider: ProviderId, raw: &str) -> Result<Self, CoreError> {
+        let key = raw.trim();
+        if key.is_empty() {
+            return Err(CoreError::invalid("key_required", "key must not be empty"));
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(CoreError::invalid(
+                "invalid_key_format",
+                "key must be printable ASCII without spaces",
+            ));
+        }
+        let format = provider.key_format();
+        if key.len() < format.min_len || key.len() > format.max_len {
+            return Err(CoreError::invalid(
+                "invalid_key_format",
+                format!(
+                    "{} keys must be {} to {} characters long",
+                    provider.display_name(),
+                    format.min_len,
+                    format.max_len
+                ),
+            ));
+        }
+        if let Some(prefix) = format.prefix
+            && !key.starts_with(prefix)
+        {
+            return Err(CoreError::invalid(
+                "invalid_key_format",
+                format!("{} keys start with '{prefix}'", provider.display_name()),
+            ));
+        }
+        if provider == ProviderId::Openai
+            && (key.starts_with("sk-ant-") || key.starts_with("sk-or-"))
+        {
+            return Err(CoreError::invalid(
+                "invalid_key_format",
+                "this looks like an Anthropic or OpenRouter key, not an OpenAI key",
+            ));
+        }
+        Ok(Self(SecretString::from(key.to_owned())))
+    }
+
+    /// Wraps a decrypted secret without validation (it was validated when stored).
+    pub fn from_secret(secret: SecretString) -> Self {
+        Self(secret)
+    }
+
+    pub fn secret(&self) -> &SecretString {
+        &self.0
+    }
+
+    /// The key itself. Call only at the point of use (an outbound header).
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The stored, displayable hint: first 4 + `...` + last 4 characters, `****` for short keys.
+    pub fn preview(&self) -> KeyPreview {
+        KeyPreview::of(self.expose())
+    }
+}
+
+/// A displayable hint of a key, computed once when the key is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyPreview(String);
+
+impl KeyPreview {
+    pub fn of(key: &str) -> Self {
+        let chars: Vec<char> = key.chars().collect();
+        if chars.len() < 12 {
+            return Self("****".into());
+        }
+        let head: String = chars[..4].iter().collect();
+        let tail: String = chars[chars.len() - 4..].iter().collect();
+        Self(format!("{head}...{tail}"))
+    }
+
+    /// Wraps a preview read back from the store.
+    pub fn from_stored(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Result of the last key test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestStatus {
+    /// The provider accepted the key.
+    Valid,
+    /// The provider rejected the key (401/403).
+    Invalid,
+    /// The test could not decide (timeout, 429, 5xx, unreachable).
+    Error,
+    /// Never tested, or the provider has no usable probe.
+    Unknown,
+}
+
+impl TestStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestStatus::Valid => "valid",
+            TestStatus::Invalid => "invalid",
+            TestStatus::Error => "error",
+            TestStatus::Unknown => "unknown",
+        }
+    }
+}
+
+impl FromStr for TestStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "valid" => Ok(Self::Valid),
+            "invalid" => Ok(Self::Invalid),
+            "error" => Ok(Self::Error),
+            "unknown" => Ok(Self::Unknown),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The non-secret fields kept with a stored key (legacy `metadata` JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMetadata {
+    /// User-given label (legacy field name `name`).
+    #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_date: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_tested: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_status: Option<TestStatus>,
+}
+
+/// A key row as stored: the secret only as ciphertext.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub provider: ProviderId,
+    /// Fernet token of the key.
+    pub ciphertext: String,
+    pub key_preview: KeyPreview,
+    pub enabled: bool,
+    pub metadata: KeyMetadata,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A key to write (insert, or replace the user's key for that provider).
+#[derive(Debug, Clone)]
+pub struct NewStoredKey {
+    pub user_id: UserId,
+    pub provider: ProviderId,
+    pub ciphertext: String,
+    pub key_preview: KeyPreview,
+    pub metadata: KeyMetadata,
+}
+
+/// A local user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub tier: Tier,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An authenticated caller, as handlers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub email: String,
+    pub tier: Tier,
+}
+
+impl From<User> for Principal {
+    fn from(u: User) -> Self {
+        Self {
+            user_id: u.id,
+            email: u.email,
+            tier: u.tier,
+        }
+    }
+}
+
+/// Validates and normalises an email address (lower-cased, trimmed, `local@domain`).
+pub fn normalize_email(raw: &str) -> Result<String, CoreError> {
+    let email = raw.trim().to_ascii_lowercase();
+    let valid = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(email)
+    } else {
+        Err(CoreError::invalid(
+            "invalid_email",
+            "email must look like name@domain",
+        ))
+    }
+}
+
+/// A gateway token's stored record (never the token itself: only its SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayToken {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub name: String,
+    /// The visible start of the token, e.g. `byok_Ab3dE6gH`.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl GatewayToken {
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+/// A gateway token to store.
+#[derive(Debug, Clone)]
+pub struct NewGatewayToken {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub name: String,
+    pub prefix: String,
+    /// Lower-case hex SHA-256 of the whole token.
+    pub hash: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_are_ordered() {
+        assert!(!Tier::Free.allows(Tier::Starter));
+        assert!(!Tier::Trial.allows(Tier::Starter));
+        assert!(Tier::Starter.allows(Tier::Starter));
+        assert!(Tier::Enterprise.allows(Tier::Professional));
+        assert_eq!("Professional".parse::<Tier>().unwrap(), Tier::Professional);
+        assert!("gold".parse::<Tier>().is_err());
+    }
+
+    #[test]
+    fn preview_shows_head_and_tail_only() {
+        assert_eq!(
+            KeyPreview::of("sk-abcdefghijklmnopqrstuvwxyz").as_str(),
+            "sk-a...wxyz"
+        );
+        assert_eq!(KeyPreview::of("short").as_str(), "****");
+        assert_eq!(KeyPreview::of("12345678901").as_str(), "****");
+    }
+
+    #[test]
+    fn key_formats() {
+        use ProviderId::*;
+        assert!(ApiKey::parse(Openai, "sk-proj-abcdefghijklmnopqrstu").is_ok());
+        assert!(ApiKey::parse(Openai, "sk-ant-abcdefghijklmnopqrstu").is_err());
+        assert!(ApiKey::parse(Openai, "sk-or-v1-abcdefghijklmnopqrstu").is_err());
+        assert!(ApiKey::parse(Anthropic, "sk-ant-api03-abcdefghijklmnop").is_ok());
+        assert!(ApiKey::parse(Anthropic, "sk-abcdefghijklmnopqrstuvw").is_err());
+        assert!(ApiKey::parse(Openrouter, "sk-or-v1-abcdefghijklmnopqrstu").is_ok());
+        assert!(ApiKey::parse(Groq, "gsk_abcdefghijklmnopqrstu").is_ok());
+        assert!(ApiKey::parse(Huggingface, "hf_abcdefghijklmnopqrstu").is_ok());
+        assert!(ApiKey::parse(Perplexity, "pplx-abcdefghijklmnopqrstu").is_ok());
+        assert!(ApiKey::parse(Openai, "sk-short").is_err());
+        assert!(ApiKey::parse(Openai, "sk-with space abcdefghijklmnop").is_err());
+        assert!(ApiKey::parse(Ollama, "x").is_ok());
+        assert!(ApiKey::parse(Custom, "").is_err());
+        let long = format!("sk-{}", "a".repeat(600));
+        assert!(ApiKey::parse(Openai, &long).is_err());
+    }
+
+    #[test]
+    fn api_key_debug_is_redacted() {
+        let k = ApiKey::parse(ProviderId::Openai, "sk-secretsecretsecretsecret").unwrap();
+        assert!(!format!("{k:?}").contains("secret"));
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(normalize_email(" A@B.io ").unwrap(), "a@b.io");
+        assert!(normalize_email("nope").is_err());
+        assert!(normalize_email("a@b@c").is_err());
+        assert!(normalize_email("@b").is_err());
+    }
+
+    #[test]
+    fn metadata_uses_legacy_field_names() {
+        let m = KeyMetadata {
+            label: Some("work".into()),
+            test_status: Some(TestStatus::Valid),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["name"], "work");
+        assert_eq!(v["test_status"], "valid");
+    }
+}

@@ -1,0 +1,77 @@
+//! Errors of the core services and of the ports they call.
+
+use crate::domain::Tier;
+
+/// Failure of a [`crate::ports::SecretCipher`].
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum CryptoError {
+    /// The key ring configuration (`ENCRYPTION_KEY`) is unusable.
+    #[error("invalid ENCRYPTION_KEY: {0}")]
+    InvalidKeyRing(String),
+    /// The token is well formed, but no key of the ring authenticates it: the key
+    /// that wrote it was removed from `ENCRYPTION_KEY`, or the token was tampered with.
+    #[error(
+        "stored secret cannot be decrypted with any key in ENCRYPTION_KEY \
+         (was the key that encrypted it removed from the ring?)"
+    )]
+    UnknownKey,
+    /// The stored value is not a Fernet token at all.
+    #[error("stored secret is not a valid Fernet token")]
+    Malformed,
+}
+
+/// Failure of a repository port.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule of the store was violated (the message names the rule, never a value).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store could not be reached (pool exhausted, connection refused, timeout).
+    #[error("database unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored row could not be interpreted (corrupt or written by an incompatible version).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// Any other database failure.
+    #[error("database error")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Errors the core services return. `byok-server` maps each variant to one HTTP status
+/// and a stable machine-readable `code`.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The caller sent something invalid. `code` is stable, `message` is safe to show.
+    #[error("{message}")]
+    InvalidInput { code: &'static str, message: String },
+    /// The caller's tier is below what the operation needs.
+    #[error("this feature requires {required} tier or higher")]
+    UpgradeRequired { current: Tier, required: Tier },
+    /// The addressed object does not exist (or belongs to someone else).
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// The request conflicts with stored state.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// No valid credential was presented.
+    #[error("invalid or missing credentials")]
+    Unauthenticated,
+    /// A user-supplied outbound address is forbidden by the target policy.
+    #[error(transparent)]
+    TargetForbidden(#[from] crate::policy::TargetError),
+    /// A stored secret could not be decrypted or encrypted.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CoreError {
+    pub(crate) fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::InvalidInput {
+            code,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+#![doc = include_str!("../README.md")]
+
+pub mod domain;
+pub mod error;
+pub mod policy;
+pub mod ports;
+pub mod services;
+
+pub use domain::*;
+pub use error::{CoreError, CryptoError, StoreError};

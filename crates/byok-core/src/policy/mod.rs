@@ -1,0 +1,5 @@
+//! Policies that are pure rules: where outbound connections may go.
+
+mod target;
+
+pub use target::{AllowRule, TargetError, TargetPolicy};

@@ -1,0 +1,124 @@
+//! Ports: the traits adapters implement. Each documents the contract an adapter MUST keep.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use crate::domain::*;
+use crate::error::{CoreError, CryptoError, StoreError};
+
+/// Symmetric encryption of secrets at rest (implemented by `byok-crypto` with Fernet).
+pub trait SecretCipher: Send + Sync + 'static {
+    /// Encrypts `plaintext` under the current (primary) key. The result is ASCII.
+    fn encrypt(&self, plaintext: &SecretString) -> Result<String, CryptoError>;
+    /// Decrypts a token written under any key of the ring.
+    /// MUST return [`CryptoError::UnknownKey`] when no key authenticates a well-formed token and
+    /// [`CryptoError::Malformed`] when the input is not a token; never a wrong plaintext.
+    fn decrypt(&self, token: &str) -> Result<SecretString, CryptoError>;
+    /// Whether `token` was written by the primary key (rotation skips those).
+    fn is_current(&self, token: &str) -> bool;
+}
+
+/// Local users.
+#[async_trait]
+pub trait UserRepository: Send + Sync + 'static {
+    /// MUST return [`StoreError::Conflict`] if a user with this (normalised) email exists.
+    async fn create(&self, email: &str, tier: Tier) -> Result<User, StoreError>;
+    async fn get(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    async fn find_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    /// Returns `false` when no such user exists.
+    async fn set_tier(&self, id: UserId, tier: Tier) -> Result<bool, StoreError>;
+    async fn count(&self) -> Result<u64, StoreError>;
+}
+
+/// Gateway tokens, stored only as SHA-256 hashes.
+#[async_trait]
+pub trait TokenRepository: Send + Sync + 'static {
+    /// MUST return [`StoreError::Conflict`] if the hash already exists.
+    async fn create(&self, token: NewGatewayToken) -> Result<GatewayToken, StoreError>;
+    /// The token with this hash and its owner, if the token exists (active or not).
+    async fn find_by_hash(&self, hash: &str)
+    -> Result<Option<(GatewayToken, User)>, StoreError>;
+    /// The user's tokens, newest first.
+    async fn list(&self, user: UserId) -> Result<Vec<GatewayToken>, StoreError>;
+    /// Marks the token revoked. `false` if it does not exist for this user or is already revoked.
+    async fn revoke(&self, user: UserId, id: Uuid) -> Result<bool, StoreError>;
+    /// Records a use (best effort; callers throttle it).
+    async fn touch(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+/// One page of stored ciphertexts, for key rotation.
+#[derive(Debug, Clone)]
+pub struct CiphertextRow {
+    pub id: Uuid,
+    pub ciphertext: String,
+}
+
+/// Users' provider keys (`user_provider_keys`). The repository never sees a plaintext key.
+#[async_trait]
+pub trait KeyRepository: Send + Sync + 'static {
+    /// Inserts the key, or atomically replaces the user's existing key for the provider
+    /// (new ciphertext, preview and metadata, `enabled = true`). Concurrent calls for the same
+    /// (user, provider) MUST leave exactly one row, holding one of the written values whole.
+    async fn upsert(&self, key: NewStoredKey) -> Result<(), StoreError>;
+    /// The user's keys, ordered by provider id.
+    async fn list(&self, user: UserId) -> Result<Vec<StoredKey>, StoreError>;
+    async fn get(&self, user: UserId, provider: ProviderId)
+    -> Result<Option<StoredKey>, StoreError>;
+    /// Deletes the row. `false` if there was none.
+    async fn delete(&self, user: UserId, provider: ProviderId) -> Result<bool, StoreError>;
+    /// Stores a test result, only if the key is still the one tested (`ciphertext` matches),
+    /// without touching other metadata fields. `false` if the key changed or vanished.
+    async fn record_test(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        ciphertext: &str,
+        at: DateTime<Utc>,
+        status: TestStatus,
+    ) -> Result<bool, StoreError>;
+    /// Up to `limit` rows with `id > after`, ordered by id (keyset pagination over all users).
+    async fn ciphertext_page(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<CiphertextRow>, StoreError>;
+    /// Compare-and-swap of one ciphertext: `false` if the row no longer holds `old`.
+    async fn replace_ciphertext(&self, id: Uuid, old: &str, new: &str)
+    -> Result<bool, StoreError>;
+}
+
+/// What a key probe found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeOutcome {
+    pub status: TestStatus,
+    /// Safe to show the user: never contains the key or raw upstream bodies.
+    pub message: String,
+    /// Extra safe facts (HTTP status, latency, endpoint host).
+    pub details: serde_json::Value,
+}
+
+/// Checks a key against its provider (implemented by `byok-providers` over HTTP).
+#[async_trait]
+pub trait KeyProber: Send + Sync + 'static {
+    /// Probes the provider with the key. `endpoint` is the user-supplied base URL, if any;
+    /// the adapter MUST pass it through the outbound target policy before connecting and
+    /// return [`CoreError::TargetForbidden`] when the policy refuses it.
+    /// Outcomes: 2xx → valid, 401/403 → invalid, anything else → error.
+    async fn probe(
+        &self,
+        provider: ProviderId,
+        key: &ApiKey,
+        endpoint: Option<&str>,
+    ) -> Result<ProbeOutcome, CoreError>;
+}
+
+/// Turns a presented bearer credential into a principal. Implemented by
+/// [`crate::services::TokenAuthenticator`] for gateway tokens; a JWT verifier plugs in beside it.
+#[async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// MUST return [`CoreError::Unauthenticated`] for any credential it does not accept,
+    /// without saying why (unknown, revoked and expired look the same to the caller).
+    async fn authenticate(&self, credential: &SecretString) -> Result<Principal, CoreError>;
+}

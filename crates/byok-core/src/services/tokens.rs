@@ -1,0 +1,275 @@
+//! Gateway tokens: issue, list, revoke, and authenticate with a short-lived cache.
+//!
+//! A token is `byok_` followed by 43 URL-safe characters (32 random bytes). Only its SHA-256
+//! is stored, with a visible prefix (`byok_` + 8 characters) for listing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::domain::*;
+use crate::error::{CoreError, StoreError};
+use crate::ports::{Authenticator, TokenRepository, UserRepository};
+
+const TOKEN_PREFIX: &str = "byok_";
+const VISIBLE_CHARS: usize = 8;
+const MAX_NAME_CHARS: usize = 100;
+/// Upper bound on cached credentials; the cache is cleared when it is reached.
+const MAX_CACHE_ENTRIES: usize = 100_000;
+/// A token's `last_used_at` is written at most this often.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Lower-case hex SHA-256 of a presented token.
+pub fn hash_token(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// A freshly issued token: the secret is shown once and never stored.
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub token: SecretString,
+    pub record: GatewayToken,
+}
+
+#[derive(Debug, Clone)]
+struct CacheEntry {
+    /// `None` caches a refusal (unknown, revoked or expired token).
+    hit: Option<(Principal, Uuid, Option<DateTime<Utc>>)>,
+    fetched: Instant,
+}
+
+/// Issues and checks gateway tokens.
+///
+/// Authentication is cached for `cache_ttl` per token hash (refusals too), so the steady
+/// state does no database round trip; a revocation made through this service takes effect
+/// at once in this process and, in others, within `cache_ttl`.
+pub struct TokenService {
+    tokens: Arc<dyn TokenRepository>,
+    users: Arc<dyn UserRepository>,
+    cache: Mutex<HashMap<String, CacheEntry>>,
+    touched: Mutex<HashMap<Uuid, Instant>>,
+    cache_ttl: Duration,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("cache_ttl", &self.cache_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Gateway-token authentication is the [`TokenService`] seen through the [`Authenticator`] port.
+pub type TokenAuthenticator = TokenService;
+
+impl TokenService {
+    pub fn new(
+        tokens: Arc<dyn TokenRepository>,
+        users: Arc<dyn UserRepository>,
+        cache_ttl: Duration,
+    ) -> Self {
+        Self {
+            tokens,
+            users,
+            cache: Mutex::new(HashMap::new()),
+            touched: Mutex::new(HashMap::new()),
+            cache_ttl,
+        }
+    }
+
+    pub fn users(&self) -> &Arc<dyn UserRepository> {
+        &self.users
+    }
+
+    /// Creates a user (CLI and bootstrap).
+    pub async fn create_user(&self, email: &str, tier: Tier) -> Result<User, CoreError> {
+        let email = normalize_email(email)?;
+        self.users.create(&email, tier).await.map_err(|e| match e {
+            StoreError::Conflict(_) => CoreError::Conflict {
+                code: "user_exists",
+                message: "a user with this email already exists".into(),
+            },
+            other => other.into(),
+        })
+    }
+
+    /// Issues a token for `user`. `name` is 1–100 characters; `expires_in_days` 1–3650.
+    pub async fn issue(
+        &self,
+        user: UserId,
+        name: &str,
+        expires_in_days: Option<u32>,
+    ) -> Result<IssuedToken, CoreError> {
+        let name = name.trim();
+        if name.is_empty()
+            || name.chars().count() > MAX_NAME_CHARS
+            || name.chars().any(char::is_control)
+        {
+            return Err(CoreError::InvalidInput {
+                code: "invalid_token_name",
+                message: format!("token name must be 1 to {MAX_NAME_CHARS} printable characters"),
+            });
+        }
+        let expires_at = match expires_in_days {
+            None => None,
+            Some(d @ 1..=3650) => Some(Utc::now() + chrono::Duration::days(i64::from(d))),
+            Some(_) => {
+                return Err(CoreError::InvalidInput {
+                    code: "invalid_expiry",
+                    message: "expires_in_days must be between 1 and 3650".into(),
+                });
+            }
+        };
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let token = format!(
+            "{TOKEN_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        );
+        let prefix = token[..TOKEN_PREFIX.len() + VISIBLE_CHARS].to_string();
+        let record = self
+            .tokens
+            .create(NewGatewayToken {
+                id: Uuid::new_v4(),
+                user_id: user,
+                name: name.to_string(),
+                prefix,
+                hash: hash_token(&token),
+                expires_at,
+            })
+            .await?;
+        Ok(IssuedToken {
+            token: SecretString::from(token),
+            record,
+        })
+    }
+
+    pub async fn list(&self, user: UserId) -> Result<Vec<GatewayToken>, CoreError> {
+        Ok(self.tokens.list(user).await?)
+    }
+
+    /// Revokes one of `user`'s tokens; effective in this process immediately.
+    pub async fn revoke(&self, user: UserId, id: Uuid) -> Result<(), CoreError> {
+        if !self.tokens.revoke(user, id).await? {
+            return Err(CoreError::NotFound {
+                code: "token_not_found",
+                message: "no active token with this id".into(),
+            });
+        }
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|_, e| e.hit.as_ref().is_none_or(|(_, tid, _)| *tid != id));
+        }
+        Ok(())
+    }
+
+    /// Forgets every cached credential of `user` (after a tier change, say).
+    pub fn evict_user(&self, user: UserId) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|_, e| e.hit.as_ref().is_none_or(|(p, _, _)| p.user_id != user));
+        }
+    }
+
+    fn cached(&self, hash: &str) -> Option<CacheEntry> {
+        let cache = self.cache.lock().ok()?;
+        cache
+            .get(hash)
+            .filter(|e| e.fetched.elapsed() < self.cache_ttl)
+            .cloned()
+    }
+
+    fn remember(&self, hash: String, hit: Option<(Principal, Uuid, Option<DateTime<Utc>>)>) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= MAX_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(
+                hash,
+                CacheEntry {
+                    hit,
+                    fetched: Instant::now(),
+                },
+            );
+        }
+    }
+
+    fn should_touch(&self, id: Uuid) -> bool {
+        let Ok(mut touched) = self.touched.lock() else {
+            return false;
+        };
+        if touched.len() >= MAX_CACHE_ENTRIES {
+            touched.clear();
+        }
+        match touched.get(&id) {
+            Some(t) if t.elapsed() < TOUCH_INTERVAL => false,
+            _ => {
+                touched.insert(id, Instant::now());
+                true
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Authenticator for TokenService {
+    async fn authenticate(&self, credential: &SecretString) -> Result<Principal, CoreError> {
+        let presented = credential.expose_secret();
+        if !presented.starts_with(TOKEN_PREFIX) || presented.len() > 256 {
+            return Err(CoreError::Unauthenticated);
+        }
+        let hash = hash_token(presented);
+        let now = Utc::now();
+        let entry = match self.cached(&hash) {
+            Some(e) => e,
+            None => {
+                let hit = match self.tokens.find_by_hash(&hash).await? {
+                    Some((t, u)) if t.is_active(now) => {
+                        Some((Principal::from(u), t.id, t.expires_at))
+                    }
+                    _ => None,
+                };
+                self.remember(hash, hit.clone());
+                CacheEntry {
+                    hit,
+                    fetched: Instant::now(),
+                }
+            }
+        };
+        match entry.hit {
+            Some((principal, id, expires)) if expires.is_none_or(|e| e > now) => {
+                if self.should_touch(id)
+                    && let Err(e) = self.tokens.touch(id, now).await
+                {
+                    tracing::warn!(error = %e, "could not record token use");
+                }
+                Ok(principal)
+            }
+            _ => Err(CoreError::Unauthenticated),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_sha256_hex() {
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

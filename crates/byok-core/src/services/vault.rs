@@ -1,0 +1,505 @@
+//! The key vault: users' provider keys, encrypted at rest.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use secrecy::SecretString;
+
+use crate::domain::*;
+use crate::error::CoreError;
+use crate::ports::{KeyProber, KeyRepository, ProbeOutcome, SecretCipher};
+
+/// Longest label accepted.
+pub const MAX_LABEL_CHARS: usize = 100;
+/// Longest endpoint URL accepted.
+pub const MAX_ENDPOINT_LEN: usize = 2048;
+
+/// A request to store a key.
+#[derive(Debug)]
+pub struct AddKey {
+    pub provider: ProviderId,
+    pub key: String,
+    pub label: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+/// A stored key as listed: never the key, only its stored preview.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeySummary {
+    pub provider: ProviderId,
+    pub key_preview: KeyPreview,
+    pub label: Option<String>,
+    pub endpoint: Option<String>,
+    pub enabled: bool,
+    pub added_date: Option<chrono::DateTime<Utc>>,
+    pub last_tested: Option<chrono::DateTime<Utc>>,
+    pub test_status: Option<TestStatus>,
+}
+
+/// One catalogue entry with the caller's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderSummary {
+    pub id: ProviderId,
+    pub configured: bool,
+}
+
+/// Counts for `GET /api/v1/byok/stats`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyVaultStats {
+    pub total_providers: usize,
+    pub configured_providers: usize,
+    pub tested_providers: usize,
+    pub valid_providers: usize,
+    pub user_tier: Tier,
+}
+
+/// A user's own credential for a provider, decrypted, for an outbound call.
+#[derive(Debug, Clone)]
+pub struct UserCredential {
+    pub provider: ProviderId,
+    pub key: ApiKey,
+    pub endpoint: Option<String>,
+}
+
+/// Validates a user-supplied endpoint's syntax: an absolute http(s) URL with a host, no
+/// credentials, no fragment. Where it may connect is decided later by the target policy,
+/// at connect time.
+pub fn validate_endpoint(raw: &str) -> Result<String, CoreError> {
+    let e = raw.trim();
+    let bad = |m: &str| CoreError::invalid("invalid_endpoint", m.to_string());
+    if e.len() > MAX_ENDPOINT_LEN {
+        return Err(bad("endpoint is too long"));
+    }
+    let rest = e
+        .strip_prefix("https://")
+        .or_else(|| e.strip_prefix("http://"))
+        .ok_or_else(|| bad("endpoint must start with http:// or https://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(bad("endpoint must name a host"));
+    }
+    if authority.contains('@') {
+        return Err(bad("endpoint must not contain credentials"));
+    }
+    if e.contains('#') || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            "endpoint must not contain whitespace or a fragment",
+        ));
+    }
+    Ok(e.trim_end_matches('/').to_string())
+}
+
+/// The key vault service.
+#[derive(Clone)]
+pub struct KeyVault {
+    keys: Arc<dyn KeyRepository>,
+    cipher: Arc<dyn SecretCipher>,
+    prober: Arc<dyn KeyProber>,
+}
+
+impl std::fmt::Debug for KeyVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyVault").finish_non_exhaustive()
+    }
+}
+
+impl KeyVault {
+    pub fn new(
+        keys: Arc<dyn KeyRepository>,
+        cipher: Arc<dyn SecretCipher>,
+        prober: Arc<dyn KeyProber>,
+    ) -> Self {
+        Self {
+            keys,
+            cipher,
+            prober,
+        }
+    }
+
+    /// The catalogue, each provider marked `configured` if the caller stored a key for it.
+    pub async fn providers(&self, who: &Principal) -> Result<Vec<ProviderSummary>, CoreError> {
+        let stored = self.keys.list(who.user_id).await?;
+        Ok(ProviderId::ALL
+            .into_iter()
+            .map(|id| ProviderSummary {
+                id,
+                configured: stored.iter().any(|k| k.provider == id && k.enabled),
+            })
+            .collect())
+    }
+
+    /// Stores (or replaces) the caller's key for a provider. Needs tier `starter`+.
+    /// Validation: the provider's key format, label length, endpoint syntax (required
+    /// for `custom`).
+    pub async fn add(&self, who: &Principal, req: AddKey) -> Result<(), CoreError> {
+        who.tier.require(Tier::BYOK_MINIMUM)?;
+        let key = ApiKey::parse(req.provider, &req.key)?;
+        let label = match req.label.map(|l| l.trim().to_string()) {
+            Some(l) if l.chars().count() > MAX_LABEL_CHARS => {
+                return Err(CoreError::invalid(
+                    "invalid_label",
+                    format!("label must be at most {MAX_LABEL_CHARS} characters"),
+                ));
+            }
+            Some(l) if l.chars().any(char::is_control) => {
+                return Err(CoreError::invalid(
+                    "invalid_label",
+                    "label must not contain control characters",
+                ));
+            }
+            Some(l) if l.is_empty() => None,
+            other => other,
+        };
+        let endpoint = match req.endpoint.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(e) => Some(validate_endpoint(e)?),
+        };
+        if req.provider.requires_endpoint() && endpoint.is_none() {
+            return Err(CoreError::invalid(
+                "endpoint_required",
+                "the custom provider needs an endpoint (an OpenAI-compatible base URL)",
+            ));
+        }
+        let ciphertext = self.cipher.encrypt(key.secret())?;
+        let metadata = KeyMetadata {
+            label,
+            added_date: Some(Utc::now()),
+            endpoint,
+            last_tested: None,
+            test_status: None,
+        };
+        self.keys
+            .upsert(NewStoredKey {
+                user_id: who.user_id,
+                provider: req.provider,
+                ciphertext,
+                key_preview: key.preview(),
+                metadata,
+            })
+            .await?;
+        tracing::info!(provider = %req.provider, user_id = %who.user_id, "provider key stored");
+        Ok(())
+    }
+
+    /// The caller's keys, from stored previews only (never decrypts).
+    pub async fn list(&self, who: &Principal) -> Result<Vec<KeySummary>, CoreError> {
+        Ok(self
+            .keys
+            .list(who.user_id)
+            .await?
+            .into_iter()
+            .map(|k| KeySummary {
+                provider: k.provider,
+                key_preview: k.key_preview,
+                label: k.metadata.label,
+                endpoint: k.metadata.endpoint,
+                enabled: k.enabled,
+                added_date: k.metadata.added_date,
+                last_tested: k.metadata.last_tested,
+                test_status: k.metadata.test_status,
+            })
+            .collect())
+    }
+
+    /// Deletes the caller's key: the row is gone, the key can no longer be used.
+    /// Allowed on any tier, so a downgraded user can still remove a key.
+    pub async fn delete(&self, who: &Principal, provider: ProviderId) -> Result<(), CoreError> {
+        if self.keys.delete(who.user_id, provider).await? {
+            tracing::info!(provider = %provider, user_id = %who.user_id, "provider key deleted");
+            Ok(())
+        } else {
+            Err(key_not_found(provider))
+        }
+    }
+
+    /// Tests the caller's stored key against the provider and records the outcome.
+    pub async fn test(
+        &self,
+        who: &Principal,
+        provider: ProviderId,
+    ) -> Result<ProbeOutcome, CoreError> {
+        who.tier.require(Tier::BYOK_MINIMUM)?;
+        let stored = self
+            .keys
+            .get(who.user_id, provider)
+            .await?
+            .ok_or_else(|| key_not_found(provider))?;
+        let key = ApiKey::from_secret(self.cipher.decrypt(&stored.ciphertext)?);
+        let outcome = self
+            .prober
+            .probe(provider, &key, stored.metadata.endpoint.as_deref())
+            .await?;
+        self.keys
+            .record_test(
+                who.user_id,
+                provider,
+                &stored.ciphertext,
+                Utc::now(),
+                outcome.status,
+            )
+            .await?;
+        tracing::info!(provider = %provider, status = outcome.status.as_str(), "provider key tested");
+        Ok(outcome)
+    }
+
+    pub async fn stats(&self, who: &Principal) -> Result<KeyVaultStats, CoreError> {
+        let keys = self.keys.list(who.user_id).await?;
+        Ok(KeyVaultStats {
+            total_providers: ProviderId::ALL.len(),
+            configured_providers: keys.iter().filter(|k| k.enabled).count(),
+            tested_providers: keys
+                .iter()
+                .filter(|k| k.metadata.last_tested.is_some())
+                .count(),
+            valid_providers: keys
+                .iter()
+                .filter(|k| k.metadata.test_status == Some(TestStatus::Valid))
+                .count(),
+            user_tier: who.tier,
+        })
+    }
+
+    /// The caller's own credential for `provider`, decrypted, if their tier allows BYOK and
+    /// they stored an enabled key. `Ok(None)` means "use the system default".
+    pub async fn resolve(
+        &self,
+        who: &Principal,
+        provider: ProviderId,
+    ) -> Result<Option<UserCredential>, CoreError> {
+        if !who.tier.allows(Tier::BYOK_MINIMUM) {
+            return Ok(None);
+        }
+        let Some(stored) = self.keys.get(who.user_id, provider).await? else {
+            return Ok(None);
+        };
+        if !stored.enabled {
+            return Ok(None);
+        }
+        let secret: SecretString = self.cipher.decrypt(&stored.ciphertext)?;
+        Ok(Some(UserCredential {
+            provider,
+            key: ApiKey::from_secret(secret),
+            endpoint: stored.metadata.endpoint,
+        }))
+    }
+}
+
+fn key_not_found(provider: ProviderId) -> CoreError {
+    CoreError::NotFound {
+        code: "key_not_found",
+        message: format!("no {} key is stored", provider.display_name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{CryptoError, StoreError};
+    use crate::ports::CiphertextRow;
+    use async_trait::async_trait;
+    use chrono::DateTime;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use uuid::Uuid;
+
+    #[derive(Default)]
+    struct MemKeys(Mutex<HashMap<(UserId, ProviderId), StoredKey>>);
+
+    #[async_trait]
+    impl KeyRepository for MemKeys {
+        async fn upsert(&self, k: NewStoredKey) -> Result<(), StoreError> {
+            let now = Utc::now();
+            self.0.lock().unwrap().insert(
+                (k.user_id, k.provider),
+                StoredKey {
+                    id: Uuid::new_v4(),
+                    user_id: k.user_id,
+                    provider: k.provider,
+                    ciphertext: k.ciphertext,
+                    key_preview: k.key_preview,
+                    enabled: true,
+                    metadata: k.metadata,
+                    created_at: now,
+                    updated_at: now,
+                },
+            );
+            Ok(())
+        }
+        async fn list(&self, user: UserId) -> Result<Vec<StoredKey>, StoreError> {
+            let mut v: Vec<_> = self
+                .0
+                .lock()
+                .unwrap()
+                .values()
+                .filter(|k| k.user_id == user)
+                .cloned()
+                .collect();
+            v.sort_by_key(|k| k.provider);
+            Ok(v)
+        }
+        async fn get(&self, u: UserId, p: ProviderId) -> Result<Option<StoredKey>, StoreError> {
+            Ok(self.0.lock().unwrap().get(&(u, p)).cloned())
+        }
+        async fn delete(&self, u: UserId, p: ProviderId) -> Result<bool, StoreError> {
+            Ok(self.0.lock().unwrap().remove(&(u, p)).is_some())
+        }
+        async fn record_test(
+            &self,
+            u: UserId,
+            p: ProviderId,
+            c: &str,
+            at: DateTime<Utc>,
+            s: TestStatus,
+        ) -> Result<bool, StoreError> {
+            let mut m = self.0.lock().unwrap();
+            match m.get_mut(&(u, p)) {
+                Some(k) if k.ciphertext == c => {
+                    k.metadata.last_tested = Some(at);
+                    k.metadata.test_status = Some(s);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+        async fn ciphertext_page(
+            &self,
+            _: Option<Uuid>,
+            _: u32,
+        ) -> Result<Vec<CiphertextRow>, StoreError> {
+            Ok(vec![])
+        }
+        async fn replace_ciphertext(&self, _: Uuid, _: &str, _: &str) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+    }
+
+    /// Reversible toy cipher for unit tests only.
+    struct Rot;
+    impl SecretCipher for Rot {
+        fn encrypt(&self, p: &SecretString) -> Result<String, CryptoError> {
+            Ok(format!("enc:{}", p.expose_secret().chars().rev().collect::<String>()))
+        }
+        fn decrypt(&self, t: &str) -> Result<SecretString, CryptoError> {
+            t.strip_prefix("enc:")
+                .map(|s| SecretString::from(s.chars().rev().collect::<String>()))
+                .ok_or(CryptoError::Malformed)
+        }
+        fn is_current(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    struct AlwaysValid;
+    #[async_trait]
+    impl KeyProber for AlwaysValid {
+        async fn probe(
+            &self,
+            _: ProviderId,
+            _: &ApiKey,
+            _: Option<&str>,
+        ) -> Result<ProbeOutcome, CoreError> {
+            Ok(ProbeOutcome {
+                status: TestStatus::Valid,
+                message: "ok".into(),
+                details: serde_json::Value::Null,
+            })
+        }
+    }
+
+    fn vault() -> KeyVault {
+        KeyVault::new(
+            Arc::new(MemKeys::default()),
+            Arc::new(Rot),
+            Arc::new(AlwaysValid),
+        )
+    }
+
+    fn user(tier: Tier) -> Principal {
+        Principal {
+            user_id: UserId::new_random(),
+            email: "u@example.com".into(),
+            tier,
+        }
+    }
+
+    fn add(p: ProviderId, key: &str) -> AddKey {
+        AddKey {
+            provider: p,
+            key: key.into(),
+            label: Some("mine".into()),
+            endpoint: None,
+        }
+    }
+
+    const OPENAI: &str = "sk-proj-0123456789abcdefghij";
+
+    #[tokio::test]
+    async fn free_tier_cannot_add_and_resolves_to_system() {
+        let v = vault();
+        let free = user(Tier::Free);
+        let err = v.add(&free, add(ProviderId::Openai, OPENAI)).await.unwrap_err();
+        assert!(matches!(err, CoreError::UpgradeRequired { .. }));
+        assert!(v.resolve(&free, ProviderId::Openai).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn add_list_test_resolve_delete() {
+        let v = vault();
+        let u = user(Tier::Starter);
+        v.add(&u, add(ProviderId::Openai, OPENAI)).await.unwrap();
+        let listed = v.list(&u).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key_preview.as_str(), "sk-p...ghij");
+        assert_eq!(listed[0].label.as_deref(), Some("mine"));
+        let out = v.test(&u, ProviderId::Openai).await.unwrap();
+        assert_eq!(out.status, TestStatus::Valid);
+        let stats = v.stats(&u).await.unwrap();
+        assert_eq!((stats.configured_providers, stats.valid_providers), (1, 1));
+        let cred = v.resolve(&u, ProviderId::Openai).await.unwrap().unwrap();
+        assert_eq!(cred.key.expose(), OPENAI);
+        let other = user(Tier::Enterprise);
+        assert!(v.list(&other).await.unwrap().is_empty());
+        assert!(v.delete(&other, ProviderId::Openai).await.is_err());
+        v.delete(&u, ProviderId::Openai).await.unwrap();
+        assert!(v.resolve(&u, ProviderId::Openai).await.unwrap().is_none());
+        assert!(matches!(
+            v.delete(&u, ProviderId::Openai).await,
+            Err(CoreError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn custom_needs_a_valid_endpoint() {
+        let v = vault();
+        let u = user(Tier::Professional);
+        let mut req = add(ProviderId::Custom, "custom-key-123");
+        assert!(v.add(&u, req_clone(&req)).await.is_err());
+        req.endpoint = Some("ftp://x".into());
+        assert!(v.add(&u, req_clone(&req)).await.is_err());
+        req.endpoint = Some("https://user:pw@x.example".into());
+        assert!(v.add(&u, req_clone(&req)).await.is_err());
+        req.endpoint = Some("https://llm.example.com/v1/".into());
+        v.add(&u, req).await.unwrap();
+        let l = v.list(&u).await.unwrap();
+        assert_eq!(l[0].endpoint.as_deref(), Some("https://llm.example.com/v1"));
+    }
+
+    fn req_clone(r: &AddKey) -> AddKey {
+        AddKey {
+            provider: r.provider,
+            key: r.key.clone(),
+            label: r.label.clone(),
+            endpoint: r.endpoint.clone(),
+        }
+    }
+
+    #[tokio::test]
+    async fn label_rules() {
+        let v = vault();
+        let u = user(Tier::Starter);
+        let mut r = add(ProviderId::Openai, OPENAI);
+        r.label = Some("x".repeat(101));
+        assert!(v.add(&u, r).await.is_err());
+    }
+}
