@@ -393,6 +393,38 @@ pub struct KeyMetadata {
     pub test_status: Option<TestStatus>,
 }
 
+impl KeyMetadata {
+    /// Reads stored metadata leniently: rows written by the legacy Python service carry naive
+    /// ISO timestamps (`2024-05-01T10:00:00.123456`, taken as UTC) and may hold unknown
+    /// fields or values; unreadable fields become `None` instead of failing the row.
+    pub fn from_json_lenient(v: &serde_json::Value) -> Self {
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+        let time = |k: &str| text(k).and_then(|t| parse_lenient_time(&t));
+        Self {
+            label: text("name").or_else(|| text("label")),
+            added_date: time("added_date"),
+            endpoint: text("endpoint").filter(|e| !e.is_empty()),
+            last_tested: time("last_tested"),
+            test_status: text("test_status").and_then(|s| s.parse().ok()),
+        }
+    }
+
+    /// The JSON stored in the `metadata` column.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_else(|_| serde_json::json!({}))
+    }
+}
+
+/// RFC 3339, or a naive ISO-8601 date-time taken as UTC.
+pub fn parse_lenient_time(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|n| n.and_utc())
+}
+
 /// A key row as stored: the secret only as ciphertext.
 #[derive(Debug, Clone)]
 pub struct StoredKey {
@@ -551,6 +583,21 @@ mod tests {
         assert!(normalize_email("nope").is_err());
         assert!(normalize_email("a@b@c").is_err());
         assert!(normalize_email("@b").is_err());
+    }
+
+    #[test]
+    fn legacy_metadata_reads_leniently() {
+        let v = serde_json::json!({
+            "name": "old", "added_date": "2024-05-01T10:00:00.123456",
+            "test_status": "weird", "last_tested": 5, "extra": true
+        });
+        let m = KeyMetadata::from_json_lenient(&v);
+        assert_eq!(m.label.as_deref(), Some("old"));
+        assert!(m.added_date.is_some());
+        assert_eq!(m.test_status, None);
+        assert_eq!(m.last_tested, None);
+        let back = KeyMetadata::from_json_lenient(&m.to_json());
+        assert_eq!(back, m);
     }
 
     #[test]

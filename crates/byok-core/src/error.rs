@@ -65,6 +65,9 @@ pub enum CoreError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An unexpected failure inside an adapter (logged; answered with a generic 500).
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl CoreError {

@@ -1,1 +1,256 @@
+#![doc = include_str!("../README.md")]
 
+mod repos;
+mod schema;
+mod types;
+
+use std::time::Duration;
+
+use byok_core::StoreError;
+use diesel::Connection;
+use diesel::sqlite::SqliteConnection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use types::{DbJson, DbUuid};
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+
+/// Per-connection SQLite settings. `busy_timeout` first, so switching to WAL waits for locks.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+
+/// Key for `pg_advisory_lock` around migrations ("byok" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x62796f6b;
+
+pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+/// Which database a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Connection pool settings.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Largest number of pooled connections.
+    pub max_connections: usize,
+    /// How long a request waits for a free connection before failing with `Unavailable`.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum DbPool {
+    Pg(Pool<AsyncPgConnection>),
+    Sqlite(Pool<SqliteConn>),
+}
+
+/// A pooled database; implements every repository port of `byok-core`.
+#[derive(Clone)]
+pub struct Database {
+    pub(crate) pool: DbPool,
+    /// Connection string (may hold a password: never logged, never in `Debug`).
+    target: String,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits a `DATABASE_URL` into its backend and the driver's connection string.
+pub fn parse_url(url: &str) -> Result<(Backend, String), StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((Backend::Postgres, url.to_string()));
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(StoreError::Unavailable(
+                "DATABASE_URL sqlite:// needs a file path, e.g. sqlite://./data/byok.db".into(),
+            ));
+        }
+        return Ok((Backend::Sqlite, path.to_string()));
+    }
+    Err(StoreError::Unavailable(
+        "DATABASE_URL must start with postgres://, postgresql:// or sqlite://".into(),
+    ))
+}
+
+pub(crate) fn pool_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+fn build_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("could not build the connection pool: {e}").into())
+}
+
+#[cfg(unix)]
+fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private_file(_: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+impl Database {
+    /// Opens a pool for `url` (`postgres://…` or `sqlite://path`). Nothing is queried yet.
+    /// A new SQLite file is created with mode 0600 (its directory too, if missing).
+    pub async fn connect(url: &str, opts: &DbOptions) -> Result<Self, StoreError> {
+        let (backend, target) = parse_url(url)?;
+        let pool = match backend {
+            Backend::Postgres => {
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&target);
+                DbPool::Pg(
+                    Pool::builder(manager)
+                        .max_size(opts.max_connections)
+                        .wait_timeout(Some(opts.acquire_timeout))
+                        .create_timeout(Some(opts.acquire_timeout))
+                        .runtime(deadpool::Runtime::Tokio1)
+                        .build()
+                        .map_err(build_err)?,
+                )
+            }
+            Backend::Sqlite => {
+                let path = std::path::Path::new(&target);
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(pool_err)?;
+                }
+                create_private_file(path).map_err(pool_err)?;
+                let mut config = ManagerConfig::<SqliteConn>::default();
+                config.custom_setup = Box::new(|url| {
+                    let url = url.to_owned();
+                    Box::pin(async move {
+                        let mut conn = SqliteConn::establish(&url).await?;
+                        conn.batch_execute(SQLITE_PRAGMAS)
+                            .await
+                            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                        Ok(conn)
+                    })
+                });
+                let manager =
+                    AsyncDieselConnectionManager::<SqliteConn>::new_with_config(&target, config);
+                DbPool::Sqlite(
+                    Pool::builder(manager)
+                        .max_size(opts.max_connections)
+                        .wait_timeout(Some(opts.acquire_timeout))
+                        .create_timeout(Some(opts.acquire_timeout))
+                        .runtime(deadpool::Runtime::Tokio1)
+                        .build()
+                        .map_err(build_err)?,
+                )
+            }
+        };
+        Ok(Self {
+            pool,
+            target,
+            backend,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies pending embedded migrations; returns how many ran. On PostgreSQL this holds an
+    /// advisory lock, so several replicas starting at once apply each migration exactly once.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let target = self.target.clone();
+        let backend = self.backend;
+        tokio::task::spawn_blocking(move || -> Result<usize, StoreError> {
+            let boxed = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Other(e);
+            match backend {
+                Backend::Postgres => {
+                    let mut conn =
+                        <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&target)
+                            .map_err(pool_err)?;
+                    lock_pg(&mut conn, true)?;
+                    let applied = conn
+                        .run_pending_migrations(PG_MIGRATIONS)
+                        .map(|v| v.len())
+                        .map_err(boxed);
+                    lock_pg(&mut conn, false)?;
+                    applied
+                }
+                Backend::Sqlite => {
+                    let mut conn = SqliteConnection::establish(&target).map_err(pool_err)?;
+                    diesel::connection::SimpleConnection::batch_execute(
+                        &mut conn,
+                        SQLITE_PRAGMAS,
+                    )
+                    .map_err(pool_err)?;
+                    let applied = conn.run_pending_migrations(SQLITE_MIGRATIONS).map_err(boxed)?;
+                    Ok(applied.len())
+                }
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Other(Box::new(e)))?
+    }
+
+    /// One trivial query: is the database reachable? (`/readyz`)
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            DbPool::Pg(p) => {
+                let mut c = p.get().await.map_err(pool_err)?;
+                c.batch_execute("SELECT 1").await.map_err(repos::db_err)
+            }
+            DbPool::Sqlite(p) => {
+                let mut c = p.get().await.map_err(pool_err)?;
+                c.batch_execute("SELECT 1").await.map_err(repos::db_err)
+            }
+        }
+    }
+
+    /// Pool usage: (connections in the pool, idle among them, maximum).
+    pub fn pool_status(&self) -> (usize, usize, usize) {
+        let s = match &self.pool {
+            DbPool::Pg(p) => p.status(),
+            DbPool::Sqlite(p) => p.status(),
+        };
+        (s.size, s.available, s.max_size)
+    }
+}
+
+fn lock_pg(
+    conn: &mut AsyncConnectionWrapper<AsyncPgConnection>,
+    lock: bool,
+) -> Result<(), StoreError> {
+    let sql = if lock {
+        format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+    } else {
+        format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+    };
+    diesel::connection::SimpleConnection::batch_execute(conn, &sql).map_err(repos::db_err)
+}

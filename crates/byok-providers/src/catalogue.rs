@@ -1,0 +1,188 @@
+//! The provider catalogue.
+
+use byok_core::ProviderId;
+
+/// The request/response format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    /// OpenAI Chat Completions (also OpenRouter, Together, Groq, Perplexity, custom servers).
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Cohere's own API.
+    Cohere,
+    /// HuggingFace's hub and inference APIs.
+    HuggingFace,
+    /// Ollama's native API (it also serves OpenAI format under `/v1`).
+    Ollama,
+}
+
+/// How the key travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthStyle {
+    /// `Authorization: Bearer <key>`.
+    Bearer,
+    /// `x-api-key: <key>` plus `anthropic-version`.
+    AnthropicHeaders,
+}
+
+/// The request that checks a key without spending tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeSpec {
+    /// `GET` unless a body is given (then `POST` with that JSON body).
+    pub path: &'static str,
+    pub body: Option<&'static str>,
+    /// Non-2xx statuses that still prove the key was accepted (the request itself was refused).
+    pub accepted_statuses: &'static [u16],
+}
+
+/// One catalogue entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSpec {
+    pub id: ProviderId,
+    /// Base URL without trailing slash; `None` when the user must supply an endpoint.
+    pub base_url: Option<String>,
+    pub wire_format: WireFormat,
+    pub auth: AuthStyle,
+    pub probe: ProbeSpec,
+}
+
+const fn get(path: &'static str) -> ProbeSpec {
+    ProbeSpec {
+        path,
+        body: None,
+        accepted_statuses: &[],
+    }
+}
+
+fn builtin(id: ProviderId) -> ProviderSpec {
+    use AuthStyle::*;
+    use WireFormat::*;
+    let (base, wire_format, auth, probe) = match id {
+        ProviderId::Openai => (Some("https://api.openai.com/v1"), OpenAi, Bearer, get("/models")),
+        ProviderId::Anthropic => (
+            Some("https://api.anthropic.com"),
+            Anthropic,
+            AnthropicHeaders,
+            get("/v1/models"),
+        ),
+        ProviderId::Huggingface => (
+            Some("https://huggingface.co"),
+            HuggingFace,
+            Bearer,
+            get("/api/whoami-v2"),
+        ),
+        ProviderId::Cohere => (Some("https://api.cohere.com"), Cohere, Bearer, get("/v1/models")),
+        ProviderId::Together => (
+            Some("https://api.together.xyz/v1"),
+            OpenAi,
+            Bearer,
+            get("/models"),
+        ),
+        ProviderId::Perplexity => (
+            Some("https://api.perplexity.ai"),
+            OpenAi,
+            Bearer,
+            ProbeSpec {
+                path: "/chat/completions",
+                body: Some(r#"{"model":"byok-key-probe","messages":[]}"#),
+                accepted_statuses: &[400, 422],
+            },
+        ),
+        ProviderId::Groq => (
+            Some("https://api.groq.com/openai/v1"),
+            OpenAi,
+            Bearer,
+            get("/models"),
+        ),
+        ProviderId::Openrouter => (
+            Some("https://openrouter.ai/api/v1"),
+            OpenAi,
+            Bearer,
+            get("/key"),
+        ),
+        ProviderId::Ollama => (
+            Some("http://localhost:11434"),
+            Ollama,
+            Bearer,
+            get("/api/tags"),
+        ),
+        ProviderId::Custom => (None, OpenAi, Bearer, get("/models")),
+    };
+    ProviderSpec {
+        id,
+        base_url: base.map(str::to_owned),
+        wire_format,
+        auth,
+        probe,
+    }
+}
+
+/// All providers, with operator overrides applied.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    specs: Vec<ProviderSpec>,
+}
+
+impl Catalogue {
+    /// The built-in catalogue.
+    pub fn builtin() -> Self {
+        Self {
+            specs: ProviderId::ALL.into_iter().map(builtin).collect(),
+        }
+    }
+
+    /// The built-in catalogue with `BYOK_PROVIDER_<ID>_BASE_URL` overrides read through `var`.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let mut cat = Self::builtin();
+        for spec in &mut cat.specs {
+            let name = format!(
+                "BYOK_PROVIDER_{}_BASE_URL",
+                spec.id.as_str().to_ascii_uppercase()
+            );
+            if let Some(v) = var(&name).filter(|v| !v.trim().is_empty()) {
+                let v = v.trim().trim_end_matches('/').to_string();
+                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err(format!("{name} must be an http(s) URL"));
+                }
+                spec.base_url = Some(v);
+            }
+        }
+        Ok(cat)
+    }
+
+    pub fn get(&self, id: ProviderId) -> &ProviderSpec {
+        // The catalogue holds every ProviderId (built from ProviderId::ALL).
+        self.specs
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or(&self.specs[0])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ProviderSpec> {
+        self.specs.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_provider_is_catalogued_and_overridable() {
+        let cat = Catalogue::from_env(|k| {
+            (k == "BYOK_PROVIDER_OPENROUTER_BASE_URL").then(|| "http://127.0.0.1:9/x/".to_string())
+        })
+        .unwrap();
+        for id in ProviderId::ALL {
+            assert_eq!(cat.get(id).id, id);
+        }
+        assert_eq!(
+            cat.get(ProviderId::Openrouter).base_url.as_deref(),
+            Some("http://127.0.0.1:9/x")
+        );
+        assert_eq!(cat.get(ProviderId::Openrouter).probe.path, "/key");
+        assert!(cat.get(ProviderId::Custom).base_url.is_none());
+        assert!(Catalogue::from_env(|_| Some("ftp://x".into())).is_err());
+    }
+}

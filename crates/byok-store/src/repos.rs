@@ -1,0 +1,462 @@
+//! The repository ports, implemented once for both backends with `with_conn!`.
+
+use async_trait::async_trait;
+use byok_core::ports::{CiphertextRow, KeyRepository, TokenRepository, UserRepository};
+use byok_core::*;
+use chrono::{DateTime, Utc};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::upsert::excluded;
+use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::types::{DbJson, DbUuid};
+use crate::{Database, DbPool, SqliteConn, pool_err};
+
+/// Runs `$body` with `$conn` bound to a pooled connection and `$s` to that backend's schema.
+/// The body is compiled once per backend.
+macro_rules! with_conn {
+    ($db:expr, |$conn:ident, $s:ident| $body:block) => {{
+        match &$db.pool {
+            DbPool::Pg(pool) => {
+                let mut guard = pool.get().await.map_err(pool_err)?;
+                let $conn: &mut AsyncPgConnection = &mut guard;
+                use crate::schema::pg as $s;
+                $body
+            }
+            DbPool::Sqlite(pool) => {
+                let mut guard = pool.get().await.map_err(pool_err)?;
+                let $conn: &mut SqliteConn = &mut guard;
+                use crate::schema::sqlite as $s;
+                $body
+            }
+        }
+    }};
+}
+
+pub(crate) fn db_err(e: DieselError) -> StoreError {
+    match e {
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+            StoreError::Conflict(info.constraint_name().unwrap_or("unique").to_string())
+        }
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+            StoreError::Unavailable(Box::new(e))
+        }
+        other => StoreError::Other(Box::new(other)),
+    }
+}
+
+type UserRow = (DbUuid, String, String, DateTime<Utc>);
+
+fn user_from_row((id, email, tier, created_at): UserRow) -> Result<User, StoreError> {
+    Ok(User {
+        id: UserId(id.0),
+        email,
+        tier: tier
+            .parse()
+            .map_err(|_| StoreError::Corrupt("users.tier holds an unknown tier".into()))?,
+        created_at,
+    })
+}
+
+type TokenRow = (
+    DbUuid,
+    DbUuid,
+    String,
+    String,
+    String,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+fn token_from_row(r: TokenRow) -> GatewayToken {
+    GatewayToken {
+        id: r.0.0,
+        user_id: UserId(r.1.0),
+        name: r.2,
+        prefix: r.3,
+        created_at: r.5,
+        last_used_at: r.6,
+        expires_at: r.7,
+        revoked_at: r.8,
+    }
+}
+
+type KeyRow = (
+    DbUuid,
+    String,
+    String,
+    String,
+    String,
+    bool,
+    DbJson,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
+/// `None` for rows this version cannot use (unknown provider, foreign user id format);
+/// they are skipped with a warning rather than failing the whole listing.
+fn key_from_row(r: KeyRow) -> Option<StoredKey> {
+    let provider: ProviderId = match r.2.parse() {
+        Ok(p) => p,
+        Err(_) => {
+            tracing::warn!(row = %r.0.0, "skipping provider key row with an unknown provider");
+            return None;
+        }
+    };
+    let user = match Uuid::parse_str(&r.1) {
+        Ok(u) => UserId(u),
+        Err(_) => {
+            tracing::warn!(row = %r.0.0, "skipping provider key row with a non-UUID user id");
+            return None;
+        }
+    };
+    Some(StoredKey {
+        id: r.0.0,
+        user_id: user,
+        provider,
+        ciphertext: r.3,
+        key_preview: KeyPreview::from_stored(r.4),
+        enabled: r.5,
+        metadata: KeyMetadata::from_json_lenient(&r.6.0),
+        created_at: r.7,
+        updated_at: r.8,
+    })
+}
+
+#[async_trait]
+impl UserRepository for Database {
+    async fn create(&self, email: &str, tier: Tier) -> Result<User, StoreError> {
+        let user = User {
+            id: UserId::new_random(),
+            email: email.to_string(),
+            tier,
+            created_at: Utc::now(),
+        };
+        with_conn!(self, |conn, s| {
+            diesel::insert_into(s::users::table)
+                .values((
+                    s::users::id.eq(DbUuid(user.id.0)),
+                    s::users::email.eq(&user.email),
+                    s::users::tier.eq(tier.as_str()),
+                    s::users::created_at.eq(user.created_at),
+                ))
+                .execute(conn)
+                .await
+                .map_err(db_err)?;
+        });
+        Ok(user)
+    }
+
+    async fn get(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = with_conn!(self, |conn, s| {
+            s::users::table
+                .filter(s::users::id.eq(DbUuid(id.0)))
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_err)?
+        });
+        row.map(user_from_row).transpose()
+    }
+
+    async fn find_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = with_conn!(self, |conn, s| {
+            s::users::table
+                .filter(s::users::email.eq(email))
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_err)?
+        });
+        row.map(user_from_row).transpose()
+    }
+
+    async fn set_tier(&self, id: UserId, tier: Tier) -> Result<bool, StoreError> {
+        let n = with_conn!(self, |conn, s| {
+            diesel::update(s::users::table.filter(s::users::id.eq(DbUuid(id.0))))
+                .set(s::users::tier.eq(tier.as_str()))
+                .execute(conn)
+                .await
+                .map_err(db_err)?
+        });
+        Ok(n == 1)
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        let n: i64 = with_conn!(self, |conn, s| {
+            s::users::table
+                .count()
+                .get_result(conn)
+                .await
+                .map_err(db_err)?
+        });
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl TokenRepository for Database {
+    async fn create(&self, t: NewGatewayToken) -> Result<GatewayToken, StoreError> {
+        let now = Utc::now();
+        with_conn!(self, |conn, s| {
+            diesel::insert_into(s::gateway_tokens::table)
+                .values((
+                    s::gateway_tokens::id.eq(DbUuid(t.id)),
+                    s::gateway_tokens::user_id.eq(DbUuid(t.user_id.0)),
+                    s::gateway_tokens::name.eq(&t.name),
+                    s::gateway_tokens::prefix.eq(&t.prefix),
+                    s::gateway_tokens::token_hash.eq(&t.hash),
+                    s::gateway_tokens::created_at.eq(now),
+                    s::gateway_tokens::expires_at.eq(t.expires_at),
+                ))
+                .execute(conn)
+                .await
+                .map_err(db_err)?;
+        });
+        Ok(GatewayToken {
+            id: t.id,
+            user_id: t.user_id,
+            name: t.name,
+            prefix: t.prefix,
+            created_at: now,
+            last_used_at: None,
+            expires_at: t.expires_at,
+            revoked_at: None,
+        })
+    }
+
+    async fn find_by_hash(&self, hash: &str) -> Result<Option<(GatewayToken, User)>, StoreError> {
+        let row: Option<(TokenRow, UserRow)> = with_conn!(self, |conn, s| {
+            s::gateway_tokens::table
+                .inner_join(s::users::table)
+                .filter(s::gateway_tokens::token_hash.eq(hash))
+                .select((
+                    s::gateway_tokens::all_columns,
+                    s::users::all_columns,
+                ))
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_err)?
+        });
+        match row {
+            Some((t, u)) => Ok(Some((token_from_row(t), user_from_row(u)?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self, user: UserId) -> Result<Vec<GatewayToken>, StoreError> {
+        let rows: Vec<TokenRow> = with_conn!(self, |conn, s| {
+            s::gateway_tokens::table
+                .filter(s::gateway_tokens::user_id.eq(DbUuid(user.0)))
+                .order(s::gateway_tokens::created_at.desc())
+                .load(conn)
+                .await
+                .map_err(db_err)?
+        });
+        Ok(rows.into_iter().map(token_from_row).collect())
+    }
+
+    async fn revoke(&self, user: UserId, id: Uuid) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let n = with_conn!(self, |conn, s| {
+            diesel::update(
+                s::gateway_tokens::table
+                    .filter(s::gateway_tokens::id.eq(DbUuid(id)))
+                    .filter(s::gateway_tokens::user_id.eq(DbUuid(user.0)))
+                    .filter(s::gateway_tokens::revoked_at.is_null()),
+            )
+            .set(s::gateway_tokens::revoked_at.eq(Some(now)))
+            .execute(conn)
+            .await
+            .map_err(db_err)?
+        });
+        Ok(n == 1)
+    }
+
+    async fn touch(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+        with_conn!(self, |conn, s| {
+            diesel::update(s::gateway_tokens::table.filter(s::gateway_tokens::id.eq(DbUuid(id))))
+                .set(s::gateway_tokens::last_used_at.eq(Some(at)))
+                .execute(conn)
+                .await
+                .map_err(db_err)?;
+        });
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl KeyRepository for Database {
+    async fn upsert(&self, k: NewStoredKey) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let user = k.user_id.to_string();
+        let metadata = DbJson(k.metadata.to_json());
+        with_conn!(self, |conn, s| {
+            use s::user_provider_keys as t;
+            diesel::insert_into(t::table)
+                .values((
+                    t::id.eq(DbUuid(Uuid::new_v4())),
+                    t::user_id.eq(&user),
+                    t::provider.eq(k.provider.as_str()),
+                    t::api_key_encrypted.eq(&k.ciphertext),
+                    t::key_preview.eq(k.key_preview.as_str()),
+                    t::enabled.eq(true),
+                    t::metadata.eq(&metadata),
+                    t::created_at.eq(now),
+                    t::updated_at.eq(now),
+                ))
+                .on_conflict((t::user_id, t::provider))
+                .do_update()
+                .set((
+                    t::api_key_encrypted.eq(excluded(t::api_key_encrypted)),
+                    t::key_preview.eq(excluded(t::key_preview)),
+                    t::enabled.eq(true),
+                    t::metadata.eq(excluded(t::metadata)),
+                    t::updated_at.eq(excluded(t::updated_at)),
+                ))
+                .execute(conn)
+                .await
+                .map_err(db_err)?;
+        });
+        Ok(())
+    }
+
+    async fn list(&self, user: UserId) -> Result<Vec<StoredKey>, StoreError> {
+        let user = user.to_string();
+        let rows: Vec<KeyRow> = with_conn!(self, |conn, s| {
+            use s::user_provider_keys as t;
+            t::table
+                .filter(t::user_id.eq(&user))
+                .order(t::provider.asc())
+                .load(conn)
+                .await
+                .map_err(db_err)?
+        });
+        Ok(rows.into_iter().filter_map(key_from_row).collect())
+    }
+
+    async fn get(&self, user: UserId, provider: ProviderId) -> Result<Option<StoredKey>, StoreError> {
+        let user = user.to_string();
+        let row: Option<KeyRow> = with_conn!(self, |conn, s| {
+            use s::user_provider_keys as t;
+            t::table
+                .filter(t::user_id.eq(&user))
+                .filter(t::provider.eq(provider.as_str()))
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_err)?
+        });
+        Ok(row.and_then(key_from_row))
+    }
+
+    async fn delete(&self, user: UserId, provider: ProviderId) -> Result<bool, StoreError> {
+        let user = user.to_string();
+        let n = with_conn!(self, |conn, s| {
+            use s::user_provider_keys as t;
+            diesel::delete(
+                t::table
+                    .filter(t::user_id.eq(&user))
+                    .filter(t::provider.eq(provider.as_str())),
+            )
+            .execute(conn)
+            .await
+            .map_err(db_err)?
+        });
+        Ok(n > 0)
+    }
+
+    async fn record_test(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        ciphertext: &str,
+        at: DateTime<Utc>,
+        status: TestStatus,
+    ) -> Result<bool, StoreError> {
+        use diesel::sql_types::Text;
+        let user = user.to_string();
+        let at = at.to_rfc3339();
+        let n = match &self.pool {
+            DbPool::Pg(pool) => {
+                let mut conn = pool.get().await.map_err(pool_err)?;
+                diesel::sql_query(
+                    "UPDATE user_provider_keys SET metadata = metadata || \
+                     jsonb_build_object('last_tested', $1::text, 'test_status', $2::text) \
+                     WHERE user_id = $3 AND provider = $4 AND api_key_encrypted = $5",
+                )
+                .bind::<Text, _>(&at)
+                .bind::<Text, _>(status.as_str())
+                .bind::<Text, _>(&user)
+                .bind::<Text, _>(provider.as_str())
+                .bind::<Text, _>(ciphertext)
+                .execute(&mut conn)
+                .await
+                .map_err(db_err)?
+            }
+            DbPool::Sqlite(pool) => {
+                let mut conn = pool.get().await.map_err(pool_err)?;
+                diesel::sql_query(
+                    "UPDATE user_provider_keys SET metadata = \
+                     json_set(metadata, '$.last_tested', ?, '$.test_status', ?) \
+                     WHERE user_id = ? AND provider = ? AND api_key_encrypted = ?",
+                )
+                .bind::<Text, _>(&at)
+                .bind::<Text, _>(status.as_str())
+                .bind::<Text, _>(&user)
+                .bind::<Text, _>(provider.as_str())
+                .bind::<Text, _>(ciphertext)
+                .execute(&mut conn)
+                .await
+                .map_err(db_err)?
+            }
+        };
+        Ok(n == 1)
+    }
+
+    async fn ciphertext_page(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<CiphertextRow>, StoreError> {
+        let rows: Vec<(DbUuid, String)> = with_conn!(self, |conn, s| {
+            use s::user_provider_keys as t;
+            let mut q = t::table
+                .select((t::id, t::api_key_encrypted))
+                .order(t::id.asc())
+                .limit(i64::from(limit))
+                .into_boxed();
+            if let Some(after) = after {
+                q = q.filter(t::id.gt(DbUuid(after)));
+            }
+            q.load(conn).await.map_err(db_err)?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, ciphertext)| CiphertextRow {
+                id: id.0,
+                ciphertext,
+            })
+            .collect())
+    }
+
+    async fn replace_ciphertext(&self, id: Uuid, old: &str, new: &str) -> Result<bool, StoreError> {
+        let n = with_conn!(self, |conn, s| {
+            use s::user_provider_keys as t;
+            diesel::update(
+                t::table
+                    .filter(t::id.eq(DbUuid(id)))
+                    .filter(t::api_key_encrypted.eq(old)),
+            )
+            .set(t::api_key_encrypted.eq(new))
+            .execute(conn)
+            .await
+            .map_err(db_err)?
+        });
+        Ok(n == 1)
+    }
+}

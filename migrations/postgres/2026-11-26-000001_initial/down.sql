@@ -1,0 +1,3 @@
+DROP TABLE user_provider_keys;
+DROP TABLE gateway_tokens;
+DROP TABLE users;
