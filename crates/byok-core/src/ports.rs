@@ -38,8 +38,7 @@ pub trait TokenRepository: Send + Sync + 'static {
     /// MUST return [`StoreError::Conflict`] if the hash already exists.
     async fn create(&self, token: NewGatewayToken) -> Result<GatewayToken, StoreError>;
     /// The token with this hash and its owner, if the token exists (active or not).
-    async fn find_by_hash(&self, hash: &str)
-    -> Result<Option<(GatewayToken, User)>, StoreError>;
+    async fn find_by_hash(&self, hash: &str) -> Result<Option<(GatewayToken, User)>, StoreError>;
     /// The user's tokens, newest first.
     async fn list(&self, user: UserId) -> Result<Vec<GatewayToken>, StoreError>;
     /// Marks the token revoked. `false` if it does not exist for this user or is already revoked.
@@ -64,8 +63,11 @@ pub trait KeyRepository: Send + Sync + 'static {
     async fn upsert(&self, key: NewStoredKey) -> Result<(), StoreError>;
     /// The user's keys, ordered by provider id.
     async fn list(&self, user: UserId) -> Result<Vec<StoredKey>, StoreError>;
-    async fn get(&self, user: UserId, provider: ProviderId)
-    -> Result<Option<StoredKey>, StoreError>;
+    async fn get(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+    ) -> Result<Option<StoredKey>, StoreError>;
     /// Deletes the row. `false` if there was none.
     async fn delete(&self, user: UserId, provider: ProviderId) -> Result<bool, StoreError>;
     /// Stores a test result, only if the key is still the one tested (`ciphertext` matches),
@@ -85,8 +87,7 @@ pub trait KeyRepository: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<CiphertextRow>, StoreError>;
     /// Compare-and-swap of one ciphertext: `false` if the row no longer holds `old`.
-    async fn replace_ciphertext(&self, id: Uuid, old: &str, new: &str)
-    -> Result<bool, StoreError>;
+    async fn replace_ciphertext(&self, id: Uuid, old: &str, new: &str) -> Result<bool, StoreError>;
 }
 
 /// What a key probe found.

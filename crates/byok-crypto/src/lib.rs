@@ -88,7 +88,9 @@ fn well_formed(token: &str) -> bool {
 
 impl SecretCipher for FernetKeyRing {
     fn encrypt(&self, plaintext: &SecretString) -> Result<String, CryptoError> {
-        Ok(self.primary()?.encrypt(plaintext.expose_secret().as_bytes()))
+        Ok(self
+            .primary()?
+            .encrypt(plaintext.expose_secret().as_bytes()))
     }
 
     fn decrypt(&self, token: &str) -> Result<SecretString, CryptoError> {
@@ -136,13 +138,19 @@ mod tests {
         assert!(during.is_current(&rotated));
         let after = ring(&[&new]);
         assert_eq!(after.decrypt(&token).unwrap_err(), CryptoError::UnknownKey);
-        assert_eq!(after.decrypt(&rotated).unwrap().expose_secret(), "sk-secret");
+        assert_eq!(
+            after.decrypt(&rotated).unwrap().expose_secret(),
+            "sk-secret"
+        );
     }
 
     #[test]
     fn malformed_tokens_and_keys() {
         let r = FernetKeyRing::for_testing();
-        assert_eq!(r.decrypt("not-a-token").unwrap_err(), CryptoError::Malformed);
+        assert_eq!(
+            r.decrypt("not-a-token").unwrap_err(),
+            CryptoError::Malformed
+        );
         assert_eq!(r.decrypt("").unwrap_err(), CryptoError::Malformed);
         for bad in ["", "short", "a,b", ",", "abc!@#"] {
             let err = FernetKeyRing::parse(&SecretString::from(bad)).unwrap_err();

@@ -77,14 +77,21 @@ fn generate_vectors() {
         let f = fernet::Fernet::new(&v.secret).unwrap();
         let now = unix(&v.now);
         let expected = decode(&v.token);
-        assert_eq!(&expected[9..25], v.iv.as_slice(), "vector IV sits after the header");
+        assert_eq!(
+            &expected[9..25],
+            v.iv.as_slice(),
+            "vector IV sits after the header"
+        );
         let plain = f.decrypt_at_time(&v.token, None, now).unwrap();
         assert_eq!(plain, v.src.as_bytes());
         let ours = f.encrypt_at_time(v.src.as_bytes(), now);
         let ours_bytes = decode(&ours);
         assert_eq!(ours_bytes.len(), expected.len());
         assert_eq!(&ours_bytes[..9], &expected[..9], "version and timestamp");
-        assert_eq!(f.decrypt_at_time(&ours, None, now).unwrap(), v.src.as_bytes());
+        assert_eq!(
+            f.decrypt_at_time(&ours, None, now).unwrap(),
+            v.src.as_bytes()
+        );
     }
 }
 

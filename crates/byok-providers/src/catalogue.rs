@@ -59,7 +59,12 @@ fn builtin(id: ProviderId) -> ProviderSpec {
     use AuthStyle::*;
     use WireFormat::*;
     let (base, wire_format, auth, probe) = match id {
-        ProviderId::Openai => (Some("https://api.openai.com/v1"), OpenAi, Bearer, get("/models")),
+        ProviderId::Openai => (
+            Some("https://api.openai.com/v1"),
+            OpenAi,
+            Bearer,
+            get("/models"),
+        ),
         ProviderId::Anthropic => (
             Some("https://api.anthropic.com"),
             Anthropic,
@@ -72,7 +77,12 @@ fn builtin(id: ProviderId) -> ProviderSpec {
             Bearer,
             get("/api/whoami-v2"),
         ),
-        ProviderId::Cohere => (Some("https://api.cohere.com"), Cohere, Bearer, get("/v1/models")),
+        ProviderId::Cohere => (
+            Some("https://api.cohere.com"),
+            Cohere,
+            Bearer,
+            get("/v1/models"),
+        ),
         ProviderId::Together => (
             Some("https://api.together.xyz/v1"),
             OpenAi,

@@ -172,7 +172,10 @@ impl KeyProber for HttpKeyProber {
     ) -> Result<ProbeOutcome, CoreError> {
         let spec = self.catalogue.get(provider);
         let (client, base) = match (endpoint, spec.base_url.as_deref()) {
-            (Some(e), _) => (self.pinned_client(e).await?, e.trim_end_matches('/').to_string()),
+            (Some(e), _) => (
+                self.pinned_client(e).await?,
+                e.trim_end_matches('/').to_string(),
+            ),
             (None, Some(b)) => (self.client.clone(), b.to_string()),
             (None, None) => {
                 return Ok(ProbeOutcome {

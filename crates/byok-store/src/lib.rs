@@ -193,8 +193,10 @@ impl Database {
             match backend {
                 Backend::Postgres => {
                     let mut conn =
-                        <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&target)
-                            .map_err(pool_err)?;
+                        <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(
+                            &target,
+                        )
+                        .map_err(pool_err)?;
                     lock_pg(&mut conn, true)?;
                     let applied = conn
                         .run_pending_migrations(PG_MIGRATIONS)
@@ -205,12 +207,11 @@ impl Database {
                 }
                 Backend::Sqlite => {
                     let mut conn = SqliteConnection::establish(&target).map_err(pool_err)?;
-                    diesel::connection::SimpleConnection::batch_execute(
-                        &mut conn,
-                        SQLITE_PRAGMAS,
-                    )
-                    .map_err(pool_err)?;
-                    let applied = conn.run_pending_migrations(SQLITE_MIGRATIONS).map_err(boxed)?;
+                    diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)
+                        .map_err(pool_err)?;
+                    let applied = conn
+                        .run_pending_migrations(SQLITE_MIGRATIONS)
+                        .map_err(boxed)?;
                     Ok(applied.len())
                 }
             }

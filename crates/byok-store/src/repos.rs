@@ -233,10 +233,7 @@ impl TokenRepository for Database {
             s::gateway_tokens::table
                 .inner_join(s::users::table)
                 .filter(s::gateway_tokens::token_hash.eq(hash))
-                .select((
-                    s::gateway_tokens::all_columns,
-                    s::users::all_columns,
-                ))
+                .select((s::gateway_tokens::all_columns, s::users::all_columns))
                 .first(conn)
                 .await
                 .optional()
@@ -339,7 +336,11 @@ impl KeyRepository for Database {
         Ok(rows.into_iter().filter_map(key_from_row).collect())
     }
 
-    async fn get(&self, user: UserId, provider: ProviderId) -> Result<Option<StoredKey>, StoreError> {
+    async fn get(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+    ) -> Result<Option<StoredKey>, StoreError> {
         let user = user.to_string();
         let row: Option<KeyRow> = with_conn!(self, |conn, s| {
             use s::user_provider_keys as t;

@@ -57,7 +57,9 @@ impl FromStr for AllowRule {
             Err(_) if prefix.is_none() && is_hostname(s) => {
                 Ok(AllowRule::Host(s.to_ascii_lowercase()))
             }
-            Err(_) => Err(format!("'{s}' is neither an address, a CIDR range nor a host")),
+            Err(_) => Err(format!(
+                "'{s}' is neither an address, a CIDR range nor a host"
+            )),
         }
     }
 }
@@ -151,8 +153,16 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
         (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 96, "IPv4-compatible"),
         (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64, "discard"),
         (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 32, "Teredo"),
-        (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32, "documentation"),
-        (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, "unique local (private)"),
+        (
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+            32,
+            "documentation",
+        ),
+        (
+            Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
+            7,
+            "unique local (private)",
+        ),
         (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "link-local"),
         (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10, "site-local"),
         (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "multicast"),
@@ -260,7 +270,10 @@ mod tests {
         }
         assert!(p.check("h", &[ip("93.184.216.34")]).is_ok());
         assert!(p.check("h", &[ip("2606:4700::1111")]).is_ok());
-        assert!(p.check("h", &[ip("93.184.216.34"), ip("10.0.0.1")]).is_err());
+        assert!(
+            p.check("h", &[ip("93.184.216.34"), ip("10.0.0.1")])
+                .is_err()
+        );
         assert!(p.check("h", &[]).is_err());
     }
 

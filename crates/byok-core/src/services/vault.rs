@@ -82,9 +82,7 @@ pub fn validate_endpoint(raw: &str) -> Result<String, CoreError> {
         return Err(bad("endpoint must not contain credentials"));
     }
     if e.contains('#') || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad(
-            "endpoint must not contain whitespace or a fragment",
-        ));
+        return Err(bad("endpoint must not contain whitespace or a fragment"));
     }
     Ok(e.trim_end_matches('/').to_string())
 }
@@ -378,7 +376,10 @@ mod tests {
     struct Rot;
     impl SecretCipher for Rot {
         fn encrypt(&self, p: &SecretString) -> Result<String, CryptoError> {
-            Ok(format!("enc:{}", p.expose_secret().chars().rev().collect::<String>()))
+            Ok(format!(
+                "enc:{}",
+                p.expose_secret().chars().rev().collect::<String>()
+            ))
         }
         fn decrypt(&self, t: &str) -> Result<SecretString, CryptoError> {
             t.strip_prefix("enc:")
@@ -438,9 +439,17 @@ mod tests {
     async fn free_tier_cannot_add_and_resolves_to_system() {
         let v = vault();
         let free = user(Tier::Free);
-        let err = v.add(&free, add(ProviderId::Openai, OPENAI)).await.unwrap_err();
+        let err = v
+            .add(&free, add(ProviderId::Openai, OPENAI))
+            .await
+            .unwrap_err();
         assert!(matches!(err, CoreError::UpgradeRequired { .. }));
-        assert!(v.resolve(&free, ProviderId::Openai).await.unwrap().is_none());
+        assert!(
+            v.resolve(&free, ProviderId::Openai)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]

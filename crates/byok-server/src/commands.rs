@@ -1,0 +1,222 @@
+//! What each subcommand does.
+
+use actix_web::{HttpServer, web};
+use byok_core::services::{TokenService, rotate_all};
+use byok_core::{CoreError, Tier, User, normalize_email};
+use secrecy::ExposeSecret;
+
+use crate::cli::{TokenCommand, UserCommand};
+use crate::config::{KeySource, Settings};
+use crate::state::{AppState, error_chain};
+
+/// A failed command: printed as `error: …`, exit status 1.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl<E: std::error::Error> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(error_chain(&e))
+    }
+}
+
+fn core(e: CoreError) -> Failure {
+    Failure(error_chain(&e))
+}
+
+/// Builds the state and applies migrations.
+pub async fn prepare(settings: &Settings) -> Result<AppState, Failure> {
+    let state = AppState::build(settings).await?;
+    let applied = state.db.migrate().await.map_err(|e| {
+        Failure(format!(
+            "cannot migrate {}: {}",
+            settings.database_display(),
+            error_chain(&e)
+        ))
+    })?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    Ok(state)
+}
+
+pub async fn serve(settings: Settings) -> Result<(), Failure> {
+    crate::error::set_upgrade_url(settings.upgrade_url.clone());
+    if let KeySource::File(path) = &settings.key_source {
+        tracing::warn!(path = %path.display(), "using the generated encryption key file (embedded mode)");
+    }
+    let state = prepare(&settings).await?;
+    bootstrap_admin(&state, &settings).await?;
+    let data = web::Data::new(state);
+    let mut server = HttpServer::new(move || crate::app::build(data.clone()))
+        .shutdown_timeout(30)
+        .bind(&settings.bind)
+        .map_err(|e| Failure(format!("cannot listen on {}: {e}", settings.bind)))?;
+    if let Some(n) = settings.workers {
+        server = server.workers(n);
+    }
+    for addr in server.addrs() {
+        tracing::info!(%addr, database = %settings.database_display(), "listening");
+        println!("BYOK gateway listening on http://{addr}");
+    }
+    server.run().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// On an empty database: creates the first user (enterprise tier) and prints its token once.
+async fn bootstrap_admin(state: &AppState, settings: &Settings) -> Result<(), Failure> {
+    let email = &settings.bootstrap_admin_email;
+    if state.tokens.users().count().await? > 0 {
+        println!(
+            "Create a token for an existing user with: byok-gateway token create --email {email}"
+        );
+        return Ok(());
+    }
+    let user = match state.tokens.create_user(email, Tier::Enterprise).await {
+        Ok(u) => u,
+        // Another replica bootstrapped at the same moment.
+        Err(CoreError::Conflict { .. }) => return Ok(()),
+        Err(e) => return Err(core(e)),
+    };
+    let issued = state
+        .tokens
+        .issue(user.id, "bootstrap", None)
+        .await
+        .map_err(core)?;
+    let token = issued.token.expose_secret();
+    let base = settings.bind.replace("0.0.0.0", "127.0.0.1");
+    println!(
+        "\n================================================================\n\
+         First start: created the user {email} (tier enterprise).\n\
+         Its gateway token is shown this once:\n\n    {token}\n\n\
+         Try:   curl -H \"Authorization: Bearer {token}\" http://{base}/api/v1/byok/providers\n\
+         More users:  byok-gateway user create --email you@example.com --tier starter\n\
+         ================================================================\n"
+    );
+    Ok(())
+}
+
+pub async fn migrate(settings: Settings) -> Result<(), Failure> {
+    let state = AppState::build(&settings).await?;
+    let applied = state.db.migrate().await?;
+    println!("migrations applied: {applied}");
+    Ok(())
+}
+
+pub async fn rotate_keys(settings: Settings, batch_size: u32) -> Result<(), Failure> {
+    let state = prepare(&settings).await?;
+    let ring = settings.key_ring()?;
+    let report = rotate_all(&state.db, &ring, batch_size)
+        .await
+        .map_err(core)?;
+    println!(
+        "rotate-keys: processed={} rotated={} already_current={} changed_meanwhile={} failed={}",
+        report.processed, report.rotated, report.current, report.raced, report.failed
+    );
+    if report.failed > 0 {
+        return Err(Failure(format!(
+            "{} stored secret(s) could not be decrypted with any key in ENCRYPTION_KEY; \
+             their row ids are in the log above. Restore the missing key to rotate them.",
+            report.failed
+        )));
+    }
+    Ok(())
+}
+
+async fn find_user(tokens: &TokenService, email: &str) -> Result<User, Failure> {
+    let email = normalize_email(email).map_err(core)?;
+    tokens
+        .users()
+        .find_by_email(&email)
+        .await?
+        .ok_or_else(|| Failure(format!("no user with email {email}")))
+}
+
+fn parse_tier(t: &str) -> Result<Tier, Failure> {
+    t.parse().map_err(core)
+}
+
+pub async fn user(settings: Settings, cmd: UserCommand) -> Result<(), Failure> {
+    let state = prepare(&settings).await?;
+    match cmd {
+        UserCommand::Create { email, tier } => {
+            let tier = parse_tier(&tier)?;
+            let user = state.tokens.create_user(&email, tier).await.map_err(core)?;
+            let issued = state
+                .tokens
+                .issue(user.id, "cli", None)
+                .await
+                .map_err(core)?;
+            println!(
+                "created user {} (id {}, tier {})",
+                user.email, user.id, user.tier
+            );
+            println!("token: {}", issued.token.expose_secret());
+            println!("(the token is shown once; store it now)");
+        }
+        UserCommand::SetTier { email, tier } => {
+            let tier = parse_tier(&tier)?;
+            let user = find_user(&state.tokens, &email).await?;
+            state.tokens.users().set_tier(user.id, tier).await?;
+            println!(
+                "{} is now {tier} (running services see it within BYOK_AUTH_CACHE_TTL_SECS)",
+                user.email
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn token(settings: Settings, cmd: TokenCommand) -> Result<(), Failure> {
+    let state = prepare(&settings).await?;
+    match cmd {
+        TokenCommand::Create {
+            email,
+            name,
+            expires_in_days,
+        } => {
+            let user = find_user(&state.tokens, &email).await?;
+            let issued = state
+                .tokens
+                .issue(user.id, &name, expires_in_days)
+                .await
+                .map_err(core)?;
+            println!("token id {} for {}", issued.record.id, user.email);
+            println!("token: {}", issued.token.expose_secret());
+            println!("(the token is shown once; store it now)");
+        }
+        TokenCommand::List { email } => {
+            let user = find_user(&state.tokens, &email).await?;
+            let now = chrono::Utc::now();
+            println!(
+                "{:<36}  {:<14}  {:<20}  {:<8}  name",
+                "id", "prefix", "created", "state"
+            );
+            for t in state.tokens.list(user.id).await.map_err(core)? {
+                let st = if t.revoked_at.is_some() {
+                    "revoked"
+                } else if t.is_active(now) {
+                    "active"
+                } else {
+                    "expired"
+                };
+                println!(
+                    "{:<36}  {:<14}  {:<20}  {:<8}  {}",
+                    t.id,
+                    t.prefix,
+                    t.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    st,
+                    t.name
+                );
+            }
+        }
+        TokenCommand::Revoke { email, id } => {
+            let user = find_user(&state.tokens, &email).await?;
+            let id =
+                uuid::Uuid::parse_str(&id).map_err(|_| Failure("--id must be a UUID".into()))?;
+            state.tokens.revoke(user.id, id).await.map_err(core)?;
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Settings, read once from the environment.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `BYOK_BIND` | `127.0.0.1:8080` | address `serve` listens on (port 0 picks a free port) |
+//! | `BYOK_DATA_DIR` | `./data` | where the embedded defaults live (`byok.db`, `encryption.key`) |
+//! | `DATABASE_URL` | `sqlite://$BYOK_DATA_DIR/byok.db` | `postgres://…` or `sqlite://path` |
+//! | `ENCRYPTION_KEY` | generated into `$BYOK_DATA_DIR/encryption.key` (0600) | comma-separated Fernet keys; the first encrypts |
+//! | `BYOK_DB_MAX_CONNECTIONS` | `10` | database pool size |
+//! | `BYOK_ALLOWED_TARGETS` | empty | comma-separated CIDRs/hosts user-supplied endpoints may reach despite being private/loopback |
+//! | `BYOK_PROVIDER_<ID>_BASE_URL` | the provider's public API | override a provider's base URL (trusted) |
+//! | `BYOK_PROBE_TIMEOUT_SECS` | `10` | key-test request timeout |
+//! | `BYOK_AUTH_CACHE_TTL_SECS` | `5` | how long a token check is cached (bounds revocation delay across processes) |
+//! | `BYOK_UPGRADE_URL` | `/pricing` | `upgrade_url` in tier refusals |
+//! | `BYOK_BOOTSTRAP_ADMIN_EMAIL` | `admin@localhost` | the first user created on an empty database |
+//! | `BYOK_WORKERS` | number of CPUs | HTTP worker threads |
+//! | `BYOK_LOG_FORMAT` | `text` | `text` or `json` |
+//! | `RUST_LOG` | `info` | log filter |
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use byok_core::policy::TargetPolicy;
+use byok_crypto::FernetKeyRing;
+use byok_providers::Catalogue;
+use secrecy::{ExposeSecret, SecretString};
+
+/// A configuration problem; the message is safe to print (never contains a secret).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Where the encryption key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Environment,
+    /// Generated or read from this file (embedded default).
+    File(PathBuf),
+}
+
+/// Typed settings.
+pub struct Settings {
+    pub bind: String,
+    pub data_dir: PathBuf,
+    pub database_url: SecretString,
+    pub db_max_connections: usize,
+    pub encryption_key: SecretString,
+    pub key_source: KeySource,
+    pub target_policy: TargetPolicy,
+    pub catalogue: Catalogue,
+    pub probe_timeout: Duration,
+    pub auth_cache_ttl: Duration,
+    pub upgrade_url: String,
+    pub bootstrap_admin_email: String,
+    pub workers: Option<usize>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field("key_source", &self.key_source)
+            .finish_non_exhaustive()
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("{name} must be a number"))),
+    }
+}
+
+impl Settings {
+    /// Reads the environment. Creates `BYOK_DATA_DIR` and, when `ENCRYPTION_KEY` is unset,
+    /// the generated key file.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let data_dir = PathBuf::from(var("BYOK_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let database_url = SecretString::from(
+            var("DATABASE_URL")
+                .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("byok.db").display())),
+        );
+        let (encryption_key, key_source) = match var("ENCRYPTION_KEY") {
+            Some(k) => (SecretString::from(k), KeySource::Environment),
+            None => {
+                let path = data_dir.join("encryption.key");
+                (load_or_create_key(&path)?, KeySource::File(path))
+            }
+        };
+        FernetKeyRing::parse(&encryption_key).map_err(|e| ConfigError(e.to_string()))?;
+        let target_policy = TargetPolicy::parse(&var("BYOK_ALLOWED_TARGETS").unwrap_or_default())
+            .map_err(|e| ConfigError(format!("BYOK_ALLOWED_TARGETS: {e}")))?;
+        let catalogue = Catalogue::from_env(var).map_err(ConfigError)?;
+        let workers = match var("BYOK_WORKERS") {
+            None => None,
+            Some(_) => Some(number("BYOK_WORKERS", 1usize)?.max(1)),
+        };
+        Ok(Self {
+            bind: var("BYOK_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            data_dir,
+            database_url,
+            db_max_connections: number("BYOK_DB_MAX_CONNECTIONS", 10usize)?.max(1),
+            encryption_key,
+            key_source,
+            target_policy,
+            catalogue,
+            probe_timeout: Duration::from_secs(number("BYOK_PROBE_TIMEOUT_SECS", 10u64)?.max(1)),
+            auth_cache_ttl: Duration::from_secs(number("BYOK_AUTH_CACHE_TTL_SECS", 5u64)?),
+            upgrade_url: var("BYOK_UPGRADE_URL").unwrap_or_else(|| "/pricing".into()),
+            bootstrap_admin_email: var("BYOK_BOOTSTRAP_ADMIN_EMAIL")
+                .unwrap_or_else(|| "admin@localhost".into()),
+            workers,
+        })
+    }
+
+    pub fn key_ring(&self) -> Result<FernetKeyRing, ConfigError> {
+        FernetKeyRing::parse(&self.encryption_key).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// `DATABASE_URL` without any password, for log lines.
+    pub fn database_display(&self) -> String {
+        let url = self.database_url.expose_secret();
+        match url.split_once("://") {
+            Some((scheme, rest)) if scheme.starts_with("postgres") => {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                format!("{scheme}://…@{host}")
+            }
+            _ => url.to_string(),
+        }
+    }
+}
+
+/// Reads the key file, or creates it (mode 0600) with a fresh key.
+fn load_or_create_key(path: &Path) -> Result<SecretString, ConfigError> {
+    let shown = path.display();
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            warn_if_shared(path);
+            Ok(SecretString::from(text.trim().to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| ConfigError(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            let key = FernetKeyRing::generate_key();
+            write_private(path, key.expose_secret())
+                .map_err(|e| ConfigError(format!("cannot write {shown}: {e}")))?;
+            tracing::warn!(
+                path = %shown,
+                "ENCRYPTION_KEY is not set: generated a key into this file (mode 0600). \
+                 Production must set ENCRYPTION_KEY from a secret store and back it up: \
+                 without it, stored keys cannot be decrypted"
+            );
+            Ok(key)
+        }
+        Err(e) => Err(ConfigError(format!("cannot read {shown}: {e}"))),
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    std::fs::write(path, content)
+}
+
+#[cfg(unix)]
+fn warn_if_shared(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "encryption key file is readable by other users; chmod 600 it");
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_shared(_: &Path) {}

@@ -1,0 +1,273 @@
+//! `/api/v1/byok`: the legacy BYOK keys API.
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use byok_core::ProviderId;
+use byok_core::services::AddKey;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Authenticated;
+use crate::error::{ApiError, ErrorBody, UpgradeRequiredBody};
+use crate::state::AppState;
+
+fn provider(raw: &str) -> Result<ProviderId, ApiError> {
+    Ok(raw.parse::<ProviderId>()?)
+}
+
+/// A provider of the catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderInfo {
+    /// Provider id, e.g. `openai`.
+    pub id: String,
+    pub name: String,
+    /// What keys look like, e.g. `sk-...` (or `any`).
+    pub key_format: String,
+    /// Whether the caller has stored a key for it.
+    pub configured: bool,
+}
+
+/// List the providers and whether the caller configured each.
+#[utoipa::path(
+    get, path = "/api/v1/byok/providers", tag = "byok",
+    responses(
+        (status = 200, body = [ProviderInfo]),
+        (status = 401, body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+#[get("/providers")]
+pub async fn providers(
+    state: web::Data<AppState>,
+    who: Authenticated,
+) -> Result<web::Json<Vec<ProviderInfo>>, ApiError> {
+    let list = state.vault.providers(&who.0).await?;
+    Ok(web::Json(
+        list.into_iter()
+            .map(|p| ProviderInfo {
+                id: p.id.as_str().into(),
+                name: p.id.display_name().into(),
+                key_format: p.id.key_format().describe(),
+                configured: p.configured,
+            })
+            .collect(),
+    ))
+}
+
+/// A stored key, masked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyInfo {
+    pub provider: String,
+    pub provider_name: String,
+    /// First 4 + `...` + last 4 characters (`****` for short keys), computed when stored.
+    pub key_preview: String,
+    pub label: Option<String>,
+    pub endpoint: Option<String>,
+    pub enabled: bool,
+    pub added_date: Option<DateTime<Utc>>,
+    pub last_tested: Option<DateTime<Utc>>,
+    /// `valid`, `invalid`, `error` or `unknown`; null before the first test.
+    pub test_status: Option<String>,
+}
+
+/// List the caller's keys (previews only; nothing is decrypted).
+#[utoipa::path(
+    get, path = "/api/v1/byok/keys", tag = "byok",
+    responses((status = 200, body = [KeyInfo]), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = []))
+)]
+#[get("/keys")]
+pub async fn list_keys(
+    state: web::Data<AppState>,
+    who: Authenticated,
+) -> Result<web::Json<Vec<KeyInfo>>, ApiError> {
+    let keys = state.vault.list(&who.0).await?;
+    Ok(web::Json(
+        keys.into_iter()
+            .map(|k| KeyInfo {
+                provider: k.provider.as_str().into(),
+                provider_name: k.provider.display_name().into(),
+                key_preview: k.key_preview.as_str().into(),
+                label: k.label,
+                endpoint: k.endpoint,
+                enabled: k.enabled,
+                added_date: k.added_date,
+                last_tested: k.last_tested,
+                test_status: k.test_status.map(|s| s.as_str().into()),
+            })
+            .collect(),
+    ))
+}
+
+/// Body of `POST /keys/add`. The key is a secret: never logged, never echoed.
+#[derive(Deserialize, ToSchema)]
+pub struct AddKeyRequest {
+    /// Provider id (see `GET /api/v1/byok/providers`).
+    pub provider: String,
+    /// The provider API key.
+    #[schema(value_type = String, min_length = 1, max_length = 512)]
+    pub key: SecretString,
+    /// Optional label, at most 100 characters.
+    pub label: Option<String>,
+    /// Base URL; required for `custom` (OpenAI-compatible), optional for `ollama`.
+    pub endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for AddKeyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddKeyRequest")
+            .field("provider", &self.provider)
+            .field("key", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AddKeyResponse {
+    pub message: String,
+    pub provider: String,
+    pub provider_name: String,
+}
+
+/// Store (or replace) the caller's key for a provider. Needs tier `starter` or higher.
+#[utoipa::path(
+    post, path = "/api/v1/byok/keys/add", tag = "byok",
+    request_body = AddKeyRequest,
+    responses(
+        (status = 200, body = AddKeyResponse),
+        (status = 400, body = ErrorBody, description = "malformed JSON"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = UpgradeRequiredBody),
+        (status = 404, body = ErrorBody, description = "unknown provider"),
+        (status = 422, body = ErrorBody, description = "invalid key, label or endpoint"),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+#[post("/keys/add")]
+pub async fn add_key(
+    state: web::Data<AppState>,
+    who: Authenticated,
+    body: web::Json<AddKeyRequest>,
+) -> Result<web::Json<AddKeyResponse>, ApiError> {
+    let body = body.into_inner();
+    let id = provider(&body.provider)?;
+    state
+        .vault
+        .add(
+            &who.0,
+            AddKey {
+                provider: id,
+                key: body.key.expose_secret().to_owned(),
+                label: body.label,
+                endpoint: body.endpoint,
+            },
+        )
+        .await?;
+    Ok(web::Json(AddKeyResponse {
+        message: format!("{} key saved", id.display_name()),
+        provider: id.as_str().into(),
+        provider_name: id.display_name().into(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeleteKeyResponse {
+    pub message: String,
+    pub provider: String,
+}
+
+/// Delete the caller's key for a provider: it is gone and no longer used.
+#[utoipa::path(
+    delete, path = "/api/v1/byok/keys/{provider}", tag = "byok",
+    params(("provider" = String, Path, description = "provider id")),
+    responses(
+        (status = 200, body = DeleteKeyResponse),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "unknown provider or no key stored"),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+#[delete("/keys/{provider}")]
+pub async fn delete_key(
+    state: web::Data<AppState>,
+    who: Authenticated,
+    path: web::Path<String>,
+) -> Result<web::Json<DeleteKeyResponse>, ApiError> {
+    let id = provider(&path)?;
+    state.vault.delete(&who.0, id).await?;
+    Ok(web::Json(DeleteKeyResponse {
+        message: format!("{} key deleted", id.display_name()),
+        provider: id.as_str().into(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestKeyResponse {
+    pub provider: String,
+    /// `valid` (2xx), `invalid` (401/403), `error` (timeout, 429, 5xx, unreachable), `unknown`.
+    pub status: String,
+    pub message: String,
+    /// HTTP status, latency and host of the probe.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+/// Test the caller's stored key against the provider; the result is stored.
+#[utoipa::path(
+    post, path = "/api/v1/byok/keys/test/{provider}", tag = "byok",
+    params(("provider" = String, Path, description = "provider id")),
+    responses(
+        (status = 200, body = TestKeyResponse),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = UpgradeRequiredBody),
+        (status = 404, body = ErrorBody, description = "unknown provider or no key stored"),
+        (status = 422, body = ErrorBody, description = "the key's endpoint is a forbidden target"),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+#[post("/keys/test/{provider}")]
+pub async fn test_key(
+    state: web::Data<AppState>,
+    who: Authenticated,
+    path: web::Path<String>,
+) -> Result<web::Json<TestKeyResponse>, ApiError> {
+    let id = provider(&path)?;
+    let outcome = state.vault.test(&who.0, id).await?;
+    Ok(web::Json(TestKeyResponse {
+        provider: id.as_str().into(),
+        status: outcome.status.as_str().into(),
+        message: outcome.message,
+        details: outcome.details,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsResponse {
+    pub total_providers: usize,
+    pub configured_providers: usize,
+    pub tested_providers: usize,
+    pub valid_providers: usize,
+    pub user_tier: String,
+}
+
+/// Counts of the caller's keys.
+#[utoipa::path(
+    get, path = "/api/v1/byok/stats", tag = "byok",
+    responses((status = 200, body = StatsResponse), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = []))
+)]
+#[get("/stats")]
+pub async fn stats(
+    state: web::Data<AppState>,
+    who: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let s = state.vault.stats(&who.0).await?;
+    Ok(HttpResponse::Ok().json(StatsResponse {
+        total_providers: s.total_providers,
+        configured_providers: s.configured_providers,
+        tested_providers: s.tested_providers,
+        valid_providers: s.valid_providers,
+        user_tier: s.user_tier.as_str().into(),
+    }))
+}

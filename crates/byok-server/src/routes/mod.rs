@@ -1,0 +1,29 @@
+//! HTTP routes. Handlers parse, call a core service, and map the result.
+
+pub mod byok;
+pub mod health;
+pub mod tokens;
+
+use actix_web::web;
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(health::openapi_json)
+        .service(
+            web::scope("/api/v1/byok")
+                .service(byok::providers)
+                .service(byok::list_keys)
+                .service(byok::add_key)
+                .service(byok::delete_key)
+                .service(byok::test_key)
+                .service(byok::stats),
+        )
+        .service(
+            web::scope("/api/v1/tokens")
+                .service(tokens::create)
+                .service(tokens::list)
+                .service(tokens::revoke),
+        );
+}
