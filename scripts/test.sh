@@ -156,6 +156,9 @@ run_schemathesis() {
     "BYOK_BIND=127.0.0.1:$port"
     "DATABASE_URL=sqlite://$SERVER_DIR/byok.db"
     "RUST_LOG=warn"
+    # Key tests call out to providers (unreachable here): keep each probe well inside
+    # schemathesis' --request-timeout so a slow probe is not reported as a network error.
+    "BYOK_PROBE_TIMEOUT_SECS=2"
   )
 
   log "starting byok-gateway serve on $base"

@@ -1,1 +1,9 @@
+//! One integration-test binary: repositories on both databases, crypto interoperability,
+//! and end-to-end tests against the real binary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod cli;
+mod crypto;
+mod repos;

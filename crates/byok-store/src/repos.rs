@@ -34,6 +34,13 @@ macro_rules! with_conn {
     }};
 }
 
+/// Now, at the precision both databases store (microseconds), so returned records equal
+/// what a later read gives back.
+fn now_micros() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 pub(crate) fn db_err(e: DieselError) -> StoreError {
     match e {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
@@ -133,7 +140,7 @@ impl UserRepository for Database {
             id: UserId::new_random(),
             email: email.to_string(),
             tier,
-            created_at: Utc::now(),
+            created_at: now_micros(),
         };
         with_conn!(self, |conn, s| {
             diesel::insert_into(s::users::table)
@@ -200,7 +207,9 @@ impl UserRepository for Database {
 #[async_trait]
 impl TokenRepository for Database {
     async fn create(&self, t: NewGatewayToken) -> Result<GatewayToken, StoreError> {
-        let now = Utc::now();
+        use chrono::SubsecRound;
+        let now = now_micros();
+        let expires_at = t.expires_at.map(|e| e.trunc_subsecs(6));
         with_conn!(self, |conn, s| {
             diesel::insert_into(s::gateway_tokens::table)
                 .values((
@@ -210,7 +219,7 @@ impl TokenRepository for Database {
                     s::gateway_tokens::prefix.eq(&t.prefix),
                     s::gateway_tokens::token_hash.eq(&t.hash),
                     s::gateway_tokens::created_at.eq(now),
-                    s::gateway_tokens::expires_at.eq(t.expires_at),
+                    s::gateway_tokens::expires_at.eq(expires_at),
                 ))
                 .execute(conn)
                 .await
@@ -223,7 +232,7 @@ impl TokenRepository for Database {
             prefix: t.prefix,
             created_at: now,
             last_used_at: None,
-            expires_at: t.expires_at,
+            expires_at,
             revoked_at: None,
         })
     }
@@ -258,7 +267,7 @@ impl TokenRepository for Database {
     }
 
     async fn revoke(&self, user: UserId, id: Uuid) -> Result<bool, StoreError> {
-        let now = Utc::now();
+        let now = now_micros();
         let n = with_conn!(self, |conn, s| {
             diesel::update(
                 s::gateway_tokens::table
@@ -289,7 +298,7 @@ impl TokenRepository for Database {
 #[async_trait]
 impl KeyRepository for Database {
     async fn upsert(&self, k: NewStoredKey) -> Result<(), StoreError> {
-        let now = Utc::now();
+        let now = now_micros();
         let user = k.user_id.to_string();
         let metadata = DbJson(k.metadata.to_json());
         with_conn!(self, |conn, s| {

@@ -1,0 +1,42 @@
+# Thin wrappers; the scripts under scripts/ and .ci/ hold the logic.
+.PHONY: run build test fmt fmt-check clippy openapi openapi-check core-deps-check lint ci
+
+# Serves with the default configuration (embedded SQLite under ./data); the environment passes through.
+run:
+	cargo build --release -p byok-server
+	exec ./target/release/byok-gateway serve
+
+build:
+	cargo build --workspace
+
+test:
+	bash scripts/test.sh
+
+fmt:
+	cargo fmt --all
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# Written through a temp file so a failed run leaves the committed spec untouched.
+openapi:
+	@tmp=$$(mktemp) && trap 'rm -f "$$tmp"' EXIT && \
+	cargo run -q -p byok-server --bin byok-gateway -- openapi > "$$tmp" && \
+	cat "$$tmp" > openapi/openapi.json && echo "wrote openapi/openapi.json"
+
+openapi-check:
+	@tmp=$$(mktemp) && trap 'rm -f "$$tmp"' EXIT && \
+	cargo run -q -p byok-server --bin byok-gateway -- openapi > "$$tmp" && \
+	if diff -u openapi/openapi.json "$$tmp"; then echo "openapi/openapi.json is up to date"; \
+	else echo "openapi/openapi.json is stale: run make openapi" >&2; exit 1; fi
+
+core-deps-check:
+	bash scripts/check-core-deps.sh
+
+lint: fmt-check clippy core-deps-check openapi-check
+
+ci:
+	bash .ci/run

@@ -1,0 +1,333 @@
+//! The repository suite, run on a fresh SQLite file and a fresh PostgreSQL database.
+
+use std::sync::Arc;
+
+use byok_core::ports::{KeyRepository, SecretCipher, TokenRepository, UserRepository};
+use byok_core::services::rotate_all;
+use byok_core::*;
+use byok_crypto::FernetKeyRing;
+use byok_tests::db::{Kind, TestDb};
+use chrono::Utc;
+use secrecy::{ExposeSecret, SecretString};
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(byok_tests::db::Kind::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(byok_tests::db::Kind::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    migrations_are_idempotent,
+    users_create_find_and_conflict,
+    tokens_lifecycle,
+    keys_upsert_replaces_and_reenables,
+    keys_are_per_user,
+    concurrent_upserts_leave_one_whole_row,
+    record_test_only_touches_the_tested_key,
+    legacy_rows_are_tolerated,
+    rotation_reencrypts_everything_and_reports_failures,
+);
+
+fn new_key(user: UserId, provider: ProviderId, ciphertext: &str) -> NewStoredKey {
+    NewStoredKey {
+        user_id: user,
+        provider,
+        ciphertext: ciphertext.to_string(),
+        key_preview: KeyPreview::of(ciphertext),
+        metadata: KeyMetadata {
+            label: Some(format!("label-{ciphertext}")),
+            added_date: Some(Utc::now()),
+            ..Default::default()
+        },
+    }
+}
+
+async fn migrations_are_idempotent(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    assert_eq!(db.migrate().await.unwrap(), 0);
+    db.ping().await.unwrap();
+}
+
+async fn users_create_find_and_conflict(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    assert_eq!(UserRepository::count(&db).await.unwrap(), 0);
+    let u = UserRepository::create(&db, "a@example.com", Tier::Starter).await.unwrap();
+    assert_eq!(UserRepository::get(&db, u.id).await.unwrap().unwrap(), u);
+    assert_eq!(db.find_by_email("a@example.com").await.unwrap().unwrap().id, u.id);
+    assert!(db.find_by_email("b@example.com").await.unwrap().is_none());
+    let dup = UserRepository::create(&db, "a@example.com", Tier::Free).await.unwrap_err();
+    assert!(matches!(dup, StoreError::Conflict(_)), "{dup:?}");
+    assert!(db.set_tier(u.id, Tier::Enterprise).await.unwrap());
+    assert_eq!(UserRepository::get(&db, u.id).await.unwrap().unwrap().tier, Tier::Enterprise);
+    assert!(!db.set_tier(UserId::new_random(), Tier::Free).await.unwrap());
+    assert_eq!(UserRepository::count(&db).await.unwrap(), 1);
+}
+
+async fn tokens_lifecycle(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    let u = UserRepository::create(&db, "t@example.com", Tier::Free).await.unwrap();
+    let id = uuid::Uuid::new_v4();
+    let created = TokenRepository::create(
+        &db,
+        NewGatewayToken {
+            id,
+            user_id: u.id,
+            name: "laptop".into(),
+            prefix: "byok_abcdefgh".into(),
+            hash: "h1".into(),
+            expires_at: None,
+        },
+    )
+    .await
+    .unwrap();
+    let dup = TokenRepository::create(
+        &db,
+        NewGatewayToken {
+            id: uuid::Uuid::new_v4(),
+            user_id: u.id,
+            name: "dup".into(),
+            prefix: "byok_x".into(),
+            hash: "h1".into(),
+            expires_at: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(dup, StoreError::Conflict(_)));
+    let (found, owner) = db.find_by_hash("h1").await.unwrap().unwrap();
+    assert_eq!(found, created);
+    assert_eq!(owner.id, u.id);
+    assert!(db.find_by_hash("nope").await.unwrap().is_none());
+    db.touch(id, Utc::now()).await.unwrap();
+    let listed = TokenRepository::list(&db, u.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].last_used_at.is_some());
+    let stranger = UserId::new_random();
+    assert!(!db.revoke(stranger, id).await.unwrap());
+    assert!(db.revoke(u.id, id).await.unwrap());
+    assert!(!db.revoke(u.id, id).await.unwrap(), "second revoke is a no-op");
+    let (found, _) = db.find_by_hash("h1").await.unwrap().unwrap();
+    assert!(!found.is_active(Utc::now()));
+}
+
+async fn keys_upsert_replaces_and_reenables(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    let u = UserId::new_random();
+    db.upsert(new_key(u, ProviderId::Openai, "cipher-one")).await.unwrap();
+    let first = KeyRepository::get(&db, u, ProviderId::Openai).await.unwrap().unwrap();
+    assert_eq!(first.ciphertext, "cipher-one");
+    assert!(first.enabled);
+    assert_eq!(first.metadata.label.as_deref(), Some("label-cipher-one"));
+    db.upsert(new_key(u, ProviderId::Openai, "cipher-two")).await.unwrap();
+    let all = KeyRepository::list(&db, u).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].id, first.id, "replaced in place");
+    assert_eq!(all[0].ciphertext, "cipher-two");
+    assert_eq!(all[0].key_preview, KeyPreview::of("cipher-two"));
+    db.upsert(new_key(u, ProviderId::Anthropic, "cipher-a")).await.unwrap();
+    let all = KeyRepository::list(&db, u).await.unwrap();
+    assert_eq!(
+        all.iter().map(|k| k.provider).collect::<Vec<_>>(),
+        vec![ProviderId::Anthropic, ProviderId::Openai],
+        "ordered by provider id"
+    );
+    assert!(KeyRepository::delete(&db, u, ProviderId::Openai).await.unwrap());
+    assert!(!KeyRepository::delete(&db, u, ProviderId::Openai).await.unwrap());
+    assert!(KeyRepository::get(&db, u, ProviderId::Openai).await.unwrap().is_none());
+}
+
+async fn keys_are_per_user(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    let (a, b) = (UserId::new_random(), UserId::new_random());
+    db.upsert(new_key(a, ProviderId::Groq, "cipher-a")).await.unwrap();
+    assert!(KeyRepository::list(&db, b).await.unwrap().is_empty());
+    assert!(KeyRepository::get(&db, b, ProviderId::Groq).await.unwrap().is_none());
+    assert!(!KeyRepository::delete(&db, b, ProviderId::Groq).await.unwrap());
+    assert_eq!(KeyRepository::list(&db, a).await.unwrap().len(), 1);
+}
+
+async fn concurrent_upserts_leave_one_whole_row(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = Arc::new(t.open().await);
+    let u = UserId::new_random();
+    let writers = 32;
+    let mut tasks = Vec::new();
+    for i in 0..writers {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            db.upsert(new_key(u, ProviderId::Openai, &format!("cipher-{i:03}")))
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let rows = KeyRepository::list(db.as_ref(), u).await.unwrap();
+    assert_eq!(rows.len(), 1, "exactly one row per user and provider");
+    let row = &rows[0];
+    assert!(row.ciphertext.starts_with("cipher-"));
+    assert_eq!(row.key_preview, KeyPreview::of(&row.ciphertext), "preview matches ciphertext");
+    assert_eq!(
+        row.metadata.label.as_deref(),
+        Some(format!("label-{}", row.ciphertext).as_str()),
+        "metadata from the same write"
+    );
+}
+
+async fn record_test_only_touches_the_tested_key(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    let u = UserId::new_random();
+    db.upsert(new_key(u, ProviderId::Openai, "cipher-one")).await.unwrap();
+    let at = Utc::now();
+    assert!(
+        db.record_test(u, ProviderId::Openai, "cipher-one", at, TestStatus::Valid)
+            .await
+            .unwrap()
+    );
+    let k = KeyRepository::get(&db, u, ProviderId::Openai).await.unwrap().unwrap();
+    assert_eq!(k.metadata.test_status, Some(TestStatus::Valid));
+    assert_eq!(k.metadata.label.as_deref(), Some("label-cipher-one"), "label kept");
+    assert!(k.metadata.added_date.is_some(), "added_date kept");
+    assert_eq!(
+        k.metadata.last_tested.map(|t| t.timestamp()),
+        Some(at.timestamp())
+    );
+    // The key was replaced meanwhile: the old result must not land on the new key.
+    db.upsert(new_key(u, ProviderId::Openai, "cipher-two")).await.unwrap();
+    assert!(
+        !db.record_test(u, ProviderId::Openai, "cipher-one", at, TestStatus::Invalid)
+            .await
+            .unwrap()
+    );
+    let k = KeyRepository::get(&db, u, ProviderId::Openai).await.unwrap().unwrap();
+    assert_eq!(k.metadata.test_status, None);
+}
+
+async fn legacy_rows_are_tolerated(kind: Kind) {
+    use diesel::sql_types::Text;
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    let u = UserId::new_random();
+    let meta = r#"{"name":"old","added_date":"2024-05-01T10:00:00.123456","test_status":"valid","extra":1}"#;
+    let insert = |provider: &'static str, id: uuid::Uuid| {
+        let now = "2024-05-01T10:00:00+00:00";
+        match kind {
+            Kind::Postgres => format!(
+                "INSERT INTO user_provider_keys (id, user_id, provider, api_key_encrypted, \
+                 enabled, metadata, created_at, updated_at) VALUES ('{id}', $1, '{provider}', \
+                 'tok', true, $2::jsonb, '{now}', '{now}')"
+            ),
+            Kind::Sqlite => format!(
+                "INSERT INTO user_provider_keys (id, user_id, provider, api_key_encrypted, \
+                 enabled, metadata, created_at, updated_at) VALUES ('{id}', ?, '{provider}', \
+                 'tok', 1, ?, '{now}', '{now}')"
+            ),
+        }
+    };
+    for (p, id) in [("openai", uuid::Uuid::new_v4()), ("azure", uuid::Uuid::new_v4())] {
+        let sql = insert(p, id);
+        match kind {
+            Kind::Postgres => {
+                let mut c = diesel_async::AsyncPgConnection::establish(&t.url).await.unwrap();
+                diesel::sql_query(sql)
+                    .bind::<Text, _>(u.to_string())
+                    .bind::<Text, _>(meta)
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+            Kind::Sqlite => {
+                let path = t.sqlite_path().unwrap();
+                let mut c = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
+                    diesel::SqliteConnection,
+                >::establish(path.to_str().unwrap())
+                .await
+                .unwrap();
+                diesel::sql_query(sql)
+                    .bind::<Text, _>(u.to_string())
+                    .bind::<Text, _>(meta)
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let rows = KeyRepository::list(&db, u).await.unwrap();
+    assert_eq!(rows.len(), 1, "the unknown provider row is skipped, not fatal");
+    let k = &rows[0];
+    assert_eq!(k.key_preview.as_str(), "****", "default preview for legacy rows");
+    assert_eq!(k.metadata.label.as_deref(), Some("old"));
+    assert!(k.metadata.added_date.is_some(), "naive legacy timestamp read as UTC");
+    assert_eq!(k.metadata.test_status, Some(TestStatus::Valid));
+}
+
+async fn rotation_reencrypts_everything_and_reports_failures(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    let old = FernetKeyRing::generate_key();
+    let new = FernetKeyRing::generate_key();
+    let lost = FernetKeyRing::generate_key();
+    let ring = |keys: &[&SecretString]| {
+        FernetKeyRing::parse(&SecretString::from(
+            keys.iter()
+                .map(|k| k.expose_secret().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ))
+        .unwrap()
+    };
+    let before = ring(&[&old]);
+    let users: Vec<UserId> = (0..7).map(|_| UserId::new_random()).collect();
+    for (i, u) in users.iter().enumerate() {
+        let c = before
+            .encrypt(&SecretString::from(format!("sk-secret-{i}")))
+            .unwrap();
+        db.upsert(new_key(*u, ProviderId::Openai, &c)).await.unwrap();
+    }
+    let orphan = UserId::new_random();
+    let c = ring(&[&lost])
+        .encrypt(&SecretString::from("sk-orphan"))
+        .unwrap();
+    db.upsert(new_key(orphan, ProviderId::Groq, &c)).await.unwrap();
+
+    let during = ring(&[&new, &old]);
+    let report = rotate_all(&db, &during, 3).await.unwrap();
+    assert_eq!(report.processed, 8);
+    assert_eq!(report.rotated, 7);
+    assert_eq!(report.failed, 1);
+    let again = rotate_all(&db, &during, 3).await.unwrap();
+    assert_eq!((again.rotated, again.current, again.failed), (0, 7, 1));
+
+    let after = ring(&[&new]);
+    for (i, u) in users.iter().enumerate() {
+        let k = KeyRepository::get(&db, *u, ProviderId::Openai).await.unwrap().unwrap();
+        assert_eq!(
+            after.decrypt(&k.ciphertext).unwrap().expose_secret(),
+            format!("sk-secret-{i}")
+        );
+    }
+    let k = KeyRepository::get(&db, orphan, ProviderId::Groq).await.unwrap().unwrap();
+    assert_eq!(after.decrypt(&k.ciphertext).unwrap_err(), CryptoError::UnknownKey);
+}
