@@ -135,6 +135,11 @@ run_cargo_tests() {
     export FERNET_SPEC_DIR
   fi
   export RUST_BACKTRACE=1
+  # The end-to-end tests start the real binary: build it first (a plain `cargo test` builds
+  # byok-server's binary only in test mode).
+  log "cargo build -p byok-server --bin byok-gateway"
+  cargo build -p byok-server --bin byok-gateway
+  export BYOK_GATEWAY_BIN="$PWD/${CARGO_TARGET_DIR:-target}/debug/byok-gateway"
   log "cargo test --workspace --all-targets"
   cargo test --workspace --all-targets
   log "cargo test --workspace --doc"
@@ -160,6 +165,11 @@ run_schemathesis() {
     # schemathesis' --request-timeout so a slow probe is not reported as a network error.
     "BYOK_PROBE_TIMEOUT_SECS=2"
   )
+  # No provider is reachable from a test machine: send every key probe to a closed port.
+  local id
+  for id in OPENAI ANTHROPIC HUGGINGFACE COHERE TOGETHER PERPLEXITY GROQ OPENROUTER OLLAMA; do
+    server_env+=("BYOK_PROVIDER_${id}_BASE_URL=http://127.0.0.1:9")
+  done
 
   log "starting byok-gateway serve on $base"
   env "${server_env[@]}" "$bin" serve >"$SERVER_DIR/server.log" 2>&1 &

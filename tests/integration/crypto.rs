@@ -32,7 +32,10 @@ fn python_encrypts_rust_decrypts() {
         &[&key, "sk-from-python-é"],
     );
     let ring = FernetKeyRing::parse(&SecretString::from(key)).unwrap();
-    assert_eq!(ring.decrypt(&token).unwrap().expose_secret(), "sk-from-python-é");
+    assert_eq!(
+        ring.decrypt(&token).unwrap().expose_secret(),
+        "sk-from-python-é"
+    );
 }
 
 #[test]

@@ -4,6 +4,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
-mod cli;
 mod crypto;
 mod repos;

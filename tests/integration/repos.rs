@@ -68,14 +68,24 @@ async fn users_create_find_and_conflict(kind: Kind) {
     let t = TestDb::new(kind).await;
     let db = t.open().await;
     assert_eq!(UserRepository::count(&db).await.unwrap(), 0);
-    let u = UserRepository::create(&db, "a@example.com", Tier::Starter).await.unwrap();
+    let u = UserRepository::create(&db, "a@example.com", Tier::Starter)
+        .await
+        .unwrap();
     assert_eq!(UserRepository::get(&db, u.id).await.unwrap().unwrap(), u);
-    assert_eq!(db.find_by_email("a@example.com").await.unwrap().unwrap().id, u.id);
+    assert_eq!(
+        db.find_by_email("a@example.com").await.unwrap().unwrap().id,
+        u.id
+    );
     assert!(db.find_by_email("b@example.com").await.unwrap().is_none());
-    let dup = UserRepository::create(&db, "a@example.com", Tier::Free).await.unwrap_err();
+    let dup = UserRepository::create(&db, "a@example.com", Tier::Free)
+        .await
+        .unwrap_err();
     assert!(matches!(dup, StoreError::Conflict(_)), "{dup:?}");
     assert!(db.set_tier(u.id, Tier::Enterprise).await.unwrap());
-    assert_eq!(UserRepository::get(&db, u.id).await.unwrap().unwrap().tier, Tier::Enterprise);
+    assert_eq!(
+        UserRepository::get(&db, u.id).await.unwrap().unwrap().tier,
+        Tier::Enterprise
+    );
     assert!(!db.set_tier(UserId::new_random(), Tier::Free).await.unwrap());
     assert_eq!(UserRepository::count(&db).await.unwrap(), 1);
 }
@@ -83,7 +93,9 @@ async fn users_create_find_and_conflict(kind: Kind) {
 async fn tokens_lifecycle(kind: Kind) {
     let t = TestDb::new(kind).await;
     let db = t.open().await;
-    let u = UserRepository::create(&db, "t@example.com", Tier::Free).await.unwrap();
+    let u = UserRepository::create(&db, "t@example.com", Tier::Free)
+        .await
+        .unwrap();
     let id = uuid::Uuid::new_v4();
     let created = TokenRepository::create(
         &db,
@@ -123,7 +135,10 @@ async fn tokens_lifecycle(kind: Kind) {
     let stranger = UserId::new_random();
     assert!(!db.revoke(stranger, id).await.unwrap());
     assert!(db.revoke(u.id, id).await.unwrap());
-    assert!(!db.revoke(u.id, id).await.unwrap(), "second revoke is a no-op");
+    assert!(
+        !db.revoke(u.id, id).await.unwrap(),
+        "second revoke is a no-op"
+    );
     let (found, _) = db.find_by_hash("h1").await.unwrap().unwrap();
     assert!(!found.is_active(Utc::now()));
 }
@@ -132,37 +147,70 @@ async fn keys_upsert_replaces_and_reenables(kind: Kind) {
     let t = TestDb::new(kind).await;
     let db = t.open().await;
     let u = UserId::new_random();
-    db.upsert(new_key(u, ProviderId::Openai, "cipher-one")).await.unwrap();
-    let first = KeyRepository::get(&db, u, ProviderId::Openai).await.unwrap().unwrap();
+    db.upsert(new_key(u, ProviderId::Openai, "cipher-one"))
+        .await
+        .unwrap();
+    let first = KeyRepository::get(&db, u, ProviderId::Openai)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.ciphertext, "cipher-one");
     assert!(first.enabled);
     assert_eq!(first.metadata.label.as_deref(), Some("label-cipher-one"));
-    db.upsert(new_key(u, ProviderId::Openai, "cipher-two")).await.unwrap();
+    db.upsert(new_key(u, ProviderId::Openai, "cipher-two"))
+        .await
+        .unwrap();
     let all = KeyRepository::list(&db, u).await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].id, first.id, "replaced in place");
     assert_eq!(all[0].ciphertext, "cipher-two");
     assert_eq!(all[0].key_preview, KeyPreview::of("cipher-two"));
-    db.upsert(new_key(u, ProviderId::Anthropic, "cipher-a")).await.unwrap();
+    db.upsert(new_key(u, ProviderId::Anthropic, "cipher-a"))
+        .await
+        .unwrap();
     let all = KeyRepository::list(&db, u).await.unwrap();
     assert_eq!(
         all.iter().map(|k| k.provider).collect::<Vec<_>>(),
         vec![ProviderId::Anthropic, ProviderId::Openai],
         "ordered by provider id"
     );
-    assert!(KeyRepository::delete(&db, u, ProviderId::Openai).await.unwrap());
-    assert!(!KeyRepository::delete(&db, u, ProviderId::Openai).await.unwrap());
-    assert!(KeyRepository::get(&db, u, ProviderId::Openai).await.unwrap().is_none());
+    assert!(
+        KeyRepository::delete(&db, u, ProviderId::Openai)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !KeyRepository::delete(&db, u, ProviderId::Openai)
+            .await
+            .unwrap()
+    );
+    assert!(
+        KeyRepository::get(&db, u, ProviderId::Openai)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn keys_are_per_user(kind: Kind) {
     let t = TestDb::new(kind).await;
     let db = t.open().await;
     let (a, b) = (UserId::new_random(), UserId::new_random());
-    db.upsert(new_key(a, ProviderId::Groq, "cipher-a")).await.unwrap();
+    db.upsert(new_key(a, ProviderId::Groq, "cipher-a"))
+        .await
+        .unwrap();
     assert!(KeyRepository::list(&db, b).await.unwrap().is_empty());
-    assert!(KeyRepository::get(&db, b, ProviderId::Groq).await.unwrap().is_none());
-    assert!(!KeyRepository::delete(&db, b, ProviderId::Groq).await.unwrap());
+    assert!(
+        KeyRepository::get(&db, b, ProviderId::Groq)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !KeyRepository::delete(&db, b, ProviderId::Groq)
+            .await
+            .unwrap()
+    );
     assert_eq!(KeyRepository::list(&db, a).await.unwrap().len(), 1);
 }
 
@@ -186,7 +234,11 @@ async fn concurrent_upserts_leave_one_whole_row(kind: Kind) {
     assert_eq!(rows.len(), 1, "exactly one row per user and provider");
     let row = &rows[0];
     assert!(row.ciphertext.starts_with("cipher-"));
-    assert_eq!(row.key_preview, KeyPreview::of(&row.ciphertext), "preview matches ciphertext");
+    assert_eq!(
+        row.key_preview,
+        KeyPreview::of(&row.ciphertext),
+        "preview matches ciphertext"
+    );
     assert_eq!(
         row.metadata.label.as_deref(),
         Some(format!("label-{}", row.ciphertext).as_str()),
@@ -198,29 +250,43 @@ async fn record_test_only_touches_the_tested_key(kind: Kind) {
     let t = TestDb::new(kind).await;
     let db = t.open().await;
     let u = UserId::new_random();
-    db.upsert(new_key(u, ProviderId::Openai, "cipher-one")).await.unwrap();
+    db.upsert(new_key(u, ProviderId::Openai, "cipher-one"))
+        .await
+        .unwrap();
     let at = Utc::now();
     assert!(
         db.record_test(u, ProviderId::Openai, "cipher-one", at, TestStatus::Valid)
             .await
             .unwrap()
     );
-    let k = KeyRepository::get(&db, u, ProviderId::Openai).await.unwrap().unwrap();
+    let k = KeyRepository::get(&db, u, ProviderId::Openai)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(k.metadata.test_status, Some(TestStatus::Valid));
-    assert_eq!(k.metadata.label.as_deref(), Some("label-cipher-one"), "label kept");
+    assert_eq!(
+        k.metadata.label.as_deref(),
+        Some("label-cipher-one"),
+        "label kept"
+    );
     assert!(k.metadata.added_date.is_some(), "added_date kept");
     assert_eq!(
         k.metadata.last_tested.map(|t| t.timestamp()),
         Some(at.timestamp())
     );
     // The key was replaced meanwhile: the old result must not land on the new key.
-    db.upsert(new_key(u, ProviderId::Openai, "cipher-two")).await.unwrap();
+    db.upsert(new_key(u, ProviderId::Openai, "cipher-two"))
+        .await
+        .unwrap();
     assert!(
         !db.record_test(u, ProviderId::Openai, "cipher-one", at, TestStatus::Invalid)
             .await
             .unwrap()
     );
-    let k = KeyRepository::get(&db, u, ProviderId::Openai).await.unwrap().unwrap();
+    let k = KeyRepository::get(&db, u, ProviderId::Openai)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(k.metadata.test_status, None);
 }
 
@@ -246,11 +312,16 @@ async fn legacy_rows_are_tolerated(kind: Kind) {
             ),
         }
     };
-    for (p, id) in [("openai", uuid::Uuid::new_v4()), ("azure", uuid::Uuid::new_v4())] {
+    for (p, id) in [
+        ("openai", uuid::Uuid::new_v4()),
+        ("azure", uuid::Uuid::new_v4()),
+    ] {
         let sql = insert(p, id);
         match kind {
             Kind::Postgres => {
-                let mut c = diesel_async::AsyncPgConnection::establish(&t.url).await.unwrap();
+                let mut c = diesel_async::AsyncPgConnection::establish(&t.url)
+                    .await
+                    .unwrap();
                 diesel::sql_query(sql)
                     .bind::<Text, _>(u.to_string())
                     .bind::<Text, _>(meta)
@@ -275,11 +346,22 @@ async fn legacy_rows_are_tolerated(kind: Kind) {
         }
     }
     let rows = KeyRepository::list(&db, u).await.unwrap();
-    assert_eq!(rows.len(), 1, "the unknown provider row is skipped, not fatal");
+    assert_eq!(
+        rows.len(),
+        1,
+        "the unknown provider row is skipped, not fatal"
+    );
     let k = &rows[0];
-    assert_eq!(k.key_preview.as_str(), "****", "default preview for legacy rows");
+    assert_eq!(
+        k.key_preview.as_str(),
+        "****",
+        "default preview for legacy rows"
+    );
     assert_eq!(k.metadata.label.as_deref(), Some("old"));
-    assert!(k.metadata.added_date.is_some(), "naive legacy timestamp read as UTC");
+    assert!(
+        k.metadata.added_date.is_some(),
+        "naive legacy timestamp read as UTC"
+    );
     assert_eq!(k.metadata.test_status, Some(TestStatus::Valid));
 }
 
@@ -304,13 +386,17 @@ async fn rotation_reencrypts_everything_and_reports_failures(kind: Kind) {
         let c = before
             .encrypt(&SecretString::from(format!("sk-secret-{i}")))
             .unwrap();
-        db.upsert(new_key(*u, ProviderId::Openai, &c)).await.unwrap();
+        db.upsert(new_key(*u, ProviderId::Openai, &c))
+            .await
+            .unwrap();
     }
     let orphan = UserId::new_random();
     let c = ring(&[&lost])
         .encrypt(&SecretString::from("sk-orphan"))
         .unwrap();
-    db.upsert(new_key(orphan, ProviderId::Groq, &c)).await.unwrap();
+    db.upsert(new_key(orphan, ProviderId::Groq, &c))
+        .await
+        .unwrap();
 
     let during = ring(&[&new, &old]);
     let report = rotate_all(&db, &during, 3).await.unwrap();
@@ -322,12 +408,21 @@ async fn rotation_reencrypts_everything_and_reports_failures(kind: Kind) {
 
     let after = ring(&[&new]);
     for (i, u) in users.iter().enumerate() {
-        let k = KeyRepository::get(&db, *u, ProviderId::Openai).await.unwrap().unwrap();
+        let k = KeyRepository::get(&db, *u, ProviderId::Openai)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             after.decrypt(&k.ciphertext).unwrap().expose_secret(),
             format!("sk-secret-{i}")
         );
     }
-    let k = KeyRepository::get(&db, orphan, ProviderId::Groq).await.unwrap().unwrap();
-    assert_eq!(after.decrypt(&k.ciphertext).unwrap_err(), CryptoError::UnknownKey);
+    let k = KeyRepository::get(&db, orphan, ProviderId::Groq)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        after.decrypt(&k.ciphertext).unwrap_err(),
+        CryptoError::UnknownKey
+    );
 }

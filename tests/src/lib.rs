@@ -1,7 +1,11 @@
 //! Test support: isolated databases, the real binary on port 0, a provider stand-in, and
 //! canary checks for secrets.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_debug_implementations
+)]
 
 pub mod db;
 pub mod server;

@@ -103,7 +103,11 @@ impl Env {
     /// Runs `user create` and returns the printed token.
     pub fn create_user(&self, email: &str, tier: &str) -> String {
         let out = self.cli(&["user", "create", "--email", email, "--tier", tier]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         token_from(&String::from_utf8_lossy(&out.stdout))
     }
 }

@@ -106,22 +106,42 @@ async fn serve(
         }
     };
     let (status, extra, body) = if key.contains("ratelimited") {
-        (429, "retry-after: 7\r\n", err("rate_limit_error", "Rate limit reached"))
+        (
+            429,
+            "retry-after: 7\r\n",
+            err("rate_limit_error", "Rate limit reached"),
+        )
     } else if key.contains("broken") {
         (500, "", err("api_error", "Internal server error"))
     } else if key.contains("slow") {
         tokio::time::sleep(Duration::from_secs(5)).await;
         (200, "", r#"{"data":[]}"#.to_string())
-    } else if valid.iter().any(|v| *v == key) {
+    } else if valid.contains(&key) {
         if method == "POST" && path.ends_with("/chat/completions") {
-            (400, "", err("invalid_request_error", "Invalid model 'byok-key-probe'"))
+            (
+                400,
+                "",
+                err("invalid_request_error", "Invalid model 'byok-key-probe'"),
+            )
         } else if path.ends_with("/key") {
-            (200, "", r#"{"data":{"label":"sk-or-v1-...","usage":0,"limit":null}}"#.into())
+            (
+                200,
+                "",
+                r#"{"data":{"label":"sk-or-v1-...","usage":0,"limit":null}}"#.into(),
+            )
         } else {
-            (200, "", r#"{"data":[],"has_more":false,"object":"list"}"#.into())
+            (
+                200,
+                "",
+                r#"{"data":[],"has_more":false,"object":"list"}"#.into(),
+            )
         }
     } else {
-        (401, "", err("authentication_error", "Incorrect API key provided"))
+        (
+            401,
+            "",
+            err("authentication_error", "Incorrect API key provided"),
+        )
     };
     let reason = match status {
         200 => "OK",

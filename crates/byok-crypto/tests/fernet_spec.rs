@@ -4,6 +4,8 @@
 //! its public API allows: the expected token decrypts to `src` at `now`, and a token we encrypt
 //! at `now` carries the same version byte and timestamp, has the same length and decrypts back.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 use base64::Engine;
 use chrono::DateTime;
 use serde::Deserialize;

@@ -88,9 +88,18 @@ impl Settings {
             var("DATABASE_URL")
                 .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("byok.db").display())),
         );
-        let (encryption_key, key_source) = match var("ENCRYPTION_KEY") {
-            Some(k) => (SecretString::from(k), KeySource::Environment),
-            None => {
+        // Set but empty is an error, not "use the embedded default": an empty secret in a
+        // deployment must not silently become a freshly generated key.
+        let (encryption_key, key_source) = match std::env::var("ENCRYPTION_KEY") {
+            Ok(k) if k.trim().is_empty() => {
+                return Err(ConfigError(
+                    "invalid ENCRYPTION_KEY: it is set but empty (unset it to use the generated \
+                     key file of the embedded mode)"
+                        .into(),
+                ));
+            }
+            Ok(k) => (SecretString::from(k), KeySource::Environment),
+            Err(_) => {
                 let path = data_dir.join("encryption.key");
                 (load_or_create_key(&path)?, KeySource::File(path))
             }

@@ -22,8 +22,9 @@ const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/po
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
 /// Per-connection SQLite settings. `busy_timeout` first, so switching to WAL waits for locks.
+/// `secure_delete` zeroes deleted rows (a deleted key's ciphertext does not linger in free pages).
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;";
 
 /// Key for `pg_advisory_lock` around migrations ("byok" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x62796f6b;
