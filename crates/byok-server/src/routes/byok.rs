@@ -12,6 +12,22 @@ use crate::auth::Authenticated;
 use crate::error::{ApiError, ErrorBody, UpgradeRequiredBody};
 use crate::state::AppState;
 
+/// A provider id (for the OpenAPI document; handlers parse ids into `ProviderId`).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum Provider {
+    Openai,
+    Anthropic,
+    Huggingface,
+    Cohere,
+    Together,
+    Perplexity,
+    Groq,
+    Openrouter,
+    Ollama,
+    Custom,
+}
+
 fn provider(raw: &str) -> Result<ProviderId, ApiError> {
     Ok(raw.parse::<ProviderId>()?)
 }
@@ -104,11 +120,13 @@ pub async fn list_keys(
 #[derive(Deserialize, ToSchema)]
 pub struct AddKeyRequest {
     /// Provider id (see `GET /api/v1/byok/providers`).
+    #[schema(value_type = Provider)]
     pub provider: String,
     /// The provider API key.
     #[schema(value_type = String, min_length = 1, max_length = 512)]
     pub key: SecretString,
     /// Optional label, at most 100 characters.
+    #[schema(max_length = 100)]
     pub label: Option<String>,
     /// Base URL; required for `custom` (OpenAI-compatible), optional for `ollama`.
     pub endpoint: Option<String>,
@@ -180,7 +198,7 @@ pub struct DeleteKeyResponse {
 /// Delete the caller's key for a provider: it is gone and no longer used.
 #[utoipa::path(
     delete, path = "/api/v1/byok/keys/{provider}", tag = "byok",
-    params(("provider" = String, Path, description = "provider id")),
+    params(("provider" = Provider, Path, description = "provider id")),
     responses(
         (status = 200, body = DeleteKeyResponse),
         (status = 401, body = ErrorBody),
@@ -216,7 +234,7 @@ pub struct TestKeyResponse {
 /// Test the caller's stored key against the provider; the result is stored.
 #[utoipa::path(
     post, path = "/api/v1/byok/keys/test/{provider}", tag = "byok",
-    params(("provider" = String, Path, description = "provider id")),
+    params(("provider" = Provider, Path, description = "provider id")),
     responses(
         (status = 200, body = TestKeyResponse),
         (status = 401, body = ErrorBody),

@@ -14,6 +14,7 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateTokenRequest {
     /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Lifetime in days (1–3650); no expiry when absent.
     #[schema(minimum = 1, maximum = 3650)]
