@@ -446,6 +446,14 @@ async fn bad_input_gets_clear_4xx_and_keeps_stored_data() {
         (r.status, r.json["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
+    let r = s
+        .delete(&format!("/api/v1/byok/keys/{}", canary::OPENAI), &t)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "a key in the path is not logged (checked by finish)"
+    );
     let r = s.delete("/api/v1/byok/keys/%ZZ", &t).await;
     assert!(r.status.is_client_error());
 

@@ -109,7 +109,7 @@ fn normalise_error<B: MessageBody + 'static>(
 }
 
 /// Request id (taken from a well-formed `x-request-id`, else generated), one span per request
-/// and one log line with method, path (no query string), status and latency.
+/// and one log line with method, route pattern, status and latency.
 async fn request_log(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -125,11 +125,13 @@ async fn request_log(
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    // The route pattern (`/api/v1/byok/keys/{provider}`), never the raw path: a client that
+    // puts a key where a provider id belongs must not get it written to the log.
     let span = tracing::info_span!(
         "request",
         request_id = %id,
         method = %req.method(),
-        path = %req.path(),
+        route = tracing::field::Empty,
         user_id = tracing::field::Empty,
     );
     let started = Instant::now();
@@ -138,6 +140,8 @@ async fn request_log(
         if let Ok(v) = HeaderValue::from_str(&id) {
             res.headers_mut().insert(REQUEST_ID.clone(), v);
         }
+        let route = res.request().match_pattern();
+        tracing::Span::current().record("route", route.as_deref().unwrap_or("unmatched"));
         let status = res.status().as_u16();
         let latency_us = started.elapsed().as_micros() as u64;
         if status >= 500 {

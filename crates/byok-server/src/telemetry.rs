@@ -1,6 +1,6 @@
 //! Logging: `tracing` to stderr, text or JSON (`BYOK_LOG_FORMAT`), filter from `RUST_LOG`
 //! (default `info`). Secrets never reach a log line: handlers log ids and providers only,
-//! request logs carry the path without the query string, and emails are not logged at INFO.
+//! request logs carry the route pattern, never the raw path or query string, and emails are not logged at INFO.
 
 use tracing_subscriber::EnvFilter;
 

@@ -125,6 +125,22 @@ fn create_private_file(_: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+fn build_pool<C>(
+    manager: AsyncDieselConnectionManager<C>,
+    opts: &DbOptions,
+) -> Result<Pool<C>, StoreError>
+where
+    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C>,
+{
+    Pool::builder(manager)
+        .max_size(opts.max_connections)
+        .wait_timeout(Some(opts.acquire_timeout))
+        .create_timeout(Some(opts.acquire_timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(build_err)
+}
+
 impl Database {
     /// Opens a pool for `url` (`postgres://…` or `sqlite://path`). Nothing is queried yet.
     /// A new SQLite file is created with mode 0600 (its directory too, if missing).
@@ -133,15 +149,7 @@ impl Database {
         let pool = match backend {
             Backend::Postgres => {
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&target);
-                DbPool::Pg(
-                    Pool::builder(manager)
-                        .max_size(opts.max_connections)
-                        .wait_timeout(Some(opts.acquire_timeout))
-                        .create_timeout(Some(opts.acquire_timeout))
-                        .runtime(deadpool::Runtime::Tokio1)
-                        .build()
-                        .map_err(build_err)?,
-                )
+                DbPool::Pg(build_pool(manager, opts)?)
             }
             Backend::Sqlite => {
                 let path = std::path::Path::new(&target);
@@ -162,15 +170,7 @@ impl Database {
                 });
                 let manager =
                     AsyncDieselConnectionManager::<SqliteConn>::new_with_config(&target, config);
-                DbPool::Sqlite(
-                    Pool::builder(manager)
-                        .max_size(opts.max_connections)
-                        .wait_timeout(Some(opts.acquire_timeout))
-                        .create_timeout(Some(opts.acquire_timeout))
-                        .runtime(deadpool::Runtime::Tokio1)
-                        .build()
-                        .map_err(build_err)?,
-                )
+                DbPool::Sqlite(build_pool(manager, opts)?)
             }
         };
         Ok(Self {

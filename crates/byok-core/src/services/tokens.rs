@@ -175,13 +175,6 @@ impl TokenService {
         Ok(())
     }
 
-    /// Forgets every cached credential of `user` (after a tier change, say).
-    pub fn evict_user(&self, user: UserId) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.retain(|_, e| e.hit.as_ref().is_none_or(|(p, _, _)| p.user_id != user));
-        }
-    }
-
     fn cached(&self, hash: &str) -> Option<CacheEntry> {
         let cache = self.cache.lock().ok()?;
         cache

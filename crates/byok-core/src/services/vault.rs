@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::*;
 use crate::error::CoreError;
@@ -18,7 +18,8 @@ pub const MAX_ENDPOINT_LEN: usize = 2048;
 #[derive(Debug)]
 pub struct AddKey {
     pub provider: ProviderId,
-    pub key: String,
+    /// The key as sent (validated and trimmed by [`ApiKey::parse`]).
+    pub key: SecretString,
     pub label: Option<String>,
     pub endpoint: Option<String>,
 }
@@ -131,7 +132,7 @@ impl KeyVault {
     /// for `custom`).
     pub async fn add(&self, who: &Principal, req: AddKey) -> Result<(), CoreError> {
         who.tier.require(Tier::BYOK_MINIMUM)?;
-        let key = ApiKey::parse(req.provider, &req.key)?;
+        let key = ApiKey::parse(req.provider, req.key.expose_secret())?;
         let label = match req.label.map(|l| l.trim().to_string()) {
             Some(l) if l.chars().count() > MAX_LABEL_CHARS => {
                 return Err(CoreError::invalid(
@@ -296,7 +297,6 @@ mod tests {
     use crate::ports::CiphertextRow;
     use async_trait::async_trait;
     use chrono::DateTime;
-    use secrecy::ExposeSecret;
     use std::collections::HashMap;
     use std::sync::Mutex;
     use uuid::Uuid;
@@ -497,7 +497,7 @@ mod tests {
     fn req_clone(r: &AddKey) -> AddKey {
         AddKey {
             provider: r.provider,
-            key: r.key.clone(),
+            key: SecretString::from(r.key.expose_secret().to_owned()),
             label: r.label.clone(),
             endpoint: r.endpoint.clone(),
         }

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, delete, get, post, web};
 use byok_core::ProviderId;
 use byok_core::services::AddKey;
 use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -176,7 +176,7 @@ pub async fn add_key(
             &who.0,
             AddKey {
                 provider: id,
-                key: body.key.expose_secret().to_owned(),
+                key: body.key,
                 label: body.label,
                 endpoint: body.endpoint,
             },
