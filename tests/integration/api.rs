@@ -986,3 +986,37 @@ async fn cli_manages_users_and_tokens() {
     );
     s.finish();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_is_503_not_500() {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let (setup, env) = setup(Kind::Postgres).await;
+    let s = TestServer::start(env.clone());
+    let t = env.create_user("down@example.com", "starter");
+    assert_eq!(s.get("/api/v1/byok/keys", &t).await.status, StatusCode::OK);
+    let name = setup.db.url.rsplit('/').next().unwrap().to_string();
+    let admin = std::env::var("TEST_DATABASE_URL").unwrap();
+    let mut c = diesel_async::AsyncPgConnection::establish(&admin)
+        .await
+        .unwrap();
+    c.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    let r = s.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        r.json,
+        json!({"status": "unavailable", "database": "unreachable"})
+    );
+    // The token check is cached; the key listing needs the database.
+    let r = s.get("/api/v1/byok/keys", &t).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.json["code"], "database_unavailable");
+    let h = s.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(
+        h.status,
+        StatusCode::OK,
+        "liveness does not depend on the database"
+    );
+    s.finish();
+}
