@@ -818,6 +818,27 @@ async fn removed_keys_fail_clearly_and_rotation_recovers() {
     );
     s.finish();
 
+    // A key that reads none of the stored keys is a wrong key: refuse to start.
+    let err = TestServer::try_start(with_key(&new))
+        .err()
+        .expect("must refuse to start");
+    assert!(
+        err.contains("invalid ENCRYPTION_KEY") && err.contains("decrypts none"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+
+    // During a rotation both keys are in the ring; a key added now is written under `new`.
+    let both = format!("{new},{old}");
+    let s = TestServer::start(with_key(&both));
+    assert_eq!(
+        add(&s, &t, "groq", canary::GROQ).await.status,
+        StatusCode::OK
+    );
+    s.finish();
+
+    // Dropping `old` too early: the service starts (some keys are readable), and a key written
+    // under `old` fails clearly instead of silently.
     let s = TestServer::start(with_key(&new));
     let r = s
         .call(
@@ -835,6 +856,14 @@ async fn removed_keys_fail_clearly_and_rotation_recovers() {
             .unwrap()
             .contains("ENCRYPTION_KEY")
     );
+    let r = s
+        .call(Method::POST, "/api/v1/byok/keys/test/groq", Some(&t), None)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "keys under the current key still work"
+    );
     assert_eq!(
         s.get("/api/v1/byok/keys", &t).await.status,
         StatusCode::OK,
@@ -850,14 +879,17 @@ async fn removed_keys_fail_clearly_and_rotation_recovers() {
     assert!(!out.status.success(), "a row no key can read is a failure");
     assert!(String::from_utf8_lossy(&out.stdout).contains("failed=1"));
 
-    let out = with_key(format!("{new},{old}").as_str()).cli(&["rotate-keys", "--batch-size", "1"]);
+    let out = with_key(&both).cli(&["rotate-keys", "--batch-size", "1"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("processed=1 rotated=1"), "{stdout}");
+    assert!(
+        stdout.contains("processed=2 rotated=1 already_current=1"),
+        "{stdout}"
+    );
 
     let s = TestServer::start(with_key(&new));
     let r = s

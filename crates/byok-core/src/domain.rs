@@ -307,7 +307,7 @@ impl ApiKey {
         self.0.expose_secret()
     }
 
-    /// The stored, displayable hint: first 4 + `...` + last 4 characters, `****` for short keys.
+    /// The stored, displayable hint: first 4 + `...` + last 4 characters, `****` for keys under 20.
     pub fn preview(&self) -> KeyPreview {
         KeyPreview::of(self.expose())
     }
@@ -321,7 +321,8 @@ pub struct KeyPreview(String);
 impl KeyPreview {
     pub fn of(key: &str) -> Self {
         let chars: Vec<char> = key.chars().collect();
-        if chars.len() < 12 {
+        // Below 20 characters, 8 shown characters would give away too much of the key.
+        if chars.len() < 20 {
             return Self("****".into());
         }
         let head: String = chars[..4].iter().collect();
@@ -527,6 +528,103 @@ pub struct NewGatewayToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// What happens when a user's own key fails upstream with 401, 403 or 429.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackPolicy {
+    /// Return the provider's error (the default: the platform's credit is never spent silently).
+    #[default]
+    UserOnly,
+    /// Retry once on the system default, before any byte reached the client.
+    UserThenSystem,
+}
+
+impl FallbackPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackPolicy::UserOnly => "user_only",
+            FallbackPolicy::UserThenSystem => "user_then_system",
+        }
+    }
+}
+
+impl FromStr for FallbackPolicy {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "user_only" => Ok(Self::UserOnly),
+            "user_then_system" => Ok(Self::UserThenSystem),
+            _ => Err(CoreError::invalid(
+                "invalid_fallback_policy",
+                "fallback_policy must be user_only or user_then_system",
+            )),
+        }
+    }
+}
+
+/// A user's gateway settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSettings {
+    pub fallback_policy: FallbackPolicy,
+}
+
+/// Whose credential served a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialKind {
+    /// The user's own key (BYOK).
+    User,
+    /// The system default.
+    System,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::User => "user",
+            CredentialKind::System => "system",
+        }
+    }
+}
+
+/// One gateway request, as recorded for usage statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    pub user_id: UserId,
+    pub provider: ProviderId,
+    pub model: String,
+    pub credential: CredentialKind,
+    /// HTTP status returned to the client (200 for a stream that completed).
+    pub status: u16,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub latency_ms: u64,
+    pub at: DateTime<Utc>,
+}
+
+/// Usage per provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ProviderUsage {
+    pub provider: String,
+    pub requests: u64,
+    pub byok_requests: u64,
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// A user's usage totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UsageSummary {
+    pub requests: u64,
+    pub byok_requests: u64,
+    pub system_requests: u64,
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub by_provider: Vec<ProviderUsage>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,7 +646,11 @@ mod tests {
             "sk-a...wxyz"
         );
         assert_eq!(KeyPreview::of("short").as_str(), "****");
-        assert_eq!(KeyPreview::of("12345678901").as_str(), "****");
+        assert_eq!(
+            KeyPreview::of("12345678901234567890").as_str(),
+            "1234...7890"
+        );
+        assert_eq!(KeyPreview::of("1234567890123456789").as_str(), "****");
     }
 
     #[test]

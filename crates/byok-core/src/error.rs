@@ -53,6 +53,9 @@ pub enum CoreError {
     /// The request conflicts with stored state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Nothing can serve the request right now (no user key and no system default, say).
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     /// No valid credential was presented.
     #[error("invalid or missing credentials")]
     Unauthenticated,

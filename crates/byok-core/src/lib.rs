@@ -4,6 +4,7 @@ pub mod domain;
 pub mod error;
 pub mod policy;
 pub mod ports;
+pub mod routing;
 pub mod services;
 
 pub use domain::*;

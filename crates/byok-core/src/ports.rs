@@ -123,3 +123,27 @@ pub trait Authenticator: Send + Sync + 'static {
     /// without saying why (unknown, revoked and expired look the same to the caller).
     async fn authenticate(&self, credential: &SecretString) -> Result<Principal, CoreError>;
 }
+
+/// Per-user gateway settings.
+#[async_trait]
+pub trait SettingsRepository: Send + Sync + 'static {
+    /// `None` when the user never saved settings (defaults apply).
+    async fn get_settings(&self, user: UserId) -> Result<Option<UserSettings>, StoreError>;
+    /// Inserts or replaces the user's settings.
+    async fn put_settings(&self, user: UserId, settings: &UserSettings) -> Result<(), StoreError>;
+}
+
+/// Usage records, written in batches off the hot path.
+#[async_trait]
+pub trait UsageRepository: Send + Sync + 'static {
+    /// Inserts all records (one statement or one transaction).
+    async fn insert_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError>;
+    /// The user's totals, and per provider ordered by provider id.
+    async fn usage_summary(&self, user: UserId) -> Result<UsageSummary, StoreError>;
+}
+
+/// Where the gateway hands usage records. MUST NOT block or fail the request: an
+/// implementation drops (and counts) records it cannot take.
+pub trait UsageSink: Send + Sync + 'static {
+    fn record(&self, record: UsageRecord);
+}

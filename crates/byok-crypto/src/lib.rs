@@ -86,6 +86,13 @@ fn well_formed(token: &str) -> bool {
     bytes.len() >= MIN_TOKEN_BYTES && bytes[0] == 0x80 && (bytes.len() - 57) % 16 == 0
 }
 
+/// Decrypts without judging the token's timestamp, as Python's `Fernet.decrypt` does without a
+/// TTL: a token written on a host whose clock ran ahead is still readable. (`Fernet::decrypt`
+/// refuses timestamps more than 60 s in the future.)
+fn decrypt_any_time(key: &Fernet, token: &str) -> Result<Vec<u8>, fernet::DecryptionError> {
+    key.decrypt_at_time(token, None, u64::MAX - 120)
+}
+
 impl SecretCipher for FernetKeyRing {
     fn encrypt(&self, plaintext: &SecretString) -> Result<String, CryptoError> {
         Ok(self
@@ -98,7 +105,7 @@ impl SecretCipher for FernetKeyRing {
             return Err(CryptoError::Malformed);
         }
         for key in &self.keys {
-            if let Ok(plain) = key.decrypt(token) {
+            if let Ok(plain) = decrypt_any_time(key, token) {
                 return String::from_utf8(plain)
                     .map(SecretString::from)
                     .map_err(|_| CryptoError::Malformed);
@@ -108,7 +115,9 @@ impl SecretCipher for FernetKeyRing {
     }
 
     fn is_current(&self, token: &str) -> bool {
-        self.keys.first().is_some_and(|k| k.decrypt(token).is_ok())
+        self.keys
+            .first()
+            .is_some_and(|k| decrypt_any_time(k, token).is_ok())
     }
 }
 

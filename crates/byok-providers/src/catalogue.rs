@@ -26,11 +26,23 @@ pub enum AuthStyle {
     AnthropicHeaders,
 }
 
+/// The wire format of a provider's chat endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatWire {
+    /// `POST {base}{chat_path}` in OpenAI Chat Completions format.
+    OpenAi,
+    /// `POST {base}/v1/messages` in Anthropic Messages format.
+    Anthropic,
+}
+
 /// The request that checks a key without spending tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeSpec {
     /// `GET` unless a body is given (then `POST` with that JSON body).
     pub path: &'static str,
+    /// An absolute probe URL used while the base URL is the built-in one (HuggingFace and
+    /// Cohere check keys on a different host than they serve chat on).
+    pub default_url: Option<&'static str>,
     pub body: Option<&'static str>,
     /// Non-2xx statuses that still prove the key was accepted (the request itself was refused).
     pub accepted_statuses: &'static [u16],
@@ -42,14 +54,29 @@ pub struct ProviderSpec {
     pub id: ProviderId,
     /// Base URL without trailing slash; `None` when the user must supply an endpoint.
     pub base_url: Option<String>,
+    /// Whether `base_url` came from `BYOK_PROVIDER_<ID>_BASE_URL`.
+    pub base_overridden: bool,
     pub wire_format: WireFormat,
     pub auth: AuthStyle,
     pub probe: ProbeSpec,
+    /// Chat wire format and path under the base URL (or under the user's endpoint).
+    pub chat: ChatWire,
+    pub chat_path: &'static str,
 }
 
 const fn get(path: &'static str) -> ProbeSpec {
     ProbeSpec {
         path,
+        default_url: None,
+        body: None,
+        accepted_statuses: &[],
+    }
+}
+
+const fn get_at(url: &'static str, path: &'static str) -> ProbeSpec {
+    ProbeSpec {
+        path,
+        default_url: Some(url),
         body: None,
         accepted_statuses: &[],
     }
@@ -71,17 +98,19 @@ fn builtin(id: ProviderId) -> ProviderSpec {
             AnthropicHeaders,
             get("/v1/models"),
         ),
+        // Chat through the HuggingFace router (OpenAI-compatible); keys are checked on the hub.
         ProviderId::Huggingface => (
-            Some("https://huggingface.co"),
+            Some("https://router.huggingface.co/v1"),
             HuggingFace,
             Bearer,
-            get("/api/whoami-v2"),
+            get_at("https://huggingface.co/api/whoami-v2", "/api/whoami-v2"),
         ),
+        // Chat through Cohere's OpenAI-compatible API; keys are checked on its native API.
         ProviderId::Cohere => (
-            Some("https://api.cohere.com"),
+            Some("https://api.cohere.ai/compatibility/v1"),
             Cohere,
             Bearer,
-            get("/v1/models"),
+            get_at("https://api.cohere.com/v1/models", "/models"),
         ),
         ProviderId::Together => (
             Some("https://api.together.xyz/v1"),
@@ -95,6 +124,7 @@ fn builtin(id: ProviderId) -> ProviderSpec {
             Bearer,
             ProbeSpec {
                 path: "/chat/completions",
+                default_url: None,
                 body: Some(r#"{"model":"byok-key-probe","messages":[]}"#),
                 accepted_statuses: &[400, 422],
             },
@@ -111,20 +141,26 @@ fn builtin(id: ProviderId) -> ProviderSpec {
             Bearer,
             get("/key"),
         ),
-        ProviderId::Ollama => (
-            Some("http://localhost:11434"),
-            Ollama,
-            Bearer,
-            get("/api/tags"),
-        ),
+        // No default: a user's own Ollama server is their endpoint (checked by the target
+        // policy); an operator-run one is BYOK_PROVIDER_OLLAMA_BASE_URL.
+        ProviderId::Ollama => (None, Ollama, Bearer, get("/api/tags")),
         ProviderId::Custom => (None, OpenAi, Bearer, get("/models")),
+    };
+    let (chat, chat_path) = match id {
+        ProviderId::Anthropic => (ChatWire::Anthropic, "/v1/messages"),
+        // The Ollama endpoint is the server root; its OpenAI-compatible API is under /v1.
+        ProviderId::Ollama => (ChatWire::OpenAi, "/v1/chat/completions"),
+        _ => (ChatWire::OpenAi, "/chat/completions"),
     };
     ProviderSpec {
         id,
         base_url: base.map(str::to_owned),
+        base_overridden: false,
         wire_format,
         auth,
         probe,
+        chat,
+        chat_path,
     }
 }
 
@@ -156,6 +192,7 @@ impl Catalogue {
                     return Err(format!("{name} must be an http(s) URL"));
                 }
                 spec.base_url = Some(v);
+                spec.base_overridden = true;
             }
         }
         Ok(cat)
@@ -193,6 +230,11 @@ mod tests {
         );
         assert_eq!(cat.get(ProviderId::Openrouter).probe.path, "/key");
         assert!(cat.get(ProviderId::Custom).base_url.is_none());
+        assert_eq!(cat.get(ProviderId::Anthropic).chat, ChatWire::Anthropic);
+        assert_eq!(
+            cat.get(ProviderId::Ollama).chat_path,
+            "/v1/chat/completions"
+        );
         assert!(Catalogue::from_env(|_| Some("ftp://x".into())).is_err());
     }
 }

@@ -2,6 +2,9 @@
 
 mod catalogue;
 mod probe;
+pub mod sse;
+pub mod stream;
+pub mod translate;
 
-pub use catalogue::{AuthStyle, Catalogue, ProbeSpec, ProviderSpec, WireFormat};
+pub use catalogue::{AuthStyle, Catalogue, ChatWire, ProbeSpec, ProviderSpec, WireFormat};
 pub use probe::{HttpKeyProber, ProbeOptions};

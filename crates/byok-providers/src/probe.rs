@@ -88,7 +88,8 @@ impl HttpKeyProber {
         };
         let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
         self.policy.check(bare, &ips)?;
-        let mut b = builder(&self.options);
+        // No proxy: a proxy would resolve the host itself and undo the pinning below.
+        let mut b = builder(&self.options).no_proxy();
         if let Some(first) = addrs.first()
             && bare.parse::<IpAddr>().is_err()
         {
@@ -101,10 +102,9 @@ impl HttpKeyProber {
         &self,
         client: &reqwest::Client,
         spec: &ProviderSpec,
-        base: &str,
+        url: String,
         key: &ApiKey,
     ) -> reqwest::RequestBuilder {
-        let url = format!("{base}{}", spec.probe.path);
         let mut req = match spec.probe.body {
             Some(body) => client
                 .post(url)
@@ -114,12 +114,22 @@ impl HttpKeyProber {
         };
         req = match spec.auth {
             AuthStyle::Bearer => req.bearer_auth(key.expose()),
-            AuthStyle::AnthropicHeaders => req
-                .header("x-api-key", key.expose())
-                .header("anthropic-version", ANTHROPIC_VERSION),
+            AuthStyle::AnthropicHeaders => match sensitive(key.expose()) {
+                Some(v) => req
+                    .header("x-api-key", v)
+                    .header("anthropic-version", ANTHROPIC_VERSION),
+                None => req,
+            },
         };
         req
     }
+}
+
+/// A header value marked sensitive (kept out of `Debug` output and HPACK tables).
+pub(crate) fn sensitive(value: &str) -> Option<reqwest::header::HeaderValue> {
+    let mut v = reqwest::header::HeaderValue::from_str(value).ok()?;
+    v.set_sensitive(true);
+    Some(v)
 }
 
 fn host_of(base: &str) -> String {
@@ -171,12 +181,18 @@ impl KeyProber for HttpKeyProber {
         endpoint: Option<&str>,
     ) -> Result<ProbeOutcome, CoreError> {
         let spec = self.catalogue.get(provider);
-        let (client, base) = match (endpoint, spec.base_url.as_deref()) {
+        let (client, probe_url) = match (endpoint, spec.base_url.as_deref()) {
             (Some(e), _) => (
                 self.pinned_client(e).await?,
-                e.trim_end_matches('/').to_string(),
+                format!("{}{}", e.trim_end_matches('/'), spec.probe.path),
             ),
-            (None, Some(b)) => (self.client.clone(), b.to_string()),
+            (None, Some(b)) => (
+                self.client.clone(),
+                match spec.probe.default_url {
+                    Some(abs) if !spec.base_overridden => abs.to_string(),
+                    _ => format!("{b}{}", spec.probe.path),
+                },
+            ),
             (None, None) => {
                 return Ok(ProbeOutcome {
                     status: TestStatus::Unknown,
@@ -185,9 +201,9 @@ impl KeyProber for HttpKeyProber {
                 });
             }
         };
-        let host = host_of(&base);
+        let host = host_of(&probe_url);
         let started = Instant::now();
-        let result = self.request(&client, spec, &base, key).send().await;
+        let result = self.request(&client, spec, probe_url, key).send().await;
         let latency_ms = started.elapsed().as_millis() as u64;
         Ok(match result {
             Ok(resp) => {

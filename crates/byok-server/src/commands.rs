@@ -45,6 +45,7 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
         tracing::warn!(path = %path.display(), "using the generated encryption key file (embedded mode)");
     }
     let state = prepare(&settings).await?;
+    check_encryption_key(&state).await?;
     bootstrap_admin(&state, &settings).await?;
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || crate::app::build(data.clone()))
@@ -60,6 +61,29 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
     }
     server.run().await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Refuses to start with an `ENCRYPTION_KEY` that decrypts none of the stored keys (a wrong
+/// key, or a lost key file replaced by a generated one): serving would answer every use of a
+/// stored key with an error. Some unreadable keys only earn a warning (rotate-keys reports them).
+async fn check_encryption_key(state: &AppState) -> Result<(), Failure> {
+    let (sampled, readable) = state.vault.check_cipher(50).await.map_err(core)?;
+    if sampled > 0 && readable == 0 {
+        return Err(Failure(format!(
+            "invalid ENCRYPTION_KEY: it decrypts none of the {sampled} stored key(s) sampled. \
+             It is not the key the data was written with (was the key file replaced, or the \
+             variable changed?). Restore the right key; to move to a new key, list it first \
+             and keep the old one after it, then run rotate-keys."
+        )));
+    }
+    if readable < sampled {
+        tracing::warn!(
+            sampled,
+            readable,
+            "some stored keys cannot be decrypted with ENCRYPTION_KEY; run rotate-keys for a report"
+        );
+    }
     Ok(())
 }
 

@@ -134,15 +134,22 @@ impl Settings {
         FernetKeyRing::parse(&self.encryption_key).map_err(|e| ConfigError(e.to_string()))
     }
 
-    /// `DATABASE_URL` without any password, for log lines.
+    /// `DATABASE_URL` for log lines: scheme, host, port and database only (no user, password
+    /// or query parameters, which may hold a password too).
     pub fn database_display(&self) -> String {
-        let url = self.database_url.expose_secret();
-        match url.split_once("://") {
-            Some((scheme, rest)) if scheme.starts_with("postgres") => {
-                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-                format!("{scheme}://…@{host}")
-            }
-            _ => url.to_string(),
+        let raw = self.database_url.expose_secret();
+        if raw.starts_with("sqlite://") {
+            return raw.to_string();
+        }
+        match url::Url::parse(raw) {
+            Ok(u) => format!(
+                "{}://{}{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                u.path()
+            ),
+            Err(_) => "(unparsable DATABASE_URL)".to_string(),
         }
     }
 }

@@ -138,11 +138,19 @@ impl From<CoreError> for ApiError {
                 "invalid_token",
                 "invalid or expired token",
             ),
-            CoreError::TargetForbidden(t) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "forbidden_target",
-                t.to_string(),
-            ),
+            CoreError::Unavailable { code, message } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+            }
+            CoreError::TargetForbidden(t) => {
+                if let byok_core::policy::TargetError::Forbidden { reason, .. } = &t {
+                    tracing::info!(reason, "outbound target refused");
+                }
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "forbidden_target",
+                    t.to_string(),
+                )
+            }
             CoreError::Crypto(c @ (CryptoError::UnknownKey | CryptoError::Malformed)) => {
                 tracing::error!(error = %c, "stored secret cannot be decrypted");
                 Self::new(

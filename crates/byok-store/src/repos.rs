@@ -1,7 +1,10 @@
 //! The repository ports, implemented once for both backends with `with_conn!`.
 
 use async_trait::async_trait;
-use byok_core::ports::{CiphertextRow, KeyRepository, TokenRepository, UserRepository};
+use byok_core::ports::{
+    CiphertextRow, KeyRepository, SettingsRepository, TokenRepository, UsageRepository,
+    UserRepository,
+};
 use byok_core::*;
 use chrono::{DateTime, Utc};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -47,6 +50,13 @@ pub(crate) fn db_err(e: DieselError) -> StoreError {
             StoreError::Conflict(info.constraint_name().unwrap_or("unique").to_string())
         }
         DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+            StoreError::Unavailable(Box::new(e))
+        }
+        // SQLite lock contention that outlasted busy_timeout: a transient condition (503).
+        DieselError::DatabaseError(_, ref info)
+            if info.message().contains("database is locked")
+                || info.message().contains("database table is locked") =>
+        {
             StoreError::Unavailable(Box::new(e))
         }
         other => StoreError::Other(Box::new(other)),
@@ -468,5 +478,202 @@ impl KeyRepository for Database {
             .map_err(db_err)?
         });
         Ok(n == 1)
+    }
+}
+
+#[async_trait]
+impl SettingsRepository for Database {
+    async fn get_settings(&self, user: UserId) -> Result<Option<UserSettings>, StoreError> {
+        let user = user.to_string();
+        let policy: Option<String> = with_conn!(self, |conn, s| {
+            s::user_settings::table
+                .filter(s::user_settings::user_id.eq(&user))
+                .select(s::user_settings::fallback_policy)
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_err)?
+        });
+        policy
+            .map(|p| {
+                p.parse()
+                    .map(|fallback_policy| UserSettings { fallback_policy })
+                    .map_err(|_| StoreError::Corrupt("user_settings.fallback_policy".into()))
+            })
+            .transpose()
+    }
+
+    async fn put_settings(&self, user: UserId, settings: &UserSettings) -> Result<(), StoreError> {
+        let user = user.to_string();
+        let now = now_micros();
+        let policy = settings.fallback_policy.as_str();
+        with_conn!(self, |conn, s| {
+            use s::user_settings as t;
+            diesel::insert_into(t::table)
+                .values((
+                    t::user_id.eq(&user),
+                    t::fallback_policy.eq(policy),
+                    t::updated_at.eq(now),
+                ))
+                .on_conflict(t::user_id)
+                .do_update()
+                .set((t::fallback_policy.eq(policy), t::updated_at.eq(now)))
+                .execute(conn)
+                .await
+                .map_err(db_err)?;
+        });
+        Ok(())
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct UsageGroup {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    provider: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    credential: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    requests: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    errors: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    input_tokens: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    output_tokens: i64,
+}
+
+const USAGE_SUMMARY_SQL: &str = "SELECT provider, credential, \
+     CAST(COUNT(*) AS BIGINT) AS requests, \
+     CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
+     CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
+     CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens \
+     FROM usage_records WHERE user_id = PARAM GROUP BY provider, credential \
+     ORDER BY provider, credential";
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+#[async_trait]
+impl UsageRepository for Database {
+    async fn insert_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        macro_rules! rows {
+            ($s:ident) => {
+                records
+                    .iter()
+                    .map(|r| {
+                        use $s::usage_records as t;
+                        (
+                            t::user_id.eq(r.user_id.to_string()),
+                            t::provider.eq(r.provider.as_str()),
+                            t::model.eq(r.model.as_str()),
+                            t::credential.eq(r.credential.as_str()),
+                            t::status.eq(i32::from(r.status)),
+                            t::input_tokens.eq(clamp(r.input_tokens)),
+                            t::output_tokens.eq(clamp(r.output_tokens)),
+                            t::latency_ms.eq(clamp(r.latency_ms)),
+                            t::created_at.eq(r.at),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+        }
+        match &self.pool {
+            DbPool::Pg(pool) => {
+                use crate::schema::pg as s;
+                let mut conn = pool.get().await.map_err(pool_err)?;
+                diesel::insert_into(s::usage_records::table)
+                    .values(rows!(s))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(db_err)?;
+            }
+            DbPool::Sqlite(pool) => {
+                // SQLite has no multi-row insert through the async wrapper: one transaction.
+                use crate::schema::sqlite as s;
+                use diesel_async::SimpleAsyncConnection;
+                let mut conn = pool.get().await.map_err(pool_err)?;
+                conn.batch_execute("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(db_err)?;
+                for row in rows!(s) {
+                    if let Err(e) = diesel::insert_into(s::usage_records::table)
+                        .values(row)
+                        .execute(&mut conn)
+                        .await
+                    {
+                        let _ = conn.batch_execute("ROLLBACK").await;
+                        return Err(db_err(e));
+                    }
+                }
+                conn.batch_execute("COMMIT").await.map_err(db_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn usage_summary(&self, user: UserId) -> Result<UsageSummary, StoreError> {
+        use diesel::sql_types::Text;
+        let user = user.to_string();
+        let groups: Vec<UsageGroup> = match &self.pool {
+            DbPool::Pg(pool) => {
+                let mut conn = pool.get().await.map_err(pool_err)?;
+                diesel::sql_query(USAGE_SUMMARY_SQL.replace("PARAM", "$1"))
+                    .bind::<Text, _>(&user)
+                    .load(&mut conn)
+                    .await
+                    .map_err(db_err)?
+            }
+            DbPool::Sqlite(pool) => {
+                let mut conn = pool.get().await.map_err(pool_err)?;
+                diesel::sql_query(USAGE_SUMMARY_SQL.replace("PARAM", "?"))
+                    .bind::<Text, _>(&user)
+                    .load(&mut conn)
+                    .await
+                    .map_err(db_err)?
+            }
+        };
+        let mut summary = UsageSummary::default();
+        for g in groups {
+            let (requests, errors) = (to_u64(g.requests), to_u64(g.errors));
+            let (input, output) = (to_u64(g.input_tokens), to_u64(g.output_tokens));
+            let byok = g.credential == "user";
+            summary.requests += requests;
+            summary.errors += errors;
+            summary.input_tokens += input;
+            summary.output_tokens += output;
+            if byok {
+                summary.byok_requests += requests;
+            } else {
+                summary.system_requests += requests;
+            }
+            let entry = match summary
+                .by_provider
+                .iter_mut()
+                .find(|p| p.provider == g.provider)
+            {
+                Some(e) => e,
+                None => {
+                    summary.by_provider.push(ProviderUsage {
+                        provider: g.provider.clone(),
+                        ..ProviderUsage::default()
+                    });
+                    let last = summary.by_provider.len() - 1;
+                    &mut summary.by_provider[last]
+                }
+            };
+            entry.requests += requests;
+            entry.errors += errors;
+            entry.input_tokens += input;
+            entry.output_tokens += output;
+            if byok {
+                entry.byok_requests += requests;
+            }
+        }
+        Ok(summary)
     }
 }

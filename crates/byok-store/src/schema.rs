@@ -38,8 +38,37 @@ pub mod pg {
         }
     }
 
+    diesel::table! {
+        user_settings (user_id) {
+            user_id -> Text,
+            fallback_policy -> Text,
+            updated_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        usage_records (id) {
+            id -> Int8,
+            user_id -> Text,
+            provider -> Text,
+            model -> Text,
+            credential -> Text,
+            status -> Int4,
+            input_tokens -> Int8,
+            output_tokens -> Int8,
+            latency_ms -> Int8,
+            created_at -> Timestamptz,
+        }
+    }
+
     diesel::joinable!(gateway_tokens -> users (user_id));
-    diesel::allow_tables_to_appear_in_same_query!(users, gateway_tokens, user_provider_keys);
+    diesel::allow_tables_to_appear_in_same_query!(
+        users,
+        gateway_tokens,
+        user_provider_keys,
+        user_settings,
+        usage_records
+    );
 }
 
 pub mod sqlite {
@@ -80,6 +109,35 @@ pub mod sqlite {
         }
     }
 
+    diesel::table! {
+        user_settings (user_id) {
+            user_id -> Text,
+            fallback_policy -> Text,
+            updated_at -> TimestamptzSqlite,
+        }
+    }
+
+    diesel::table! {
+        usage_records (id) {
+            id -> BigInt,
+            user_id -> Text,
+            provider -> Text,
+            model -> Text,
+            credential -> Text,
+            status -> Integer,
+            input_tokens -> BigInt,
+            output_tokens -> BigInt,
+            latency_ms -> BigInt,
+            created_at -> TimestamptzSqlite,
+        }
+    }
+
     diesel::joinable!(gateway_tokens -> users (user_id));
-    diesel::allow_tables_to_appear_in_same_query!(users, gateway_tokens, user_provider_keys);
+    diesel::allow_tables_to_appear_in_same_query!(
+        users,
+        gateway_tokens,
+        user_provider_keys,
+        user_settings,
+        usage_records
+    );
 }

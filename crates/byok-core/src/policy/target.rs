@@ -14,9 +14,11 @@ use std::str::FromStr;
 pub enum TargetError {
     #[error("endpoint must be an http(s) URL with a host")]
     InvalidUrl,
-    #[error("endpoint host {host} resolves to a forbidden address ({reason})")]
+    /// The reason is kept for the log; the message (what clients see) is the same for every
+    /// refusal, so the policy cannot be used to map internal names and ranges.
+    #[error("endpoint host {host} is not an allowed target (private, reserved or unresolvable)")]
     Forbidden { host: String, reason: &'static str },
-    #[error("endpoint host {host} could not be resolved")]
+    #[error("endpoint host {host} is not an allowed target (private, reserved or unresolvable)")]
     Unresolvable { host: String },
 }
 
@@ -129,6 +131,9 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
     }
     let seg = ip.segments();
     // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) embed an IPv4 address; judge that address.
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1 {
+        return Some("NAT64 local-use");
+    }
     if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
         let v4 = Ipv4Addr::new(
             (seg[6] >> 8) as u8,
@@ -260,6 +265,7 @@ mod tests {
             "::",
             "fe80::1",
             "fd00:ec2::254",
+            "64:ff9b:1::a00:1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a00:1",

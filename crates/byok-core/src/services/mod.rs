@@ -1,9 +1,11 @@
 //! Services: the business rules, written against the ports.
 
+mod gateway;
 mod rotation;
 mod tokens;
 mod vault;
 
+pub use gateway::{Gateway, Resolution, Route, SystemDefault, is_fallback_status};
 pub use rotation::{RotationReport, rotate_all};
 pub use tokens::{IssuedToken, TokenAuthenticator, TokenService, hash_token};
 pub use vault::{AddKey, KeySummary, KeyVault, KeyVaultStats, ProviderSummary, UserCredential};

@@ -44,11 +44,20 @@ pub struct IssuedToken {
     pub record: GatewayToken,
 }
 
-#[derive(Debug, Clone)]
-struct CacheEntry {
-    /// `None` caches a refusal (unknown, revoked or expired token).
-    hit: Option<(Principal, Uuid, Option<DateTime<Utc>>)>,
-    fetched: Instant,
+/// A cached accepted token: its owner, id and expiry.
+type Hit = (Principal, Uuid, Option<DateTime<Utc>>);
+
+/// Refusals are cached apart from hits, in a smaller map, so a flood of made-up tokens cannot
+/// push valid tokens out of the cache.
+const MAX_REFUSED_ENTRIES: usize = 10_000;
+
+#[derive(Debug, Default)]
+struct Cache {
+    hits: HashMap<String, (Instant, Hit)>,
+    refused: HashMap<String, Instant>,
+    /// Bumped by every revocation; a lookup that started before a revocation does not cache
+    /// its (possibly stale) answer.
+    generation: u64,
 }
 
 /// Issues and checks gateway tokens.
@@ -59,7 +68,7 @@ struct CacheEntry {
 pub struct TokenService {
     tokens: Arc<dyn TokenRepository>,
     users: Arc<dyn UserRepository>,
-    cache: Mutex<HashMap<String, CacheEntry>>,
+    cache: Mutex<Cache>,
     touched: Mutex<HashMap<Uuid, Instant>>,
     cache_ttl: Duration,
 }
@@ -84,7 +93,7 @@ impl TokenService {
         Self {
             tokens,
             users,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
             touched: Mutex::new(HashMap::new()),
             cache_ttl,
         }
@@ -170,31 +179,51 @@ impl TokenService {
             });
         }
         if let Ok(mut cache) = self.cache.lock() {
-            cache.retain(|_, e| e.hit.as_ref().is_none_or(|(_, tid, _)| *tid != id));
+            cache.generation += 1;
+            cache.hits.retain(|_, (_, (_, tid, _))| *tid != id);
         }
         Ok(())
     }
 
-    fn cached(&self, hash: &str) -> Option<CacheEntry> {
-        let cache = self.cache.lock().ok()?;
-        cache
-            .get(hash)
-            .filter(|e| e.fetched.elapsed() < self.cache_ttl)
-            .cloned()
+    /// `Some(Some(hit))`, `Some(None)` (a cached refusal) or `None` (not cached), plus the
+    /// cache generation the answer belongs to.
+    fn cached(&self, hash: &str) -> (Option<Option<Hit>>, u64) {
+        let Ok(cache) = self.cache.lock() else {
+            return (None, 0);
+        };
+        let fresh = |at: &Instant| at.elapsed() < self.cache_ttl;
+        if let Some((at, hit)) = cache.hits.get(hash)
+            && fresh(at)
+        {
+            return (Some(Some(hit.clone())), cache.generation);
+        }
+        if cache.refused.get(hash).is_some_and(fresh) {
+            return (Some(None), cache.generation);
+        }
+        (None, cache.generation)
     }
 
-    fn remember(&self, hash: String, hit: Option<(Principal, Uuid, Option<DateTime<Utc>>)>) {
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= MAX_CACHE_ENTRIES {
-                cache.clear();
+    fn remember(&self, hash: String, hit: Option<Hit>, generation: u64) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        if cache.generation != generation {
+            return;
+        }
+        let now = Instant::now();
+        match hit {
+            Some(hit) => {
+                if cache.hits.len() >= MAX_CACHE_ENTRIES {
+                    cache.hits.clear();
+                }
+                cache.hits.insert(hash, (now, hit));
             }
-            cache.insert(
-                hash,
-                CacheEntry {
-                    hit,
-                    fetched: Instant::now(),
-                },
-            );
+            None => {
+                if cache.refused.len() >= MAX_REFUSED_ENTRIES {
+                    cache.refused.clear();
+                }
+                cache.refused.insert(hash, now);
+            }
         }
     }
 
@@ -224,23 +253,20 @@ impl Authenticator for TokenService {
         }
         let hash = hash_token(presented);
         let now = Utc::now();
-        let entry = match self.cached(&hash) {
-            Some(e) => e,
-            None => {
+        let hit = match self.cached(&hash) {
+            (Some(hit), _) => hit,
+            (None, generation) => {
                 let hit = match self.tokens.find_by_hash(&hash).await? {
                     Some((t, u)) if t.is_active(now) => {
                         Some((Principal::from(u), t.id, t.expires_at))
                     }
                     _ => None,
                 };
-                self.remember(hash, hit.clone());
-                CacheEntry {
-                    hit,
-                    fetched: Instant::now(),
-                }
+                self.remember(hash, hit.clone(), generation);
+                hit
             }
         };
-        match entry.hit {
+        match hit {
             Some((principal, id, expires)) if expires.is_none_or(|e| e > now) => {
                 if self.should_touch(id)
                     && let Err(e) = self.tokens.touch(id, now).await

@@ -1,6 +1,8 @@
 //! The key vault: users' provider keys, encrypted at rest.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
@@ -82,18 +84,35 @@ pub fn validate_endpoint(raw: &str) -> Result<String, CoreError> {
     if authority.contains('@') {
         return Err(bad("endpoint must not contain credentials"));
     }
-    if e.contains('#') || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad("endpoint must not contain whitespace or a fragment"));
+    if e.contains(['#', '?']) || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            "endpoint must not contain whitespace, a query string or a fragment",
+        ));
     }
     Ok(e.trim_end_matches('/').to_string())
 }
 
+/// Decrypted credentials by (user, provider), `None` meaning "no usable key". Bounded; cleared
+/// when full.
+type CredentialCache = Mutex<HashMap<(UserId, ProviderId), (Instant, Option<UserCredential>)>>;
+
+const MAX_CACHED_CREDENTIALS: usize = 100_000;
+
+/// Default lifetime of a cached credential lookup.
+pub const DEFAULT_CREDENTIAL_TTL: Duration = Duration::from_secs(30);
+
 /// The key vault service.
+///
+/// [`KeyVault::resolve`] is on the gateway's hot path: it answers from an in-memory cache
+/// (decrypted keys held as secrets, and "no key" answers too) for `credential_ttl`; adding or
+/// deleting a key through this vault drops the entry at once.
 #[derive(Clone)]
 pub struct KeyVault {
     keys: Arc<dyn KeyRepository>,
     cipher: Arc<dyn SecretCipher>,
     prober: Arc<dyn KeyProber>,
+    cache: Arc<CredentialCache>,
+    credential_ttl: Duration,
 }
 
 impl std::fmt::Debug for KeyVault {
@@ -112,7 +131,44 @@ impl KeyVault {
             keys,
             cipher,
             prober,
+            cache: Arc::default(),
+            credential_ttl: DEFAULT_CREDENTIAL_TTL,
         }
+    }
+
+    /// Sets how long resolved credentials are cached (0 disables the cache).
+    pub fn with_credential_ttl(mut self, ttl: Duration) -> Self {
+        self.credential_ttl = ttl;
+        self
+    }
+
+    fn forget(&self, user: UserId, provider: ProviderId) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.remove(&(user, provider));
+        }
+    }
+
+    /// Decrypts up to `sample` stored keys (any users'); returns (sampled, readable). A ring
+    /// that reads none of a non-empty sample is the wrong `ENCRYPTION_KEY`.
+    pub async fn check_cipher(&self, sample: u32) -> Result<(usize, usize), CoreError> {
+        let rows = self.keys.ciphertext_page(None, sample).await?;
+        let readable = rows
+            .iter()
+            .filter(|r| self.cipher.decrypt(&r.ciphertext).is_ok())
+            .count();
+        Ok((rows.len(), readable))
+    }
+
+    /// The providers the caller stored an enabled key for (not cached: not on the hot path).
+    pub async fn stored_providers(&self, who: &Principal) -> Result<Vec<ProviderId>, CoreError> {
+        Ok(self
+            .keys
+            .list(who.user_id)
+            .await?
+            .into_iter()
+            .filter(|k| k.enabled)
+            .map(|k| k.provider)
+            .collect())
     }
 
     /// The catalogue, each provider marked `configured` if the caller stored a key for it.
@@ -176,6 +232,7 @@ impl KeyVault {
                 metadata,
             })
             .await?;
+        self.forget(who.user_id, req.provider);
         tracing::info!(provider = %req.provider, user_id = %who.user_id, "provider key stored");
         Ok(())
     }
@@ -203,7 +260,9 @@ impl KeyVault {
     /// Deletes the caller's key: the row is gone, the key can no longer be used.
     /// Allowed on any tier, so a downgraded user can still remove a key.
     pub async fn delete(&self, who: &Principal, provider: ProviderId) -> Result<(), CoreError> {
-        if self.keys.delete(who.user_id, provider).await? {
+        let deleted = self.keys.delete(who.user_id, provider).await?;
+        self.forget(who.user_id, provider);
+        if deleted {
             tracing::info!(provider = %provider, user_id = %who.user_id, "provider key deleted");
             Ok(())
         } else {
@@ -259,7 +318,8 @@ impl KeyVault {
     }
 
     /// The caller's own credential for `provider`, decrypted, if their tier allows BYOK and
-    /// they stored an enabled key. `Ok(None)` means "use the system default".
+    /// they stored an enabled key. `Ok(None)` means "use the system default". Cached (see the
+    /// type's documentation); the tier is checked on every call.
     pub async fn resolve(
         &self,
         who: &Principal,
@@ -268,18 +328,33 @@ impl KeyVault {
         if !who.tier.allows(Tier::BYOK_MINIMUM) {
             return Ok(None);
         }
-        let Some(stored) = self.keys.get(who.user_id, provider).await? else {
-            return Ok(None);
-        };
-        if !stored.enabled {
-            return Ok(None);
+        let slot = (who.user_id, provider);
+        if let Ok(c) = self.cache.lock()
+            && let Some((at, cred)) = c.get(&slot)
+            && at.elapsed() < self.credential_ttl
+        {
+            return Ok(cred.clone());
         }
-        let secret: SecretString = self.cipher.decrypt(&stored.ciphertext)?;
-        Ok(Some(UserCredential {
-            provider,
-            key: ApiKey::from_secret(secret),
-            endpoint: stored.metadata.endpoint,
-        }))
+        let cred = match self.keys.get(who.user_id, provider).await? {
+            Some(stored) if stored.enabled => {
+                let secret: SecretString = self.cipher.decrypt(&stored.ciphertext)?;
+                Some(UserCredential {
+                    provider,
+                    key: ApiKey::from_secret(secret),
+                    endpoint: stored.metadata.endpoint,
+                })
+            }
+            _ => None,
+        };
+        if !self.credential_ttl.is_zero()
+            && let Ok(mut c) = self.cache.lock()
+        {
+            if c.len() >= MAX_CACHED_CREDENTIALS {
+                c.clear();
+            }
+            c.insert(slot, (Instant::now(), cred.clone()));
+        }
+        Ok(cred)
     }
 }
 
@@ -471,7 +546,10 @@ mod tests {
         assert!(v.list(&other).await.unwrap().is_empty());
         assert!(v.delete(&other, ProviderId::Openai).await.is_err());
         v.delete(&u, ProviderId::Openai).await.unwrap();
-        assert!(v.resolve(&u, ProviderId::Openai).await.unwrap().is_none());
+        assert!(
+            v.resolve(&u, ProviderId::Openai).await.unwrap().is_none(),
+            "a delete drops the cached credential at once"
+        );
         assert!(matches!(
             v.delete(&u, ProviderId::Openai).await,
             Err(CoreError::NotFound { .. })

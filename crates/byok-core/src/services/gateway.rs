@@ -1,0 +1,211 @@
+//! Per-request resolution for the LLM gateway: which provider, which model name, whose key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::domain::*;
+use crate::error::CoreError;
+use crate::ports::SettingsRepository;
+use crate::routing::{ModelRouter, RoutedModel};
+use crate::services::KeyVault;
+
+/// The operator's system default (`DEFAULT_LLM_PROVIDER`, `DEFAULT_LLM_API_KEY`).
+#[derive(Debug, Clone)]
+pub struct SystemDefault {
+    pub provider: ProviderId,
+    /// `None`: no system credential (only Ollama works without one).
+    pub api_key: Option<ApiKey>,
+}
+
+/// One way to serve a request.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub provider: ProviderId,
+    /// The model name to send upstream.
+    pub model: String,
+    pub credential: CredentialKind,
+    /// `None` only for providers that take no key (a system Ollama).
+    pub api_key: Option<ApiKey>,
+    /// The user's endpoint for `custom`/`ollama` keys (subject to the target policy).
+    pub endpoint: Option<String>,
+}
+
+/// The routes for one request: the primary and, per the user's policy, a fallback.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub primary: Route,
+    /// Set when the primary is the user's key and their policy is `user_then_system`.
+    pub fallback: Option<Route>,
+}
+
+/// Upstream statuses after which a user's key may fall back to the system default.
+pub fn is_fallback_status(status: u16) -> bool {
+    matches!(status, 401 | 403 | 429)
+}
+
+const MAX_CACHED_SETTINGS: usize = 100_000;
+
+/// The gateway's resolution service.
+pub struct Gateway {
+    vault: KeyVault,
+    router: ModelRouter,
+    system: SystemDefault,
+    settings: Arc<dyn SettingsRepository>,
+    settings_cache: Mutex<HashMap<UserId, (Instant, UserSettings)>>,
+    settings_ttl: Duration,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("system_provider", &self.system.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    pub fn new(
+        vault: KeyVault,
+        router: ModelRouter,
+        system: SystemDefault,
+        settings: Arc<dyn SettingsRepository>,
+        settings_ttl: Duration,
+    ) -> Self {
+        Self {
+            vault,
+            router,
+            system,
+            settings,
+            settings_cache: Mutex::new(HashMap::new()),
+            settings_ttl,
+        }
+    }
+
+    pub fn system(&self) -> &SystemDefault {
+        &self.system
+    }
+
+    pub fn router(&self) -> &ModelRouter {
+        &self.router
+    }
+
+    /// Resolves a request for `requested` by `who`.
+    ///
+    /// 1. Route the model name ([`ModelRouter::route`]).
+    /// 2. If the user may use BYOK (tier `starter`+) and stored an enabled key for that
+    ///    provider, the primary route uses it; with policy `user_then_system` the system default
+    ///    is the fallback.
+    /// 3. Otherwise the system default serves it, with the model renamed to its naming.
+    ///
+    /// Errors: invalid or unknown model; `no_credential` (503) when neither the user nor the
+    /// system has a credential for it.
+    pub async fn resolve(&self, who: &Principal, requested: &str) -> Result<Resolution, CoreError> {
+        let routed = self.router.route(requested)?;
+        let user = match routed.provider {
+            Some(p) => self.vault.resolve(who, p).await?,
+            None => None,
+        };
+        match user {
+            Some(cred) => {
+                let fallback = match self.settings(who).await?.fallback_policy {
+                    FallbackPolicy::UserThenSystem => self.system_route(&routed, requested).ok(),
+                    FallbackPolicy::UserOnly => None,
+                };
+                Ok(Resolution {
+                    primary: Route {
+                        provider: cred.provider,
+                        model: routed.model,
+                        credential: CredentialKind::User,
+                        api_key: Some(cred.key),
+                        endpoint: cred.endpoint,
+                    },
+                    fallback,
+                })
+            }
+            None => Ok(Resolution {
+                primary: self.system_route(&routed, requested)?,
+                fallback: None,
+            }),
+        }
+    }
+
+    fn system_route(&self, routed: &RoutedModel, requested: &str) -> Result<Route, CoreError> {
+        let model = self
+            .router
+            .system_model(routed, self.system.provider, requested)?;
+        if self.system.api_key.is_none() && self.system.provider != ProviderId::Ollama {
+            let provider = routed.provider.unwrap_or(self.system.provider);
+            return Err(CoreError::Unavailable {
+                code: "no_credential",
+                message: format!(
+                    "no {} key is stored for you and the service has no system default \
+                     configured; add your own key under /api/v1/byok/keys/add",
+                    provider.display_name()
+                ),
+            });
+        }
+        Ok(Route {
+            provider: self.system.provider,
+            model,
+            credential: CredentialKind::System,
+            api_key: self.system.api_key.clone(),
+            endpoint: None,
+        })
+    }
+
+    /// The user's settings (cached for the settings TTL; defaults when never saved).
+    pub async fn settings(&self, who: &Principal) -> Result<UserSettings, CoreError> {
+        if let Ok(c) = self.settings_cache.lock()
+            && let Some((at, s)) = c.get(&who.user_id)
+            && at.elapsed() < self.settings_ttl
+        {
+            return Ok(*s);
+        }
+        let s = self
+            .settings
+            .get_settings(who.user_id)
+            .await?
+            .unwrap_or_default();
+        if let Ok(mut c) = self.settings_cache.lock() {
+            if c.len() >= MAX_CACHED_SETTINGS {
+                c.clear();
+            }
+            c.insert(who.user_id, (Instant::now(), s));
+        }
+        Ok(s)
+    }
+
+    /// Saves the user's settings; effective at once in this process.
+    pub async fn set_settings(
+        &self,
+        who: &Principal,
+        settings: UserSettings,
+    ) -> Result<UserSettings, CoreError> {
+        self.settings.put_settings(who.user_id, &settings).await?;
+        if let Ok(mut c) = self.settings_cache.lock() {
+            c.insert(who.user_id, (Instant::now(), settings));
+        }
+        Ok(settings)
+    }
+
+    /// Providers the caller can reach, with the credential that would serve them: every
+    /// provider they hold a usable key for (tier permitting), plus the system default.
+    pub async fn reachable(
+        &self,
+        who: &Principal,
+    ) -> Result<Vec<(ProviderId, CredentialKind)>, CoreError> {
+        let mut out = Vec::new();
+        if who.tier.allows(Tier::BYOK_MINIMUM) {
+            for p in self.vault.stored_providers(who).await? {
+                out.push((p, CredentialKind::User));
+            }
+        }
+        let system_usable =
+            self.system.api_key.is_some() || self.system.provider == ProviderId::Ollama;
+        if system_usable && !out.iter().any(|(p, _)| *p == self.system.provider) {
+            out.push((self.system.provider, CredentialKind::System));
+        }
+        Ok(out)
+    }
+}

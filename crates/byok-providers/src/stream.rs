@@ -1,0 +1,735 @@
+//! Streaming: pass-through observation and incremental translation of SSE streams.
+//!
+//! Every mode feeds upstream bytes through [`SseParser`] as they arrive and writes what the
+//! client should receive into `out` at once: nothing waits for the end of the stream, and each
+//! tool-call argument fragment is forwarded as its own delta. A stream that ends before its
+//! protocol's terminal event (`message_stop` / `data: [DONE]`) gets a protocol-correct error
+//! event instead of a silent close or a fake completion.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::sse::{SseEvent, SseParser};
+use crate::translate::{
+    anthropic_message_id, finish_reason_from_anthropic, stop_reason_from_openai,
+};
+
+/// Tokens counted from a stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+const CUT_MESSAGE: &str = "the upstream stream ended before the response was complete";
+
+fn anthropic_event(out: &mut Vec<u8>, name: &str, data: &Value) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(data.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+fn openai_data(out: &mut Vec<u8>, data: &Value) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+/// An Anthropic `event: error` frame.
+pub fn anthropic_error_event(out: &mut Vec<u8>, kind: &str, message: &str) {
+    anthropic_event(
+        out,
+        "error",
+        &json!({"type": "error", "error": {"type": kind, "message": message}}),
+    );
+}
+
+/// An OpenAI-style error frame inside a stream (what OpenAI sends on a mid-stream failure).
+pub fn openai_error_event(out: &mut Vec<u8>, kind: &str, message: &str) {
+    openai_data(
+        out,
+        &json!({"error": {"message": message, "type": kind, "param": null, "code": null}}),
+    );
+}
+
+/// Which way a stream flows.
+#[derive(Debug)]
+enum Mode {
+    /// Anthropic upstream, Anthropic client: bytes forwarded untouched.
+    PassAnthropic,
+    /// OpenAI upstream, OpenAI client: bytes forwarded untouched.
+    PassOpenAi,
+    /// OpenAI upstream, Anthropic client.
+    OpenAiToAnthropic(Box<OpenAiToAnthropic>),
+    /// Anthropic upstream, OpenAI client.
+    AnthropicToOpenAi(Box<AnthropicToOpenAi>),
+}
+
+/// Per-stream state: parser, mode, usage, completeness.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    parser: SseParser,
+    mode: Mode,
+    usage: StreamUsage,
+    complete: bool,
+    failed: bool,
+}
+
+impl StreamTranslator {
+    fn new(mode: Mode) -> Self {
+        Self {
+            parser: SseParser::new(),
+            mode,
+            usage: StreamUsage::default(),
+            complete: false,
+            failed: false,
+        }
+    }
+
+    pub fn passthrough_anthropic() -> Self {
+        Self::new(Mode::PassAnthropic)
+    }
+
+    pub fn passthrough_openai() -> Self {
+        Self::new(Mode::PassOpenAi)
+    }
+
+    /// OpenAI chunks in, Anthropic events out; `model` is the name the client asked for.
+    pub fn openai_to_anthropic(model: &str) -> Self {
+        Self::new(Mode::OpenAiToAnthropic(Box::new(OpenAiToAnthropic::new(
+            model,
+        ))))
+    }
+
+    /// Anthropic events in, OpenAI chunks out.
+    pub fn anthropic_to_openai(model: &str, created: u64, include_usage: bool) -> Self {
+        Self::new(Mode::AnthropicToOpenAi(Box::new(AnthropicToOpenAi::new(
+            model,
+            created,
+            include_usage,
+        ))))
+    }
+
+    pub fn usage(&self) -> StreamUsage {
+        self.usage
+    }
+
+    /// The terminal event was seen (or an error event was relayed).
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// An error event was relayed or produced.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Feeds an upstream chunk; appends what the client should get to `out`.
+    pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        if matches!(self.mode, Mode::PassAnthropic | Mode::PassOpenAi) {
+            out.extend_from_slice(chunk);
+        }
+        for ev in self.parser.feed(chunk) {
+            self.on_event(&ev, out);
+        }
+    }
+
+    fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<u8>) {
+        if self.complete {
+            return;
+        }
+        match &mut self.mode {
+            Mode::PassAnthropic => {
+                let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                    return;
+                };
+                observe_anthropic(&v, &mut self.usage);
+                match v.get("type").and_then(Value::as_str) {
+                    Some("message_stop") => self.complete = true,
+                    Some("error") => {
+                        self.complete = true;
+                        self.failed = true;
+                    }
+                    _ => {}
+                }
+            }
+            Mode::PassOpenAi => {
+                if ev.data.trim() == "[DONE]" {
+                    self.complete = true;
+                    return;
+                }
+                let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                    return;
+                };
+                if v.get("error").is_some() {
+                    self.complete = true;
+                    self.failed = true;
+                }
+                observe_openai(&v, &mut self.usage);
+            }
+            Mode::OpenAiToAnthropic(t) => {
+                let state = t.on_event(ev, out, &mut self.usage);
+                self.apply(state);
+            }
+            Mode::AnthropicToOpenAi(t) => {
+                let state = t.on_event(ev, out, &mut self.usage);
+                self.apply(state);
+            }
+        }
+    }
+
+    fn apply(&mut self, state: Progress) {
+        match state {
+            Progress::Going => {}
+            Progress::Done => self.complete = true,
+            Progress::Failed => {
+                self.complete = true;
+                self.failed = true;
+            }
+        }
+    }
+
+    /// The upstream body ended (EOF). Completes a translation that saw its finish, or appends
+    /// an error event when the stream was cut.
+    pub fn on_end(&mut self, out: &mut Vec<u8>) {
+        if self.complete {
+            return;
+        }
+        if let Mode::OpenAiToAnthropic(t) = &mut self.mode
+            && t.stop_reason.is_some()
+            && !self.parser.has_partial()
+        {
+            // Finished (finish_reason seen) but the upstream omitted `[DONE]`.
+            t.finish(out, &self.usage);
+            self.complete = true;
+            return;
+        }
+        self.on_error(CUT_MESSAGE, out);
+    }
+
+    /// The upstream failed mid-stream (read error, idle timeout): appends an error event in
+    /// the client's protocol.
+    pub fn on_error(&mut self, message: &str, out: &mut Vec<u8>) {
+        if self.complete {
+            return;
+        }
+        match &self.mode {
+            Mode::PassAnthropic | Mode::OpenAiToAnthropic(_) => {
+                anthropic_error_event(out, "api_error", message);
+            }
+            Mode::PassOpenAi | Mode::AnthropicToOpenAi(_) => {
+                openai_error_event(out, "server_error", message);
+            }
+        }
+        self.complete = true;
+        self.failed = true;
+    }
+}
+
+fn observe_anthropic(v: &Value, usage: &mut StreamUsage) {
+    let u = v.pointer("/message/usage").or_else(|| v.get("usage"));
+    if let Some(u) = u {
+        let get = |k: &str| u.get(k).and_then(Value::as_u64);
+        let input = get("input_tokens").map(|i| {
+            i + get("cache_read_input_tokens").unwrap_or(0)
+                + get("cache_creation_input_tokens").unwrap_or(0)
+        });
+        if let Some(i) = input.filter(|i| *i > 0) {
+            usage.input_tokens = i;
+        }
+        if let Some(o) = get("output_tokens") {
+            usage.output_tokens = o;
+        }
+    }
+}
+
+fn observe_openai(v: &Value, usage: &mut StreamUsage) {
+    if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+        if let Some(i) = u.get("prompt_tokens").and_then(Value::as_u64) {
+            usage.input_tokens = i;
+        }
+        if let Some(o) = u.get("completion_tokens").and_then(Value::as_u64) {
+            usage.output_tokens = o;
+        }
+    }
+}
+
+enum Progress {
+    Going,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    Text,
+    Thinking,
+    Tool,
+}
+
+/// OpenAI Chat Completions chunks → Anthropic Messages events.
+#[derive(Debug)]
+struct OpenAiToAnthropic {
+    model: String,
+    started: bool,
+    next_index: usize,
+    open: Option<(usize, Block)>,
+    tools: HashMap<u64, usize>,
+    stop_reason: Option<&'static str>,
+}
+
+impl OpenAiToAnthropic {
+    fn new(model: &str) -> Self {
+        Self {
+            model: model.to_string(),
+            started: false,
+            next_index: 0,
+            open: None,
+            tools: HashMap::new(),
+            stop_reason: None,
+        }
+    }
+
+    fn start(&mut self, chunk: &Value, out: &mut Vec<u8>, usage: &StreamUsage) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        anthropic_event(
+            out,
+            "message_start",
+            &json!({"type": "message_start", "message": {
+                "id": anthropic_message_id(chunk.get("id").and_then(Value::as_str)),
+                "type": "message", "role": "assistant", "model": self.model, "content": [],
+                "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": usage.input_tokens, "output_tokens": 0},
+            }}),
+        );
+        anthropic_event(out, "ping", &json!({"type": "ping"}));
+    }
+
+    fn close(&mut self, out: &mut Vec<u8>) {
+        if let Some((index, _)) = self.open.take() {
+            anthropic_event(
+                out,
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+            );
+        }
+    }
+
+    fn open_block(&mut self, kind: Block, block: Value, out: &mut Vec<u8>) -> usize {
+        self.close(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        anthropic_event(
+            out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": block}),
+        );
+        self.open = Some((index, kind));
+        index
+    }
+
+    fn ensure(&mut self, kind: Block, out: &mut Vec<u8>) -> usize {
+        match self.open {
+            Some((i, k)) if k == kind => i,
+            _ => {
+                let block = match kind {
+                    Block::Thinking => json!({"type": "thinking", "thinking": "", "signature": ""}),
+                    _ => json!({"type": "text", "text": ""}),
+                };
+                self.open_block(kind, block, out)
+            }
+        }
+    }
+
+    fn delta(out: &mut Vec<u8>, index: usize, delta: Value) {
+        anthropic_event(
+            out,
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+        );
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>, usage: &StreamUsage) {
+        self.close(out);
+        anthropic_event(
+            out,
+            "message_delta",
+            &json!({"type": "message_delta",
+                    "delta": {"stop_reason": self.stop_reason.unwrap_or("end_turn"), "stop_sequence": null},
+                    "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}}),
+        );
+        anthropic_event(out, "message_stop", &json!({"type": "message_stop"}));
+    }
+
+    fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<u8>, usage: &mut StreamUsage) -> Progress {
+        let data = ev.data.trim();
+        if data == "[DONE]" {
+            if !self.started {
+                self.start(&Value::Null, out, usage);
+            }
+            self.finish(out, usage);
+            return Progress::Done;
+        }
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            return Progress::Going;
+        };
+        if let Some(err) = chunk.get("error") {
+            let msg = err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("upstream error");
+            anthropic_error_event(out, "api_error", msg);
+            return Progress::Failed;
+        }
+        observe_openai(&chunk, usage);
+        self.start(&chunk, out, usage);
+        let Some(choice) = chunk.pointer("/choices/0") else {
+            return Progress::Going;
+        };
+        let delta = choice.get("delta").cloned().unwrap_or(Value::Null);
+        let reasoning = delta
+            .get("reasoning_content")
+            .or_else(|| delta.get("reasoning"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
+        if let Some(r) = reasoning {
+            let i = self.ensure(Block::Thinking, out);
+            Self::delta(out, i, json!({"type": "thinking_delta", "thinking": r}));
+        }
+        if let Some(t) = delta
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            let i = self.ensure(Block::Text, out);
+            Self::delta(out, i, json!({"type": "text_delta", "text": t}));
+        }
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let oi = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            // A call is new when its index is; some servers repeat the id on every fragment.
+            if !self.tools.contains_key(&oi) {
+                let id = call
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("toolu_{oi}"), str::to_owned);
+                let name = call.pointer("/function/name").cloned().unwrap_or(json!(""));
+                let index = self.open_block(
+                    Block::Tool,
+                    json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+                    out,
+                );
+                self.tools.insert(oi, index);
+            }
+            if let Some(args) = call
+                .pointer("/function/arguments")
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+                && let Some(index) = self.tools.get(&oi).copied()
+            {
+                Self::delta(
+                    out,
+                    index,
+                    json!({"type": "input_json_delta", "partial_json": args}),
+                );
+            }
+        }
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.stop_reason = Some(stop_reason_from_openai(Some(reason)));
+        }
+        Progress::Going
+    }
+}
+
+/// Anthropic Messages events → OpenAI Chat Completions chunks.
+#[derive(Debug)]
+struct AnthropicToOpenAi {
+    id: String,
+    model: String,
+    created: u64,
+    include_usage: bool,
+    tools: HashMap<u64, u64>,
+    next_tool: u64,
+    finish_reason: &'static str,
+}
+
+impl AnthropicToOpenAi {
+    fn new(model: &str, created: u64, include_usage: bool) -> Self {
+        Self {
+            id: "chatcmpl-stream".into(),
+            model: model.to_string(),
+            created,
+            include_usage,
+            tools: HashMap::new(),
+            next_tool: 0,
+            finish_reason: "stop",
+        }
+    }
+
+    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
+        openai_data(
+            out,
+            &json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                    "model": self.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}]}),
+        );
+    }
+
+    fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<u8>, usage: &mut StreamUsage) -> Progress {
+        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+            return Progress::Going;
+        };
+        observe_anthropic(&v, usage);
+        match v.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                if let Some(id) = v.pointer("/message/id").and_then(Value::as_str) {
+                    self.id = format!("chatcmpl-{}", id.trim_start_matches("msg_"));
+                }
+                self.chunk(out, json!({"role": "assistant", "content": ""}), None);
+            }
+            Some("content_block_start") => {
+                let block = v.get("content_block").cloned().unwrap_or(Value::Null);
+                let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match block.get("type").and_then(Value::as_str) {
+                    Some("tool_use") => {
+                        let ti = self.next_tool;
+                        self.next_tool += 1;
+                        self.tools.insert(index, ti);
+                        self.chunk(
+                            out,
+                            json!({"tool_calls": [{"index": ti, "id": block.get("id"), "type": "function",
+                                    "function": {"name": block.get("name"), "arguments": ""}}]}),
+                            None,
+                        );
+                    }
+                    Some("text") => {
+                        if let Some(t) = block
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .filter(|t| !t.is_empty())
+                        {
+                            self.chunk(out, json!({"content": t}), None);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some("content_block_delta") => {
+                let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let delta = v.get("delta").cloned().unwrap_or(Value::Null);
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        self.chunk(out, json!({"content": delta.get("text")}), None);
+                    }
+                    Some("input_json_delta") => {
+                        if let Some(ti) = self.tools.get(&index).copied() {
+                            self.chunk(
+                                out,
+                                json!({"tool_calls": [{"index": ti, "function": {"arguments": delta.get("partial_json")}}]}),
+                                None,
+                            );
+                        }
+                    }
+                    Some("thinking_delta") => {
+                        self.chunk(
+                            out,
+                            json!({"reasoning_content": delta.get("thinking")}),
+                            None,
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            Some("message_delta") => {
+                self.finish_reason = finish_reason_from_anthropic(
+                    v.pointer("/delta/stop_reason").and_then(Value::as_str),
+                );
+            }
+            Some("message_stop") => {
+                self.chunk(out, json!({}), Some(self.finish_reason));
+                if self.include_usage {
+                    openai_data(
+                        out,
+                        &json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                                "model": self.model, "choices": [],
+                                "usage": {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+                                          "total_tokens": usage.input_tokens + usage.output_tokens}}),
+                    );
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                return Progress::Done;
+            }
+            Some("error") => {
+                let msg = v
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("upstream error");
+                openai_error_event(out, "server_error", msg);
+                return Progress::Failed;
+            }
+            _ => {}
+        }
+        Progress::Going
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(out: &[u8]) -> Vec<SseEvent> {
+        SseParser::new().feed(out)
+    }
+
+    #[test]
+    fn openai_stream_becomes_anthropic_events_with_tool_args_per_fragment() {
+        let mut t = StreamTranslator::openai_to_anthropic("claude-x");
+        let mut out = Vec::new();
+        let chunks = [
+            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}"#,
+            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"content":"lo"}}]}"#,
+            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get","arguments":""}}]}}]}"#,
+            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"ci"}}]}}]}"#,
+            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"ty\":\"P\"}"}}]}}]}"#,
+            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+            r#"{"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":9}}"#,
+        ];
+        for c in chunks {
+            t.on_chunk(format!("data: {c}\n\n").as_bytes(), &mut out);
+        }
+        // Fragments were forwarded before the end of the stream.
+        let partial = String::from_utf8(out.clone()).unwrap();
+        assert!(partial.contains(r#""partial_json":"{\"ci""#));
+        t.on_chunk(b"data: [DONE]\n\n", &mut out);
+        assert!(t.is_complete() && !t.failed());
+        let evs = events(&out);
+        let names: Vec<_> = evs.iter().map(|e| e.event.clone().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        let md: Value = serde_json::from_str(&evs[10].data).unwrap();
+        assert_eq!(md["delta"]["stop_reason"], "tool_use");
+        assert_eq!(md["usage"]["output_tokens"], 9);
+        assert_eq!(
+            t.usage(),
+            StreamUsage {
+                input_tokens: 5,
+                output_tokens: 9
+            }
+        );
+    }
+
+    #[test]
+    fn cut_streams_end_with_an_error_event() {
+        let mut t = StreamTranslator::openai_to_anthropic("m");
+        let mut out = Vec::new();
+        t.on_chunk(
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
+            &mut out,
+        );
+        t.on_end(&mut out);
+        let evs = events(&out);
+        assert_eq!(evs.last().unwrap().event.as_deref(), Some("error"));
+        assert!(!String::from_utf8(out).unwrap().contains("message_stop"));
+
+        let mut p = StreamTranslator::passthrough_openai();
+        let mut out = Vec::new();
+        p.on_chunk(b"data: {\"choices\":[]}\n\n", &mut out);
+        p.on_end(&mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("\"error\"") && !s.contains("[DONE]"));
+
+        let mut p = StreamTranslator::passthrough_anthropic();
+        let mut out = Vec::new();
+        p.on_chunk(
+            b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            &mut out,
+        );
+        p.on_end(&mut out);
+        assert!(p.is_complete() && !p.failed());
+        assert!(!String::from_utf8(out).unwrap().contains("error"));
+    }
+
+    #[test]
+    fn anthropic_stream_becomes_openai_chunks() {
+        let mut t = StreamTranslator::anthropic_to_openai("gpt-x", 1, true);
+        let mut out = Vec::new();
+        let evs = [
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"msg_9","usage":{"input_tokens":4,"output_tokens":1}}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"f","input":{}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\":"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"1}"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":1}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":12}}"#,
+            ),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+        ];
+        for (name, data) in evs {
+            t.on_chunk(
+                format!("event: {name}\ndata: {data}\n\n").as_bytes(),
+                &mut out,
+            );
+        }
+        assert!(t.is_complete());
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.ends_with("data: [DONE]\n\n"));
+        assert!(s.contains(r#""finish_reason":"tool_calls""#));
+        assert!(s.contains(r#""arguments":"{\"a\":""#));
+        assert!(
+            s.contains(r#""usage":{"completion_tokens":12,"prompt_tokens":4,"total_tokens":16}"#)
+        );
+    }
+}
