@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
 
 mod catalogue;
+pub mod net;
 mod probe;
 pub mod sse;
 pub mod stream;
 pub mod translate;
+pub mod upstream;
 
 pub use catalogue::{AuthStyle, Catalogue, ChatWire, ProbeSpec, ProviderSpec, WireFormat};
 pub use probe::{HttpKeyProber, ProbeOptions};

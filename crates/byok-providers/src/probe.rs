@@ -1,10 +1,9 @@
 //! The HTTP key probe.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use byok_core::policy::{TargetError, TargetPolicy};
+use byok_core::policy::TargetPolicy;
 use byok_core::ports::{KeyProber, ProbeOutcome};
 use byok_core::{ApiKey, CoreError, ProviderId, TestStatus};
 use serde_json::json;
@@ -64,38 +63,13 @@ impl HttpKeyProber {
         })
     }
 
-    /// Resolves a user-supplied endpoint, checks every address against the target policy and
-    /// returns a client whose connections are pinned to a checked address.
+    /// A client pinned to a checked address of a user-supplied endpoint.
     async fn pinned_client(&self, endpoint: &str) -> Result<reqwest::Client, CoreError> {
-        let url = url::Url::parse(endpoint).map_err(|_| TargetError::InvalidUrl)?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(TargetError::InvalidUrl.into());
-        }
-        let host = url.host_str().ok_or(TargetError::InvalidUrl)?.to_string();
-        let port = url.port_or_known_default().ok_or(TargetError::InvalidUrl)?;
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::time::timeout(
-                self.options.connect_timeout,
-                tokio::net::lookup_host((bare, port)),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(Iterator::collect)
-            .unwrap_or_default(),
-        };
-        let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
-        self.policy.check(bare, &ips)?;
-        // No proxy: a proxy would resolve the host itself and undo the pinning below.
-        let mut b = builder(&self.options).no_proxy();
-        if let Some(first) = addrs.first()
-            && bare.parse::<IpAddr>().is_err()
-        {
-            b = b.resolve(bare, *first);
-        }
-        b.build().map_err(|e| CoreError::Internal(Box::new(e)))
+        let addr = crate::net::check_endpoint(&self.policy, endpoint, self.options.connect_timeout)
+            .await?;
+        crate::net::pin(builder(&self.options), &addr)
+            .build()
+            .map_err(|e| CoreError::Internal(Box::new(e)))
     }
 
     fn request(

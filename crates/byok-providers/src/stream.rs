@@ -127,13 +127,28 @@ impl StreamTranslator {
         self.failed
     }
 
-    /// Feeds an upstream chunk; appends what the client should get to `out`.
+    /// Whether upstream bytes go to the client unchanged (use [`Self::observe`] then).
+    pub fn is_passthrough(&self) -> bool {
+        matches!(self.mode, Mode::PassAnthropic | Mode::PassOpenAi)
+    }
+
+    /// Feeds an upstream chunk; appends what the client should get to `out`. In pass-through
+    /// modes that is the chunk itself (callers that can forward the chunk without copying use
+    /// [`Self::observe`] instead).
     pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        if matches!(self.mode, Mode::PassAnthropic | Mode::PassOpenAi) {
+        if self.is_passthrough() {
             out.extend_from_slice(chunk);
         }
         for ev in self.parser.feed(chunk) {
             self.on_event(&ev, out);
+        }
+    }
+
+    /// Pass-through modes: watches a chunk the caller forwards unchanged (usage, completion).
+    pub fn observe(&mut self, chunk: &[u8]) {
+        let mut sink = Vec::new();
+        for ev in self.parser.feed(chunk) {
+            self.on_event(&ev, &mut sink);
         }
     }
 
@@ -143,6 +158,14 @@ impl StreamTranslator {
         }
         match &mut self.mode {
             Mode::PassAnthropic => {
+                // Only these events carry usage or end the stream; deltas are not parsed.
+                let interesting = matches!(
+                    ev.event.as_deref(),
+                    Some("message_start" | "message_delta" | "message_stop" | "error") | None
+                );
+                if !interesting {
+                    return;
+                }
                 let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
                     return;
                 };
@@ -159,6 +182,10 @@ impl StreamTranslator {
             Mode::PassOpenAi => {
                 if ev.data.trim() == "[DONE]" {
                     self.complete = true;
+                    return;
+                }
+                // Only chunks with usage or an error need parsing.
+                if !ev.data.contains("\"usage\"") && !ev.data.contains("\"error\"") {
                     return;
                 }
                 let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {

@@ -177,6 +177,7 @@ pub fn build(
         .app_data(web::PathConfig::default().error_handler(path_error))
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .configure(routes::configure)
+        .configure(crate::gateway::configure)
         .default_service(web::to(|| async {
             HttpResponse::NotFound().json(serde_json::json!({
                 "detail": "no such resource", "code": "not_found"

@@ -14,6 +14,15 @@
 //! | `BYOK_UPGRADE_URL` | `/pricing` | `upgrade_url` in tier refusals |
 //! | `BYOK_BOOTSTRAP_ADMIN_EMAIL` | `admin@localhost` | the first user created on an empty database |
 //! | `BYOK_WORKERS` | number of CPUs | HTTP worker threads |
+//! | `DEFAULT_LLM_PROVIDER` | `openrouter` | provider of the system default credential |
+//! | `DEFAULT_LLM_API_KEY` | none | the system default credential (without it, only users' own keys work) |
+//! | `DEFAULT_LLM_BASE_URL` | the provider's base URL | base URL for system-default calls |
+//! | `BYOK_MODEL_ALIASES` | empty | `alias=provider/model,…` applied before routing |
+//! | `BYOK_CREDENTIAL_CACHE_TTL_SECS` | `30` | how long a resolved key or setting is cached (other processes see changes within it) |
+//! | `BYOK_UPSTREAM_CONNECT_TIMEOUT_SECS` | `10` | provider connect timeout |
+//! | `BYOK_UPSTREAM_IDLE_TIMEOUT_SECS` | `300` | longest silence between two reads from a provider |
+//! | `BYOK_UPSTREAM_TIMEOUT_SECS` | `600` | whole-request limit for non-streaming calls |
+//! | `BYOK_MAX_BODY_BYTES` | `33554432` | largest request body on `/v1/*` |
 //! | `BYOK_LOG_FORMAT` | `text` | `text` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
 
@@ -21,9 +30,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use byok_core::policy::TargetPolicy;
+use byok_core::routing::ModelRouter;
+use byok_core::services::SystemDefault;
+use byok_core::{ApiKey, ProviderId};
 use byok_crypto::FernetKeyRing;
 use byok_providers::Catalogue;
 use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashMap;
 
 /// A configuration problem; the message is safe to print (never contains a secret).
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +66,14 @@ pub struct Settings {
     pub upgrade_url: String,
     pub bootstrap_admin_email: String,
     pub workers: Option<usize>,
+    pub system: SystemDefault,
+    pub system_base_url: Option<String>,
+    pub model_aliases: HashMap<String, String>,
+    pub credential_ttl: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub max_body_bytes: usize,
 }
 
 impl std::fmt::Debug for Settings {
@@ -112,7 +133,44 @@ impl Settings {
             None => None,
             Some(_) => Some(number("BYOK_WORKERS", 1usize)?.max(1)),
         };
+        let system_provider: ProviderId = var("DEFAULT_LLM_PROVIDER")
+            .unwrap_or_else(|| "openrouter".into())
+            .trim()
+            .to_ascii_lowercase()
+            .parse()
+            .map_err(|_| ConfigError("DEFAULT_LLM_PROVIDER must be a provider id".into()))?;
+        let system_key = var("DEFAULT_LLM_API_KEY")
+            .map(|k| ApiKey::from_secret(SecretString::from(k.trim().to_string())));
+        let system_base_url =
+            var("DEFAULT_LLM_BASE_URL").map(|u| u.trim().trim_end_matches('/').to_string());
+        if let Some(u) = &system_base_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(ConfigError(
+                "DEFAULT_LLM_BASE_URL must be an http(s) URL".into(),
+            ));
+        }
+        let model_aliases =
+            ModelRouter::parse_aliases(&var("BYOK_MODEL_ALIASES").unwrap_or_default())
+                .map_err(|e| ConfigError(format!("BYOK_MODEL_ALIASES: {e}")))?;
         Ok(Self {
+            system: SystemDefault {
+                provider: system_provider,
+                api_key: system_key,
+            },
+            system_base_url,
+            model_aliases,
+            credential_ttl: Duration::from_secs(number("BYOK_CREDENTIAL_CACHE_TTL_SECS", 30u64)?),
+            upstream_connect_timeout: Duration::from_secs(
+                number("BYOK_UPSTREAM_CONNECT_TIMEOUT_SECS", 10u64)?.max(1),
+            ),
+            upstream_idle_timeout: Duration::from_secs(
+                number("BYOK_UPSTREAM_IDLE_TIMEOUT_SECS", 300u64)?.max(1),
+            ),
+            upstream_timeout: Duration::from_secs(
+                number("BYOK_UPSTREAM_TIMEOUT_SECS", 600u64)?.max(1),
+            ),
+            max_body_bytes: number("BYOK_MAX_BODY_BYTES", 32usize * 1024 * 1024)?.max(1024),
             bind: var("BYOK_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
             data_dir,
             database_url,

@@ -16,7 +16,7 @@ use crate::routes::{byok, health, tokens};
     paths(
         health::healthz, health::readyz,
         byok::providers, byok::list_keys, byok::add_key, byok::delete_key, byok::test_key,
-        byok::stats,
+        byok::stats, byok::get_settings, byok::put_settings,
         tokens::create, tokens::list, tokens::revoke,
     ),
     components(schemas(ErrorBody, UpgradeRequiredBody)),

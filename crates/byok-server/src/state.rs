@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use byok_core::ports::Authenticator;
-use byok_core::services::{KeyVault, TokenService};
+use byok_core::ports::{Authenticator, UsageSink};
+use byok_core::routing::ModelRouter;
+use byok_core::services::{Gateway, KeyVault, TokenService};
+use byok_providers::upstream::{UpstreamClient, UpstreamOptions};
 use byok_providers::{HttpKeyProber, ProbeOptions};
 use byok_store::{Database, DbOptions};
 use secrecy::ExposeSecret;
@@ -18,6 +20,11 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     /// Checks bearer credentials; gateway tokens today, a JWT verifier can sit beside it.
     pub authenticator: Arc<dyn Authenticator>,
+    pub gateway: Arc<Gateway>,
+    pub upstream: Arc<UpstreamClient>,
+    pub usage: Arc<dyn UsageSink>,
+    /// Largest accepted request body on `/v1/*`.
+    pub max_body_bytes: usize,
 }
 
 impl std::fmt::Debug for AppState {
@@ -49,17 +56,41 @@ impl AppState {
         )
         .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
         let shared = Arc::new(db.clone());
-        let vault = KeyVault::new(shared.clone(), cipher, Arc::new(prober));
+        let vault = KeyVault::new(shared.clone(), cipher, Arc::new(prober))
+            .with_credential_ttl(settings.credential_ttl);
         let tokens = Arc::new(TokenService::new(
             shared.clone(),
-            shared,
+            shared.clone(),
             settings.auth_cache_ttl,
         ));
+        let gateway = Arc::new(Gateway::new(
+            vault.clone(),
+            ModelRouter::new(settings.model_aliases.clone()),
+            settings.system.clone(),
+            shared.clone(),
+            settings.credential_ttl,
+        ));
+        let upstream = UpstreamClient::new(
+            settings.catalogue.clone(),
+            settings.target_policy.clone(),
+            UpstreamOptions {
+                connect_timeout: settings.upstream_connect_timeout,
+                idle_timeout: settings.upstream_idle_timeout,
+                request_timeout: settings.upstream_timeout,
+            },
+            settings.system_base_url.clone(),
+        )
+        .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
+        let (usage, _writer) = crate::usage::start(shared);
         Ok(Self {
             db,
             vault,
             authenticator: tokens.clone(),
             tokens,
+            gateway,
+            upstream: Arc::new(upstream),
+            usage,
+            max_body_bytes: settings.max_body_bytes,
         })
     }
 }

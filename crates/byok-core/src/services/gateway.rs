@@ -123,10 +123,25 @@ impl Gateway {
                     fallback,
                 })
             }
-            None => Ok(Resolution {
-                primary: self.system_route(&routed, requested)?,
-                fallback: None,
-            }),
+            None => {
+                // Custom and Ollama models exist only behind the user's own endpoint.
+                if let Some(p @ (ProviderId::Custom | ProviderId::Ollama)) = routed.provider
+                    && p != self.system.provider
+                {
+                    who.tier.require(Tier::BYOK_MINIMUM)?;
+                    return Err(CoreError::NotFound {
+                        code: "key_not_found",
+                        message: format!(
+                            "no {} key is stored for you; add one with an endpoint first",
+                            p.display_name()
+                        ),
+                    });
+                }
+                Ok(Resolution {
+                    primary: self.system_route(&routed, requested)?,
+                    fallback: None,
+                })
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! `/api/v1/byok`: the legacy BYOK keys API.
 
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::{HttpResponse, delete, get, post, put, web};
 use byok_core::ProviderId;
 use byok_core::services::AddKey;
 use chrono::{DateTime, Utc};
@@ -267,6 +267,34 @@ pub struct StatsResponse {
     pub tested_providers: usize,
     pub valid_providers: usize,
     pub user_tier: String,
+    /// Gateway usage (recorded off the hot path; a request shows up within about a second).
+    pub usage: UsageStats,
+}
+
+/// Gateway usage totals.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageStats {
+    pub requests: u64,
+    /// Requests served with the user's own key.
+    pub byok_requests: u64,
+    /// Requests served with the system default.
+    pub system_requests: u64,
+    /// Requests answered with an error (status 400 or above).
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub by_provider: Vec<ProviderUsageStats>,
+}
+
+/// Usage for one provider.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderUsageStats {
+    pub provider: String,
+    pub requests: u64,
+    pub byok_requests: u64,
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
 }
 
 /// Counts of the caller's keys.
@@ -281,11 +309,104 @@ pub async fn stats(
     who: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let s = state.vault.stats(&who.0).await?;
+    let u = byok_core::ports::UsageRepository::usage_summary(&state.db, who.0.user_id)
+        .await
+        .map_err(byok_core::CoreError::from)?;
     Ok(HttpResponse::Ok().json(StatsResponse {
+        usage: UsageStats {
+            requests: u.requests,
+            byok_requests: u.byok_requests,
+            system_requests: u.system_requests,
+            errors: u.errors,
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            by_provider: u
+                .by_provider
+                .into_iter()
+                .map(|p| ProviderUsageStats {
+                    provider: p.provider,
+                    requests: p.requests,
+                    byok_requests: p.byok_requests,
+                    errors: p.errors,
+                    input_tokens: p.input_tokens,
+                    output_tokens: p.output_tokens,
+                })
+                .collect(),
+        },
         total_providers: s.total_providers,
         configured_providers: s.configured_providers,
         tested_providers: s.tested_providers,
         valid_providers: s.valid_providers,
         user_tier: s.user_tier.as_str().into(),
+    }))
+}
+
+/// The caller's gateway settings.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsBody {
+    /// What happens when the caller's own key fails upstream with 401, 403 or 429:
+    /// `user_only` (the error is returned; the default) or `user_then_system` (one retry on the
+    /// system default, before anything reached the client).
+    #[schema(value_type = FallbackPolicyDoc)]
+    pub fallback_policy: String,
+}
+
+/// Fallback policies (for the OpenAPI document).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum FallbackPolicyDoc {
+    UserOnly,
+    UserThenSystem,
+}
+
+/// The caller's gateway settings.
+#[utoipa::path(
+    get, path = "/api/v1/byok/settings", tag = "byok",
+    responses((status = 200, body = SettingsBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = []))
+)]
+#[get("/settings")]
+pub async fn get_settings(
+    state: web::Data<AppState>,
+    who: Authenticated,
+) -> Result<web::Json<SettingsBody>, ApiError> {
+    let s = state.gateway.settings(&who.0).await?;
+    Ok(web::Json(SettingsBody {
+        fallback_policy: s.fallback_policy.as_str().into(),
+    }))
+}
+
+/// Change the caller's gateway settings (effective at once on this instance, within
+/// `BYOK_CREDENTIAL_CACHE_TTL_SECS` on others).
+#[utoipa::path(
+    put, path = "/api/v1/byok/settings", tag = "byok",
+    request_body = SettingsBody,
+    responses(
+        (status = 200, body = SettingsBody),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+#[put("/settings")]
+pub async fn put_settings(
+    state: web::Data<AppState>,
+    who: Authenticated,
+    body: web::Json<SettingsBody>,
+) -> Result<web::Json<SettingsBody>, ApiError> {
+    let policy: byok_core::FallbackPolicy = body.fallback_policy.parse()?;
+    let s = state
+        .gateway
+        .set_settings(
+            &who.0,
+            byok_core::UserSettings {
+                fallback_policy: policy,
+            },
+        )
+        .await?;
+    Ok(web::Json(SettingsBody {
+        fallback_policy: s.fallback_policy.as_str().into(),
     }))
 }

@@ -18,7 +18,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(byok::add_key)
                 .service(byok::delete_key)
                 .service(byok::test_key)
-                .service(byok::stats),
+                .service(byok::stats)
+                .service(byok::get_settings)
+                .service(byok::put_settings),
         )
         .service(
             web::scope("/api/v1/tokens")

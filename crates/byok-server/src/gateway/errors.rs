@@ -1,0 +1,197 @@
+//! Errors on `/v1/*`, in the format of the API the client speaks.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use byok_core::{CoreError, CryptoError, StoreError};
+use serde_json::json;
+
+/// Which API the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingress {
+    Anthropic,
+    OpenAi,
+}
+
+/// An error on `/v1/*`.
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    pub status: StatusCode,
+    pub message: String,
+    pub retry_after: Option<String>,
+}
+
+impl GatewayError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// Anthropic's `error.type` for this status.
+    fn anthropic_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 | 409 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            504 => "timeout_error",
+            _ => "api_error",
+        }
+    }
+
+    /// OpenAI's `error.type` and `error.code` for this status.
+    fn openai_type(&self) -> (&'static str, Option<&'static str>) {
+        match self.status.as_u16() {
+            400 | 409 | 413 | 422 => ("invalid_request_error", None),
+            401 => ("authentication_error", Some("invalid_api_key")),
+            403 => ("permission_error", None),
+            404 => ("invalid_request_error", Some("model_not_found")),
+            429 => ("rate_limit_error", Some("rate_limit_exceeded")),
+            503 => ("server_error", Some("service_unavailable")),
+            504 => ("server_error", Some("timeout")),
+            _ => ("server_error", None),
+        }
+    }
+
+    pub fn response(&self, ingress: Ingress) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status);
+        if let Some(r) = &self.retry_after {
+            resp.insert_header(("retry-after", r.as_str()));
+        }
+        let body = match ingress {
+            Ingress::Anthropic => json!({
+                "type": "error",
+                "error": {"type": self.anthropic_type(), "message": self.message},
+            }),
+            Ingress::OpenAi => {
+                let (kind, code) = self.openai_type();
+                json!({"error": {"message": self.message, "type": kind, "param": null, "code": code}})
+            }
+        };
+        resp.json(body)
+    }
+}
+
+impl From<CoreError> for GatewayError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::InvalidInput { message, .. } => Self::invalid(message),
+            CoreError::UpgradeRequired { required, .. } => Self::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this model needs your own key, which requires the {required} tier or higher"
+                ),
+            ),
+            CoreError::NotFound { message, .. } => Self::new(StatusCode::NOT_FOUND, message),
+            CoreError::Conflict { message, .. } => Self::new(StatusCode::CONFLICT, message),
+            CoreError::Unauthenticated => {
+                Self::new(StatusCode::UNAUTHORIZED, "invalid or expired gateway token")
+            }
+            CoreError::Unavailable { message, .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+            }
+            CoreError::TargetForbidden(t) => {
+                if let byok_core::policy::TargetError::Forbidden { reason, .. } = &t {
+                    tracing::info!(reason, "outbound target refused");
+                }
+                Self::new(StatusCode::FORBIDDEN, t.to_string())
+            }
+            CoreError::Crypto(c @ (CryptoError::UnknownKey | CryptoError::Malformed)) => {
+                tracing::error!(error = %c, "stored secret cannot be decrypted");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "your stored key cannot be decrypted with the service's ENCRYPTION_KEY; \
+                     add it again or ask the operator",
+                )
+            }
+            CoreError::Store(StoreError::Unavailable(cause)) => {
+                tracing::error!(error = %cause, "database unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the service's database is unavailable",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "internal error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+}
+
+/// Removes anything that looks like a credential from an upstream error message, and the
+/// given key itself, then shortens it.
+pub fn scrub(message: &str, key: Option<&str>) -> String {
+    let mut text = message.to_string();
+    if let Some(k) = key.filter(|k| k.len() >= 4) {
+        text = text.replace(k, "[redacted]");
+    }
+    const PREFIXES: [&str; 7] = ["sk-", "gsk_", "hf_", "pplx-", "xai-", "AIza", "byok_"];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    let mut at_word_start = true;
+    'outer: while !rest.is_empty() {
+        if at_word_start {
+            for p in PREFIXES {
+                if rest.starts_with(p) {
+                    let len = rest
+                        .char_indices()
+                        .find(|(_, c)| {
+                            !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*' | '.'))
+                        })
+                        .map_or(rest.len(), |(i, _)| i);
+                    if len >= p.len() + 6 {
+                        out.push_str("[redacted]");
+                        rest = &rest[len..];
+                        at_word_start = false;
+                        continue 'outer;
+                    }
+                }
+            }
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            out.push(c);
+            at_word_start = !(c.is_alphanumeric() || c == '_' || c == '-');
+        }
+        rest = chars.as_str();
+    }
+    if out.chars().count() > 500 {
+        out = out.chars().take(500).collect::<String>() + "…";
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_keys() {
+        let m = scrub(
+            "Incorrect API key provided: sk-proj-abcdefghijklmnop. You can find gsk_1234567890abc here; mykey123",
+            Some("mykey123"),
+        );
+        assert_eq!(
+            m,
+            "Incorrect API key provided: [redacted]. You can find [redacted] here; [redacted]"
+        );
+        assert_eq!(scrub("task-runner failed", None), "task-runner failed");
+    }
+
+    #[test]
+    fn error_bodies_per_ingress() {
+        let e = GatewayError::new(StatusCode::TOO_MANY_REQUESTS, "slow down");
+        let a = e.response(Ingress::Anthropic);
+        assert_eq!(a.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+}

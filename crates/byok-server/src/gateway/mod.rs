@@ -1,0 +1,400 @@
+//! `/v1/*`: the LLM gateway (Anthropic Messages and OpenAI Chat Completions ingress).
+
+mod errors;
+mod forward;
+
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use byok_core::{CredentialKind, Principal, ProviderId};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub use errors::{GatewayError, Ingress, scrub};
+use forward::{Attempt, Call, attempt, error_response, record_error};
+
+use crate::auth::presented_credential;
+use crate::state::AppState;
+
+/// Registers the gateway routes (query strings such as `?beta=true` are accepted and ignored).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v1")
+            .route("/messages", web::post().to(messages))
+            .route("/messages/count_tokens", web::post().to(count_tokens))
+            .route("/chat/completions", web::post().to(chat_completions))
+            .route("/models", web::get().to(models)),
+    );
+}
+
+async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, GatewayError> {
+    let credential = presented_credential(req).ok_or_else(|| {
+        GatewayError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing credentials: send the gateway token as x-api-key or Authorization: Bearer",
+        )
+    })?;
+    let who = state.authenticator.authenticate(&credential).await?;
+    tracing::Span::current().record("user_id", tracing::field::display(who.user_id));
+    Ok(who)
+}
+
+/// Reads the body up to the configured limit.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, GatewayError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|_| GatewayError::invalid("the request body could not be read"))?;
+        if body.len() + chunk.len() > limit {
+            return Err(GatewayError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body exceeds {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn header(req: &HttpRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// What the gateway reads of a request body (everything else is forwarded or translated).
+#[derive(Deserialize)]
+struct Peek<'a> {
+    model: Option<String>,
+    #[serde(borrow)]
+    messages: Option<&'a serde_json::value::RawValue>,
+    max_tokens: Option<Value>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+fn peek(body: &[u8], need_max_tokens: bool) -> Result<Peek<'_>, GatewayError> {
+    let p: Peek<'_> = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::invalid(format!(
+            "the body is not a valid request (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    match &p.model {
+        Some(m) if !m.trim().is_empty() => {}
+        _ => return Err(GatewayError::invalid("model: field required")),
+    }
+    if !p
+        .messages
+        .is_some_and(|m| m.get().trim_start().starts_with('['))
+    {
+        return Err(GatewayError::invalid("messages: an array is required"));
+    }
+    if need_max_tokens && !p.max_tokens.as_ref().is_some_and(Value::is_u64) {
+        return Err(GatewayError::invalid(
+            "max_tokens: a positive integer is required",
+        ));
+    }
+    Ok(p)
+}
+
+async fn serve(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+    ingress: Ingress,
+) -> HttpResponse {
+    let started = Instant::now();
+    let who = match authenticate(&req, &state).await {
+        Ok(w) => w,
+        Err(e) => return e.response(ingress),
+    };
+    let body = match read_body(payload, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.response(ingress),
+    };
+    let p = match peek(&body, ingress == Ingress::Anthropic) {
+        Ok(p) => p,
+        Err(e) => return e.response(ingress),
+    };
+    let model = p.model.clone().unwrap_or_default();
+    let resolution = match state.gateway.resolve(&who, &model).await {
+        Ok(r) => r,
+        Err(e) => return GatewayError::from(e).response(ingress),
+    };
+    let call = Call {
+        ingress,
+        who: &who,
+        requested_model: &model,
+        stream: p.stream.unwrap_or(false),
+        include_usage: p
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+        body: &body,
+        anthropic_version: header(&req, "anthropic-version"),
+        anthropic_beta: header(&req, "anthropic-beta"),
+        started,
+    };
+    let routes = std::iter::once(&resolution.primary).chain(resolution.fallback.iter());
+    let mut last: Option<(GatewayError, &byok_core::services::Route)> = None;
+    for route in routes {
+        match attempt(&state, &call, route).await {
+            Ok(Attempt::Done(resp)) => return resp,
+            Ok(Attempt::Retryable(err)) => {
+                record_error(&state, &call, route, err.status);
+                tracing::info!(
+                    provider = route.provider.as_str(),
+                    status = err.status.as_u16(),
+                    "user key failed; trying the fallback if the policy allows"
+                );
+                last = Some((err, route));
+            }
+            Err(err) => {
+                record_error(&state, &call, route, err.status);
+                return error_response(&err, ingress, Some(route));
+            }
+        }
+    }
+    match last {
+        Some((err, route)) => error_response(&err, ingress, Some(route)),
+        None => GatewayError::new(StatusCode::BAD_GATEWAY, "no route could serve the request")
+            .response(ingress),
+    }
+}
+
+/// `POST /v1/messages` (Anthropic Messages API).
+pub async fn messages(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    serve(state, req, payload, Ingress::Anthropic).await
+}
+
+/// `POST /v1/chat/completions` (OpenAI Chat Completions API).
+pub async fn chat_completions(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    serve(state, req, payload, Ingress::OpenAi).await
+}
+
+/// A documented estimate: about four characters per token over every text the model reads
+/// (system, messages, tool definitions), plus a few tokens per message.
+pub fn estimate_tokens(req: &Value) -> u64 {
+    fn chars(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.chars().count(),
+            Value::Array(a) => a.iter().map(chars).sum(),
+            Value::Object(o) => o
+                .iter()
+                .filter(|(k, _)| k.as_str() != "data" && k.as_str() != "type")
+                .map(|(_, v)| chars(v))
+                .sum(),
+            _ => 0,
+        }
+    }
+    let text = req.get("system").map_or(0, chars)
+        + req.get("messages").map_or(0, chars)
+        + req
+            .get("tools")
+            .map_or(0, |t| t.to_string().chars().count());
+    let messages = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let images = req.to_string().matches("\"type\":\"image\"").count();
+    (text as u64).div_ceil(4) + 4 * messages as u64 + 1600 * images as u64 + 3
+}
+
+/// `POST /v1/messages/count_tokens`: exact from an Anthropic upstream, else an estimate
+/// (`x-byok-token-count: estimate`).
+pub async fn count_tokens(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let ingress = Ingress::Anthropic;
+    let who = match authenticate(&req, &state).await {
+        Ok(w) => w,
+        Err(e) => return e.response(ingress),
+    };
+    let body = match read_body(payload, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.response(ingress),
+    };
+    let model = match peek(&body, false) {
+        Ok(p) => p.model.unwrap_or_default(),
+        Err(e) => return e.response(ingress),
+    };
+    let resolution = match state.gateway.resolve(&who, &model).await {
+        Ok(r) => r,
+        Err(e) => return GatewayError::from(e).response(ingress),
+    };
+    let route = &resolution.primary;
+    if let Ok(target) = state.upstream.target(
+        route.provider,
+        route.endpoint.as_deref(),
+        route.credential == CredentialKind::System,
+    ) && let Some(url) = target.count_tokens_url()
+    {
+        let upstream_body = if route.model == model {
+            body.clone()
+        } else {
+            match forward::rewrite_model(&body, &route.model) {
+                Ok(b) => Bytes::from(b),
+                Err(e) => return e.response(ingress),
+            }
+        };
+        let mut headers = vec![(
+            "anthropic-version",
+            header(&req, "anthropic-version").unwrap_or_else(|| "2023-06-01".into()),
+        )];
+        if let Some(b) = header(&req, "anthropic-beta") {
+            headers.push(("anthropic-beta", b));
+        }
+        match state
+            .upstream
+            .post(
+                &target,
+                url,
+                route.api_key.as_ref(),
+                &headers,
+                upstream_body,
+                false,
+            )
+            .await
+        {
+            Ok(resp) if resp.status().is_success() => {
+                if let Ok(bytes) = resp.bytes().await {
+                    return HttpResponse::Ok()
+                        .content_type("application/json")
+                        .insert_header(("x-byok-provider", route.provider.as_str()))
+                        .insert_header(("x-byok-credential", route.credential.as_str()))
+                        .insert_header(("x-byok-token-count", "exact"))
+                        .body(bytes);
+                }
+            }
+            Ok(resp) => {
+                tracing::info!(
+                    status = resp.status().as_u16(),
+                    "upstream count_tokens failed; estimating"
+                );
+            }
+            Err(e) => tracing::info!(error = %e, "upstream count_tokens failed; estimating"),
+        }
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    HttpResponse::Ok()
+        .insert_header(("x-byok-provider", route.provider.as_str()))
+        .insert_header(("x-byok-credential", route.credential.as_str()))
+        .insert_header(("x-byok-token-count", "estimate"))
+        .json(json!({"input_tokens": estimate_tokens(&v)}))
+}
+
+/// Well-known models per provider, listed by `GET /v1/models` (any other model name of a
+/// reachable provider works too).
+fn known_models(p: ProviderId) -> &'static [&'static str] {
+    match p {
+        ProviderId::Anthropic => &[
+            "claude-opus-4-1",
+            "claude-sonnet-4-5",
+            "claude-haiku-4-5",
+            "claude-3-5-haiku-latest",
+        ],
+        ProviderId::Openai => &["gpt-4o", "gpt-4o-mini", "gpt-4.1", "o3-mini"],
+        ProviderId::Groq => &["groq/llama-3.3-70b-versatile", "groq/llama-3.1-8b-instant"],
+        ProviderId::Together => &["together/meta-llama/Llama-3.3-70B-Instruct-Turbo"],
+        ProviderId::Perplexity => &["sonar", "sonar-pro"],
+        ProviderId::Cohere => &["command-r-plus", "command-a-03-2025"],
+        ProviderId::Huggingface => &["huggingface/meta-llama/Llama-3.1-8B-Instruct"],
+        ProviderId::Openrouter => &[
+            "claude-sonnet-4-5",
+            "gpt-4o",
+            "openrouter/meta-llama/llama-3.3-70b-instruct",
+        ],
+        ProviderId::Ollama | ProviderId::Custom => &[],
+    }
+}
+
+/// `GET /v1/models`: the models the caller can reach, in a shape both SDKs read (Anthropic's
+/// `type`/`display_name`/`created_at` and OpenAI's `object`/`created`/`owned_by`).
+pub async fn models(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let ingress = if req.headers().contains_key("anthropic-version") {
+        Ingress::Anthropic
+    } else {
+        Ingress::OpenAi
+    };
+    let who = match authenticate(&req, &state).await {
+        Ok(w) => w,
+        Err(e) => return e.response(ingress),
+    };
+    let reachable = match state.gateway.reachable(&who).await {
+        Ok(r) => r,
+        Err(e) => return GatewayError::from(e).response(ingress),
+    };
+    let mut ids: Vec<(String, ProviderId, CredentialKind)> = Vec::new();
+    for (p, kind) in reachable {
+        let names: Vec<String> = match p {
+            ProviderId::Ollama | ProviderId::Custom => vec![format!("{}/*", p.as_str())],
+            _ => known_models(p).iter().map(|m| (*m).to_string()).collect(),
+        };
+        for n in names {
+            if !ids.iter().any(|(i, _, _)| *i == n) {
+                ids.push((n, p, kind));
+            }
+        }
+    }
+    let data: Vec<Value> = ids
+        .iter()
+        .map(|(id, p, kind)| {
+            json!({
+                "id": id, "type": "model", "object": "model", "display_name": id,
+                "created_at": "2025-01-01T00:00:00Z", "created": 1_735_689_600,
+                "owned_by": p.as_str(), "byok": *kind == CredentialKind::User,
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "object": "list",
+        "data": data,
+        "has_more": false,
+        "first_id": ids.first().map(|(i, _, _)| i),
+        "last_id": ids.last().map(|(i, _, _)| i),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimate_is_documented_and_monotonic() {
+        let small = json!({"messages": [{"role": "user", "content": "hi"}]});
+        let large =
+            json!({"system": "x".repeat(400), "messages": [{"role": "user", "content": "hi"}]});
+        assert!(estimate_tokens(&large) >= estimate_tokens(&small) + 100);
+    }
+
+    #[test]
+    fn peek_validates_the_essentials() {
+        assert!(peek(br#"{"model":"m","messages":[],"max_tokens":5}"#, true).is_ok());
+        assert!(peek(br#"{"model":"m","messages":[]}"#, true).is_err());
+        assert!(peek(br#"{"model":"m","messages":{}}"#, false).is_err());
+        assert!(peek(br#"{"messages":[]}"#, false).is_err());
+        assert!(peek(b"nope", false).is_err());
+    }
+}
