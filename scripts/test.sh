@@ -2,7 +2,8 @@
 # `make test`: everything the test suites need, then every suite.
 #
 #   1. installs what is missing (Debian, as root): PostgreSQL, python3-venv, curl, a C compiler;
-#   2. a Python venv in .venv with the pinned tools the tests drive (cryptography, schemathesis);
+#   2. a Python venv in .venv with the pinned tools the tests drive (cryptography, schemathesis,
+#      and the official anthropic and openai SDKs);
 #   3. a throwaway PostgreSQL cluster on a free port, unless TEST_DATABASE_URL is already set;
 #   4. cargo test (all targets, then doctests);
 #   5. schemathesis against the real binary, serving an embedded SQLite database.
@@ -13,6 +14,8 @@ set -euo pipefail
 PY_REQUIREMENTS=(
   "cryptography==50.0.2"
   "schemathesis==4.32.5"
+  "anthropic==2.10.0"
+  "openai==3.51.0"
 )
 # Per-operation example budget for schemathesis; the phase should stay well under 3 minutes.
 SCHEMATHESIS_MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-30}

@@ -5,4 +5,6 @@
 
 mod api;
 mod crypto;
+mod gateway;
 mod repos;
+mod sdk;

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use byok_core::ports::{KeyRepository, SecretCipher, TokenRepository, UserRepository};
+use byok_core::ports::{
+    KeyRepository, SecretCipher, SettingsRepository, TokenRepository, UsageRepository,
+    UserRepository,
+};
 use byok_core::services::rotate_all;
 use byok_core::*;
 use byok_crypto::FernetKeyRing;
@@ -41,6 +44,8 @@ both_backends!(
     record_test_only_touches_the_tested_key,
     legacy_rows_are_tolerated,
     rotation_reencrypts_everything_and_reports_failures,
+    settings_default_and_replace,
+    usage_batches_and_summary,
 );
 
 fn new_key(user: UserId, provider: ProviderId, ciphertext: &str) -> NewStoredKey {
@@ -424,5 +429,85 @@ async fn rotation_reencrypts_everything_and_reports_failures(kind: Kind) {
     assert_eq!(
         after.decrypt(&k.ciphertext).unwrap_err(),
         CryptoError::UnknownKey
+    );
+}
+
+async fn settings_default_and_replace(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    let u = UserId::new_random();
+    assert_eq!(db.get_settings(u).await.unwrap(), None);
+    let s = UserSettings {
+        fallback_policy: FallbackPolicy::UserThenSystem,
+    };
+    db.put_settings(u, &s).await.unwrap();
+    assert_eq!(db.get_settings(u).await.unwrap(), Some(s));
+    db.put_settings(u, &UserSettings::default()).await.unwrap();
+    assert_eq!(
+        db.get_settings(u).await.unwrap().unwrap().fallback_policy,
+        FallbackPolicy::UserOnly
+    );
+    assert_eq!(db.get_settings(UserId::new_random()).await.unwrap(), None);
+}
+
+async fn usage_batches_and_summary(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    let (u, other) = (UserId::new_random(), UserId::new_random());
+    let rec = |user, provider, credential, status, i, o| UsageRecord {
+        user_id: user,
+        provider,
+        model: "m".into(),
+        credential,
+        status,
+        input_tokens: i,
+        output_tokens: o,
+        latency_ms: 5,
+        at: Utc::now(),
+    };
+    db.insert_usage(&[]).await.unwrap();
+    let batch: Vec<UsageRecord> = (0..300)
+        .map(|i| {
+            if i % 3 == 0 {
+                rec(u, ProviderId::Openai, CredentialKind::User, 200, 10, 1)
+            } else if i % 3 == 1 {
+                rec(
+                    u,
+                    ProviderId::Openrouter,
+                    CredentialKind::System,
+                    200,
+                    20,
+                    2,
+                )
+            } else {
+                rec(u, ProviderId::Openai, CredentialKind::User, 429, 0, 0)
+            }
+        })
+        .collect();
+    db.insert_usage(&batch).await.unwrap();
+    db.insert_usage(&[rec(
+        other,
+        ProviderId::Groq,
+        CredentialKind::User,
+        200,
+        5,
+        5,
+    )])
+    .await
+    .unwrap();
+    let s = db.usage_summary(u).await.unwrap();
+    assert_eq!(s.requests, 300);
+    assert_eq!((s.byok_requests, s.system_requests), (200, 100));
+    assert_eq!(s.errors, 100);
+    assert_eq!(
+        (s.input_tokens, s.output_tokens),
+        (100 * 10 + 100 * 20, 100 + 200)
+    );
+    let names: Vec<&str> = s.by_provider.iter().map(|p| p.provider.as_str()).collect();
+    assert_eq!(names, ["openai", "openrouter"]);
+    assert_eq!(s.by_provider[0].byok_requests, 200);
+    assert_eq!(
+        db.usage_summary(UserId::new_random()).await.unwrap(),
+        UsageSummary::default()
     );
 }

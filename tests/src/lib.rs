@@ -8,6 +8,7 @@
 )]
 
 pub mod db;
+pub mod llm;
 pub mod server;
 pub mod standin;
 
@@ -19,6 +20,8 @@ pub mod canary {
     pub const GROQ: &str = "gsk_CANARYgroq0123456789abcdefghijkl";
     pub const CUSTOM: &str = "custom-CANARY-0123456789";
     pub const PERPLEXITY: &str = "pplx-CANARYperplexity0123456789abcd";
+    /// The operator's system default key.
+    pub const SYSTEM: &str = "sk-or-v1-CANARYsystem0123456789abcdefgh";
 
     /// The distinctive part of every canary (what a leak would contain).
     pub const MARKERS: &[&str] = &[
@@ -28,6 +31,7 @@ pub mod canary {
         "CANARYgroq",
         "custom-CANARY",
         "CANARYperplexity",
+        "CANARYsystem",
     ];
 
     pub fn assert_absent(what: &str, text: &str) {
