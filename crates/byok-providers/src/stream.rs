@@ -671,6 +671,22 @@ mod tests {
     }
 
     #[test]
+    fn reasoning_deltas_become_a_thinking_block() {
+        let mut t = StreamTranslator::openai_to_anthropic("m");
+        let mut out = Vec::new();
+        for c in [
+            r#"{"choices":[{"index":0,"delta":{"reasoning_content":"think"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"answer"},"finish_reason":"stop"}]}"#,
+        ] {
+            t.on_chunk(format!("data: {c}\n\n").as_bytes(), &mut out);
+        }
+        t.on_chunk(b"data: [DONE]\n\n", &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains(r#""type":"thinking_delta""#) && s.contains(r#""type":"thinking""#));
+        assert!(s.find("thinking_delta").unwrap() < s.find("text_delta").unwrap());
+    }
+
+    #[test]
     fn cut_streams_end_with_an_error_event() {
         let mut t = StreamTranslator::openai_to_anthropic("m");
         let mut out = Vec::new();
