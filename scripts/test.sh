@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # `make test`: everything the test suites need, then every suite.
 #
-#   1. installs what is missing (Debian, as root): PostgreSQL, python3-venv, curl, a C compiler;
+#   1. installs what is missing (Debian, as root): PostgreSQL, python3-venv, curl, Node.js/npm,
+#      a C compiler;
 #   2. a Python venv in .venv with the pinned tools the tests drive (cryptography, schemathesis,
 #      and the official anthropic and openai SDKs);
-#   3. a throwaway PostgreSQL cluster on a free port, unless TEST_DATABASE_URL is already set;
-#   4. cargo test (all targets, then doctests);
-#   5. schemathesis against the real binary, serving an embedded SQLite database.
+#   3. Claude Code (npm, pinned) for the end-to-end client test;
+#   4. a throwaway PostgreSQL cluster on a free port, unless TEST_DATABASE_URL is already set;
+#   5. cargo test (all targets, then doctests);
+#   6. schemathesis against the real binary, serving an embedded SQLite database.
 #
 # Everything started here is stopped and removed on exit, whatever the outcome.
 set -euo pipefail
@@ -17,6 +19,8 @@ PY_REQUIREMENTS=(
   "anthropic==2.10.0"
   "openai==3.51.0"
 )
+# Claude Code, driven against the gateway by the end-to-end tests (npm; a native binary).
+CLAUDE_CODE_VERSION="2.1.328"
 # Per-operation example budget for schemathesis; the phase should stay well under 3 minutes.
 SCHEMATHESIS_MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-30}
 # Hard ceiling for the schemathesis run, in seconds.
@@ -78,6 +82,7 @@ install_missing() {
     missing+=(python3-venv)
   fi
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
   # rustc links through `cc`, and libsqlite3-sys (bundled) and ring compile C.
   command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 
@@ -107,6 +112,20 @@ setup_venv() {
   printf '%s\n' "$want" >"$stamp"
 }
 
+setup_claude_code() {
+  local dir=.tools/claude-code
+  local stamp="$dir/.version"
+  if [ -x "$dir/node_modules/.bin/claude" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$CLAUDE_CODE_VERSION" ]; then
+    return 0
+  fi
+  log "installing Claude Code $CLAUDE_CODE_VERSION into $dir (npm)"
+  mkdir -p "$dir"
+  npm install --prefix "$dir" --no-audit --no-fund --loglevel=error \
+    "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" >/dev/null
+  [ -x "$dir/node_modules/.bin/claude" ] || die "Claude Code did not install into $dir"
+  printf '%s\n' "$CLAUDE_CODE_VERSION" >"$stamp"
+}
+
 start_postgres() {
   if [ -n "${TEST_DATABASE_URL:-}" ]; then
     log "using TEST_DATABASE_URL from the environment"
@@ -133,6 +152,7 @@ start_postgres() {
 
 run_cargo_tests() {
   export BYOK_TEST_PYTHON="$PWD/.venv/bin/python"
+  export BYOK_TEST_CLAUDE="$PWD/.tools/claude-code/node_modules/.bin/claude"
   if [ -d ../shared/fernet-spec ]; then
     FERNET_SPEC_DIR=$(cd ../shared/fernet-spec && pwd)
     export FERNET_SPEC_DIR
@@ -237,6 +257,7 @@ main() {
   command -v cargo >/dev/null 2>&1 \
     || die "cargo not found: install Rust with rustup (https://rustup.rs), then re-run make test"
   setup_venv
+  setup_claude_code
   start_postgres
   run_cargo_tests
   run_schemathesis

@@ -584,27 +584,60 @@ async fn every_provider_route_reaches_its_documented_path() {
     let keys: [(&str, &str, Option<&str>, &str); 9] = [
         ("openai", canary::OPENAI, None, "/chat/completions"),
         ("groq", canary::GROQ, None, "/chat/completions"),
-        ("together", "together-CANARYopenai-0123456789abcdef", None, "/chat/completions"),
+        (
+            "together",
+            "together-CANARYopenai-0123456789abcdef",
+            None,
+            "/chat/completions",
+        ),
         ("perplexity", canary::PERPLEXITY, None, "/chat/completions"),
-        ("huggingface", "hf_CANARYopenai0123456789abcdef", None, "/chat/completions"),
-        ("cohere", "cohere-CANARYopenai-0123456789abcdef", None, "/chat/completions"),
+        (
+            "huggingface",
+            "hf_CANARYopenai0123456789abcdef",
+            None,
+            "/chat/completions",
+        ),
+        (
+            "cohere",
+            "cohere-CANARYopenai-0123456789abcdef",
+            None,
+            "/chat/completions",
+        ),
         ("openrouter", canary::OPENROUTER, None, "/chat/completions"),
-        ("ollama", "ollama-CANARYopenai-key", Some(ollama.as_str()), "/v1/chat/completions"),
-        ("custom", canary::CUSTOM, Some(custom.as_str()), "/custom/v1/chat/completions"),
+        (
+            "ollama",
+            "ollama-CANARYopenai-key",
+            Some(ollama.as_str()),
+            "/v1/chat/completions",
+        ),
+        (
+            "custom",
+            canary::CUSTOM,
+            Some(custom.as_str()),
+            "/custom/v1/chat/completions",
+        ),
     ];
     for (provider, key, endpoint, path) in keys {
         g.add_key(&t, provider, key, endpoint).await;
-        let r = g.chat(&t, openai_req(&format!("{provider}/some-model"), false)).await;
+        let r = g
+            .chat(&t, openai_req(&format!("{provider}/some-model"), false))
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{provider}: {}", r.text);
         assert_eq!(r.headers["x-byok-provider"], provider);
         assert_eq!(r.headers["x-byok-credential"], "user");
         let seen = g.llm.last();
         assert_eq!(seen.path, path, "{provider}");
-        assert_eq!(seen.headers["authorization"], format!("Bearer {key}"), "{provider}");
+        assert_eq!(
+            seen.headers["authorization"],
+            format!("Bearer {key}"),
+            "{provider}"
+        );
         assert_eq!(seen.json()["model"], "some-model", "{provider}");
     }
     g.add_key(&t, "anthropic", canary::ANTHROPIC, None).await;
-    let r = g.messages(&t, anthropic_req("anthropic/claude-x", false)).await;
+    let r = g
+        .messages(&t, anthropic_req("anthropic/claude-x", false))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let seen = g.llm.last();
     assert_eq!(seen.path, "/v1/messages");

@@ -185,7 +185,12 @@ pub fn anthropic_request_to_openai(
     if let Some(stop) = req.get("stop_sequences") {
         out.insert("stop".into(), stop.clone());
     }
-    if let Some(user) = req.pointer("/metadata/user_id") {
+    // OpenAI caps `user` at 64 characters; longer ids (Claude Code sends a JSON blob) are not
+    // forwarded.
+    if let Some(user) = req
+        .pointer("/metadata/user_id")
+        .filter(|u| u.as_str().is_some_and(|s| s.chars().count() <= 64))
+    {
         out.insert("user".into(), user.clone());
     }
     if let Some(tools) = req.get("tools").and_then(Value::as_array) {
