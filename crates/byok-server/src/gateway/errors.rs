@@ -149,6 +149,8 @@ pub fn scrub(message: &str, key: Option<&str>) -> String {
                             !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*' | '.'))
                         })
                         .map_or(rest.len(), |(i, _)| i);
+                    // A sentence's full stop is not part of the key.
+                    let len = len - rest[..len].len() + rest[..len].trim_end_matches('.').len();
                     if len >= p.len() + 6 {
                         out.push_str("[redacted]");
                         rest = &rest[len..];

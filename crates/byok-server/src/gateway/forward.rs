@@ -237,9 +237,11 @@ fn from_upstream_status(
 
 fn record(state: &AppState, call: &Call<'_>, route: &Route, status: u16, input: u64, output: u64) {
     let latency_ms = call.started.elapsed().as_millis() as u64;
+    // A model name is client input: a key pasted there must not reach the log or the table.
+    let model = scrub(&route.model, None);
     tracing::info!(
         provider = route.provider.as_str(),
-        model = %route.model,
+        model = %model,
         credential = route.credential.as_str(),
         byok = route.credential == CredentialKind::User,
         stream = call.stream,
@@ -250,7 +252,7 @@ fn record(state: &AppState, call: &Call<'_>, route: &Route, status: u16, input: 
     state.usage.record(UsageRecord {
         user_id: call.who.user_id,
         provider: route.provider,
-        model: route.model.clone(),
+        model,
         credential: route.credential,
         status,
         input_tokens: input,
@@ -421,9 +423,10 @@ impl Drop for StreamGuard {
             499
         };
         let latency_ms = self.started.elapsed().as_millis() as u64;
+        let model = scrub(&self.route.model, None);
         tracing::info!(
             provider = self.route.provider.as_str(),
-            model = %self.route.model,
+            model = %model,
             credential = self.route.credential.as_str(),
             byok = self.route.credential == CredentialKind::User,
             stream = self.stream,
@@ -434,7 +437,7 @@ impl Drop for StreamGuard {
         self.state.usage.record(UsageRecord {
             user_id: self.who.user_id,
             provider: self.route.provider,
-            model: self.route.model.clone(),
+            model,
             credential: self.route.credential,
             status,
             input_tokens: usage.input_tokens,
