@@ -169,12 +169,16 @@ async fn walkthrough(kind: Kind) {
     let keys = s.get("/api/v1/byok/keys", &token).await;
     assert_eq!(keys.json[0]["test_status"], "valid");
     assert!(keys.json[0]["last_tested"].is_string());
-    let stats = s.get("/api/v1/byok/stats", &token).await.json;
+    let mut stats = s.get("/api/v1/byok/stats", &token).await.json;
+    let usage = stats.as_object_mut().unwrap().remove("usage").unwrap();
     assert_eq!(
         stats,
         json!({"total_providers": 10, "configured_providers": 1, "tested_providers": 1,
-               "valid_providers": 1, "user_tier": "starter"})
+               "valid_providers": 1, "user_tier": "starter"}),
+        "the legacy fields, unchanged"
     );
+    assert_eq!(usage["requests"], 0);
+    assert_eq!(usage["by_provider"], json!([]));
 
     let stored = stored_text(&setup).await;
     assert!(stored.contains("sk-p...fXYZ"), "the preview is stored");
