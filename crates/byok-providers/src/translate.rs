@@ -33,6 +33,18 @@ fn text_of_blocks(v: &Value) -> String {
     }
 }
 
+/// An Anthropic `tool_use` block as an OpenAI `tool_calls` entry (arguments as a JSON string).
+fn tool_use_to_call(b: &Value) -> Value {
+    json!({
+        "id": b.get("id").cloned().unwrap_or(Value::Null),
+        "type": "function",
+        "function": {
+            "name": b.get("name").cloned().unwrap_or(Value::Null),
+            "arguments": b.get("input").map_or_else(|| "{}".to_string(), Value::to_string),
+        }
+    })
+}
+
 fn anthropic_image_to_openai(block: &Value) -> Option<Value> {
     let source = block.get("source")?;
     let url = match source.get("type").and_then(Value::as_str)? {
@@ -114,15 +126,10 @@ pub fn anthropic_request_to_openai(
             let mut tool_calls = Vec::new();
             for b in &blocks {
                 match b.get("type").and_then(Value::as_str) {
-                    Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
-                    Some("tool_use") => tool_calls.push(json!({
-                        "id": b.get("id").cloned().unwrap_or(Value::Null),
-                        "type": "function",
-                        "function": {
-                            "name": b.get("name").cloned().unwrap_or(Value::Null),
-                            "arguments": b.get("input").map_or_else(|| "{}".to_string(), Value::to_string),
-                        }
-                    })),
+                    Some("text") => {
+                        text.push_str(b.get("text").and_then(Value::as_str).unwrap_or(""))
+                    }
+                    Some("tool_use") => tool_calls.push(tool_use_to_call(b)),
                     _ => {}
                 }
             }
@@ -515,14 +522,7 @@ pub fn anthropic_response_to_openai(resp: &Value, model: &str, created: u64) -> 
             Some("thinking") => {
                 reasoning.push_str(b.get("thinking").and_then(Value::as_str).unwrap_or(""))
             }
-            Some("tool_use") => tool_calls.push(json!({
-                "id": b.get("id").cloned().unwrap_or(Value::Null),
-                "type": "function",
-                "function": {
-                    "name": b.get("name").cloned().unwrap_or(Value::Null),
-                    "arguments": b.get("input").map_or_else(|| "{}".to_string(), Value::to_string),
-                }
-            })),
+            Some("tool_use") => tool_calls.push(tool_use_to_call(b)),
             _ => {}
         }
     }

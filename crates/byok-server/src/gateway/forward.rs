@@ -235,22 +235,33 @@ fn from_upstream_status(
     }
 }
 
-fn record(state: &AppState, call: &Call<'_>, route: &Route, status: u16, input: u64, output: u64) {
-    let latency_ms = call.started.elapsed().as_millis() as u64;
-    // A model name is client input: a key pasted there must not reach the log or the table.
+/// The per-request log line and usage record (never the key; the model name scrubbed, as
+/// it is client input).
+#[expect(clippy::too_many_arguments, reason = "one flat record of a request")]
+fn log_and_record(
+    state: &AppState,
+    user: byok_core::UserId,
+    route: &Route,
+    stream: bool,
+    status: u16,
+    input: u64,
+    output: u64,
+    started: Instant,
+) {
+    let latency_ms = started.elapsed().as_millis() as u64;
     let model = scrub(&route.model, None);
     tracing::info!(
         provider = route.provider.as_str(),
         model = %model,
         credential = route.credential.as_str(),
         byok = route.credential == CredentialKind::User,
-        stream = call.stream,
+        stream,
         status,
         latency_ms,
         "llm request"
     );
     state.usage.record(UsageRecord {
-        user_id: call.who.user_id,
+        user_id: user,
         provider: route.provider,
         model,
         credential: route.credential,
@@ -260,6 +271,19 @@ fn record(state: &AppState, call: &Call<'_>, route: &Route, status: u16, input: 
         latency_ms,
         at: chrono::Utc::now(),
     });
+}
+
+fn record(state: &AppState, call: &Call<'_>, route: &Route, status: u16, input: u64, output: u64) {
+    log_and_record(
+        state,
+        call.who.user_id,
+        route,
+        call.stream,
+        status,
+        input,
+        output,
+        call.started,
+    );
 }
 
 /// Records a failed attempt (the caller answers with the error or falls back).
@@ -422,29 +446,16 @@ impl Drop for StreamGuard {
             // The client went away before the end: nginx's "client closed request".
             499
         };
-        let latency_ms = self.started.elapsed().as_millis() as u64;
-        let model = scrub(&self.route.model, None);
-        tracing::info!(
-            provider = self.route.provider.as_str(),
-            model = %model,
-            credential = self.route.credential.as_str(),
-            byok = self.route.credential == CredentialKind::User,
-            stream = self.stream,
+        log_and_record(
+            &self.state,
+            self.who.user_id,
+            &self.route,
+            self.stream,
             status,
-            latency_ms,
-            "llm request"
+            usage.input_tokens,
+            usage.output_tokens,
+            self.started,
         );
-        self.state.usage.record(UsageRecord {
-            user_id: self.who.user_id,
-            provider: self.route.provider,
-            model,
-            credential: self.route.credential,
-            status,
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            latency_ms,
-            at: chrono::Utc::now(),
-        });
     }
 }
 

@@ -59,6 +59,23 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, Gat
     Ok(body.freeze())
 }
 
+/// Authenticates the caller, then reads the body (in that order: an unauthenticated client
+/// cannot make the service buffer a large body). Errors come in the client's format.
+async fn admit(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    ingress: Ingress,
+) -> Result<(Principal, Bytes), HttpResponse> {
+    let who = authenticate(req, state)
+        .await
+        .map_err(|e| e.response(ingress))?;
+    let body = read_body(payload, state.max_body_bytes)
+        .await
+        .map_err(|e| e.response(ingress))?;
+    Ok((who, body))
+}
+
 fn header(req: &HttpRequest, name: &str) -> Option<String> {
     req.headers()
         .get(name)
@@ -115,13 +132,9 @@ async fn serve(
     ingress: Ingress,
 ) -> HttpResponse {
     let started = Instant::now();
-    let who = match authenticate(&req, &state).await {
-        Ok(w) => w,
-        Err(e) => return e.response(ingress),
-    };
-    let body = match read_body(payload, state.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return e.response(ingress),
+    let (who, body) = match admit(&state, &req, payload, ingress).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     let p = match peek(&body, ingress == Ingress::Anthropic) {
         Ok(p) => p,
@@ -228,13 +241,9 @@ pub async fn count_tokens(
     payload: web::Payload,
 ) -> HttpResponse {
     let ingress = Ingress::Anthropic;
-    let who = match authenticate(&req, &state).await {
-        Ok(w) => w,
-        Err(e) => return e.response(ingress),
-    };
-    let body = match read_body(payload, state.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return e.response(ingress),
+    let (who, body) = match admit(&state, &req, payload, ingress).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     let model = match peek(&body, false) {
         Ok(p) => p.model.unwrap_or_default(),
