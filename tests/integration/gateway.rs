@@ -326,6 +326,30 @@ async fn errors_come_in_the_clients_format() {
         "{}",
         r.text
     );
+    // Cut in the middle of an event on a same-format route: the half event is held back, so
+    // the error event the client gets is whole and parses.
+    let t_mid = g.env.create_user("e-mid@example.com", "starter");
+    g.add_key(&t_mid, "anthropic", canary::ANTHROPIC, None)
+        .await;
+    let r = g
+        .messages(&t_mid, anthropic_req("claude-midcut", true))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        sse_names(&r.text).last().map(String::as_str),
+        Some("error"),
+        "{}",
+        r.text
+    );
+    for data in r.text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        serde_json::from_str::<Value>(data).unwrap_or_else(|e| panic!("{e}: {data}"));
+    }
+    // Models the OpenRouter default does not know under that name are not sent to it.
+    let free = g.env.create_user("e-free@example.com", "free");
+    let r = g
+        .chat(&free, openai_req("groq/llama-3.3-70b-versatile", false))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
     // The system key was rejected upstream: that is the service's problem, a 502.
     let g2 = gateway(&[("DEFAULT_LLM_API_KEY", "sk-or-v1-invalid-CANARYsystem-xyz")]).await;
     let t2 = g2.env.create_user("e2@example.com", "free");
@@ -634,6 +658,11 @@ async fn every_provider_route_reaches_its_documented_path() {
         );
         assert_eq!(seen.json()["model"], "some-model", "{provider}");
     }
+    // Ollama takes no key: stored empty, no Authorization header sent.
+    g.add_key(&t, "ollama", "", Some(&ollama)).await;
+    let r = g.chat(&t, openai_req("ollama/llama3.2", false)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(!g.llm.last().headers.contains_key("authorization"));
     g.add_key(&t, "anthropic", canary::ANTHROPIC, None).await;
     let r = g
         .messages(&t, anthropic_req("anthropic/claude-x", false))

@@ -4,10 +4,12 @@
 //! `message_stop` with `ping`), tool calls streamed as argument fragments, usage, and their
 //! error bodies (`{"error": {...}}` / `{"type": "error", "error": {...}}`).
 //!
-//! Behaviour by key: a key containing `ratelimited` gets 429 with `retry-after: 11`; a key
+//! Behaviour by key: none is needed on Ollama's path `/v1/chat/completions`; elsewhere a missing
+//! key gets 401, a key containing `ratelimited` gets 429 with `retry-after: 11`; a key
 //! containing `invalid` gets 401 (whose message quotes the key, as OpenAI's does).
 //! Behaviour by model name: `tool` → a tool call (`get_weather` with `{"city":"Paris"}`),
 //! `slow` → waits 3 s, `truncate` → the stream stops mid-way (or the JSON body is cut),
+//! `midcut` → like `truncate`, but the connection drops in the middle of an event,
 //! `error500` → 500, `overloaded` → 529, `missing` → 404, `endless` → a stream that only ends
 //! when the reader goes away. Anything else: a text answer.
 
@@ -148,7 +150,10 @@ async fn serve(
         };
         (status, body.to_string())
     };
-    let fail = if key.is_empty() || key.contains("invalid") {
+    // Ollama's OpenAI-compatible path (`/v1/chat/completions` at the server root) takes no
+    // key, as Ollama does.
+    let keyless = path == "/v1/chat/completions";
+    let fail = if (key.is_empty() && !keyless) || key.contains("invalid") {
         Some(error(
             401,
             "authentication_error",
@@ -197,7 +202,7 @@ async fn serve(
         return w.shutdown().await;
     }
     let tool = model.contains("tool");
-    let truncate = model.contains("truncate");
+    let truncate = model.contains("truncate") || model.contains("midcut");
     if !stream {
         let body = if anthropic {
             anthropic_json(&model, tool)
@@ -254,6 +259,12 @@ async fn serve(
         w.write_all(f.as_bytes()).await?;
         w.flush().await?;
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if model.contains("midcut") {
+        // The connection drops in the middle of an event.
+        let half = &frames[cut.min(frames.len() - 1)];
+        w.write_all(&half.as_bytes()[..half.len() / 2]).await?;
+        w.flush().await?;
     }
     w.shutdown().await
 }

@@ -179,7 +179,7 @@ impl ProviderId {
             ProviderId::Groq => (Some("gsk_"), 20),
             ProviderId::Openrouter => (Some("sk-or-v1-"), 20),
             ProviderId::Cohere | ProviderId::Together => (None, 20),
-            ProviderId::Ollama => (None, 1),
+            ProviderId::Ollama => (None, 0),
             ProviderId::Custom => (None, 8),
         };
         KeyFormat {
@@ -253,6 +253,10 @@ impl ApiKey {
     /// OpenAI key); length within bounds. Error messages never echo the key.
     pub fn parse(provider: ProviderId, raw: &str) -> Result<Self, CoreError> {
         let key = raw.trim();
+        // Ollama takes no key: an empty one is stored and nothing is sent upstream.
+        if key.is_empty() && provider == ProviderId::Ollama {
+            return Ok(Self(SecretString::from(String::new())));
+        }
         if key.is_empty() {
             return Err(CoreError::invalid("key_required", "key must not be empty"));
         }
@@ -668,6 +672,7 @@ mod tests {
         assert!(ApiKey::parse(Openai, "sk-short").is_err());
         assert!(ApiKey::parse(Openai, "sk-with space abcdefghijklmnop").is_err());
         assert!(ApiKey::parse(Ollama, "x").is_ok());
+        assert!(ApiKey::parse(Ollama, "").is_ok(), "Ollama takes no key");
         assert!(ApiKey::parse(Custom, "").is_err());
         let long = format!("sk-{}", "a".repeat(600));
         assert!(ApiKey::parse(Openai, &long).is_err());

@@ -100,11 +100,22 @@ impl ModelRouter {
     ) -> Result<String, CoreError> {
         match routed.provider {
             Some(p) if p == system => Ok(routed.model.clone()),
-            _ if system == ProviderId::Openrouter => Ok(openrouter_name(routed)),
-            None => Err(unknown(requested)),
-            // A model of another provider, asked of a default that is not an aggregator:
-            // pass the name through; the default answers for itself.
-            Some(_) => Ok(routed.model.clone()),
+            // OpenRouter knows these vendors' models under `vendor/model`, and any
+            // `org/model` name a client gives it.
+            Some(
+                ProviderId::Anthropic
+                | ProviderId::Openai
+                | ProviderId::Cohere
+                | ProviderId::Perplexity,
+            )
+            | None
+                if system == ProviderId::Openrouter =>
+            {
+                Ok(openrouter_name(routed))
+            }
+            // Groq, Together, HuggingFace names differ from OpenRouter's, and custom/Ollama
+            // models live only behind the user's endpoint: the default cannot serve them.
+            _ => Err(unknown(requested)),
         }
     }
 }
@@ -242,6 +253,12 @@ mod tests {
         );
         assert_eq!(sys("gpt-4o", ProviderId::Openai).unwrap(), "gpt-4o");
         assert!(sys("mystery-model", ProviderId::Openai).is_err());
+        assert!(
+            sys("claude-x", ProviderId::Openai).is_err(),
+            "not an aggregator"
+        );
+        assert!(sys("groq/llama-3.3-70b-versatile", ProviderId::Openrouter).is_err());
+        assert!(sys("custom/mine", ProviderId::Openrouter).is_err());
         assert_eq!(short_claude_name("claude-opus-4-1"), "claude-opus-4.1");
         assert_eq!(
             short_claude_name("claude-sonnet-4-20250514"),

@@ -3,6 +3,7 @@
 mod catalogue;
 pub mod net;
 mod probe;
+pub mod redact;
 pub mod sse;
 pub mod stream;
 pub mod translate;

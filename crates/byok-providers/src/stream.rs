@@ -10,7 +10,8 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::sse::{SseEvent, SseParser};
+use crate::redact::{fresh_id, scrub};
+use crate::sse::{SseEvent, SseParser, last_event_end};
 use crate::translate::{
     anthropic_message_id, finish_reason_from_anthropic, stop_reason_from_openai,
 };
@@ -72,6 +73,9 @@ enum Mode {
 #[derive(Debug)]
 pub struct StreamTranslator {
     parser: SseParser,
+    /// Pass-through: bytes of an unfinished event, held back until the event completes (so an
+    /// error event appended after a cut never merges with half an event).
+    pending: Vec<u8>,
     mode: Mode,
     usage: StreamUsage,
     complete: bool,
@@ -82,6 +86,7 @@ impl StreamTranslator {
     fn new(mode: Mode) -> Self {
         Self {
             parser: SseParser::new(),
+            pending: Vec::new(),
             mode,
             usage: StreamUsage::default(),
             complete: false,
@@ -97,10 +102,12 @@ impl StreamTranslator {
         Self::new(Mode::PassOpenAi)
     }
 
-    /// OpenAI chunks in, Anthropic events out; `model` is the name the client asked for.
-    pub fn openai_to_anthropic(model: &str) -> Self {
+    /// OpenAI chunks in, Anthropic events out; `model` is the name the client asked for,
+    /// `input_estimate` the prompt size shown in `message_start` until the real count arrives.
+    pub fn openai_to_anthropic(model: &str, input_estimate: u64) -> Self {
         Self::new(Mode::OpenAiToAnthropic(Box::new(OpenAiToAnthropic::new(
             model,
+            input_estimate,
         ))))
     }
 
@@ -144,12 +151,41 @@ impl StreamTranslator {
         }
     }
 
-    /// Pass-through modes: watches a chunk the caller forwards unchanged (usage, completion).
-    pub fn observe(&mut self, chunk: &[u8]) {
+    /// Pass-through modes: watches a chunk and returns the part to forward now: every
+    /// complete event, untouched (the chunk itself, without a copy, when it ends on an event
+    /// boundary); the bytes of an unfinished event wait for the rest.
+    pub fn pass_chunk(&mut self, chunk: bytes::Bytes) -> bytes::Bytes {
         let mut sink = Vec::new();
-        for ev in self.parser.feed(chunk) {
+        for ev in self.parser.feed(&chunk) {
             self.on_event(&ev, &mut sink);
         }
+        if self.pending.is_empty() {
+            return match last_event_end(&chunk) {
+                Some(end) if end == chunk.len() => chunk,
+                Some(end) => {
+                    self.pending.extend_from_slice(&chunk[end..]);
+                    chunk.slice(..end)
+                }
+                None => {
+                    self.pending.extend_from_slice(&chunk);
+                    bytes::Bytes::new()
+                }
+            };
+        }
+        self.pending.extend_from_slice(&chunk);
+        match last_event_end(&self.pending) {
+            Some(end) => {
+                let out = bytes::Bytes::copy_from_slice(&self.pending[..end]);
+                self.pending.drain(..end);
+                out
+            }
+            None => bytes::Bytes::new(),
+        }
+    }
+
+    /// The parser gave up on an oversized event: the stream cannot go on.
+    pub fn overflowed(&self) -> bool {
+        self.parser.overflowed()
     }
 
     fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<u8>) {
@@ -222,6 +258,8 @@ impl StreamTranslator {
     /// The upstream body ended (EOF). Completes a translation that saw its finish, or appends
     /// an error event when the stream was cut.
     pub fn on_end(&mut self, out: &mut Vec<u8>) {
+        // Bytes of an unfinished event are never forwarded.
+        self.pending.clear();
         if self.complete {
             return;
         }
@@ -243,6 +281,7 @@ impl StreamTranslator {
         if self.complete {
             return;
         }
+        self.pending.clear();
         match &self.mode {
             Mode::PassAnthropic | Mode::OpenAiToAnthropic(_) => {
                 anthropic_error_event(out, "api_error", message);
@@ -306,10 +345,11 @@ struct OpenAiToAnthropic {
     open: Option<(usize, Block)>,
     tools: HashMap<u64, usize>,
     stop_reason: Option<&'static str>,
+    input_estimate: u64,
 }
 
 impl OpenAiToAnthropic {
-    fn new(model: &str) -> Self {
+    fn new(model: &str, input_estimate: u64) -> Self {
         Self {
             model: model.to_string(),
             started: false,
@@ -317,6 +357,7 @@ impl OpenAiToAnthropic {
             open: None,
             tools: HashMap::new(),
             stop_reason: None,
+            input_estimate,
         }
     }
 
@@ -332,7 +373,7 @@ impl OpenAiToAnthropic {
                 "id": anthropic_message_id(chunk.get("id").and_then(Value::as_str)),
                 "type": "message", "role": "assistant", "model": self.model, "content": [],
                 "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": usage.input_tokens, "output_tokens": 0},
+                "usage": {"input_tokens": usage.input_tokens.max(self.input_estimate), "output_tokens": 0},
             }}),
         );
         anthropic_event(out, "ping", &json!({"type": "ping"}));
@@ -411,6 +452,7 @@ impl OpenAiToAnthropic {
                 .get("message")
                 .and_then(Value::as_str)
                 .unwrap_or("upstream error");
+            let msg = &scrub(msg, None);
             anthropic_error_event(out, "api_error", msg);
             return Progress::Failed;
         }
@@ -437,19 +479,24 @@ impl OpenAiToAnthropic {
             let i = self.ensure(Block::Text, out);
             Self::delta(out, i, json!({"type": "text_delta", "text": t}));
         }
-        for call in delta
+        for (position, call) in delta
             .get("tool_calls")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
+            .enumerate()
         {
-            let oi = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            // Some servers omit `index`; the position in the array stands in for it.
+            let oi = call
+                .get("index")
+                .and_then(Value::as_u64)
+                .unwrap_or(position as u64);
             // A call is new when its index is; some servers repeat the id on every fragment.
             if !self.tools.contains_key(&oi) {
                 let id = call
                     .get("id")
                     .and_then(Value::as_str)
-                    .map_or_else(|| format!("toolu_{oi}"), str::to_owned);
+                    .map_or_else(|| fresh_id("toolu_"), str::to_owned);
                 let name = call.pointer("/function/name").cloned().unwrap_or(json!(""));
                 let index = self.open_block(
                     Block::Tool,
@@ -472,7 +519,13 @@ impl OpenAiToAnthropic {
             }
         }
         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.stop_reason = Some(stop_reason_from_openai(Some(reason)));
+            let mapped = stop_reason_from_openai(Some(reason));
+            // Some servers say "stop" after tool calls: the client must still run the tools.
+            self.stop_reason = Some(if mapped == "end_turn" && !self.tools.is_empty() {
+                "tool_use"
+            } else {
+                mapped
+            });
         }
         Progress::Going
     }
@@ -601,6 +654,7 @@ impl AnthropicToOpenAi {
                     .pointer("/error/message")
                     .and_then(Value::as_str)
                     .unwrap_or("upstream error");
+                let msg = &scrub(msg, None);
                 openai_error_event(out, "server_error", msg);
                 return Progress::Failed;
             }
@@ -620,7 +674,7 @@ mod tests {
 
     #[test]
     fn openai_stream_becomes_anthropic_events_with_tool_args_per_fragment() {
-        let mut t = StreamTranslator::openai_to_anthropic("claude-x");
+        let mut t = StreamTranslator::openai_to_anthropic("claude-x", 0);
         let mut out = Vec::new();
         let chunks = [
             r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}"#,
@@ -672,7 +726,7 @@ mod tests {
 
     #[test]
     fn reasoning_deltas_become_a_thinking_block() {
-        let mut t = StreamTranslator::openai_to_anthropic("m");
+        let mut t = StreamTranslator::openai_to_anthropic("m", 0);
         let mut out = Vec::new();
         for c in [
             r#"{"choices":[{"index":0,"delta":{"reasoning_content":"think"}}]}"#,
@@ -688,7 +742,7 @@ mod tests {
 
     #[test]
     fn cut_streams_end_with_an_error_event() {
-        let mut t = StreamTranslator::openai_to_anthropic("m");
+        let mut t = StreamTranslator::openai_to_anthropic("m", 0);
         let mut out = Vec::new();
         t.on_chunk(
             b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
@@ -715,6 +769,52 @@ mod tests {
         p.on_end(&mut out);
         assert!(p.is_complete() && !p.failed());
         assert!(!String::from_utf8(out).unwrap().contains("error"));
+    }
+
+    #[test]
+    fn pass_through_holds_back_half_events_so_a_cut_ends_cleanly() {
+        let mut p = StreamTranslator::passthrough_anthropic();
+        let whole = bytes::Bytes::from_static(b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
+        let out = p.pass_chunk(whole.clone());
+        assert_eq!(out, whole, "a chunk ending on a boundary goes out as is");
+        let out = p.pass_chunk(bytes::Bytes::from_static(
+            b"event: ping\ndata: {}\n\nevent: content_block_delta\ndata: {\"te",
+        ));
+        assert_eq!(&out[..], b"event: ping\ndata: {}\n\n");
+        let mut tail = Vec::new();
+        p.on_end(&mut tail);
+        let tail = String::from_utf8(tail).unwrap();
+        assert!(tail.starts_with("event: error\n"), "{tail}");
+        let evs = SseParser::new().feed(tail.as_bytes());
+        let v: Value = serde_json::from_str(&evs[0].data).unwrap();
+        assert_eq!(v["error"]["type"], "api_error");
+    }
+
+    #[test]
+    fn stream_errors_are_scrubbed_and_stop_after_tools_means_tool_use() {
+        let mut t = StreamTranslator::openai_to_anthropic("m", 7);
+        let mut out = Vec::new();
+        t.on_chunk(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"function\":{\"name\":\"a\",\"arguments\":\"{}\"}},{\"function\":{\"name\":\"b\",\"arguments\":\"{}\"}}]},\"finish_reason\":\"stop\"}]}\n\n", &mut out);
+        t.on_chunk(b"data: [DONE]\n\n", &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(
+            s.matches("\"type\":\"tool_use\"").count(),
+            2,
+            "index-less calls stay apart: {s}"
+        );
+        assert!(s.contains("\"stop_reason\":\"tool_use\""));
+        assert!(
+            s.contains("\"input_tokens\":7"),
+            "message_start carries the estimate"
+        );
+        let mut t = StreamTranslator::anthropic_to_openai("m", 1, false);
+        let mut out = Vec::new();
+        t.on_chunk(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"x\",\"message\":\"bad key sk-ant-api03-secretsecret\"}}\n\n", &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            !s.contains("secretsecret") && s.contains("[redacted]"),
+            "{s}"
+        );
     }
 
     #[test]

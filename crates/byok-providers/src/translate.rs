@@ -278,17 +278,8 @@ pub fn anthropic_message_id(upstream: Option<&str>) -> String {
     match upstream {
         Some(id) if id.starts_with("msg_") => id.to_string(),
         Some(id) if !id.is_empty() => format!("msg_{}", id.trim_start_matches("chatcmpl-")),
-        _ => format!("msg_{}", uuid_like()),
+        _ => crate::redact::fresh_id("msg_"),
     }
-}
-
-fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{n:x}")
 }
 
 /// OpenAI Chat Completions response → Anthropic Messages response (model = requested name).
@@ -319,11 +310,17 @@ pub fn openai_response_to_anthropic(resp: &Value, model: &str) -> Value {
     {
         content.push(json!({
             "type": "tool_use",
-            "id": call.get("id").cloned().unwrap_or_else(|| json!(format!("toolu_{}", uuid_like()))),
+            "id": call.get("id").cloned().unwrap_or_else(|| json!(crate::redact::fresh_id("toolu_"))),
             "name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
             "input": parse_arguments(call.pointer("/function/arguments")),
         }));
     }
+    // Some servers say "stop" although they called tools: the client must still run them.
+    let stop_reason = if content.iter().any(|b| b["type"] == "tool_use") {
+        "tool_use"
+    } else {
+        stop_reason_from_openai(choice.get("finish_reason").and_then(Value::as_str))
+    };
     let usage = resp.get("usage");
     let tokens = |k: &str| {
         usage
@@ -337,7 +334,7 @@ pub fn openai_response_to_anthropic(resp: &Value, model: &str) -> Value {
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason_from_openai(choice.get("finish_reason").and_then(Value::as_str)),
+        "stop_reason": stop_reason,
         "stop_sequence": null,
         "usage": {"input_tokens": tokens("prompt_tokens"), "output_tokens": tokens("completion_tokens")},
     })

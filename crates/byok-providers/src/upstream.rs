@@ -18,10 +18,12 @@ pub type UpstreamResponse = reqwest::Response;
 #[derive(Debug, Clone)]
 pub struct UpstreamOptions {
     pub connect_timeout: Duration,
-    /// Longest silence between two reads of a response (streams included).
+    /// Streams: longest wait for the response head and between two reads of the body.
     pub idle_timeout: Duration,
     /// Whole-request limit for non-streaming calls.
     pub request_timeout: Duration,
+    /// Longest a stream may run in all.
+    pub max_stream: Duration,
 }
 
 impl Default for UpstreamOptions {
@@ -30,6 +32,7 @@ impl Default for UpstreamOptions {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(600),
+            max_stream: Duration::from_secs(3600),
         }
     }
 }
@@ -90,7 +93,6 @@ pub struct UpstreamClient {
 fn builder(options: &UpstreamOptions) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(options.connect_timeout)
-        .read_timeout(options.idle_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -208,7 +210,7 @@ impl UpstreamClient {
         if stream {
             req = req.header("accept", "text/event-stream");
         }
-        if let Some(key) = key {
+        if let Some(key) = key.filter(|k| !k.expose().is_empty()) {
             req = match target.auth {
                 AuthStyle::Bearer => req.bearer_auth(key.expose()),
                 AuthStyle::AnthropicHeaders => match sensitive(key.expose()) {
@@ -220,7 +222,7 @@ impl UpstreamClient {
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
         }
-        req.send().await.map_err(|e| {
+        let classify = |e: reqwest::Error| {
             if e.is_timeout() {
                 UpstreamError::Timeout
             } else if e.is_connect() {
@@ -228,6 +230,16 @@ impl UpstreamClient {
             } else {
                 UpstreamError::Other
             }
-        })
+        };
+        if stream {
+            // Streams have no whole-request limit; the response head must still arrive within
+            // the idle timeout (the caller applies it between body reads too).
+            tokio::time::timeout(self.options.idle_timeout, req.send())
+                .await
+                .map_err(|_| UpstreamError::Timeout)?
+                .map_err(classify)
+        } else {
+            req.send().await.map_err(classify)
+        }
     }
 }

@@ -50,6 +50,9 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || crate::app::build(data.clone()))
         .shutdown_timeout(30)
+        // A client that closes its side has gone: cancel its request (and the upstream call)
+        // instead of finishing it for nobody.
+        .h1_allow_half_closed(false)
         .bind(&settings.bind)
         .map_err(|e| Failure(format!("cannot listen on {}: {e}", settings.bind)))?;
     if let Some(n) = settings.workers {

@@ -22,7 +22,8 @@
 //! | `BYOK_UPSTREAM_CONNECT_TIMEOUT_SECS` | `10` | provider connect timeout |
 //! | `BYOK_UPSTREAM_IDLE_TIMEOUT_SECS` | `300` | longest silence between two reads from a provider |
 //! | `BYOK_UPSTREAM_TIMEOUT_SECS` | `600` | whole-request limit for non-streaming calls |
-//! | `BYOK_MAX_BODY_BYTES` | `33554432` | largest request body on `/v1/*` |
+//! | `BYOK_UPSTREAM_MAX_STREAM_SECS` | `3600` | longest a stream may run in all |
+//! | `BYOK_MAX_BODY_BYTES` | `16777216` | largest request body on `/v1/*` |
 //! | `BYOK_LOG_FORMAT` | `text` | `text` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
 
@@ -73,6 +74,7 @@ pub struct Settings {
     pub upstream_connect_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     pub upstream_timeout: Duration,
+    pub upstream_max_stream: Duration,
     pub max_body_bytes: usize,
 }
 
@@ -170,7 +172,10 @@ impl Settings {
             upstream_timeout: Duration::from_secs(
                 number("BYOK_UPSTREAM_TIMEOUT_SECS", 600u64)?.max(1),
             ),
-            max_body_bytes: number("BYOK_MAX_BODY_BYTES", 32usize * 1024 * 1024)?.max(1024),
+            upstream_max_stream: Duration::from_secs(
+                number("BYOK_UPSTREAM_MAX_STREAM_SECS", 3600u64)?.max(1),
+            ),
+            max_body_bytes: number("BYOK_MAX_BODY_BYTES", 16usize * 1024 * 1024)?.max(1024),
             bind: var("BYOK_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
             data_dir,
             database_url,

@@ -77,6 +77,7 @@ impl AppState {
                 connect_timeout: settings.upstream_connect_timeout,
                 idle_timeout: settings.upstream_idle_timeout,
                 request_timeout: settings.upstream_timeout,
+                max_stream: settings.upstream_max_stream,
             },
             settings.system_base_url.clone(),
         )

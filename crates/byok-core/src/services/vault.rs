@@ -94,7 +94,13 @@ pub fn validate_endpoint(raw: &str) -> Result<String, CoreError> {
 
 /// Decrypted credentials by (user, provider), `None` meaning "no usable key". Bounded; cleared
 /// when full.
-type CredentialCache = Mutex<HashMap<(UserId, ProviderId), (Instant, Option<UserCredential>)>>;
+#[derive(Default)]
+struct CredentialCache {
+    entries: HashMap<(UserId, ProviderId), (Instant, Option<UserCredential>)>,
+    /// Bumped by every change; a lookup that started before a change does not cache its
+    /// (possibly stale) answer.
+    generation: u64,
+}
 
 const MAX_CACHED_CREDENTIALS: usize = 100_000;
 
@@ -111,7 +117,7 @@ pub struct KeyVault {
     keys: Arc<dyn KeyRepository>,
     cipher: Arc<dyn SecretCipher>,
     prober: Arc<dyn KeyProber>,
-    cache: Arc<CredentialCache>,
+    cache: Arc<Mutex<CredentialCache>>,
     credential_ttl: Duration,
 }
 
@@ -144,7 +150,8 @@ impl KeyVault {
 
     fn forget(&self, user: UserId, provider: ProviderId) {
         if let Ok(mut c) = self.cache.lock() {
-            c.remove(&(user, provider));
+            c.generation += 1;
+            c.entries.remove(&(user, provider));
         }
     }
 
@@ -329,11 +336,14 @@ impl KeyVault {
             return Ok(None);
         }
         let slot = (who.user_id, provider);
-        if let Ok(c) = self.cache.lock()
-            && let Some((at, cred)) = c.get(&slot)
-            && at.elapsed() < self.credential_ttl
-        {
-            return Ok(cred.clone());
+        let mut generation = 0;
+        if let Ok(c) = self.cache.lock() {
+            if let Some((at, cred)) = c.entries.get(&slot)
+                && at.elapsed() < self.credential_ttl
+            {
+                return Ok(cred.clone());
+            }
+            generation = c.generation;
         }
         let cred = match self.keys.get(who.user_id, provider).await? {
             Some(stored) if stored.enabled => {
@@ -348,11 +358,12 @@ impl KeyVault {
         };
         if !self.credential_ttl.is_zero()
             && let Ok(mut c) = self.cache.lock()
+            && c.generation == generation
         {
-            if c.len() >= MAX_CACHED_CREDENTIALS {
-                c.clear();
+            if c.entries.len() >= MAX_CACHED_CREDENTIALS {
+                c.entries.clear();
             }
-            c.insert(slot, (Instant::now(), cred.clone()));
+            c.entries.insert(slot, (Instant::now(), cred.clone()));
         }
         Ok(cred)
     }

@@ -128,67 +128,11 @@ impl From<CoreError> for GatewayError {
     }
 }
 
-/// Removes anything that looks like a credential from an upstream error message, and the
-/// given key itself, then shortens it.
-pub fn scrub(message: &str, key: Option<&str>) -> String {
-    let mut text = message.to_string();
-    if let Some(k) = key.filter(|k| k.len() >= 4) {
-        text = text.replace(k, "[redacted]");
-    }
-    const PREFIXES: [&str; 7] = ["sk-", "gsk_", "hf_", "pplx-", "xai-", "AIza", "byok_"];
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text.as_str();
-    let mut at_word_start = true;
-    'outer: while !rest.is_empty() {
-        if at_word_start {
-            for p in PREFIXES {
-                if rest.starts_with(p) {
-                    let len = rest
-                        .char_indices()
-                        .find(|(_, c)| {
-                            !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*' | '.'))
-                        })
-                        .map_or(rest.len(), |(i, _)| i);
-                    // A sentence's full stop is not part of the key.
-                    let len = len - rest[..len].len() + rest[..len].trim_end_matches('.').len();
-                    if len >= p.len() + 6 {
-                        out.push_str("[redacted]");
-                        rest = &rest[len..];
-                        at_word_start = false;
-                        continue 'outer;
-                    }
-                }
-            }
-        }
-        let mut chars = rest.chars();
-        if let Some(c) = chars.next() {
-            out.push(c);
-            at_word_start = !(c.is_alphanumeric() || c == '_' || c == '-');
-        }
-        rest = chars.as_str();
-    }
-    if out.chars().count() > 500 {
-        out = out.chars().take(500).collect::<String>() + "…";
-    }
-    out
-}
+pub use byok_providers::redact::scrub;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scrub_removes_keys() {
-        let m = scrub(
-            "Incorrect API key provided: sk-proj-abcdefghijklmnop. You can find gsk_1234567890abc here; mykey123",
-            Some("mykey123"),
-        );
-        assert_eq!(
-            m,
-            "Incorrect API key provided: [redacted]. You can find [redacted] here; [redacted]"
-        );
-        assert_eq!(scrub("task-runner failed", None), "task-runner failed");
-    }
 
     #[test]
     fn error_bodies_per_ingress() {

@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
-use actix_web::web::Bytes;
+use actix_web::web::{self, Bytes};
 use byok_core::services::Route;
 use byok_core::{CredentialKind, Principal, UsageRecord};
 use byok_providers::ChatWire;
@@ -20,6 +20,8 @@ use crate::state::AppState;
 
 /// Largest upstream error body read (the rest is ignored).
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Largest non-streaming upstream response accepted (a user endpoint could send without end).
+const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 
 /// The request as the handler parsed it.
 #[derive(Debug)]
@@ -136,6 +138,20 @@ fn upstream_error(e: UpstreamError, provider: &str) -> GatewayError {
             format!("the request to {provider} failed"),
         ),
     }
+}
+
+/// The whole body, or `Err` when it fails or exceeds `limit`.
+async fn read_capped(resp: UpstreamResponse, limit: usize) -> Result<Bytes, ()> {
+    let mut out = web::BytesMut::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ())?;
+        if out.len() + chunk.len() > limit {
+            return Err(());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
 }
 
 async fn read_limited(resp: UpstreamResponse, limit: usize) -> Vec<u8> {
@@ -389,7 +405,7 @@ pub async fn attempt(
             state, call, route, resp, same_wire,
         )));
     }
-    let bytes = resp.bytes().await.map_err(|_| {
+    let bytes = read_capped(resp, MAX_RESPONSE_BODY).await.map_err(|_| {
         GatewayError::new(
             StatusCode::BAD_GATEWAY,
             format!("{provider_name} sent an incomplete response"),
@@ -469,7 +485,11 @@ fn stream_response(
     let translator = match (call.ingress, same_wire) {
         (Ingress::Anthropic, true) => StreamTranslator::passthrough_anthropic(),
         (Ingress::OpenAi, true) => StreamTranslator::passthrough_openai(),
-        (Ingress::Anthropic, false) => StreamTranslator::openai_to_anthropic(call.requested_model),
+        (Ingress::Anthropic, false) => {
+            // A cheap estimate for message_start (about four bytes of JSON per token); the
+            // provider's count arrives in message_delta.
+            StreamTranslator::openai_to_anthropic(call.requested_model, call.body.len() as u64 / 4)
+        }
         (Ingress::OpenAi, false) => {
             let created = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -487,33 +507,55 @@ fn stream_response(
         started: call.started,
     };
     let upstream = resp.bytes_stream();
+    let idle = state.upstream.options().idle_timeout;
+    let deadline = tokio::time::Instant::now() + state.upstream.options().max_stream;
     let body = futures_util::stream::unfold(
         (upstream, guard, false),
-        |(mut up, mut guard, ended)| async move {
+        move |(mut up, mut guard, ended)| async move {
             if ended {
                 return None;
             }
             loop {
-                match up.next().await {
-                    Some(Ok(chunk)) => {
-                        if guard.translator.is_passthrough() {
-                            guard.translator.observe(&chunk);
-                            return Some((Ok::<_, actix_web::Error>(chunk), (up, guard, false)));
-                        }
-                        let mut out = Vec::new();
-                        guard.translator.on_chunk(&chunk, &mut out);
-                        if !out.is_empty() {
-                            return Some((Ok(Bytes::from(out)), (up, guard, false)));
-                        }
-                    }
-                    Some(Err(e)) => {
-                        let msg = if e.is_timeout() {
-                            "the provider stopped sending (idle timeout)"
+                let wait =
+                    idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                let next = match tokio::time::timeout(wait, up.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        let msg = if tokio::time::Instant::now() >= deadline {
+                            "the stream exceeded the gateway's maximum duration"
                         } else {
-                            "the connection to the provider failed mid-stream"
+                            "the provider stopped sending (idle timeout)"
                         };
                         let mut out = Vec::new();
                         guard.translator.on_error(msg, &mut out);
+                        return Some((Ok(Bytes::from(out)), (up, guard, true)));
+                    }
+                };
+                match next {
+                    Some(Ok(chunk)) => {
+                        let out = if guard.translator.is_passthrough() {
+                            guard.translator.pass_chunk(chunk)
+                        } else {
+                            let mut out = Vec::new();
+                            guard.translator.on_chunk(&chunk, &mut out);
+                            Bytes::from(out)
+                        };
+                        if guard.translator.overflowed() {
+                            let mut tail = out.to_vec();
+                            guard
+                                .translator
+                                .on_error("the provider sent an oversized event", &mut tail);
+                            return Some((Ok(Bytes::from(tail)), (up, guard, true)));
+                        }
+                        if !out.is_empty() {
+                            return Some((Ok::<_, actix_web::Error>(out), (up, guard, false)));
+                        }
+                    }
+                    Some(Err(_)) => {
+                        let mut out = Vec::new();
+                        guard
+                            .translator
+                            .on_error("the connection to the provider failed mid-stream", &mut out);
                         return Some((Ok(Bytes::from(out)), (up, guard, true)));
                     }
                     None => {

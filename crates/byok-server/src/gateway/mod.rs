@@ -59,6 +59,17 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, Gat
     Ok(body.freeze())
 }
 
+/// Answers a request refused before any provider was called, with its log line (the model
+/// name is client input: scrubbed).
+fn reject(err: GatewayError, ingress: Ingress, model: Option<&str>) -> HttpResponse {
+    tracing::info!(
+        status = err.status.as_u16(),
+        model = model.map(|m| scrub(m, None)).unwrap_or_default(),
+        "llm request refused"
+    );
+    err.response(ingress)
+}
+
 /// Authenticates the caller, then reads the body (in that order: an unauthenticated client
 /// cannot make the service buffer a large body). Errors come in the client's format.
 async fn admit(
@@ -69,10 +80,10 @@ async fn admit(
 ) -> Result<(Principal, Bytes), HttpResponse> {
     let who = authenticate(req, state)
         .await
-        .map_err(|e| e.response(ingress))?;
+        .map_err(|e| reject(e, ingress, None))?;
     let body = read_body(payload, state.max_body_bytes)
         .await
-        .map_err(|e| e.response(ingress))?;
+        .map_err(|e| reject(e, ingress, None))?;
     Ok((who, body))
 }
 
@@ -138,12 +149,12 @@ async fn serve(
     };
     let p = match peek(&body, ingress == Ingress::Anthropic) {
         Ok(p) => p,
-        Err(e) => return e.response(ingress),
+        Err(e) => return reject(e, ingress, None),
     };
     let model = p.model.clone().unwrap_or_default();
     let resolution = match state.gateway.resolve(&who, &model).await {
         Ok(r) => r,
-        Err(e) => return GatewayError::from(e).response(ingress),
+        Err(e) => return reject(e.into(), ingress, Some(&model)),
     };
     let call = Call {
         ingress,
@@ -208,29 +219,36 @@ pub async fn chat_completions(
 /// A documented estimate: about four characters per token over every text the model reads
 /// (system, messages, tool definitions), plus a few tokens per message.
 pub fn estimate_tokens(req: &Value) -> u64 {
-    fn chars(v: &Value) -> usize {
+    /// (characters, images) under `v`; image data is not counted as text.
+    fn walk(v: &Value) -> (u64, u64) {
         match v {
-            Value::String(s) => s.chars().count(),
-            Value::Array(a) => a.iter().map(chars).sum(),
-            Value::Object(o) => o
+            Value::String(s) => (s.chars().count() as u64, 0),
+            Value::Array(a) => a
                 .iter()
-                .filter(|(k, _)| k.as_str() != "data" && k.as_str() != "type")
-                .map(|(_, v)| chars(v))
-                .sum(),
-            _ => 0,
+                .map(walk)
+                .fold((0, 0), |x, y| (x.0 + y.0, x.1 + y.1)),
+            Value::Object(o) => {
+                let image = u64::from(o.get("type").and_then(Value::as_str) == Some("image"));
+                o.iter()
+                    .filter(|(k, _)| k.as_str() != "data" && k.as_str() != "type")
+                    .map(|(k, v)| {
+                        let (c, i) = walk(v);
+                        (c + k.len() as u64, i)
+                    })
+                    .fold((0, image), |x, y| (x.0 + y.0, x.1 + y.1))
+            }
+            Value::Number(n) => (n.to_string().len() as u64, 0),
+            _ => (0, 0),
         }
     }
-    let text = req.get("system").map_or(0, chars)
-        + req.get("messages").map_or(0, chars)
-        + req
-            .get("tools")
-            .map_or(0, |t| t.to_string().chars().count());
+    let (system, _) = req.get("system").map_or((0, 0), walk);
+    let (messages_chars, images) = req.get("messages").map_or((0, 0), walk);
+    let (tools, _) = req.get("tools").map_or((0, 0), walk);
     let messages = req
         .get("messages")
         .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    let images = req.to_string().matches("\"type\":\"image\"").count();
-    (text as u64).div_ceil(4) + 4 * messages as u64 + 1600 * images as u64 + 3
+        .map_or(0, Vec::len) as u64;
+    (system + messages_chars + tools).div_ceil(4) + 4 * messages + 1600 * images + 3
 }
 
 /// `POST /v1/messages/count_tokens`: exact from an Anthropic upstream, else an estimate
