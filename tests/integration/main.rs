@@ -8,3 +8,4 @@ mod crypto;
 mod gateway;
 mod repos;
 mod sdk;
+mod servers;

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use byok_core::ports::{
-    KeyRepository, SecretCipher, SettingsRepository, TokenRepository, UsageRepository,
-    UserRepository,
+    KeyRepository, NewServer, SecretCipher, ServerChanges, ServerRepository, SettingsRepository,
+    TokenRepository, UsageRepository, UserRepository,
 };
 use byok_core::services::rotate_all;
 use byok_core::*;
@@ -46,6 +46,8 @@ both_backends!(
     rotation_reencrypts_everything_and_reports_failures,
     settings_default_and_replace,
     usage_batches_and_summary,
+    servers_crud_and_name_uniqueness,
+    concurrent_defaults_leave_exactly_one,
 );
 
 fn new_key(user: UserId, provider: ProviderId, ciphertext: &str) -> NewStoredKey {
@@ -510,4 +512,134 @@ async fn usage_batches_and_summary(kind: Kind) {
         db.usage_summary(UserId::new_random()).await.unwrap(),
         UsageSummary::default()
     );
+}
+
+fn new_server(user: UserId, name: &str, default: bool) -> NewServer {
+    NewServer {
+        user_id: user,
+        name: name.into(),
+        server_type: byok_core::execution::ServerType::Ssh,
+        connection_config: serde_json::json!({"host": "h", "port": 22, "username": "u",
+            "auth_method": "password", "password": {"$sealed": "token"}}),
+        workspace_path: Some("/work".into()),
+        is_default: default,
+    }
+}
+
+async fn servers_crud_and_name_uniqueness(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    let (u, other) = (UserId::new_random(), UserId::new_random());
+    let a = db.create_server(new_server(u, "a", true)).await.unwrap();
+    let b = db.create_server(new_server(u, "b", false)).await.unwrap();
+    let dup = db
+        .create_server(new_server(u, "a", false))
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, StoreError::Conflict(_)), "{dup:?}");
+    db.create_server(new_server(other, "a", true))
+        .await
+        .unwrap();
+    let list = db.list_servers(u).await.unwrap();
+    assert_eq!(
+        list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b"],
+        "default first"
+    );
+    assert_eq!(db.get_server(u, a.id).await.unwrap().unwrap(), a);
+    assert!(
+        db.get_server(other, a.id).await.unwrap().is_none(),
+        "other users see nothing"
+    );
+    // A new default replaces the old one in one step.
+    db.create_server(new_server(u, "c", true)).await.unwrap();
+    let defaults: Vec<_> = db
+        .list_servers(u)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.is_default)
+        .collect();
+    assert_eq!(defaults.len(), 1);
+    assert_eq!(defaults[0].name, "c");
+    let renamed = db
+        .update_server(
+            u,
+            b.id,
+            ServerChanges {
+                name: Some("b2".into()),
+                is_active: Some(false),
+                workspace_path: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            renamed.name.as_str(),
+            renamed.is_active,
+            renamed.workspace_path.clone()
+        ),
+        ("b2", false, None)
+    );
+    let clash = db
+        .update_server(
+            u,
+            b.id,
+            ServerChanges {
+                name: Some("a".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(clash, StoreError::Conflict(_)));
+    assert!(
+        db.update_server(other, b.id, ServerChanges::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!db.set_default(other, b.id, true).await.unwrap());
+    assert!(db.delete_server(u, b.id).await.unwrap());
+    assert!(!db.delete_server(u, b.id).await.unwrap());
+}
+
+async fn concurrent_defaults_leave_exactly_one(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = Arc::new(t.open().await);
+    let u = UserId::new_random();
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(
+            db.create_server(new_server(u, &format!("s{i}"), false))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut tasks = Vec::new();
+    for round in 0..4 {
+        for id in &ids {
+            let db = db.clone();
+            let id = *id;
+            tasks.push(tokio::spawn(async move {
+                let _ = round;
+                db.set_default(u, id, true).await
+            }));
+        }
+    }
+    for task in tasks {
+        assert!(task.await.unwrap().unwrap(), "every request succeeds");
+    }
+    let defaults = db
+        .list_servers(u)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.is_default)
+        .count();
+    assert_eq!(defaults, 1, "exactly one default");
 }

@@ -2,6 +2,7 @@
 
 pub mod domain;
 pub mod error;
+pub mod execution;
 pub mod policy;
 pub mod ports;
 pub mod routing;

@@ -147,3 +147,56 @@ pub trait UsageRepository: Send + Sync + 'static {
 pub trait UsageSink: Send + Sync + 'static {
     fn record(&self, record: UsageRecord);
 }
+
+/// A new execution server (config already sealed).
+#[derive(Debug, Clone)]
+pub struct NewServer {
+    pub user_id: UserId,
+    pub name: String,
+    pub server_type: crate::execution::ServerType,
+    pub connection_config: serde_json::Value,
+    pub workspace_path: Option<String>,
+    pub is_default: bool,
+}
+
+/// Changes to an execution server; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ServerChanges {
+    pub name: Option<String>,
+    pub connection_config: Option<serde_json::Value>,
+    pub workspace_path: Option<Option<String>>,
+    pub is_active: Option<bool>,
+}
+
+/// Users' execution servers (`execution_servers`).
+#[async_trait]
+pub trait ServerRepository: Send + Sync + 'static {
+    /// Inserts the server; when `is_default`, clears the user's other default in the same
+    /// transaction. MUST return [`StoreError::Conflict`] when the user has a server of that name.
+    async fn create_server(
+        &self,
+        server: NewServer,
+    ) -> Result<crate::execution::ExecutionServer, StoreError>;
+    /// The user's servers, the default first, then newest first.
+    async fn list_servers(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<crate::execution::ExecutionServer>, StoreError>;
+    async fn get_server(
+        &self,
+        user: UserId,
+        id: Uuid,
+    ) -> Result<Option<crate::execution::ExecutionServer>, StoreError>;
+    /// Applies `changes`; `None` when the server does not exist for this user. MUST return
+    /// [`StoreError::Conflict`] on a duplicate name.
+    async fn update_server(
+        &self,
+        user: UserId,
+        id: Uuid,
+        changes: ServerChanges,
+    ) -> Result<Option<crate::execution::ExecutionServer>, StoreError>;
+    /// Makes the server the user's only default (or clears its flag), in one transaction;
+    /// the database guarantees at most one default per user. `false` if it does not exist.
+    async fn set_default(&self, user: UserId, id: Uuid, default: bool) -> Result<bool, StoreError>;
+    async fn delete_server(&self, user: UserId, id: Uuid) -> Result<bool, StoreError>;
+}

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, UpgradeRequiredBody};
-use crate::routes::{byok, health, tokens};
+use crate::routes::{byok, health, servers, tokens};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -18,12 +18,14 @@ use crate::routes::{byok, health, tokens};
         byok::providers, byok::list_keys, byok::add_key, byok::delete_key, byok::test_key,
         byok::stats, byok::get_settings, byok::put_settings,
         tokens::create, tokens::list, tokens::revoke,
+        servers::list, servers::create, servers::default_server, servers::update, servers::remove,
     ),
     components(schemas(ErrorBody, UpgradeRequiredBody)),
     modifiers(&Security),
     tags(
         (name = "byok", description = "Users' provider keys (legacy-compatible paths)"),
         (name = "tokens", description = "The caller's gateway tokens"),
+        (name = "execution-servers", description = "Where the caller's agents run code (legacy-compatible paths)"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use byok_core::ports::{Authenticator, UsageSink};
 use byok_core::routing::ModelRouter;
-use byok_core::services::{Gateway, KeyVault, TokenService};
+use byok_core::services::{Gateway, KeyVault, ServerRegistry, TokenService};
 use byok_providers::upstream::{UpstreamClient, UpstreamOptions};
 use byok_providers::{HttpKeyProber, ProbeOptions};
 use byok_store::{Database, DbOptions};
@@ -21,6 +21,7 @@ pub struct AppState {
     /// Checks bearer credentials; gateway tokens today, a JWT verifier can sit beside it.
     pub authenticator: Arc<dyn Authenticator>,
     pub gateway: Arc<Gateway>,
+    pub servers: ServerRegistry,
     pub upstream: Arc<UpstreamClient>,
     pub usage: Arc<dyn UsageSink>,
     /// Largest accepted request body on `/v1/*`.
@@ -45,7 +46,7 @@ impl AppState {
         )
         .await
         .map_err(|e| ConfigError(format!("database: {}", error_chain(&e))))?;
-        let cipher = Arc::new(settings.key_ring()?);
+        let cipher: Arc<dyn byok_core::ports::SecretCipher> = Arc::new(settings.key_ring()?);
         let prober = HttpKeyProber::new(
             settings.catalogue.clone(),
             settings.target_policy.clone(),
@@ -56,6 +57,7 @@ impl AppState {
         )
         .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
         let shared = Arc::new(db.clone());
+        let servers = ServerRegistry::new(shared.clone(), cipher.clone());
         let vault = KeyVault::new(shared.clone(), cipher, Arc::new(prober))
             .with_credential_ttl(settings.credential_ttl);
         let tokens = Arc::new(TokenService::new(
@@ -89,6 +91,7 @@ impl AppState {
             authenticator: tokens.clone(),
             tokens,
             gateway,
+            servers,
             upstream: Arc::new(upstream),
             usage,
             max_body_bytes: settings.max_body_bytes,

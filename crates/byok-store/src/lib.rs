@@ -2,6 +2,7 @@
 
 mod repos;
 mod schema;
+mod servers;
 mod types;
 
 use std::time::Duration;

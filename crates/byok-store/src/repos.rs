@@ -44,6 +44,8 @@ fn now_micros() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+pub(crate) use with_conn;
+
 pub(crate) fn db_err(e: DieselError) -> StoreError {
     match e {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {

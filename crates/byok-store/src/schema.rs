@@ -61,13 +61,31 @@ pub mod pg {
         }
     }
 
+    diesel::table! {
+        execution_servers (id) {
+            id -> Uuid,
+            user_id -> Text,
+            name -> Text,
+            server_type -> Text,
+            connection_config -> Jsonb,
+            workspace_path -> Nullable<Text>,
+            is_default -> Bool,
+            is_active -> Bool,
+            last_tested_at -> Nullable<Timestamptz>,
+            test_status -> Nullable<Text>,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+        }
+    }
+
     diesel::joinable!(gateway_tokens -> users (user_id));
     diesel::allow_tables_to_appear_in_same_query!(
         users,
         gateway_tokens,
         user_provider_keys,
         user_settings,
-        usage_records
+        usage_records,
+        execution_servers
     );
 }
 
@@ -132,12 +150,30 @@ pub mod sqlite {
         }
     }
 
+    diesel::table! {
+        execution_servers (id) {
+            id -> Text,
+            user_id -> Text,
+            name -> Text,
+            server_type -> Text,
+            connection_config -> Text,
+            workspace_path -> Nullable<Text>,
+            is_default -> Bool,
+            is_active -> Bool,
+            last_tested_at -> Nullable<TimestamptzSqlite>,
+            test_status -> Nullable<Text>,
+            created_at -> TimestamptzSqlite,
+            updated_at -> TimestamptzSqlite,
+        }
+    }
+
     diesel::joinable!(gateway_tokens -> users (user_id));
     diesel::allow_tables_to_appear_in_same_query!(
         users,
         gateway_tokens,
         user_provider_keys,
         user_settings,
-        usage_records
+        usage_records,
+        execution_servers
     );
 }

@@ -2,10 +2,12 @@
 
 mod gateway;
 mod rotation;
+mod servers;
 mod tokens;
 mod vault;
 
 pub use gateway::{Gateway, Resolution, Route, SystemDefault, is_fallback_status};
 pub use rotation::{RotationReport, rotate_all};
+pub use servers::{CreateServer, ServerRegistry, UpdateServer};
 pub use tokens::{IssuedToken, TokenAuthenticator, TokenService, hash_token};
 pub use vault::{AddKey, KeySummary, KeyVault, KeyVaultStats, ProviderSummary, UserCredential};

@@ -2,6 +2,7 @@
 
 pub mod byok;
 pub mod health;
+pub mod servers;
 pub mod tokens;
 
 use actix_web::web;
@@ -21,6 +22,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(byok::stats)
                 .service(byok::get_settings)
                 .service(byok::put_settings),
+        )
+        .service(
+            web::scope("/api/v1/execution-servers")
+                .service(servers::list)
+                .service(servers::create)
+                .service(servers::default_server)
+                .service(servers::update)
+                .service(servers::remove),
         )
         .service(
             web::scope("/api/v1/tokens")

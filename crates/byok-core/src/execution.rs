@@ -1,0 +1,595 @@
+//! Execution servers: where users' agents run code. Typed, validated connection configs per
+//! server type; secret fields are sealed (encrypted) before storage and masked in every
+//! response.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::domain::UserId;
+use crate::error::{CoreError, CryptoError};
+use crate::ports::SecretCipher;
+
+/// What every secret field shows in responses.
+pub const MASK: &str = "***masked***";
+/// The stored form of a secret field: `{"$sealed": "<Fernet token>"}`.
+const SEALED: &str = "$sealed";
+
+/// The kinds of execution server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerType {
+    Ssh,
+    Local,
+    Docker,
+    Kubernetes,
+}
+
+impl ServerType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerType::Ssh => "ssh",
+            ServerType::Local => "local",
+            ServerType::Docker => "docker",
+            ServerType::Kubernetes => "kubernetes",
+        }
+    }
+
+    /// The secret fields of this type's config (for `environment`, every value).
+    fn secret_fields(self) -> &'static [&'static str] {
+        match self {
+            ServerType::Ssh => &["password", "private_key", "passphrase"],
+            ServerType::Kubernetes => &["service_account_token", "kubeconfig"],
+            ServerType::Docker => &["tls_ca", "tls_cert", "tls_key"],
+            ServerType::Local => &[],
+        }
+    }
+}
+
+impl FromStr for ServerType {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ssh" => Ok(Self::Ssh),
+            "local" => Ok(Self::Local),
+            "docker" => Ok(Self::Docker),
+            "kubernetes" => Ok(Self::Kubernetes),
+            _ => Err(invalid(
+                "invalid_server_type",
+                "server_type must be ssh, local, docker or kubernetes",
+            )),
+        }
+    }
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> CoreError {
+    CoreError::InvalidInput {
+        code,
+        message: message.into(),
+    }
+}
+
+fn bad_config(message: impl Into<String>) -> CoreError {
+    invalid("invalid_connection_config", message)
+}
+
+fn default_port() -> u32 {
+    22
+}
+
+fn default_image() -> String {
+    "python:3.11-slim".into()
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+/// SSH connection settings, as a client sends them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "declared for deny_unknown_fields; secrets are read from the raw JSON"
+)]
+struct SshInput {
+    host: String,
+    #[serde(default = "default_port")]
+    port: u32,
+    username: String,
+    auth_method: String,
+    #[serde(default)]
+    password: Option<Value>,
+    #[serde(default)]
+    private_key: Option<Value>,
+    #[serde(default)]
+    passphrase: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "declared for deny_unknown_fields; secrets are read from the raw JSON"
+)]
+struct DockerInput {
+    #[serde(default = "default_image")]
+    image: String,
+    #[serde(default)]
+    container_name: Option<String>,
+    #[serde(default)]
+    volumes: Option<Vec<String>>,
+    #[serde(default)]
+    environment: Option<BTreeMap<String, Value>>,
+    /// `unix:///path/to/docker.sock`, `tcp://host:2376` or `https://host:2376`.
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    tls_ca: Option<Value>,
+    #[serde(default)]
+    tls_cert: Option<Value>,
+    #[serde(default)]
+    tls_key: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "declared for deny_unknown_fields; secrets are read from the raw JSON"
+)]
+struct KubernetesInput {
+    cluster_url: String,
+    #[serde(default = "default_namespace")]
+    namespace: String,
+    #[serde(default)]
+    service_account_token: Option<Value>,
+    #[serde(default)]
+    kubeconfig: Option<Value>,
+    #[serde(default)]
+    ca_cert: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalInput {}
+
+fn host_ok(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && !h
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "/@?#".contains(c))
+}
+
+fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A secret field as sent: a new value, the mask (keep what is stored), or null (clear).
+enum Incoming {
+    Absent,
+    Keep,
+    Clear,
+    Set(SecretString),
+}
+
+fn incoming(v: Option<&Value>, field: &str) -> Result<Incoming, CoreError> {
+    match v {
+        None => Ok(Incoming::Absent),
+        Some(Value::Null) => Ok(Incoming::Clear),
+        Some(Value::String(s)) if s == MASK => Ok(Incoming::Keep),
+        Some(Value::String(s)) if s.is_empty() => Ok(Incoming::Clear),
+        Some(Value::String(s)) if s.len() > 64 * 1024 => {
+            Err(bad_config(format!("{field} is too long")))
+        }
+        Some(Value::String(s)) => Ok(Incoming::Set(SecretString::from(s.clone()))),
+        Some(_) => Err(bad_config(format!("{field} must be a string"))),
+    }
+}
+
+/// Validates a config for `kind` (unknown fields, types, ranges, required secrets) without
+/// sealing anything. `stored` is the previously stored config (for masked placeholders).
+fn validate(kind: ServerType, config: &Value, stored: Option<&Value>) -> Result<(), CoreError> {
+    let has_secret = |field: &str| -> Result<bool, CoreError> {
+        Ok(match incoming(config.get(field), field)? {
+            Incoming::Set(_) => true,
+            Incoming::Keep | Incoming::Absent => stored.is_some_and(|s| s.get(field).is_some()),
+            Incoming::Clear => false,
+        })
+    };
+    let parse_err = |e: serde_json::Error| bad_config(format!("connection_config: {e}"));
+    match kind {
+        ServerType::Ssh => {
+            let c: SshInput = serde_json::from_value(config.clone()).map_err(parse_err)?;
+            if !host_ok(&c.host) {
+                return Err(bad_config("host must be a host name or address"));
+            }
+            if !(1..=65535).contains(&c.port) {
+                return Err(bad_config("port must be between 1 and 65535"));
+            }
+            if c.username.trim().is_empty() || c.username.len() > 64 {
+                return Err(bad_config("username must be 1 to 64 characters"));
+            }
+            match c.auth_method.as_str() {
+                "password" if !has_secret("password")? => {
+                    return Err(bad_config("auth_method password needs a password"));
+                }
+                "key" if !has_secret("private_key")? => {
+                    return Err(bad_config("auth_method key needs a private_key"));
+                }
+                "password" | "key" => {}
+                _ => return Err(bad_config("auth_method must be password or key")),
+            }
+            if let Incoming::Set(k) = incoming(c.private_key.as_ref(), "private_key")?
+                && !k.expose_secret().contains("PRIVATE KEY")
+            {
+                return Err(bad_config(
+                    "private_key must be a PEM or OpenSSH private key",
+                ));
+            }
+        }
+        ServerType::Docker => {
+            let c: DockerInput = serde_json::from_value(config.clone()).map_err(parse_err)?;
+            if c.image.trim().is_empty()
+                || c.image.len() > 255
+                || c.image.contains(char::is_whitespace)
+            {
+                return Err(bad_config("image must be an image reference"));
+            }
+            if let Some(e) = &c.endpoint {
+                let ok = e.starts_with("unix:///")
+                    || ((e.starts_with("tcp://")
+                        || e.starts_with("https://")
+                        || e.starts_with("http://"))
+                        && e.len() > 8);
+                if !ok {
+                    return Err(bad_config(
+                        "endpoint must be unix:///path, tcp://host:port or https://host:port",
+                    ));
+                }
+            }
+            for (k, v) in c.environment.iter().flatten() {
+                if k.is_empty() || k.contains('=') || k.contains('\0') {
+                    return Err(bad_config(
+                        "environment names must be non-empty, without '='",
+                    ));
+                }
+                incoming(Some(v), "environment value")?;
+            }
+            for f in ["tls_ca", "tls_cert", "tls_key"] {
+                incoming(config.get(f), f)?;
+            }
+            if c.volumes
+                .iter()
+                .flatten()
+                .any(|v| v.is_empty() || v.len() > 1024)
+            {
+                return Err(bad_config("volumes must be non-empty strings"));
+            }
+            if c.container_name.as_ref().is_some_and(|n| n.len() > 128) {
+                return Err(bad_config("container_name is too long"));
+            }
+        }
+        ServerType::Kubernetes => {
+            let c: KubernetesInput = serde_json::from_value(config.clone()).map_err(parse_err)?;
+            if !(c.cluster_url.starts_with("https://") || c.cluster_url.starts_with("http://"))
+                || c.cluster_url.len() > 2048
+            {
+                return Err(bad_config("cluster_url must be an http(s) URL"));
+            }
+            if !dns_label(&c.namespace) {
+                return Err(bad_config("namespace must be a DNS label (a-z, 0-9, -)"));
+            }
+            if !has_secret("service_account_token")? && !has_secret("kubeconfig")? {
+                return Err(bad_config(
+                    "a service_account_token or a kubeconfig is needed",
+                ));
+            }
+        }
+        ServerType::Local => {
+            let _: LocalInput = serde_json::from_value(config.clone()).map_err(parse_err)?;
+        }
+    }
+    Ok(())
+}
+
+fn sealed_token(v: &Value) -> Option<&str> {
+    v.get(SEALED).and_then(Value::as_str)
+}
+
+fn seal_value(
+    v: Option<&Value>,
+    stored: Option<&Value>,
+    field: &str,
+    cipher: &dyn SecretCipher,
+) -> Result<Option<Value>, CoreError> {
+    Ok(match incoming(v, field)? {
+        Incoming::Set(secret) => Some(json!({ SEALED: cipher.encrypt(&secret)? })),
+        Incoming::Keep | Incoming::Absent => stored.cloned(),
+        Incoming::Clear => None,
+    })
+}
+
+/// Validates `config` for `kind` and returns the form to store: secret fields sealed with
+/// `cipher`; a masked placeholder (or an absent field) keeps the stored secret; `null` or ""
+/// clears it.
+pub fn seal_config(
+    kind: ServerType,
+    config: &Value,
+    stored: Option<&Value>,
+    cipher: &dyn SecretCipher,
+) -> Result<Value, CoreError> {
+    if !config.is_object() {
+        return Err(bad_config("connection_config must be an object"));
+    }
+    validate(kind, config, stored)?;
+    let mut out: Map<String, Value> = config.as_object().cloned().unwrap_or_default();
+    for field in kind.secret_fields() {
+        let prev = stored.and_then(|s| s.get(*field));
+        match seal_value(config.get(*field), prev, field, cipher)? {
+            Some(v) => {
+                out.insert((*field).to_string(), v);
+            }
+            None => {
+                out.remove(*field);
+            }
+        }
+    }
+    if kind == ServerType::Docker {
+        let prev_env = stored.and_then(|s| s.get("environment"));
+        match config.get("environment") {
+            Some(Value::Object(env)) => {
+                let mut sealed = Map::new();
+                for (k, v) in env {
+                    if let Some(s) =
+                        seal_value(Some(v), prev_env.and_then(|p| p.get(k)), k, cipher)?
+                    {
+                        sealed.insert(k.clone(), s);
+                    }
+                }
+                out.insert("environment".into(), Value::Object(sealed));
+            }
+            None => {
+                if let Some(p) = prev_env {
+                    out.insert("environment".into(), p.clone());
+                }
+            }
+            Some(_) => {
+                out.remove("environment");
+            }
+        }
+    }
+    // Normalise defaults so every stored config is complete.
+    let normal = match kind {
+        ServerType::Ssh => json!({"port": 22}),
+        ServerType::Docker => json!({"image": default_image()}),
+        ServerType::Kubernetes => json!({"namespace": default_namespace()}),
+        ServerType::Local => json!({}),
+    };
+    for (k, v) in normal.as_object().into_iter().flatten() {
+        out.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    Ok(Value::Object(out))
+}
+
+/// The stored config as responses show it: every sealed value replaced by [`MASK`].
+pub fn mask_config(stored: &Value) -> Value {
+    match stored {
+        Value::Object(o) if o.contains_key(SEALED) => Value::String(MASK.into()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), mask_config(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// The stored config with every sealed value decrypted (for a backend, at the point of use).
+pub fn open_config(stored: &Value, cipher: &dyn SecretCipher) -> Result<OpenConfig, CryptoError> {
+    fn walk(
+        v: &Value,
+        cipher: &dyn SecretCipher,
+        out: &mut Vec<(String, SecretString)>,
+        path: &str,
+    ) -> Result<Value, CryptoError> {
+        Ok(match v {
+            Value::Object(o) if o.contains_key(SEALED) => {
+                let token = sealed_token(v).unwrap_or_default();
+                out.push((path.to_string(), cipher.decrypt(token)?));
+                Value::String(MASK.into())
+            }
+            Value::Object(o) => {
+                let mut m = Map::new();
+                for (k, v) in o {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    m.insert(k.clone(), walk(v, cipher, out, &p)?);
+                }
+                Value::Object(m)
+            }
+            other => other.clone(),
+        })
+    }
+    let mut secrets = Vec::new();
+    let public = walk(stored, cipher, &mut secrets, "")?;
+    Ok(OpenConfig { public, secrets })
+}
+
+/// A config opened for use: the masked form plus the decrypted secrets by dotted path
+/// (`password`, `environment.API_TOKEN`).
+pub struct OpenConfig {
+    pub public: Value,
+    pub secrets: Vec<(String, SecretString)>,
+}
+
+impl std::fmt::Debug for OpenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenConfig")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenConfig {
+    pub fn secret(&self, path: &str) -> Option<&SecretString> {
+        self.secrets.iter().find(|(p, _)| p == path).map(|(_, s)| s)
+    }
+}
+
+/// A stored execution server (its config sealed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionServer {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub name: String,
+    pub server_type: ServerType,
+    /// Sealed: secret fields are `{"$sealed": token}`; never shown as is.
+    pub connection_config: Value,
+    pub workspace_path: Option<String>,
+    pub is_default: bool,
+    pub is_active: bool,
+    pub last_tested_at: Option<DateTime<Utc>>,
+    pub test_status: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Validates a server name: 1–100 printable characters.
+pub fn validate_name(name: &str) -> Result<String, CoreError> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
+        return Err(invalid(
+            "invalid_name",
+            "name must be 1 to 100 printable characters",
+        ));
+    }
+    Ok(n.to_string())
+}
+
+/// Validates a workspace path: absolute, no NUL, at most 1024 bytes.
+pub fn validate_workspace(path: &str) -> Result<String, CoreError> {
+    let p = path.trim();
+    if !p.starts_with('/')
+        || p.len() > 1024
+        || p.contains('\0')
+        || p.contains("/../")
+        || p.ends_with("/..")
+    {
+        return Err(invalid(
+            "invalid_workspace_path",
+            "workspace_path must be an absolute path without '..'",
+        ));
+    }
+    Ok(p.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reversible toy cipher for unit tests only.
+    struct Rev;
+    impl SecretCipher for Rev {
+        fn encrypt(&self, p: &SecretString) -> Result<String, CryptoError> {
+            Ok(format!(
+                "enc:{}",
+                p.expose_secret().chars().rev().collect::<String>()
+            ))
+        }
+        fn decrypt(&self, t: &str) -> Result<SecretString, CryptoError> {
+            t.strip_prefix("enc:")
+                .map(|s| SecretString::from(s.chars().rev().collect::<String>()))
+                .ok_or(CryptoError::Malformed)
+        }
+        fn is_current(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn ssh_secrets_are_sealed_masked_kept_and_cleared() {
+        let c = json!({"host": "h.example", "username": "u", "auth_method": "password", "password": "hunter2"});
+        let sealed = seal_config(ServerType::Ssh, &c, None, &Rev).unwrap();
+        assert_eq!(sealed["port"], 22);
+        assert!(!sealed.to_string().contains("hunter2"));
+        let masked = mask_config(&sealed);
+        assert_eq!(masked["password"], MASK);
+        // The masked placeholder sent back keeps the stored secret.
+        let again = seal_config(ServerType::Ssh, &masked, Some(&sealed), &Rev).unwrap();
+        assert_eq!(again["password"], sealed["password"]);
+        let open = open_config(&again, &Rev).unwrap();
+        assert_eq!(open.secret("password").unwrap().expose_secret(), "hunter2");
+        // Clearing the only password of a password server is refused.
+        let mut cleared = masked.clone();
+        cleared["password"] = Value::Null;
+        assert!(seal_config(ServerType::Ssh, &cleared, Some(&sealed), &Rev).is_err());
+    }
+
+    #[test]
+    fn validation_rules() {
+        let bad = [
+            (
+                ServerType::Ssh,
+                json!({"host": "h", "username": "u", "auth_method": "password", "password": "p", "extra": 1}),
+            ),
+            (
+                ServerType::Ssh,
+                json!({"host": "h", "port": 0, "username": "u", "auth_method": "password", "password": "p"}),
+            ),
+            (
+                ServerType::Ssh,
+                json!({"host": "h", "port": 70000, "username": "u", "auth_method": "password", "password": "p"}),
+            ),
+            (
+                ServerType::Ssh,
+                json!({"host": "h", "username": "u", "auth_method": "key"}),
+            ),
+            (
+                ServerType::Ssh,
+                json!({"host": "h", "username": "u", "auth_method": "key", "private_key": "nope"}),
+            ),
+            (
+                ServerType::Ssh,
+                json!({"host": "a b", "username": "u", "auth_method": "password", "password": "p"}),
+            ),
+            (ServerType::Kubernetes, json!({"cluster_url": "https://k"})),
+            (
+                ServerType::Kubernetes,
+                json!({"cluster_url": "https://k", "namespace": "Bad_NS", "service_account_token": "t"}),
+            ),
+            (ServerType::Docker, json!({"endpoint": "ftp://x"})),
+            (ServerType::Docker, json!({"environment": {"A=B": "x"}})),
+            (ServerType::Local, json!({"anything": 1})),
+        ];
+        for (kind, c) in bad {
+            assert!(seal_config(kind, &c, None, &Rev).is_err(), "{c}");
+        }
+        let env = json!({"endpoint": "unix:///run/podman.sock", "environment": {"TOKEN": "s3cret", "MODE": "x"}});
+        let sealed = seal_config(ServerType::Docker, &env, None, &Rev).unwrap();
+        assert_eq!(sealed["image"], "python:3.11-slim");
+        assert!(!sealed.to_string().contains("s3cret"));
+        assert_eq!(mask_config(&sealed)["environment"]["TOKEN"], MASK);
+        let open = open_config(&sealed, &Rev).unwrap();
+        assert_eq!(
+            open.secret("environment.TOKEN").unwrap().expose_secret(),
+            "s3cret"
+        );
+        assert!(validate_workspace("/home/u/work").is_ok());
+        assert!(validate_workspace("relative").is_err());
+        assert!(validate_workspace("/a/../b").is_err());
+        assert!(validate_name(" ").is_err());
+    }
+}

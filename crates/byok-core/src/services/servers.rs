@@ -1,0 +1,181 @@
+//! The execution-server registry: create, list, update, delete, default.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::domain::*;
+use crate::error::{CoreError, StoreError};
+use crate::execution::{
+    ExecutionServer, ServerType, seal_config, validate_name, validate_workspace,
+};
+use crate::ports::{NewServer, SecretCipher, ServerChanges, ServerRepository};
+
+/// What a client asks to create.
+#[derive(Debug)]
+pub struct CreateServer {
+    pub name: String,
+    pub server_type: String,
+    pub connection_config: Value,
+    pub workspace_path: Option<String>,
+    pub is_default: bool,
+}
+
+/// What a client asks to change (absent fields stay as they are).
+#[derive(Debug, Default)]
+pub struct UpdateServer {
+    pub name: Option<String>,
+    pub connection_config: Option<Value>,
+    pub workspace_path: Option<Option<String>>,
+    pub is_default: Option<bool>,
+    pub is_active: Option<bool>,
+}
+
+/// The registry service. Needs tier `starter`+ for everything.
+#[derive(Clone)]
+pub struct ServerRegistry {
+    repo: Arc<dyn ServerRepository>,
+    cipher: Arc<dyn SecretCipher>,
+}
+
+impl std::fmt::Debug for ServerRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerRegistry").finish_non_exhaustive()
+    }
+}
+
+fn not_found() -> CoreError {
+    CoreError::NotFound {
+        code: "server_not_found",
+        message: "no execution server with this id".into(),
+    }
+}
+
+fn name_taken(e: StoreError) -> CoreError {
+    match e {
+        StoreError::Conflict(_) => CoreError::Conflict {
+            code: "server_name_taken",
+            message: "you already have an execution server with this name".into(),
+        },
+        other => other.into(),
+    }
+}
+
+impl ServerRegistry {
+    pub fn new(repo: Arc<dyn ServerRepository>, cipher: Arc<dyn SecretCipher>) -> Self {
+        Self { repo, cipher }
+    }
+
+    pub async fn create(
+        &self,
+        who: &Principal,
+        req: CreateServer,
+    ) -> Result<ExecutionServer, CoreError> {
+        who.tier.require(Tier::BYOK_MINIMUM)?;
+        let kind: ServerType = req.server_type.parse()?;
+        let name = validate_name(&req.name)?;
+        let workspace_path = req
+            .workspace_path
+            .as_deref()
+            .map(validate_workspace)
+            .transpose()?;
+        let connection_config =
+            seal_config(kind, &req.connection_config, None, self.cipher.as_ref())?;
+        let server = self
+            .repo
+            .create_server(NewServer {
+                user_id: who.user_id,
+                name,
+                server_type: kind,
+                connection_config,
+                workspace_path,
+                is_default: req.is_default,
+            })
+            .await
+            .map_err(name_taken)?;
+        tracing::info!(server_id = %server.id, server_type = kind.as_str(), "execution server created");
+        Ok(server)
+    }
+
+    pub async fn list(&self, who: &Principal) -> Result<Vec<ExecutionServer>, CoreError> {
+        who.tier.require(Tier::BYOK_MINIMUM)?;
+        Ok(self.repo.list_servers(who.user_id).await?)
+    }
+
+    pub async fn get(&self, who: &Principal, id: Uuid) -> Result<ExecutionServer, CoreError> {
+        who.tier.require(Tier::BYOK_MINIMUM)?;
+        self.repo
+            .get_server(who.user_id, id)
+            .await?
+            .ok_or_else(not_found)
+    }
+
+    /// The user's default server, if any.
+    pub async fn default_server(
+        &self,
+        who: &Principal,
+    ) -> Result<Option<ExecutionServer>, CoreError> {
+        Ok(self.list(who).await?.into_iter().find(|s| s.is_default))
+    }
+
+    pub async fn update(
+        &self,
+        who: &Principal,
+        id: Uuid,
+        req: UpdateServer,
+    ) -> Result<ExecutionServer, CoreError> {
+        let current = self.get(who, id).await?;
+        let connection_config = match &req.connection_config {
+            Some(c) => Some(seal_config(
+                current.server_type,
+                c,
+                Some(&current.connection_config),
+                self.cipher.as_ref(),
+            )?),
+            None => None,
+        };
+        let changes = ServerChanges {
+            name: req.name.as_deref().map(validate_name).transpose()?,
+            connection_config,
+            workspace_path: match req.workspace_path {
+                Some(Some(p)) => Some(Some(validate_workspace(&p)?)),
+                Some(None) => Some(None),
+                None => None,
+            },
+            is_active: req.is_active,
+        };
+        self.repo
+            .update_server(who.user_id, id, changes)
+            .await
+            .map_err(name_taken)?
+            .ok_or_else(not_found)?;
+        if let Some(d) = req.is_default {
+            self.repo.set_default(who.user_id, id, d).await?;
+        }
+        self.get(who, id).await
+    }
+
+    /// Makes `id` the user's default (one transaction; any other default is cleared).
+    pub async fn make_default(
+        &self,
+        who: &Principal,
+        id: Uuid,
+    ) -> Result<ExecutionServer, CoreError> {
+        who.tier.require(Tier::BYOK_MINIMUM)?;
+        if !self.repo.set_default(who.user_id, id, true).await? {
+            return Err(not_found());
+        }
+        self.get(who, id).await
+    }
+
+    pub async fn delete(&self, who: &Principal, id: Uuid) -> Result<(), CoreError> {
+        who.tier.require(Tier::BYOK_MINIMUM)?;
+        if self.repo.delete_server(who.user_id, id).await? {
+            tracing::info!(server_id = %id, "execution server deleted");
+            Ok(())
+        } else {
+            Err(not_found())
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The execution-server registry over HTTP: legacy paths and JSON, masking, validation, the
+//! one-default rule under concurrency.
+
+use byok_tests::db::TestDb;
+use byok_tests::server::{Env, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const SSH_PASSWORD: &str = "CANARYopenai-ssh-password";
+const K8S_TOKEN: &str = "eyJ-CANARYopenai-k8s-token";
+
+fn ssh(name: &str) -> Value {
+    json!({"name": name, "server_type": "ssh", "workspace_path": "/home/agent/work",
+           "connection_config": {"host": "build.example.com", "username": "agent",
+                                 "auth_method": "password", "password": SSH_PASSWORD}})
+}
+
+async fn put(s: &TestServer, path: &str, token: &str, body: Value) -> byok_tests::server::Resp {
+    s.call(Method::PUT, path, Some(token), Some(body)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_masks_validates_and_keeps_secrets() {
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let env = Env::new(data.path(), &db.url);
+    let s = TestServer::start(env.clone());
+    let t = env.create_user("ops@example.com", "starter");
+
+    let r = s.post("/api/v1/execution-servers", &t, ssh("build")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    let c = &r.json["connection_config"];
+    assert_eq!(c["password"], "***masked***");
+    assert_eq!(c["port"], 22, "defaults filled in");
+    assert_eq!(r.json["server_type"], "ssh");
+    assert_eq!(r.json["is_default"], false);
+    assert_eq!(r.json["is_active"], true);
+    for k in [
+        "last_tested_at",
+        "test_status",
+        "created_at",
+        "updated_at",
+        "workspace_path",
+    ] {
+        assert!(r.json.get(k).is_some(), "{k}");
+    }
+    let raw = std::fs::read(db.sqlite_path().unwrap()).unwrap_or_default();
+    let mut wal =
+        std::fs::read(format!("{}-wal", db.sqlite_path().unwrap().display())).unwrap_or_default();
+    wal.extend(raw);
+    assert!(
+        !String::from_utf8_lossy(&wal).contains(SSH_PASSWORD),
+        "no plaintext secret at rest"
+    );
+
+    // A masked placeholder sent back keeps the secret; a new value replaces it.
+    let mut back = r.json["connection_config"].clone();
+    back["username"] = json!("agent2");
+    let r = put(
+        &s,
+        &format!("/api/v1/execution-servers/{id}"),
+        &t,
+        json!({"connection_config": back}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["connection_config"]["username"], "agent2");
+    assert_eq!(r.json["connection_config"]["password"], "***masked***");
+    let r = put(
+        &s,
+        &format!("/api/v1/execution-servers/{id}"),
+        &t,
+        json!({"connection_config": {"host": "build.example.com", "username": "agent", "auth_method": "password", "password": null}}),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "clearing the only password: {}",
+        r.text
+    );
+
+    let k8s = json!({"name": "cluster", "server_type": "kubernetes", "is_default": true,
+                     "connection_config": {"cluster_url": "https://k8s.example.com:6443", "service_account_token": K8S_TOKEN}});
+    let r = s.post("/api/v1/execution-servers", &t, k8s).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["connection_config"]["namespace"], "default");
+    let list = s.get("/api/v1/execution-servers", &t).await.json;
+    assert_eq!(list[0]["name"], "cluster", "default first");
+    let d = s.get("/api/v1/execution-servers/default", &t).await;
+    assert_eq!(d.json["name"], "cluster");
+
+    let cases: Vec<(Value, StatusCode, &str)> = vec![
+        (ssh("build"), StatusCode::CONFLICT, "server_name_taken"),
+        (
+            json!({"name": "x", "server_type": "vm", "connection_config": {}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_server_type",
+        ),
+        (
+            json!({"name": "x", "server_type": "ssh", "connection_config": {"host": "h", "username": "u", "auth_method": "password", "password": "p", "shell": "zsh"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_connection_config",
+        ),
+        (
+            json!({"name": "x", "server_type": "ssh", "connection_config": {"host": "h", "port": 0, "username": "u", "auth_method": "password", "password": "p"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_connection_config",
+        ),
+        (
+            json!({"name": "x", "server_type": "ssh", "connection_config": {"host": "h", "port": 65536, "username": "u", "auth_method": "password", "password": "p"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_connection_config",
+        ),
+        (
+            json!({"name": "x", "server_type": "local", "connection_config": {}, "workspace_path": "relative/path"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_workspace_path",
+        ),
+        (
+            json!({"name": "", "server_type": "local", "connection_config": {}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_name",
+        ),
+        (
+            json!({"name": "x", "server_type": "docker", "connection_config": {"endpoint": "ftp://nope"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_connection_config",
+        ),
+        (
+            json!({"name": "x", "server_type": "ssh", "connection_config": "nope"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_connection_config",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let r = s.post("/api/v1/execution-servers", &t, body.clone()).await;
+        assert_eq!(
+            (r.status, r.json["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {}",
+            r.text
+        );
+    }
+    let r = s.delete("/api/v1/execution-servers/not-a-uuid", &t).await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("server_not_found"))
+    );
+
+    let free = env.create_user("free-ops@example.com", "free");
+    let r = s
+        .post("/api/v1/execution-servers", &free, ssh("mine"))
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("upgrade_required"))
+    );
+    let other = env.create_user("other-ops@example.com", "enterprise");
+    assert_eq!(
+        s.get("/api/v1/execution-servers", &other).await.json,
+        json!([])
+    );
+    assert_eq!(
+        s.delete(&format!("/api/v1/execution-servers/{id}"), &other)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        put(
+            &s,
+            &format!("/api/v1/execution-servers/{id}"),
+            &other,
+            json!({"name": "x"})
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.get("/api/v1/execution-servers/default", &other)
+            .await
+            .json,
+        Value::Null
+    );
+
+    let r = s
+        .delete(&format!("/api/v1/execution-servers/{id}"), &t)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        s.delete(&format!("/api/v1/execution-servers/{id}"), &t)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let logs = s.finish();
+    assert!(!logs.contains("CANARYopenai"), "no secret in the logs");
+}
+
+async fn concurrent_make_default(kind: byok_tests::db::Kind) {
+    let db = TestDb::new(kind).await;
+    let data = tempfile::tempdir().unwrap();
+    let env = Env::new(data.path(), &db.url);
+    let s = TestServer::start(env.clone());
+    let t = env.create_user("race@example.com", "starter");
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let r = s
+            .post("/api/v1/execution-servers", &t, json!({"name": format!("local-{i}"), "server_type": "local", "connection_config": {}}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        ids.push(r.json["id"].as_str().unwrap().to_string());
+    }
+    let paths: Vec<String> = ids
+        .iter()
+        .cycle()
+        .take(30)
+        .map(|id| format!("/api/v1/execution-servers/{id}"))
+        .collect();
+    let reqs = paths
+        .iter()
+        .map(|p| put(&s, p, &t, json!({"is_default": true})));
+    for r in futures_util::future::join_all(reqs).await {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let list = s.get("/api/v1/execution-servers", &t).await.json;
+    let defaults = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["is_default"] == true)
+        .count();
+    assert_eq!(defaults, 1, "exactly one default");
+    s.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_make_default_sqlite() {
+    concurrent_make_default(byok_tests::db::Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_make_default_postgres() {
+    concurrent_make_default(byok_tests::db::Kind::Postgres).await;
+}
