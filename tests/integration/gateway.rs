@@ -673,3 +673,43 @@ async fn every_provider_route_reaches_its_documented_path() {
     assert_eq!(seen.headers["x-api-key"], canary::ANTHROPIC);
     g.s.finish();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_format_openai_streams_record_usage_without_changing_the_client_stream() {
+    let g = gateway(&[]).await;
+    let t = g.env.create_user("u@example.com", "starter");
+    g.add_key(&t, "openai", canary::OPENAI, None).await;
+    let mut req = openai_req("gpt-4o", true);
+    req.as_object_mut().unwrap().remove("stream_options");
+    let r = g.chat(&t, req).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        !r.text.contains("prompt_tokens"),
+        "the client did not ask for usage: {}",
+        r.text
+    );
+    assert!(r.text.trim_end().ends_with("data: [DONE]"));
+    let sent = g.llm.last().json();
+    assert_eq!(
+        sent["stream_options"]["include_usage"], true,
+        "the gateway asked for it"
+    );
+    assert_eq!(
+        sent["messages"][1]["content"], "Hi",
+        "everything else as sent"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let u = g.s.get("/api/v1/byok/stats", &t).await.json["usage"].clone();
+        if u["requests"] == 1 {
+            assert_eq!(
+                (u["input_tokens"].as_u64(), u["output_tokens"].as_u64()),
+                (Some(21), Some(9))
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "usage not recorded: {u}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    g.s.finish();
+}

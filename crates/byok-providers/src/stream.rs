@@ -61,8 +61,9 @@ pub fn openai_error_event(out: &mut Vec<u8>, kind: &str, message: &str) {
 enum Mode {
     /// Anthropic upstream, Anthropic client: bytes forwarded untouched.
     PassAnthropic,
-    /// OpenAI upstream, OpenAI client: bytes forwarded untouched.
-    PassOpenAi,
+    /// OpenAI upstream, OpenAI client: bytes forwarded untouched, except (when `strip_usage`)
+    /// the usage-only chunk the gateway asked for on the client's behalf.
+    PassOpenAi { strip_usage: bool },
     /// OpenAI upstream, Anthropic client.
     OpenAiToAnthropic(Box<OpenAiToAnthropic>),
     /// Anthropic upstream, OpenAI client.
@@ -99,7 +100,14 @@ impl StreamTranslator {
     }
 
     pub fn passthrough_openai() -> Self {
-        Self::new(Mode::PassOpenAi)
+        Self::new(Mode::PassOpenAi { strip_usage: false })
+    }
+
+    /// OpenAI pass-through for a client that did not ask for usage although the gateway did
+    /// (`stream_options.include_usage` added upstream, to record usage): the usage-only chunk
+    /// is counted and not forwarded.
+    pub fn passthrough_openai_without_usage() -> Self {
+        Self::new(Mode::PassOpenAi { strip_usage: true })
     }
 
     /// OpenAI chunks in, Anthropic events out; `model` is the name the client asked for,
@@ -136,7 +144,7 @@ impl StreamTranslator {
 
     /// Whether upstream bytes go to the client unchanged (use [`Self::observe`] then).
     pub fn is_passthrough(&self) -> bool {
-        matches!(self.mode, Mode::PassAnthropic | Mode::PassOpenAi)
+        matches!(self.mode, Mode::PassAnthropic | Mode::PassOpenAi { .. })
     }
 
     /// Feeds an upstream chunk; appends what the client should get to `out`. In pass-through
@@ -158,6 +166,14 @@ impl StreamTranslator {
         let mut sink = Vec::new();
         for ev in self.parser.feed(&chunk) {
             self.on_event(&ev, &mut sink);
+        }
+        if matches!(self.mode, Mode::PassOpenAi { strip_usage: true }) {
+            self.pending.extend_from_slice(&chunk);
+            let Some(end) = last_event_end(&self.pending) else {
+                return bytes::Bytes::new();
+            };
+            let ready: Vec<u8> = self.pending.drain(..end).collect();
+            return bytes::Bytes::from(strip_usage_chunks(&ready));
         }
         if self.pending.is_empty() {
             return match last_event_end(&chunk) {
@@ -215,7 +231,7 @@ impl StreamTranslator {
                     _ => {}
                 }
             }
-            Mode::PassOpenAi => {
+            Mode::PassOpenAi { .. } => {
                 if ev.data.trim() == "[DONE]" {
                     self.complete = true;
                     return;
@@ -286,13 +302,38 @@ impl StreamTranslator {
             Mode::PassAnthropic | Mode::OpenAiToAnthropic(_) => {
                 anthropic_error_event(out, "api_error", message);
             }
-            Mode::PassOpenAi | Mode::AnthropicToOpenAi(_) => {
+            Mode::PassOpenAi { .. } | Mode::AnthropicToOpenAi(_) => {
                 openai_error_event(out, "server_error", message);
             }
         }
         self.complete = true;
         self.failed = true;
     }
+}
+
+/// Drops the usage-only chunks (`"choices": []` with `usage`) from whole events.
+fn strip_usage_chunks(events: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(events);
+    let mut out = String::with_capacity(text.len());
+    for ev in text.split_inclusive("\n\n") {
+        let data = ev
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim_start)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let usage_only = data.contains("\"usage\"")
+            && serde_json::from_str::<Value>(&data).is_ok_and(|v| {
+                v.get("choices")
+                    .and_then(Value::as_array)
+                    .is_some_and(Vec::is_empty)
+                    && v.get("usage").is_some_and(Value::is_object)
+            });
+        if !usage_only {
+            out.push_str(ev);
+        }
+    }
+    out.into_bytes()
 }
 
 fn observe_anthropic(v: &Value, usage: &mut StreamUsage) {
@@ -814,6 +855,25 @@ mod tests {
         assert!(
             !s.contains("secretsecret") && s.contains("[redacted]"),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn usage_asked_for_the_client_is_counted_not_forwarded() {
+        let mut p = StreamTranslator::passthrough_openai_without_usage();
+        let body = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n\
+                    data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n\
+                    data: [DONE]\n\n";
+        let out = p.pass_chunk(bytes::Bytes::from(body));
+        let s = String::from_utf8(out.to_vec()).unwrap();
+        assert!(s.contains("\"hi\"") && s.ends_with("data: [DONE]\n\n"));
+        assert!(!s.contains("prompt_tokens"), "{s}");
+        assert_eq!(
+            p.usage(),
+            StreamUsage {
+                input_tokens: 3,
+                output_tokens: 2
+            }
         );
     }
 

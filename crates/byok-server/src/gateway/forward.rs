@@ -57,24 +57,50 @@ fn wire_of(ingress: Ingress) -> ChatWire {
 /// Replaces the top-level `model` of a JSON object without touching any other byte of the
 /// other members.
 pub fn rewrite_model(body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
+    rewrite_members(body, Some(model), false)
+}
+
+/// Rewrites top-level members: `model` when given; with `ask_usage`, `stream_options` gains
+/// `include_usage: true` (so the gateway can record a stream's usage). Every other member is
+/// copied byte for byte.
+pub fn rewrite_members(
+    body: &[u8],
+    model: Option<&str>,
+    ask_usage: bool,
+) -> Result<Vec<u8>, GatewayError> {
     let members: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
         serde_json::from_slice(body)
             .map_err(|_| GatewayError::invalid("the body is not a JSON object"))?;
-    let mut out = Vec::with_capacity(body.len() + model.len());
+    let mut out = Vec::with_capacity(body.len() + 64);
     out.push(b'{');
     let mut first = true;
-    for (k, v) in &members {
+    let mut put = |out: &mut Vec<u8>, k: &str, v: &[u8]| {
         if !first {
             out.push(b',');
         }
         first = false;
         out.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
         out.push(b':');
-        if k == "model" {
-            out.extend_from_slice(serde_json::to_string(model).unwrap_or_default().as_bytes());
-        } else {
-            out.extend_from_slice(v.get().as_bytes());
+        out.extend_from_slice(v);
+    };
+    for (k, v) in &members {
+        match (k.as_str(), model) {
+            ("model", Some(m)) => put(
+                &mut out,
+                k,
+                serde_json::to_string(m).unwrap_or_default().as_bytes(),
+            ),
+            ("stream_options", _) if ask_usage => {
+                let mut opts: serde_json::Map<String, Value> =
+                    serde_json::from_str(v.get()).unwrap_or_default();
+                opts.insert("include_usage".into(), Value::Bool(true));
+                put(&mut out, k, Value::Object(opts).to_string().as_bytes());
+            }
+            _ => put(&mut out, k, v.get().as_bytes()),
         }
+    }
+    if ask_usage && !members.contains_key("stream_options") {
+        put(&mut out, "stream_options", br#"{"include_usage":true}"#);
     }
     out.push(b'}');
     Ok(out)
@@ -86,10 +112,12 @@ fn upstream_body(
     target: &ChatTarget,
 ) -> Result<Bytes, GatewayError> {
     if wire_of(call.ingress) == target.wire {
-        if route.model == call.requested_model {
+        let rename = (route.model != call.requested_model).then_some(route.model.as_str());
+        let ask_usage = asks_usage_for_client(call, target);
+        if rename.is_none() && !ask_usage {
             return Ok(call.body.clone());
         }
-        return rewrite_model(call.body, &route.model).map(Bytes::from);
+        return rewrite_members(call.body, rename, ask_usage).map(Bytes::from);
     }
     let v: Value = serde_json::from_slice(call.body)
         .map_err(|_| GatewayError::invalid("the body is not valid JSON"))?;
@@ -104,6 +132,15 @@ fn upstream_body(
     serde_json::to_vec(&translated)
         .map(Bytes::from)
         .map_err(|_| GatewayError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
+}
+
+/// A same-format OpenAI stream whose client did not ask for usage: the gateway asks for it
+/// (and keeps the usage chunk from the client) so the request's tokens can be recorded.
+fn asks_usage_for_client(call: &Call<'_>, target: &ChatTarget) -> bool {
+    call.ingress == Ingress::OpenAi
+        && target.wire == ChatWire::OpenAi
+        && call.stream
+        && !call.include_usage
 }
 
 fn headers_for(call: &Call<'_>, target: &ChatTarget) -> Vec<(&'static str, String)> {
@@ -484,6 +521,9 @@ fn stream_response(
 ) -> HttpResponse {
     let translator = match (call.ingress, same_wire) {
         (Ingress::Anthropic, true) => StreamTranslator::passthrough_anthropic(),
+        (Ingress::OpenAi, true) if !call.include_usage => {
+            StreamTranslator::passthrough_openai_without_usage()
+        }
         (Ingress::OpenAi, true) => StreamTranslator::passthrough_openai(),
         (Ingress::Anthropic, false) => {
             // A cheap estimate for message_start (about four bytes of JSON per token); the
