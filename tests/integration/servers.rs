@@ -246,3 +246,148 @@ async fn concurrent_make_default_sqlite() {
 async fn concurrent_make_default_postgres() {
     concurrent_make_default(byok_tests::db::Kind::Postgres).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_execution_test_exec_limits_and_policy() {
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let env = Env::new(data.path(), &db.url).set("BYOK_ALLOW_LOCAL_EXECUTION", "true");
+    let s = TestServer::start(env.clone());
+    let t = env.create_user("ent@example.com", "enterprise");
+    let r = s
+        .post(
+            "/api/v1/execution-servers",
+            &t,
+            json!({"name": "here", "server_type": "local", "connection_config": {}}),
+        )
+        .await;
+    let id = r.json["id"].as_str().unwrap().to_string();
+    let base = format!("/api/v1/execution-servers/{id}");
+
+    let r = s
+        .call(Method::POST, &format!("{base}/test"), Some(&t), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["status"], "success");
+    let listed = s.get("/api/v1/execution-servers", &t).await.json;
+    assert_eq!(listed[0]["test_status"], "success");
+    assert!(listed[0]["last_tested_at"].is_string());
+
+    let exec_path = format!("{base}/exec");
+    let exec = |body: Value| s.post(&exec_path, &t, body);
+    let r = exec(json!({"command": "echo $NAME; test -n \"$SECRET\" && echo secret-set; echo problem >&2; exit 7",
+                        "env": {"NAME": "agent", "SECRET": "CANARYopenai-env-secret"}}))
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["exit_code"], 7);
+    assert_eq!(r.json["stdout"], "agent\nsecret-set\n");
+    assert_eq!(r.json["stderr"], "problem\n");
+    assert!(
+        r.json.get("env").is_none() && r.json.get("command").is_none(),
+        "nothing echoed back"
+    );
+    let r = exec(json!({"command": ["cat"], "stdin": "piped in"})).await;
+    assert_eq!(r.json["stdout"], "piped in");
+    let r = exec(json!({"command": "sleep 20", "timeout_secs": 1})).await;
+    assert_eq!(
+        (r.json["timed_out"].as_bool(), r.json["exit_code"].is_null()),
+        (Some(true), true),
+        "{}",
+        r.text
+    );
+    let r = exec(json!({"command": "head -c 10000000 /dev/zero >&2; echo ok"})).await;
+    assert_eq!(
+        (r.json["truncated"].as_bool(), r.json["stdout"].as_str()),
+        (Some(true), Some("ok\n"))
+    );
+    for bad in [
+        json!({"command": ""}),
+        json!({"command": []}),
+        json!({"command": 5}),
+        json!({"command": "true", "timeout_secs": 0}),
+        json!({"command": "true", "env": {"1BAD": "x"}}),
+        json!({"command": "true", "shell": "zsh"}),
+    ] {
+        let r = exec(bad.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+    }
+    // 30 commands a minute per user; the next one is refused with retry-after.
+    let mut limited = None;
+    for _ in 0..40 {
+        let r = exec(json!({"command": ["true"]})).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let limited = limited.expect("rate limit reached");
+    assert_eq!(limited.json["code"], "rate_limited");
+    assert!(limited.headers.contains_key("retry-after"));
+
+    // Local execution is for enterprise users only.
+    let starter = env.create_user("st@example.com", "starter");
+    let r = s
+        .post(
+            "/api/v1/execution-servers",
+            &starter,
+            json!({"name": "here", "server_type": "local", "connection_config": {}}),
+        )
+        .await;
+    let sid = r.json["id"].as_str().unwrap().to_string();
+    let r = s
+        .post(
+            &format!("/api/v1/execution-servers/{sid}/exec"),
+            &starter,
+            json!({"command": "true"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("upgrade_required"))
+    );
+    // Backends not available on this service answer backend_unavailable.
+    let r = s.post("/api/v1/execution-servers", &t, ssh("remote")).await;
+    let rid = r.json["id"].as_str().unwrap().to_string();
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/execution-servers/{rid}/test"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("backend_unavailable")
+        ),
+        "{}",
+        r.text
+    );
+    let logs = s.finish();
+    assert!(
+        !logs.contains("CANARYopenai"),
+        "the command's environment is not logged"
+    );
+
+    // Without the operator's opt-in, local servers cannot run anything.
+    let s = TestServer::start(env.clone().unset("BYOK_ALLOW_LOCAL_EXECUTION"));
+    let r = s
+        .post(&format!("{base}/exec"), &t, json!({"command": "true"}))
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("backend_unavailable")
+        )
+    );
+    s.finish();
+}

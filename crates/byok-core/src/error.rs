@@ -56,6 +56,12 @@ pub enum CoreError {
     /// Nothing can serve the request right now (no user key and no system default, say).
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
+    /// Too many requests; try again after the given number of seconds.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// An execution backend could not do what was asked (stable code in the error).
+    #[error(transparent)]
+    Exec(#[from] crate::execution::ExecError),
     /// No valid credential was presented.
     #[error("invalid or missing credentials")]
     Unauthenticated,

@@ -593,3 +593,164 @@ mod tests {
         assert!(validate_name(" ").is_err());
     }
 }
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandSpec {
+    /// Program and arguments, no shell.
+    Argv(Vec<String>),
+    /// A line for `sh -c`.
+    Shell(String),
+}
+
+/// A command to run on an execution server.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    pub command: CommandSpec,
+    /// Extra environment (names validated; values may be secrets and are never echoed).
+    pub env: BTreeMap<String, SecretString>,
+    pub stdin: Option<SecretString>,
+    pub timeout: std::time::Duration,
+    /// Cap on each of stdout and stderr, in bytes.
+    pub max_output: usize,
+}
+
+/// The longest wall-clock time a command may be given.
+pub const MAX_EXEC_TIMEOUT_SECS: u64 = 600;
+/// The default cap on each output stream.
+pub const DEFAULT_MAX_OUTPUT: usize = 1024 * 1024;
+
+impl ExecRequest {
+    /// Validates a request: non-empty command (at most 64 KiB), environment names
+    /// `[A-Za-z_][A-Za-z0-9_]*`, timeout 1–600 s.
+    pub fn new(
+        command: CommandSpec,
+        env: BTreeMap<String, SecretString>,
+        stdin: Option<SecretString>,
+        timeout_secs: u64,
+    ) -> Result<Self, CoreError> {
+        let size = match &command {
+            CommandSpec::Argv(a) if a.is_empty() || a[0].is_empty() => {
+                return Err(invalid("invalid_command", "command must not be empty"));
+            }
+            CommandSpec::Argv(a) => a.iter().map(String::len).sum::<usize>(),
+            CommandSpec::Shell(s) if s.trim().is_empty() => {
+                return Err(invalid("invalid_command", "command must not be empty"));
+            }
+            CommandSpec::Shell(s) => s.len(),
+        };
+        let has_nul = match &command {
+            CommandSpec::Argv(a) => a.iter().any(|x| x.contains('\0')),
+            CommandSpec::Shell(s) => s.contains('\0'),
+        };
+        if size > 64 * 1024 || has_nul {
+            return Err(invalid(
+                "invalid_command",
+                "command must be at most 64 KiB, without NUL",
+            ));
+        }
+        for k in env.keys() {
+            let ok = k
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && k.len() <= 128;
+            if !ok {
+                return Err(invalid(
+                    "invalid_env",
+                    "environment names must match [A-Za-z_][A-Za-z0-9_]*",
+                ));
+            }
+        }
+        if !(1..=MAX_EXEC_TIMEOUT_SECS).contains(&timeout_secs) {
+            return Err(invalid(
+                "invalid_timeout",
+                "timeout_secs must be between 1 and 600",
+            ));
+        }
+        Ok(Self {
+            command,
+            env,
+            stdin,
+            timeout: std::time::Duration::from_secs(timeout_secs),
+            max_output: DEFAULT_MAX_OUTPUT,
+        })
+    }
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecResult {
+    /// `None` when the command was killed (timeout) or died by a signal.
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Either stream exceeded its cap (the rest was read and dropped).
+    pub truncated: bool,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+}
+
+/// What a connection test found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerTest {
+    /// `success`, `failed` (reachable, but refused or unusable) or `error`.
+    pub status: &'static str,
+    pub message: String,
+    pub details: Value,
+}
+
+/// Why a backend could not do what was asked. Each has a stable code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("the server could not be reached: {0}")]
+    Unreachable(String),
+    #[error("authentication failed")]
+    AuthFailed,
+    #[error("the server's host key changed: pinned {pinned}, presented {presented}")]
+    HostKeyMismatch { pinned: String, presented: String },
+    #[error("the server's host key is not trusted yet: {fingerprint}")]
+    HostKeyUnverified { fingerprint: String },
+    #[error("the command did not finish within the time limit")]
+    Timeout,
+    #[error("{0}")]
+    BackendUnavailable(String),
+    #[error("the target is not allowed: {0}")]
+    ForbiddenTarget(String),
+}
+
+impl ExecError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExecError::Unreachable(_) => "unreachable",
+            ExecError::AuthFailed => "auth_failed",
+            ExecError::HostKeyMismatch { .. } => "host_key_mismatch",
+            ExecError::HostKeyUnverified { .. } => "host_key_unverified",
+            ExecError::Timeout => "timeout",
+            ExecError::BackendUnavailable(_) => "backend_unavailable",
+            ExecError::ForbiddenTarget(_) => "forbidden_target",
+        }
+    }
+}
+
+/// Runs commands on one kind of execution server.
+#[async_trait::async_trait]
+pub trait ExecutionBackend: Send + Sync + 'static {
+    fn kind(&self) -> ServerType;
+    /// Is the server reachable, does authentication work, what is there. MUST NOT fail for
+    /// an unreachable server: that is a `ServerTest` with status `error` or `failed`.
+    async fn test(
+        &self,
+        server: &ExecutionServer,
+        config: &OpenConfig,
+    ) -> Result<ServerTest, ExecError>;
+    /// Runs `request`: working directory = the server's workspace path, the wall-clock timeout
+    /// enforced, stdout and stderr captured apart and capped.
+    async fn exec(
+        &self,
+        server: &ExecutionServer,
+        config: &OpenConfig,
+        request: &ExecRequest,
+    ) -> Result<ExecResult, ExecError>;
+}

@@ -199,4 +199,12 @@ pub trait ServerRepository: Send + Sync + 'static {
     /// the database guarantees at most one default per user. `false` if it does not exist.
     async fn set_default(&self, user: UserId, id: Uuid, default: bool) -> Result<bool, StoreError>;
     async fn delete_server(&self, user: UserId, id: Uuid) -> Result<bool, StoreError>;
+    /// Stores a connection-test result. `false` if the server does not exist for this user.
+    async fn record_server_test(
+        &self,
+        user: UserId,
+        id: Uuid,
+        at: DateTime<Utc>,
+        status: &str,
+    ) -> Result<bool, StoreError>;
 }

@@ -23,6 +23,7 @@
 //! | `BYOK_UPSTREAM_IDLE_TIMEOUT_SECS` | `300` | longest silence between two reads from a provider |
 //! | `BYOK_UPSTREAM_TIMEOUT_SECS` | `600` | whole-request limit for non-streaming calls |
 //! | `BYOK_UPSTREAM_MAX_STREAM_SECS` | `3600` | longest a stream may run in all |
+//! | `BYOK_ALLOW_LOCAL_EXECUTION` | `false` | `true` lets `enterprise` users run commands on this host (local servers) |
 //! | `BYOK_MAX_BODY_BYTES` | `16777216` | largest request body on `/v1/*` |
 //! | `BYOK_LOG_FORMAT` | `text` | `text` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
@@ -76,6 +77,7 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     pub upstream_max_stream: Duration,
     pub max_body_bytes: usize,
+    pub allow_local_execution: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -175,6 +177,9 @@ impl Settings {
             upstream_max_stream: Duration::from_secs(
                 number("BYOK_UPSTREAM_MAX_STREAM_SECS", 3600u64)?.max(1),
             ),
+            allow_local_execution: var("BYOK_ALLOW_LOCAL_EXECUTION").is_some_and(|v| {
+                matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
+            }),
             max_body_bytes: number("BYOK_MAX_BODY_BYTES", 16usize * 1024 * 1024)?.max(1024),
             bind: var("BYOK_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
             data_dir,

@@ -52,6 +52,7 @@ pub struct ApiError {
     code: &'static str,
     detail: String,
     extra: Map<String, Value>,
+    retry_after: Option<u64>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -67,6 +68,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             extra: Map::new(),
+            retry_after: None,
         }
     }
 
@@ -103,6 +105,9 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut resp = HttpResponse::build(self.status);
+        if let Some(r) = self.retry_after {
+            resp.insert_header((header::RETRY_AFTER, r.to_string()));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
@@ -140,6 +145,30 @@ impl From<CoreError> for ApiError {
             ),
             CoreError::Unavailable { code, message } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+            }
+            CoreError::RateLimited { retry_after_secs } => {
+                let mut err = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many requests; retry in {retry_after_secs} s"),
+                );
+                err.retry_after = Some(retry_after_secs);
+                err
+            }
+            CoreError::Exec(e) => {
+                use byok_core::execution::ExecError;
+                let status = match &e {
+                    ExecError::HostKeyMismatch { .. } | ExecError::HostKeyUnverified { .. } => {
+                        StatusCode::CONFLICT
+                    }
+                    ExecError::Unreachable(_) | ExecError::AuthFailed => StatusCode::BAD_GATEWAY,
+                    ExecError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                    // A permanent property of this service or server, not a failure.
+                    ExecError::BackendUnavailable(_) | ExecError::ForbiddenTarget(_) => {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
+                };
+                Self::new(status, e.code(), e.to_string())
             }
             CoreError::TargetForbidden(t) => {
                 if let byok_core::policy::TargetError::Forbidden { reason, .. } = &t {

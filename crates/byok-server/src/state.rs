@@ -57,7 +57,14 @@ impl AppState {
         )
         .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
         let shared = Arc::new(db.clone());
-        let servers = ServerRegistry::new(shared.clone(), cipher.clone());
+        let mut backends: Vec<Arc<dyn byok_core::execution::ExecutionBackend>> = Vec::new();
+        if settings.allow_local_execution {
+            tracing::warn!(
+                "BYOK_ALLOW_LOCAL_EXECUTION is on: enterprise users can run commands on this host"
+            );
+            backends.push(Arc::new(byok_exec::LocalBackend));
+        }
+        let servers = ServerRegistry::new(shared.clone(), cipher.clone(), backends);
         let vault = KeyVault::new(shared.clone(), cipher, Arc::new(prober))
             .with_credential_ttl(settings.credential_ttl);
         let tokens = Arc::new(TokenService::new(

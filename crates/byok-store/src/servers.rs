@@ -303,4 +303,31 @@ impl ServerRepository for Database {
         });
         Ok(n == 1)
     }
+
+    async fn record_server_test(
+        &self,
+        user: UserId,
+        id: Uuid,
+        at: DateTime<Utc>,
+        status: &str,
+    ) -> Result<bool, StoreError> {
+        let user = user.to_string();
+        let at = at.trunc_subsecs(6);
+        let n = crate::repos::with_conn!(self, |conn, sc| {
+            use sc::execution_servers as t;
+            diesel::update(
+                t::table
+                    .filter(t::user_id.eq(&user))
+                    .filter(t::id.eq(DbUuid(id))),
+            )
+            .set((
+                t::last_tested_at.eq(Some(at)),
+                t::test_status.eq(Some(status)),
+            ))
+            .execute(conn)
+            .await
+            .map_err(db_err)?
+        });
+        Ok(n == 1)
+    }
 }

@@ -1,6 +1,8 @@
 //! The execution-server registry: create, list, update, delete, default.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -8,7 +10,8 @@ use uuid::Uuid;
 use crate::domain::*;
 use crate::error::{CoreError, StoreError};
 use crate::execution::{
-    ExecutionServer, ServerType, seal_config, validate_name, validate_workspace,
+    ExecError, ExecRequest, ExecResult, ExecutionBackend, ExecutionServer, ServerTest, ServerType,
+    open_config, seal_config, validate_name, validate_workspace,
 };
 use crate::ports::{NewServer, SecretCipher, ServerChanges, ServerRepository};
 
@@ -32,11 +35,17 @@ pub struct UpdateServer {
     pub is_active: Option<bool>,
 }
 
-/// The registry service. Needs tier `starter`+ for everything.
+/// Commands a user may start per minute (all their servers together).
+pub const EXEC_PER_MINUTE: u32 = 30;
+
+/// The registry service. Needs tier `starter`+ for everything; local servers run only when
+/// the operator enabled local execution, and only for `enterprise` users.
 #[derive(Clone)]
 pub struct ServerRegistry {
     repo: Arc<dyn ServerRepository>,
     cipher: Arc<dyn SecretCipher>,
+    backends: Vec<Arc<dyn ExecutionBackend>>,
+    exec_windows: Arc<Mutex<HashMap<UserId, (Instant, u32)>>>,
 }
 
 impl std::fmt::Debug for ServerRegistry {
@@ -63,8 +72,106 @@ fn name_taken(e: StoreError) -> CoreError {
 }
 
 impl ServerRegistry {
-    pub fn new(repo: Arc<dyn ServerRepository>, cipher: Arc<dyn SecretCipher>) -> Self {
-        Self { repo, cipher }
+    pub fn new(
+        repo: Arc<dyn ServerRepository>,
+        cipher: Arc<dyn SecretCipher>,
+        backends: Vec<Arc<dyn ExecutionBackend>>,
+    ) -> Self {
+        Self {
+            repo,
+            cipher,
+            backends,
+            exec_windows: Arc::default(),
+        }
+    }
+
+    fn backend(
+        &self,
+        who: &Principal,
+        kind: ServerType,
+    ) -> Result<&Arc<dyn ExecutionBackend>, CoreError> {
+        if kind == ServerType::Local {
+            who.tier.require(Tier::Enterprise)?;
+        }
+        self.backends
+            .iter()
+            .find(|b| b.kind() == kind)
+            .ok_or_else(|| {
+                ExecError::BackendUnavailable(format!(
+                    "running on {} servers is not available on this service",
+                    kind.as_str()
+                ))
+                .into()
+            })
+    }
+
+    /// Tests the connection and stores the outcome (`last_tested_at`, `test_status`).
+    pub async fn test(&self, who: &Principal, id: Uuid) -> Result<ServerTest, CoreError> {
+        let server = self.get(who, id).await?;
+        let backend = self.backend(who, server.server_type)?;
+        let config = open_config(&server.connection_config, self.cipher.as_ref())?;
+        let outcome = match backend.test(&server, &config).await {
+            Ok(t) => t,
+            Err(e) => ServerTest {
+                status: "error",
+                message: e.to_string(),
+                details: serde_json::json!({ "code": e.code() }),
+            },
+        };
+        self.repo
+            .record_server_test(who.user_id, id, chrono::Utc::now(), outcome.status)
+            .await?;
+        tracing::info!(server_id = %id, status = outcome.status, "execution server tested");
+        Ok(outcome)
+    }
+
+    fn admit_exec(&self, who: &Principal) -> Result<(), CoreError> {
+        let Ok(mut windows) = self.exec_windows.lock() else {
+            return Ok(());
+        };
+        if windows.len() > 100_000 {
+            windows.retain(|_, (start, _)| start.elapsed() < Duration::from_secs(60));
+        }
+        let slot = windows.entry(who.user_id).or_insert((Instant::now(), 0));
+        if slot.0.elapsed() >= Duration::from_secs(60) {
+            *slot = (Instant::now(), 0);
+        }
+        if slot.1 >= EXEC_PER_MINUTE {
+            let retry = 60u64.saturating_sub(slot.0.elapsed().as_secs()).max(1);
+            return Err(CoreError::RateLimited {
+                retry_after_secs: retry,
+            });
+        }
+        slot.1 += 1;
+        Ok(())
+    }
+
+    /// Runs a command on one of the caller's servers (rate-limited per user).
+    pub async fn exec(
+        &self,
+        who: &Principal,
+        id: Uuid,
+        request: ExecRequest,
+    ) -> Result<ExecResult, CoreError> {
+        let server = self.get(who, id).await?;
+        if !server.is_active {
+            return Err(CoreError::Conflict {
+                code: "server_inactive",
+                message: "this execution server is deactivated".into(),
+            });
+        }
+        let backend = self.backend(who, server.server_type)?;
+        self.admit_exec(who)?;
+        let config = open_config(&server.connection_config, self.cipher.as_ref())?;
+        let result = backend.exec(&server, &config, &request).await?;
+        tracing::info!(
+            server_id = %id,
+            exit_code = ?result.exit_code,
+            timed_out = result.timed_out,
+            duration_ms = result.duration_ms,
+            "command executed"
+        );
+        Ok(result)
     }
 
     pub async fn create(

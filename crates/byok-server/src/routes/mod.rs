@@ -29,7 +29,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(servers::create)
                 .service(servers::default_server)
                 .service(servers::update)
-                .service(servers::remove),
+                .service(servers::remove)
+                .service(servers::test)
+                .service(servers::exec),
         )
         .service(
             web::scope("/api/v1/tokens")

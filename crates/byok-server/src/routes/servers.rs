@@ -273,3 +273,149 @@ pub async fn remove(
         message: "execution server deleted".into(),
     }))
 }
+
+/// Outcome of a connection test (legacy shape).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerTestResponse {
+    /// `success`, `failed` or `error`.
+    pub status: String,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+/// Test the connection to an execution server; the result is stored.
+#[utoipa::path(
+    post, path = "/api/v1/execution-servers/{id}/test", tag = "execution-servers",
+    params(("id" = String, Path, description = "server id")),
+    responses(
+        (status = 200, body = ServerTestResponse),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = UpgradeRequiredBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "no backend for this server type here (backend_unavailable)"),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+#[post("/{id}/test")]
+pub async fn test(
+    state: web::Data<AppState>,
+    who: Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = server_id(&path)?;
+    let t = state.servers.test(&who.0, id).await?;
+    Ok(HttpResponse::Ok().json(ServerTestResponse {
+        status: t.status.into(),
+        message: t.message,
+        details: t.details,
+    }))
+}
+
+/// Body of `POST /api/v1/execution-servers/{id}/exec`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecBody {
+    /// A shell line (run with `sh -c`) or an argv array.
+    #[schema(value_type = Object)]
+    pub command: Value,
+    /// Extra environment; values are never echoed back.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// 1–600, default 60.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 600)]
+    pub timeout_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for ExecBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecBody").finish_non_exhaustive()
+    }
+}
+
+/// What the command did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecResponse {
+    /// `null` when the command was killed (timeout) or died by a signal.
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// An output stream exceeded 1 MiB; the rest was dropped.
+    pub truncated: bool,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+}
+
+/// Run a command on an execution server (rate-limited per user).
+#[utoipa::path(
+    post, path = "/api/v1/execution-servers/{id}/exec", tag = "execution-servers",
+    params(("id" = String, Path, description = "server id")),
+    request_body = ExecBody,
+    responses(
+        (status = 200, body = ExecResponse),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = UpgradeRequiredBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "server inactive, or host key not trusted / changed"),
+        (status = 422, body = ErrorBody, description = "invalid command, or no backend for this server type here"),
+        (status = 429, body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+#[post("/{id}/exec")]
+pub async fn exec(
+    state: web::Data<AppState>,
+    who: Authenticated,
+    path: web::Path<String>,
+    body: web::Json<ExecBody>,
+) -> Result<HttpResponse, ApiError> {
+    use byok_core::execution::{CommandSpec, ExecRequest};
+    use secrecy::SecretString;
+    let id = server_id(&path)?;
+    let b = body.into_inner();
+    let command = match b.command {
+        Value::String(s) => CommandSpec::Shell(s),
+        Value::Array(items) => CommandSpec::Argv(
+            items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(ApiError::new(
+                        actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_command",
+                        "command must be a string or an array of strings",
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        _ => {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_command",
+                "command must be a string or an array of strings",
+            ));
+        }
+    };
+    let request = ExecRequest::new(
+        command,
+        b.env
+            .into_iter()
+            .map(|(k, v)| (k, SecretString::from(v)))
+            .collect(),
+        b.stdin.map(SecretString::from),
+        b.timeout_secs.unwrap_or(60),
+    )?;
+    let r = state.servers.exec(&who.0, id, request).await?;
+    Ok(HttpResponse::Ok().json(ExecResponse {
+        exit_code: r.exit_code,
+        stdout: r.stdout,
+        stderr: r.stderr,
+        truncated: r.truncated,
+        timed_out: r.timed_out,
+        duration_ms: r.duration_ms,
+    }))
+}
