@@ -8,6 +8,7 @@
 )]
 
 pub mod db;
+pub mod http;
 pub mod llm;
 pub mod server;
 pub mod standin;

@@ -500,24 +500,7 @@ pub fn validate_workspace(path: &str) -> Result<String, CoreError> {
 mod tests {
     use super::*;
 
-    /// Reversible toy cipher for unit tests only.
-    struct Rev;
-    impl SecretCipher for Rev {
-        fn encrypt(&self, p: &SecretString) -> Result<String, CryptoError> {
-            Ok(format!(
-                "enc:{}",
-                p.expose_secret().chars().rev().collect::<String>()
-            ))
-        }
-        fn decrypt(&self, t: &str) -> Result<SecretString, CryptoError> {
-            t.strip_prefix("enc:")
-                .map(|s| SecretString::from(s.chars().rev().collect::<String>()))
-                .ok_or(CryptoError::Malformed)
-        }
-        fn is_current(&self, _: &str) -> bool {
-            true
-        }
-    }
+    use crate::test_support::ToyCipher as Rev;
 
     #[test]
     fn ssh_secrets_are_sealed_masked_kept_and_cleared() {

@@ -7,6 +7,8 @@ pub mod policy;
 pub mod ports;
 pub mod routing;
 pub mod services;
+#[cfg(test)]
+mod test_support;
 
 pub use domain::*;
 pub use error::{CoreError, CryptoError, StoreError};

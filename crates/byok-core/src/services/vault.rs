@@ -379,7 +379,7 @@ fn key_not_found(provider: ProviderId) -> CoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{CryptoError, StoreError};
+    use crate::error::StoreError;
     use crate::ports::CiphertextRow;
     use async_trait::async_trait;
     use chrono::DateTime;
@@ -458,24 +458,7 @@ mod tests {
         }
     }
 
-    /// Reversible toy cipher for unit tests only.
-    struct Rot;
-    impl SecretCipher for Rot {
-        fn encrypt(&self, p: &SecretString) -> Result<String, CryptoError> {
-            Ok(format!(
-                "enc:{}",
-                p.expose_secret().chars().rev().collect::<String>()
-            ))
-        }
-        fn decrypt(&self, t: &str) -> Result<SecretString, CryptoError> {
-            t.strip_prefix("enc:")
-                .map(|s| SecretString::from(s.chars().rev().collect::<String>()))
-                .ok_or(CryptoError::Malformed)
-        }
-        fn is_current(&self, _: &str) -> bool {
-            true
-        }
-    }
+    use crate::test_support::ToyCipher as Rot;
 
     struct AlwaysValid;
     #[async_trait]
