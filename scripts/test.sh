@@ -2,7 +2,7 @@
 # `make test`: everything the test suites need, then every suite.
 #
 #   1. installs what is missing (Debian, as root): PostgreSQL, python3-venv, curl, Node.js/npm,
-#      a C compiler;
+#      openssh-server, perl/make, a C compiler;
 #   2. a Python venv in .venv with the pinned tools the tests drive (cryptography, schemathesis,
 #      and the official anthropic and openai SDKs);
 #   3. Claude Code (npm, pinned) for the end-to-end client test;
@@ -83,6 +83,12 @@ install_missing() {
   fi
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+  # A real sshd on loopback for the SSH backend's tests (the tests start and stop it).
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+  # ssh2 builds its own OpenSSL (vendored): it needs perl and make.
+  command -v perl >/dev/null 2>&1 || missing+=(perl)
+  command -v make >/dev/null 2>&1 || missing+=(make)
   # rustc links through `cc`, and libsqlite3-sys (bundled) and ring compile C.
   command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 

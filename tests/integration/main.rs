@@ -9,3 +9,4 @@ mod gateway;
 mod repos;
 mod sdk;
 mod servers;
+mod ssh;

@@ -11,6 +11,7 @@ pub mod db;
 pub mod http;
 pub mod llm;
 pub mod server;
+pub mod sshd;
 pub mod standin;
 
 /// Canary secrets: planted by tests, searched for in every log and response body.

@@ -15,6 +15,26 @@ use crate::domain::UserId;
 use crate::error::{CoreError, CryptoError};
 use crate::ports::SecretCipher;
 
+/// Where an SSH server's pinned host-key fingerprint (`SHA256:…`) is kept in its config.
+pub const HOST_KEY_FIELD: &str = "host_key_fingerprint";
+
+/// The pinned SSH host-key fingerprint of a (sealed or opened) config.
+pub fn pinned_host_key(config: &Value) -> Option<&str> {
+    config.get(HOST_KEY_FIELD).and_then(Value::as_str)
+}
+
+/// The config with `fingerprint` pinned.
+pub fn pin_host_key(stored: &Value, fingerprint: &str) -> Value {
+    let mut v = stored.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            HOST_KEY_FIELD.into(),
+            Value::String(fingerprint.to_string()),
+        );
+    }
+    v
+}
+
 /// What every secret field shows in responses.
 pub const MASK: &str = "***masked***";
 /// The stored form of a secret field: `{"$sealed": "<Fernet token>"}`.
@@ -109,6 +129,9 @@ struct SshInput {
     private_key: Option<Value>,
     #[serde(default)]
     passphrase: Option<Value>,
+    /// Set only by trusting the presented key; a value sent by a client is ignored.
+    #[serde(default)]
+    host_key_fingerprint: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -368,6 +391,13 @@ pub fn seal_config(
             Some(_) => {
                 out.remove("environment");
             }
+        }
+    }
+    if kind == ServerType::Ssh {
+        // The pin changes only through trust-host-key, never through a config update.
+        out.remove(HOST_KEY_FIELD);
+        if let Some(pin) = stored.and_then(|s| s.get(HOST_KEY_FIELD)) {
+            out.insert(HOST_KEY_FIELD.into(), pin.clone());
         }
     }
     // Normalise defaults so every stored config is complete.
@@ -736,4 +766,15 @@ pub trait ExecutionBackend: Send + Sync + 'static {
         config: &OpenConfig,
         request: &ExecRequest,
     ) -> Result<ExecResult, ExecError>;
+    /// The host key the server presents now (`SHA256:…`), for pinning. Backends without host
+    /// keys keep the default.
+    async fn host_key(
+        &self,
+        _server: &ExecutionServer,
+        _config: &OpenConfig,
+    ) -> Result<String, ExecError> {
+        Err(ExecError::BackendUnavailable(
+            "this kind of server has no host key to trust".into(),
+        ))
+    }
 }

@@ -19,7 +19,7 @@ use crate::routes::{byok, health, servers, tokens};
         byok::stats, byok::get_settings, byok::put_settings,
         tokens::create, tokens::list, tokens::revoke,
         servers::list, servers::create, servers::default_server, servers::update, servers::remove,
-        servers::test, servers::exec,
+        servers::test, servers::exec, servers::trust_host_key,
     ),
     components(schemas(ErrorBody, UpgradeRequiredBody)),
     modifiers(&Security),

@@ -57,7 +57,11 @@ impl AppState {
         )
         .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
         let shared = Arc::new(db.clone());
-        let mut backends: Vec<Arc<dyn byok_core::execution::ExecutionBackend>> = Vec::new();
+        let mut backends: Vec<Arc<dyn byok_core::execution::ExecutionBackend>> =
+            vec![Arc::new(byok_exec::SshBackend::new(
+                settings.target_policy.clone(),
+                byok_exec::SshOptions::default(),
+            ))];
         if settings.allow_local_execution {
             tracing::warn!(
                 "BYOK_ALLOW_LOCAL_EXECUTION is on: enterprise users can run commands on this host"

@@ -112,6 +112,13 @@ impl ServerRegistry {
         let config = open_config(&server.connection_config, self.cipher.as_ref())?;
         let outcome = match backend.test(&server, &config).await {
             Ok(t) => t,
+            // A changed host key is a conflict the user must see as such (409).
+            Err(e @ ExecError::HostKeyMismatch { .. }) => {
+                self.repo
+                    .record_server_test(who.user_id, id, chrono::Utc::now(), "failed")
+                    .await?;
+                return Err(e.into());
+            }
             Err(e) => ServerTest {
                 status: "error",
                 message: e.to_string(),
@@ -123,6 +130,42 @@ impl ServerRegistry {
             .await?;
         tracing::info!(server_id = %id, status = outcome.status, "execution server tested");
         Ok(outcome)
+    }
+
+    /// Pins the host key the server presents now. With `expected`, the presented key must be
+    /// that one (what the user saw in the test result), else `host_key_mismatch`.
+    pub async fn trust_host_key(
+        &self,
+        who: &Principal,
+        id: Uuid,
+        expected: Option<&str>,
+    ) -> Result<ExecutionServer, CoreError> {
+        let server = self.get(who, id).await?;
+        let backend = self.backend(who, server.server_type)?;
+        let config = open_config(&server.connection_config, self.cipher.as_ref())?;
+        let presented = backend.host_key(&server, &config).await?;
+        if let Some(e) = expected
+            && e != presented
+        {
+            return Err(ExecError::HostKeyMismatch {
+                pinned: e.to_string(),
+                presented,
+            }
+            .into());
+        }
+        let pinned = crate::execution::pin_host_key(&server.connection_config, &presented);
+        self.repo
+            .update_server(
+                who.user_id,
+                id,
+                ServerChanges {
+                    connection_config: Some(pinned),
+                    ..ServerChanges::default()
+                },
+            )
+            .await?;
+        tracing::info!(server_id = %id, "host key trusted");
+        self.get(who, id).await
     }
 
     fn admit_exec(&self, who: &Principal) -> Result<(), CoreError> {

@@ -31,7 +31,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(servers::update)
                 .service(servers::remove)
                 .service(servers::test)
-                .service(servers::exec),
+                .service(servers::exec)
+                .service(servers::trust_host_key),
         )
         .service(
             web::scope("/api/v1/tokens")

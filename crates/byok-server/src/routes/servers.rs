@@ -419,3 +419,44 @@ pub async fn exec(
         duration_ms: r.duration_ms,
     }))
 }
+
+/// Body of `POST /api/v1/execution-servers/{id}/trust-host-key` (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustHostKey {
+    /// The fingerprint the user checked (`SHA256:…`, from the test result). When given, the
+    /// key the server presents now must be this one.
+    pub fingerprint: Option<String>,
+}
+
+/// Pin the SSH host key the server presents now (trust on first use, made explicit).
+#[utoipa::path(
+    post, path = "/api/v1/execution-servers/{id}/trust-host-key", tag = "execution-servers",
+    params(("id" = String, Path, description = "server id")),
+    request_body(content = Option<TrustHostKey>),
+    responses(
+        (status = 200, body = ServerInfo),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = UpgradeRequiredBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the presented key is not the expected one"),
+        (status = 422, body = ErrorBody, description = "not an SSH server, or a forbidden target"),
+        (status = 502, body = ErrorBody, description = "the server could not be reached"),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+#[post("/{id}/trust-host-key")]
+pub async fn trust_host_key(
+    state: web::Data<AppState>,
+    who: Authenticated,
+    path: web::Path<String>,
+    body: Option<web::Json<TrustHostKey>>,
+) -> Result<HttpResponse, ApiError> {
+    let id = server_id(&path)?;
+    let expected = body.and_then(|b| b.into_inner().fingerprint);
+    let server = state
+        .servers
+        .trust_host_key(&who.0, id, expected.as_deref())
+        .await?;
+    Ok(HttpResponse::Ok().json(ServerInfo::from(server)))
+}

@@ -1,0 +1,236 @@
+//! The SSH backend against a real `sshd` on loopback.
+
+use byok_tests::db::TestDb;
+use byok_tests::server::{Env, TestServer};
+use byok_tests::sshd::{PASSWORD, Sshd, USER};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn gateway() -> (TestServer, Env, TestDb, tempfile::TempDir) {
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let env = Env::new(data.path(), &db.url).set("BYOK_ALLOWED_TARGETS", "127.0.0.1/32");
+    (TestServer::start(env.clone()), env, db, data)
+}
+
+async fn create(
+    s: &TestServer,
+    t: &str,
+    name: &str,
+    config: Value,
+    workspace: Option<&str>,
+) -> String {
+    let r = s
+        .post(
+            "/api/v1/execution-servers",
+            t,
+            json!({"name": name, "server_type": "ssh", "connection_config": config, "workspace_path": workspace}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.json["id"].as_str().unwrap().to_string()
+}
+
+async fn test_server(s: &TestServer, t: &str, id: &str) -> byok_tests::server::Resp {
+    s.call(
+        Method::POST,
+        &format!("/api/v1/execution-servers/{id}/test"),
+        Some(t),
+        None,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_auth_trust_on_first_use_and_exec() {
+    let sshd = Sshd::start();
+    let (s, env, _db, _data) = gateway();
+    let t = env.create_user("ssh@example.com", "starter");
+    let config = json!({"host": "127.0.0.1", "port": sshd.port, "username": USER,
+                        "auth_method": "password", "password": PASSWORD});
+    let id = create(&s, &t, "box", config, Some("/tmp")).await;
+
+    // No pin yet: the test says so and shows the presented fingerprint; nothing runs.
+    let r = test_server(&s, &t, &id).await;
+    assert_eq!(r.json["status"], "failed", "{}", r.text);
+    assert_eq!(r.json["details"]["code"], "host_key_unverified");
+    assert_eq!(
+        r.json["details"]["host_key_fingerprint"],
+        sshd.fingerprint.as_str()
+    );
+    let exec_path = format!("/api/v1/execution-servers/{id}/exec");
+    let exec = |body: Value| s.post(&exec_path, &t, body);
+    let r = exec(json!({"command": "true"})).await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (StatusCode::CONFLICT, Some("host_key_unverified"))
+    );
+
+    // Trusting another fingerprint than the presented one is refused.
+    let r = s
+        .post(
+            &format!("/api/v1/execution-servers/{id}/trust-host-key"),
+            &t,
+            json!({"fingerprint": "SHA256:not-it"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (StatusCode::CONFLICT, Some("host_key_mismatch"))
+    );
+    let r = s
+        .post(
+            &format!("/api/v1/execution-servers/{id}/trust-host-key"),
+            &t,
+            json!({"fingerprint": sshd.fingerprint}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json["connection_config"]["host_key_fingerprint"],
+        sshd.fingerprint.as_str()
+    );
+    assert_eq!(r.json["connection_config"]["password"], "***masked***");
+
+    let r = test_server(&s, &t, &id).await;
+    assert_eq!(r.json["status"], "success", "{}", r.text);
+    assert!(
+        r.json["details"]["uname"]
+            .as_str()
+            .unwrap()
+            .contains("Linux")
+    );
+
+    let r = exec(
+        json!({"command": "pwd; echo $GREETING; echo oops >&2; exit 3", "env": {"GREETING": "hi"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["exit_code"], 3);
+    assert_eq!(
+        r.json["stdout"], "/tmp\nhi\n",
+        "workspace_path is the working directory"
+    );
+    assert_eq!(r.json["stderr"], "oops\n");
+    let r = exec(json!({"command": ["cat"], "stdin": "via ssh"})).await;
+    assert_eq!(r.json["stdout"], "via ssh");
+    let r = exec(json!({"command": "sleep 30", "timeout_secs": 2})).await;
+    assert_eq!(r.json["timed_out"], true, "{}", r.text);
+    assert!(r.json["exit_code"].is_null());
+    let r = exec(json!({"command": "head -c 10000000 /dev/zero >&2; echo done"})).await;
+    assert_eq!(
+        (r.json["truncated"].as_bool(), r.json["stdout"].as_str()),
+        (Some(true), Some("done\n")),
+        "10 MB on stderr neither blocks nor overflows"
+    );
+
+    // A client cannot move the pin through a config update.
+    let cfg = json!({"host": "127.0.0.1", "port": sshd.port, "username": USER, "auth_method": "password",
+                     "password": "***masked***", "host_key_fingerprint": "SHA256:forged"});
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("/api/v1/execution-servers/{id}"),
+            Some(&t),
+            Some(json!({"connection_config": cfg})),
+        )
+        .await;
+    assert_eq!(
+        r.json["connection_config"]["host_key_fingerprint"],
+        sshd.fingerprint.as_str()
+    );
+
+    // An SSH host outside the allow-list is refused before any connection.
+    let far = create(&s, &t, "metadata", json!({"host": "169.254.169.254", "username": "u", "auth_method": "password", "password": "p"}), None).await;
+    let r = test_server(&s, &t, &far).await;
+    assert_eq!(
+        (
+            r.json["status"].as_str(),
+            r.json["details"]["code"].as_str()
+        ),
+        (Some("error"), Some("forbidden_target")),
+        "{}",
+        r.text
+    );
+    s.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_auth_wrong_password_and_a_changed_host_key() {
+    let mut sshd = Sshd::start();
+    let (s, env, _db, _data) = gateway();
+    let t = env.create_user("ssh2@example.com", "starter");
+    let key_id = create(
+        &s,
+        &t,
+        "by-key",
+        json!({"host": "127.0.0.1", "port": sshd.port, "username": USER,
+        "auth_method": "key", "private_key": sshd.private_key}),
+        None,
+    )
+    .await;
+    let wrong_id = create(
+        &s,
+        &t,
+        "wrong",
+        json!({"host": "127.0.0.1", "port": sshd.port, "username": USER,
+        "auth_method": "password", "password": "not-the-password"}),
+        None,
+    )
+    .await;
+    for id in [&key_id, &wrong_id] {
+        let r = s
+            .post(
+                &format!("/api/v1/execution-servers/{id}/trust-host-key"),
+                &t,
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let r = test_server(&s, &t, &key_id).await;
+    assert_eq!(r.json["status"], "success", "{}", r.text);
+    let r = s
+        .post(
+            &format!("/api/v1/execution-servers/{key_id}/exec"),
+            &t,
+            json!({"command": ["id", "-un"]}),
+        )
+        .await;
+    assert_eq!(r.json["stdout"], format!("{USER}\n"));
+    let r = test_server(&s, &t, &wrong_id).await;
+    assert_eq!(
+        (
+            r.json["status"].as_str(),
+            r.json["details"]["code"].as_str()
+        ),
+        (Some("failed"), Some("auth_failed"))
+    );
+
+    let old = sshd.fingerprint.clone();
+    sshd.restart_with_new_host_key();
+    let r = test_server(&s, &t, &key_id).await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (StatusCode::CONFLICT, Some("host_key_mismatch")),
+        "{}",
+        r.text
+    );
+    let detail = r.json["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&old) && detail.contains(&sshd.fingerprint),
+        "{detail}"
+    );
+    let listed = s.get("/api/v1/execution-servers", &t).await.json;
+    let key = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == key_id.as_str())
+        .unwrap();
+    assert_eq!(key["test_status"], "failed");
+    assert!(
+        !s.finish().contains("PRIVATE KEY"),
+        "the private key is never logged"
+    );
+}
