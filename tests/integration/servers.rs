@@ -351,8 +351,15 @@ async fn local_execution_test_exec_limits_and_policy() {
         (r.status, r.json["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("upgrade_required"))
     );
-    // Backends not available on this service answer backend_unavailable.
-    let r = s.post("/api/v1/execution-servers", &t, ssh("remote")).await;
+    // Backends not built yet (docker) answer backend_unavailable.
+    let r = s
+        .post(
+            "/api/v1/execution-servers",
+            &t,
+            json!({"name": "engine", "server_type": "docker",
+                   "connection_config": {"endpoint": "unix:///run/podman.sock"}}),
+        )
+        .await;
     let rid = r.json["id"].as_str().unwrap().to_string();
     let r = s
         .call(
