@@ -2,11 +2,11 @@
 # `make test`: everything the test suites need, then every suite.
 #
 #   1. installs what is missing (Debian, as root): PostgreSQL, python3-venv, curl, Node.js/npm,
-#      openssh-server, perl/make, a C compiler;
+#      openssh-server, podman/runc/busybox, perl/make, a C compiler;
 #   2. a Python venv in .venv with the pinned tools the tests drive (cryptography, schemathesis,
 #      and the official anthropic and openai SDKs);
 #   3. Claude Code (npm, pinned) for the end-to-end client test;
-#   4. a throwaway PostgreSQL cluster on a free port, unless TEST_DATABASE_URL is already set;
+#   4. podman's Docker-API service with a busybox image, and a throwaway PostgreSQL cluster on a free port, unless TEST_DATABASE_URL is already set;
 #   5. cargo test (all targets, then doctests);
 #   6. schemathesis against the real binary, serving an embedded SQLite database.
 #
@@ -30,6 +30,8 @@ PG_DIR=""
 PG_BIN=""
 SERVER_PID=""
 SERVER_DIR=""
+PODMAN_DIR=""
+PODMAN_PID=""
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -43,6 +45,11 @@ cleanup() {
     wait "$SERVER_PID" 2>/dev/null
   fi
   [ -n "$SERVER_DIR" ] && rm -rf "$SERVER_DIR"
+  if [ -n "$PODMAN_PID" ] && kill -0 "$PODMAN_PID" 2>/dev/null; then
+    kill "$PODMAN_PID" 2>/dev/null
+    wait "$PODMAN_PID" 2>/dev/null
+  fi
+  [ -n "$PODMAN_DIR" ] && rm -rf "$PODMAN_DIR"
   if [ -n "$PG_DIR" ]; then
     if [ -f "$PG_DIR/data/postmaster.pid" ]; then
       as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1
@@ -85,6 +92,10 @@ install_missing() {
   command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
   # A real sshd on loopback for the SSH backend's tests (the tests start and stop it).
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  # A Docker-API engine for the Docker backend's tests: podman with runc, and a busybox image.
+  command -v podman >/dev/null 2>&1 || missing+=(podman)
+  command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
+  command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
   command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
   # ssh2 builds its own OpenSSL (vendored): it needs perl and make.
   command -v perl >/dev/null 2>&1 || missing+=(perl)
@@ -130,6 +141,44 @@ setup_claude_code() {
     "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" >/dev/null
   [ -x "$dir/node_modules/.bin/claude" ] || die "Claude Code did not install into $dir"
   printf '%s\n' "$CLAUDE_CODE_VERSION" >"$stamp"
+}
+
+# podman's API service on a socket of our own, with runc and cgroupfs (crun fails in this kind
+# of sandbox), and a local image built from busybox (no registry is reachable).
+start_podman() {
+  PODMAN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/byok-podman.XXXXXX")
+  cat >"$PODMAN_DIR/containers.conf" <<'CONF'
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+  export CONTAINERS_CONF="$PODMAN_DIR/containers.conf"
+  if ! podman image exists localtest:latest 2>/dev/null; then
+    log "building the busybox test image localtest:latest"
+    local root="$PODMAN_DIR/rootfs" applet
+    mkdir -p "$root/bin" "$root/tmp" "$root/work"
+    cp "$(command -v busybox)" "$root/bin/busybox"
+    for applet in sh echo cat uname sleep head id pwd env true false ls grep; do
+      ln -sf busybox "$root/bin/$applet"
+    done
+    tar -C "$root" -cf "$PODMAN_DIR/rootfs.tar" .
+    podman import "$PODMAN_DIR/rootfs.tar" localtest:latest >/dev/null
+  fi
+  log "starting podman system service"
+  podman system service --time=0 "unix://$PODMAN_DIR/podman.sock" >"$PODMAN_DIR/service.log" 2>&1 &
+  PODMAN_PID=$!
+  local deadline=$((SECONDS + 30))
+  until curl -sf --unix-socket "$PODMAN_DIR/podman.sock" http://d/_ping >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      tail -n 20 "$PODMAN_DIR/service.log" >&2 || true
+      die "podman system service did not start"
+    fi
+    sleep 0.25
+  done
+  export BYOK_TEST_PODMAN_SOCK="$PODMAN_DIR/podman.sock"
 }
 
 start_postgres() {
@@ -264,6 +313,7 @@ main() {
     || die "cargo not found: install Rust with rustup (https://rustup.rs), then re-run make test"
   setup_venv
   setup_claude_code
+  start_podman
   start_postgres
   run_cargo_tests
   run_schemathesis

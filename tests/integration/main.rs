@@ -5,6 +5,7 @@
 
 mod api;
 mod crypto;
+mod docker;
 mod gateway;
 mod repos;
 mod sdk;

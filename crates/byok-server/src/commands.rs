@@ -47,6 +47,7 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
     let state = prepare(&settings).await?;
     check_encryption_key(&state).await?;
     bootstrap_admin(&state, &settings).await?;
+    start_reaper(&settings.docker_sockets);
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || crate::app::build(data.clone()))
         .shutdown_timeout(30)
@@ -88,6 +89,31 @@ async fn check_encryption_key(state: &AppState) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// Every 10 minutes, removes managed containers older than the longest command (plus a
+/// margin) from each Docker socket the operator allows: what a crash left behind.
+fn start_reaper(sockets: &[String]) {
+    for socket in sockets {
+        let socket = socket.clone();
+        actix_web::rt::spawn(async move {
+            loop {
+                if let Ok(docker) = byok_exec::docker_client(&socket) {
+                    let removed = byok_exec::DockerBackend::reap(
+                        &docker,
+                        std::time::Duration::from_secs(
+                            byok_core::execution::MAX_EXEC_TIMEOUT_SECS + 60,
+                        ),
+                    )
+                    .await;
+                    if removed > 0 {
+                        tracing::info!(removed, "removed containers left behind");
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+            }
+        });
+    }
 }
 
 /// On an empty database: creates the first user (enterprise tier) and prints its token once.

@@ -23,6 +23,8 @@
 //! | `BYOK_UPSTREAM_IDLE_TIMEOUT_SECS` | `300` | longest silence between two reads from a provider |
 //! | `BYOK_UPSTREAM_TIMEOUT_SECS` | `600` | whole-request limit for non-streaming calls |
 //! | `BYOK_UPSTREAM_MAX_STREAM_SECS` | `3600` | longest a stream may run in all |
+//! | `BYOK_DOCKER_SOCKETS` | empty | comma-separated unix sockets (`/run/podman/podman.sock`) users may name as Docker endpoints |
+//! | `BYOK_DOCKER_ALLOW_PLAIN_TCP` | `false` | `true` allows plain `tcp://` Docker endpoints (through the target policy) |
 //! | `BYOK_ALLOW_LOCAL_EXECUTION` | `false` | `true` lets `enterprise` users run commands on this host (local servers) |
 //! | `BYOK_MAX_BODY_BYTES` | `16777216` | largest request body on `/v1/*` |
 //! | `BYOK_LOG_FORMAT` | `text` | `text` or `json` |
@@ -78,6 +80,8 @@ pub struct Settings {
     pub upstream_max_stream: Duration,
     pub max_body_bytes: usize,
     pub allow_local_execution: bool,
+    pub docker_sockets: Vec<String>,
+    pub docker_allow_plain_tcp: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -177,6 +181,15 @@ impl Settings {
             upstream_max_stream: Duration::from_secs(
                 number("BYOK_UPSTREAM_MAX_STREAM_SECS", 3600u64)?.max(1),
             ),
+            docker_sockets: var("BYOK_DOCKER_SOCKETS")
+                .unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().trim_start_matches("unix://").to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            docker_allow_plain_tcp: var("BYOK_DOCKER_ALLOW_PLAIN_TCP").is_some_and(|v| {
+                matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
+            }),
             allow_local_execution: var("BYOK_ALLOW_LOCAL_EXECUTION").is_some_and(|v| {
                 matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
             }),

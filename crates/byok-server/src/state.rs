@@ -57,11 +57,20 @@ impl AppState {
         )
         .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
         let shared = Arc::new(db.clone());
-        let mut backends: Vec<Arc<dyn byok_core::execution::ExecutionBackend>> =
-            vec![Arc::new(byok_exec::SshBackend::new(
+        let mut backends: Vec<Arc<dyn byok_core::execution::ExecutionBackend>> = vec![
+            Arc::new(byok_exec::SshBackend::new(
                 settings.target_policy.clone(),
                 byok_exec::SshOptions::default(),
-            ))];
+            )),
+            Arc::new(byok_exec::DockerBackend::new(
+                settings.target_policy.clone(),
+                byok_exec::DockerOptions {
+                    allowed_sockets: settings.docker_sockets.clone(),
+                    allow_plain_tcp: settings.docker_allow_plain_tcp,
+                    ..byok_exec::DockerOptions::default()
+                },
+            )),
+        ];
         if settings.allow_local_execution {
             tracing::warn!(
                 "BYOK_ALLOW_LOCAL_EXECUTION is on: enterprise users can run commands on this host"

@@ -1,0 +1,356 @@
+//! The Docker backend (`bollard`): each command runs in a fresh, locked-down container.
+//!
+//! Endpoints: `unix:///path` only when the operator lists that socket in
+//! `BYOK_DOCKER_SOCKETS` (so a user can never point the service at its own host's engine
+//! unless the operator chose so); `tcp://host:port` (plain) only when the operator allows
+//! plain TCP, and then through the outbound target policy. TLS endpoints are not supported yet.
+//! Containers get the labels `byok.managed=true`, `byok.owner`, `byok.server`, no network,
+//! memory/CPU/pids limits, `no-new-privileges` and every capability dropped, and are removed
+//! after the run; `reap` removes labelled containers left behind.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, WaitContainerOptions,
+};
+use byok_core::execution::{
+    CommandSpec, ExecError, ExecRequest, ExecResult, ExecutionBackend, ExecutionServer, OpenConfig,
+    ServerTest, ServerType,
+};
+use byok_core::policy::TargetPolicy;
+use futures_util::StreamExt;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+/// Label every managed container carries.
+pub const MANAGED_LABEL: &str = "byok.managed";
+
+/// A client for a unix socket path (for the reaper).
+pub fn docker_client(socket: &str) -> Result<Docker, ExecError> {
+    Docker::connect_with_unix(socket, 120, bollard::API_DEFAULT_VERSION).map_err(unreachable)
+}
+
+/// Settings of the Docker backend.
+#[derive(Debug, Clone)]
+pub struct DockerOptions {
+    /// Unix sockets users may name (`BYOK_DOCKER_SOCKETS`); none by default.
+    pub allowed_sockets: Vec<String>,
+    /// Whether plain `tcp://` endpoints are allowed (`BYOK_DOCKER_ALLOW_PLAIN_TCP`).
+    pub allow_plain_tcp: bool,
+    pub memory_bytes: i64,
+    pub nano_cpus: i64,
+    pub pids_limit: i64,
+}
+
+impl Default for DockerOptions {
+    fn default() -> Self {
+        Self {
+            allowed_sockets: Vec::new(),
+            allow_plain_tcp: false,
+            memory_bytes: 512 * 1024 * 1024,
+            nano_cpus: 1_000_000_000,
+            pids_limit: 256,
+        }
+    }
+}
+
+/// Runs commands in containers on the user's engine.
+#[derive(Debug, Clone)]
+pub struct DockerBackend {
+    policy: TargetPolicy,
+    options: DockerOptions,
+}
+
+fn unreachable(e: impl std::fmt::Display) -> ExecError {
+    ExecError::Unreachable(format!("the Docker engine: {e}"))
+}
+
+impl DockerBackend {
+    pub fn new(policy: TargetPolicy, options: DockerOptions) -> Self {
+        Self { policy, options }
+    }
+
+    async fn client(&self, config: &Value) -> Result<Docker, ExecError> {
+        let endpoint = config
+            .get("endpoint")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(path) = endpoint.strip_prefix("unix://") {
+            if !self.options.allowed_sockets.iter().any(|s| s == path) {
+                return Err(ExecError::ForbiddenTarget(
+                    "this Docker socket is not one the operator allows (BYOK_DOCKER_SOCKETS)"
+                        .into(),
+                ));
+            }
+            return Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
+                .map_err(unreachable);
+        }
+        if let Some(rest) = endpoint
+            .strip_prefix("tcp://")
+            .or_else(|| endpoint.strip_prefix("http://"))
+        {
+            if !self.options.allow_plain_tcp {
+                return Err(ExecError::ForbiddenTarget(
+                    "plain TCP Docker endpoints are not allowed on this service".into(),
+                ));
+            }
+            let (host, port) = rest
+                .trim_end_matches('/')
+                .rsplit_once(':')
+                .unwrap_or((rest, "2375"));
+            let port: u16 = port
+                .parse()
+                .map_err(|_| ExecError::Unreachable("bad port".into()))?;
+            let bare = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let ips: Vec<IpAddr> = match bare.parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => tokio::net::lookup_host((bare.as_str(), port))
+                    .await
+                    .map(|a| a.map(|s| s.ip()).collect())
+                    .unwrap_or_default(),
+            };
+            self.policy
+                .check(&bare, &ips)
+                .map_err(|e| ExecError::ForbiddenTarget(e.to_string()))?;
+            let ip = ips
+                .first()
+                .copied()
+                .ok_or_else(|| unreachable("does not resolve"))?;
+            let pinned = std::net::SocketAddr::new(ip, port).to_string();
+            return Docker::connect_with_http(&pinned, 120, bollard::API_DEFAULT_VERSION)
+                .map_err(unreachable);
+        }
+        Err(ExecError::BackendUnavailable(
+            "only unix:// and tcp:// Docker endpoints are supported so far (TLS is not yet)".into(),
+        ))
+    }
+
+    /// Removes managed containers older than `age` (left behind by a crash).
+    pub async fn reap(docker: &Docker, age: Duration) -> usize {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), vec![format!("{MANAGED_LABEL}=true")]);
+        let Ok(list) = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+        else {
+            return 0;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut removed = 0;
+        for c in list {
+            let old = c.created.is_some_and(|t| now - t >= age.as_secs() as i64);
+            if let (true, Some(id)) = (old, c.id) {
+                if remove(docker, &id).await {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+}
+
+async fn remove(docker: &Docker, id: &str) -> bool {
+    docker
+        .remove_container(
+            id,
+            Some(RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .is_ok()
+}
+
+#[async_trait]
+impl ExecutionBackend for DockerBackend {
+    fn kind(&self) -> ServerType {
+        ServerType::Docker
+    }
+
+    async fn test(
+        &self,
+        _server: &ExecutionServer,
+        config: &OpenConfig,
+    ) -> Result<ServerTest, ExecError> {
+        let docker = match self.client(&config.public).await {
+            Ok(d) => d,
+            Err(e) => {
+                return Ok(ServerTest {
+                    status: "error",
+                    message: e.to_string(),
+                    details: json!({"code": e.code()}),
+                });
+            }
+        };
+        let outcome = async {
+            docker.ping().await.map_err(unreachable)?;
+            docker.version().await.map_err(unreachable)
+        }
+        .await;
+        Ok(match outcome {
+            Ok(v) => ServerTest {
+                status: "success",
+                message: "the Docker engine answers".into(),
+                details: json!({"version": v.version, "api_version": v.api_version, "os": v.os}),
+            },
+            Err(e) => ServerTest {
+                status: "error",
+                message: e.to_string(),
+                details: json!({"code": e.code()}),
+            },
+        })
+    }
+
+    async fn exec(
+        &self,
+        server: &ExecutionServer,
+        config: &OpenConfig,
+        request: &ExecRequest,
+    ) -> Result<ExecResult, ExecError> {
+        if request.stdin.is_some() {
+            return Err(ExecError::BackendUnavailable(
+                "stdin is not supported on Docker servers yet".into(),
+            ));
+        }
+        let docker = self.client(&config.public).await?;
+        let image = config
+            .public
+            .get("image")
+            .and_then(Value::as_str)
+            .unwrap_or("python:3.11-slim");
+        let cmd = match &request.command {
+            CommandSpec::Argv(a) => a.clone(),
+            CommandSpec::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        };
+        // Configured environment (sealed values, opened) first, the request's on top.
+        let mut env: Vec<String> = config
+            .secrets
+            .iter()
+            .filter_map(|(path, v)| {
+                path.strip_prefix("environment.")
+                    .map(|k| format!("{k}={}", v.expose_secret()))
+            })
+            .collect();
+        env.extend(
+            request
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.expose_secret())),
+        );
+        let mut labels = HashMap::new();
+        labels.insert(MANAGED_LABEL.to_string(), "true".to_string());
+        labels.insert("byok.owner".to_string(), server.user_id.to_string());
+        labels.insert("byok.server".to_string(), server.id.to_string());
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: Some(cmd),
+            env: Some(env),
+            working_dir: server.workspace_path.clone(),
+            labels: Some(labels),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                memory: Some(self.options.memory_bytes),
+                nano_cpus: Some(self.options.nano_cpus),
+                pids_limit: Some(self.options.pids_limit),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                cap_drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let created = docker
+            .create_container(Some(CreateContainerOptions::default()), body)
+            .await
+            .map_err(|e| {
+                ExecError::BackendUnavailable(format!("could not create the container: {e}"))
+            })?;
+        let id = created.id;
+        let run = async {
+            docker
+                .start_container(
+                    &id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+                .map_err(|e| {
+                    ExecError::BackendUnavailable(format!("could not start the container: {e}"))
+                })?;
+            let mut wait = docker.wait_container(&id, None::<WaitContainerOptions>);
+            let waited = tokio::time::timeout(request.timeout, wait.next()).await;
+            let (exit_code, timed_out) = match waited {
+                Ok(Some(Ok(r))) => (Some(r.status_code as i32), false),
+                // bollard reports a non-zero exit as an error carrying the code.
+                Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError {
+                    code, ..
+                }))) => (Some(code as i32), false),
+                Ok(_) => (None, false),
+                Err(_) => {
+                    let _ = docker
+                        .kill_container(
+                            &id,
+                            Some(KillContainerOptions {
+                                signal: "KILL".into(),
+                            }),
+                        )
+                        .await;
+                    (None, true)
+                }
+            };
+            let mut logs = docker.logs(
+                &id,
+                Some(LogsOptions {
+                    stdout: true,
+                    stderr: true,
+                    ..Default::default()
+                }),
+            );
+            let (mut out, mut err, mut truncated) = (Vec::new(), Vec::new(), false);
+            while let Some(Ok(chunk)) = logs.next().await {
+                let (target, bytes) = match chunk {
+                    bollard::container::LogOutput::StdErr { message } => (&mut err, message),
+                    bollard::container::LogOutput::StdOut { message }
+                    | bollard::container::LogOutput::Console { message } => (&mut out, message),
+                    bollard::container::LogOutput::StdIn { .. } => continue,
+                };
+                let room = request.max_output.saturating_sub(target.len());
+                if bytes.len() > room {
+                    truncated = true;
+                }
+                target.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+            Ok::<_, ExecError>(ExecResult {
+                exit_code,
+                stdout: String::from_utf8_lossy(&out).into_owned(),
+                stderr: String::from_utf8_lossy(&err).into_owned(),
+                truncated,
+                timed_out,
+                duration_ms: started.elapsed().as_millis() as u64,
+            })
+        }
+        .await;
+        if !remove(&docker, &id).await {
+            tracing::warn!(server_id = %server.id, "could not remove a container; the reaper will");
+        }
+        run
+    }
+}
