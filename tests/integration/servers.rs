@@ -351,13 +351,13 @@ async fn local_execution_test_exec_limits_and_policy() {
         (r.status, r.json["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("upgrade_required"))
     );
-    // Backends not built yet (docker) answer backend_unavailable.
+    // Backends not built yet (kubernetes) answer backend_unavailable.
     let r = s
         .post(
             "/api/v1/execution-servers",
             &t,
-            json!({"name": "engine", "server_type": "docker",
-                   "connection_config": {"endpoint": "unix:///run/podman.sock"}}),
+            json!({"name": "cluster", "server_type": "kubernetes",
+                   "connection_config": {"cluster_url": "https://k8s.example.com", "service_account_token": "t"}}),
         )
         .await;
     let rid = r.json["id"].as_str().unwrap().to_string();
