@@ -271,7 +271,10 @@ run_schemathesis() {
     --tier professional | awk '$1 == "token:" { print $2; exit }')
   [ -n "$token" ] || die "'byok-gateway user create' printed no 'token: ...' line"
 
-  # Only the "no 5xx" property: every other check is left to the Rust suites.
+  # Only the "no 5xx" property: every other check is left to the Rust suites. The execution
+  # servers' test/exec/trust-host-key operations connect to hosts the fuzzer makes up, where a
+  # 502 (unreachable) is the right answer; the Rust suites cover them against real sshd and
+  # podman.
   log "schemathesis (not_a_server_error, max $SCHEMATHESIS_MAX_EXAMPLES examples per operation)"
   local rc=0
   # Run from the scratch dir: schemathesis and hypothesis write .schemathesis/ and .hypothesis/
@@ -283,6 +286,7 @@ run_schemathesis() {
       --url "$base" \
       --header "Authorization: Bearer $token" \
       --checks not_a_server_error \
+      --exclude-path-regex '^/api/v1/execution-servers/\{id\}/(test|exec|trust-host-key)$' \
       --max-examples "$SCHEMATHESIS_MAX_EXAMPLES" \
       --workers 1 \
       --request-timeout 10 \
