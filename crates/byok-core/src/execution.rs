@@ -714,6 +714,17 @@ pub struct ServerTest {
     pub details: Value,
 }
 
+impl ServerTest {
+    /// A test that could not get through: status `error`, the reason's code in the details.
+    pub fn from_error(e: &ExecError) -> Self {
+        Self {
+            status: "error",
+            message: e.to_string(),
+            details: json!({ "code": e.code() }),
+        }
+    }
+}
+
 /// Why a backend could not do what was asked. Each has a stable code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExecError {

@@ -193,11 +193,7 @@ impl ExecutionBackend for DockerBackend {
         let docker = match self.client(&config.public).await {
             Ok(d) => d,
             Err(e) => {
-                return Ok(ServerTest {
-                    status: "error",
-                    message: e.to_string(),
-                    details: json!({"code": e.code()}),
-                });
+                return Ok(ServerTest::from_error(&e));
             }
         };
         let outcome = async {
@@ -211,11 +207,7 @@ impl ExecutionBackend for DockerBackend {
                 message: "the Docker engine answers".into(),
                 details: json!({"version": v.version, "api_version": v.api_version, "os": v.os}),
             },
-            Err(e) => ServerTest {
-                status: "error",
-                message: e.to_string(),
-                details: json!({"code": e.code()}),
-            },
+            Err(e) => ServerTest::from_error(&e),
         })
     }
 

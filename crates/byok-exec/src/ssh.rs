@@ -380,11 +380,7 @@ impl ExecutionBackend for SshBackend {
                 message: "authentication failed".into(),
                 details: json!({"code": "auth_failed"}),
             },
-            Err(e) => ServerTest {
-                status: "error",
-                message: e.to_string(),
-                details: json!({"code": e.code()}),
-            },
+            Err(e) => ServerTest::from_error(&e),
         })
     }
 

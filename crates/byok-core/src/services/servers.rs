@@ -119,11 +119,7 @@ impl ServerRegistry {
                     .await?;
                 return Err(e.into());
             }
-            Err(e) => ServerTest {
-                status: "error",
-                message: e.to_string(),
-                details: serde_json::json!({ "code": e.code() }),
-            },
+            Err(e) => ServerTest::from_error(&e),
         };
         self.repo
             .record_server_test(who.user_id, id, chrono::Utc::now(), outcome.status)
