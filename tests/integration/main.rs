@@ -7,6 +7,7 @@ mod api;
 mod crypto;
 mod docker;
 mod gateway;
+mod kubernetes;
 mod repos;
 mod sdk;
 mod servers;

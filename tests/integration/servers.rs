@@ -351,22 +351,21 @@ async fn local_execution_test_exec_limits_and_policy() {
         (r.status, r.json["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("upgrade_required"))
     );
-    // Backends not built yet (kubernetes) answer backend_unavailable.
+    // A feature a backend does not have yet (stdin on Docker) answers backend_unavailable.
     let r = s
         .post(
             "/api/v1/execution-servers",
-            &t,
-            json!({"name": "cluster", "server_type": "kubernetes",
-                   "connection_config": {"cluster_url": "https://k8s.example.com", "service_account_token": "t"}}),
+            &starter,
+            json!({"name": "engine", "server_type": "docker",
+                   "connection_config": {"endpoint": "unix:///run/none.sock"}}),
         )
         .await;
     let rid = r.json["id"].as_str().unwrap().to_string();
     let r = s
-        .call(
-            Method::POST,
-            &format!("/api/v1/execution-servers/{rid}/test"),
-            Some(&t),
-            None,
+        .post(
+            &format!("/api/v1/execution-servers/{rid}/exec"),
+            &starter,
+            json!({"command": "cat", "stdin": "x"}),
         )
         .await;
     assert_eq!(

@@ -9,6 +9,7 @@
 
 pub mod db;
 pub mod http;
+pub mod k8s;
 pub mod llm;
 pub mod server;
 pub mod sshd;

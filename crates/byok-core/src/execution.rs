@@ -176,6 +176,9 @@ struct KubernetesInput {
     kubeconfig: Option<Value>,
     #[serde(default)]
     ca_cert: Option<String>,
+    /// The image commands run in (default `busybox:1.36`).
+    #[serde(default)]
+    image: Option<String>,
 }
 
 #[derive(Deserialize)]

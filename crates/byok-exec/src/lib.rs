@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 
 mod docker;
+mod kubernetes;
 mod local;
 mod ssh;
 
 pub use docker::{DockerBackend, DockerOptions, MANAGED_LABEL, docker_client};
+pub use kubernetes::KubernetesBackend;
 pub use local::LocalBackend;
 pub use ssh::{SshBackend, SshOptions};

@@ -62,6 +62,9 @@ impl AppState {
                 settings.target_policy.clone(),
                 byok_exec::SshOptions::default(),
             )),
+            Arc::new(byok_exec::KubernetesBackend::new(
+                settings.target_policy.clone(),
+            )),
             Arc::new(byok_exec::DockerBackend::new(
                 settings.target_policy.clone(),
                 byok_exec::DockerOptions {

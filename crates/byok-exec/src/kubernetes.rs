@@ -1,0 +1,282 @@
+//! The Kubernetes backend (`kube`): each command runs in a fresh, locked-down Pod.
+//!
+//! Client from `cluster_url` + `service_account_token` (+ `ca_cert`) or from a `kubeconfig`.
+//! The cluster URL's host passes the outbound target policy. Test = server version plus a
+//! `SelfSubjectAccessReview` for creating pods. Exec = a Pod with `restartPolicy: Never`,
+//! `activeDeadlineSeconds`, CPU/memory limits, non-root, no privilege escalation, every
+//! capability dropped, the managed labels; then its exit code and logs; then it is deleted.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use byok_core::execution::{
+    CommandSpec, ExecError, ExecRequest, ExecResult, ExecutionBackend, ExecutionServer, OpenConfig,
+    ServerTest, ServerType,
+};
+use byok_core::policy::TargetPolicy;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, LogParams, PostParams};
+use kube::{Client, Config};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::docker::MANAGED_LABEL;
+
+/// Runs commands as Pods on the user's cluster.
+#[derive(Debug, Clone)]
+pub struct KubernetesBackend {
+    policy: TargetPolicy,
+}
+
+fn unreachable(e: impl std::fmt::Display) -> ExecError {
+    ExecError::Unreachable(format!("the Kubernetes API: {e}"))
+}
+
+/// Maps an API error: 401 → auth_failed, anything else → unreachable (with its status).
+fn api_error(e: kube::Error) -> ExecError {
+    match &e {
+        kube::Error::Api(s) if s.code == 401 => ExecError::AuthFailed,
+        kube::Error::Api(s) => ExecError::Unreachable(format!(
+            "the Kubernetes API answered {}: {}",
+            s.code, s.reason
+        )),
+        _ => unreachable(e),
+    }
+}
+
+impl KubernetesBackend {
+    pub fn new(policy: TargetPolicy) -> Self {
+        Self { policy }
+    }
+
+    async fn client(&self, config: &OpenConfig) -> Result<(Client, String), ExecError> {
+        let namespace = config
+            .public
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
+        let mut cfg = if let Some(kc) = config.secret("kubeconfig") {
+            let parsed = kube::config::Kubeconfig::from_yaml(kc.expose_secret()).map_err(|_| {
+                ExecError::BackendUnavailable("the kubeconfig cannot be parsed".into())
+            })?;
+            Config::from_custom_kubeconfig(parsed, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|_| {
+                    ExecError::BackendUnavailable("the kubeconfig cannot be used".into())
+                })?
+        } else {
+            let url = config
+                .public
+                .get("cluster_url")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let mut cfg =
+                Config::new(url.parse().map_err(|_| {
+                    ExecError::BackendUnavailable("cluster_url is not a URL".into())
+                })?);
+            cfg.auth_info.token = config.secret("service_account_token").cloned();
+            cfg
+        };
+        cfg.connect_timeout = Some(Duration::from_secs(10));
+        cfg.read_timeout = Some(Duration::from_secs(60));
+        cfg.default_namespace = namespace.clone();
+        // The API server's host passes the target policy.
+        let host = cfg
+            .cluster_url
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = cfg.cluster_url.port_u16().unwrap_or(443);
+        let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map(|a| a.map(|s| s.ip()).collect())
+                .unwrap_or_default(),
+        };
+        self.policy
+            .check(&host, &ips)
+            .map_err(|e| ExecError::ForbiddenTarget(e.to_string()))?;
+        let client = Client::try_from(cfg).map_err(unreachable)?;
+        Ok((client, namespace))
+    }
+}
+
+async fn can(
+    client: &Client,
+    namespace: &str,
+    resource: &str,
+    sub: Option<&str>,
+) -> Result<bool, ExecError> {
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(namespace.to_string()),
+                verb: Some("create".into()),
+                resource: Some(resource.into()),
+                subresource: sub.map(str::to_owned),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(api_error)?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+#[async_trait]
+impl ExecutionBackend for KubernetesBackend {
+    fn kind(&self) -> ServerType {
+        ServerType::Kubernetes
+    }
+
+    async fn test(
+        &self,
+        _server: &ExecutionServer,
+        config: &OpenConfig,
+    ) -> Result<ServerTest, ExecError> {
+        let outcome = async {
+            let (client, namespace) = self.client(config).await?;
+            let version = client.apiserver_version().await.map_err(api_error)?;
+            let pods = can(&client, &namespace, "pods", None).await?;
+            let exec = can(&client, &namespace, "pods", Some("exec")).await?;
+            Ok::<_, ExecError>((version.git_version, namespace, pods, exec))
+        }
+        .await;
+        Ok(match outcome {
+            Ok((version, namespace, true, exec)) => ServerTest {
+                status: "success",
+                message: "the cluster answers and allows creating pods".into(),
+                details: json!({"version": version, "namespace": namespace,
+                                "can_create_pods": true, "can_exec_pods": exec}),
+            },
+            Ok((version, namespace, false, exec)) => ServerTest {
+                status: "failed",
+                message: "the credentials may not create pods in this namespace".into(),
+                details: json!({"code": "forbidden", "version": version, "namespace": namespace,
+                                "can_create_pods": false, "can_exec_pods": exec}),
+            },
+            Err(ExecError::AuthFailed) => ServerTest {
+                status: "failed",
+                message: "authentication failed".into(),
+                details: json!({"code": "auth_failed"}),
+            },
+            Err(e) => ServerTest::from_error(&e),
+        })
+    }
+
+    async fn exec(
+        &self,
+        server: &ExecutionServer,
+        config: &OpenConfig,
+        request: &ExecRequest,
+    ) -> Result<ExecResult, ExecError> {
+        if request.stdin.is_some() {
+            return Err(ExecError::BackendUnavailable(
+                "stdin is not supported on Kubernetes servers yet".into(),
+            ));
+        }
+        let (client, namespace) = self.client(config).await?;
+        let image = config
+            .public
+            .get("image")
+            .and_then(Value::as_str)
+            .unwrap_or("busybox:1.36");
+        let command: Vec<String> = match &request.command {
+            CommandSpec::Argv(a) => a.clone(),
+            CommandSpec::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        };
+        let env: Vec<Value> = request
+            .env
+            .iter()
+            .map(|(k, v)| json!({"name": k, "value": v.expose_secret()}))
+            .collect();
+        let mut labels = BTreeMap::new();
+        labels.insert(MANAGED_LABEL.to_string(), "true".to_string());
+        labels.insert("byok.server".to_string(), server.id.to_string());
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"generateName": "byok-exec-", "labels": labels},
+            "spec": {
+                "restartPolicy": "Never",
+                "activeDeadlineSeconds": request.timeout.as_secs(),
+                "automountServiceAccountToken": false,
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "runAsGroup": 65534},
+                "containers": [{
+                    "name": "run",
+                    "image": image,
+                    "command": command,
+                    "env": env,
+                    "workingDir": server.workspace_path,
+                    "resources": {"limits": {"cpu": "1", "memory": "512Mi"},
+                                  "requests": {"cpu": "100m", "memory": "64Mi"}},
+                    "securityContext": {"allowPrivilegeEscalation": false,
+                                        "readOnlyRootFilesystem": false,
+                                        "capabilities": {"drop": ["ALL"]}}
+                }]
+            }
+        }))
+        .map_err(|e| ExecError::BackendUnavailable(format!("pod spec: {e}")))?;
+        let pods: Api<Pod> = Api::namespaced(client, &namespace);
+        let started = Instant::now();
+        let created = pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .map_err(api_error)?;
+        let name = created.metadata.name.unwrap_or_default();
+        let deadline = started + request.timeout + Duration::from_secs(5);
+        let mut exit_code = None;
+        let mut timed_out = false;
+        loop {
+            let p = pods.get(&name).await.map_err(api_error)?;
+            let status = p.status.unwrap_or_default();
+            let terminated = status
+                .container_statuses
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|c| c.state.and_then(|s| s.terminated));
+            if let Some(t) = terminated {
+                exit_code = Some(t.exit_code);
+                break;
+            }
+            if status.reason.as_deref() == Some("DeadlineExceeded") || Instant::now() >= deadline {
+                timed_out = true;
+                break;
+            }
+            if matches!(status.phase.as_deref(), Some("Failed")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let logs = pods
+            .logs(&name, &LogParams::default())
+            .await
+            .unwrap_or_default();
+        let _ = pods.delete(&name, &DeleteParams::default()).await;
+        let cap = request.max_output;
+        let truncated = logs.len() > cap;
+        let stdout: String = logs.chars().take(cap).collect();
+        Ok(ExecResult {
+            exit_code: if timed_out { None } else { exit_code },
+            // Kubernetes merges the container's stdout and stderr into one log.
+            stdout,
+            stderr: String::new(),
+            truncated,
+            timed_out,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+}

@@ -1,0 +1,147 @@
+//! A loopback stand-in for the Kubernetes API server, written to the Kubernetes API reference:
+//! `GET /version`, `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`, and Pods
+//! (`POST`, `GET`, `GET …/log`, `DELETE`) under `/api/v1/namespaces/{ns}/pods`, with `Status`
+//! error bodies (401 for a bad token). A token containing `readonly` may not create pods (the
+//! access review says `allowed: false`). Created pods finish at once: exit code 0 and the log
+//! `hello from the pod\n`, unless the command mentions `exit 3` (exit code 3). The namespace
+//! `missing` does not exist (404).
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+use crate::http::{Request, read_request};
+
+pub const TOKEN: &str = "k8s-token-ok";
+
+pub struct KubeStandIn {
+    pub base: String,
+    seen: Arc<Mutex<Vec<Request>>>,
+}
+
+impl KubeStandIn {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let pods: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let record = record.clone();
+                let pods = pods.clone();
+                tokio::spawn(async move {
+                    let (r, mut w) = sock.into_split();
+                    let Ok(req) = read_request(r).await else {
+                        return;
+                    };
+                    record.lock().unwrap().push(req.clone());
+                    let (status, body) = answer(&req, &pods);
+                    // Pod logs are plain text; everything else is JSON.
+                    let (text, kind) = match body {
+                        Value::String(log) => (log, "text/plain"),
+                        other => (other.to_string(), "application/json"),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        text.len()
+                    );
+                    let _ = w.write_all(head.as_bytes()).await;
+                    let _ = w.write_all(text.as_bytes()).await;
+                    let _ = w.shutdown().await;
+                });
+            }
+        });
+        Self { base, seen }
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn answer(req: &Request, pods: &Arc<Mutex<Vec<(String, Value)>>>) -> (u16, Value) {
+    let token = req
+        .headers
+        .get("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string();
+    if !token.starts_with(TOKEN) {
+        return status(401, "Unauthorized", "Unauthorized");
+    }
+    let path = req.path.split('?').next().unwrap_or_default().to_string();
+    if path == "/version" {
+        return (
+            200,
+            json!({"major": "1", "minor": "31", "gitVersion": "v1.31.0", "gitCommit": "standin",
+            "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.22",
+            "compiler": "gc", "platform": "linux/amd64"}),
+        );
+    }
+    if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" && req.method == "POST" {
+        let mut review: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        review["status"] = json!({"allowed": !token.contains("readonly")});
+        return (201, review);
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // api/v1/namespaces/{ns}/pods[/{name}[/log]]
+    if parts.len() >= 5 && parts[0] == "api" && parts[2] == "namespaces" && parts[4] == "pods" {
+        let ns = parts[3];
+        if ns == "missing" {
+            return status(404, "NotFound", "namespaces \"missing\" not found");
+        }
+        match (req.method.as_str(), parts.get(5), parts.get(6)) {
+            ("POST", None, None) => {
+                let mut pod: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                let mut store = pods.lock().unwrap();
+                let name = format!("byok-exec-{}", store.len());
+                pod["metadata"]["name"] = json!(name);
+                pod["metadata"]["namespace"] = json!(ns);
+                let cmd = pod
+                    .pointer("/spec/containers/0/command")
+                    .map(Value::to_string)
+                    .unwrap_or_default();
+                let code = if cmd.contains("exit 3") { 3 } else { 0 };
+                pod["status"] = json!({"phase": if code == 0 { "Succeeded" } else { "Failed" },
+                    "containerStatuses": [{"name": "run", "ready": false, "restartCount": 0, "image": "x", "imageID": "x",
+                        "state": {"terminated": {"exitCode": code, "reason": "Completed"}}}]});
+                store.push((name, pod.clone()));
+                (201, pod)
+            }
+            ("GET", Some(name), None) => match pods.lock().unwrap().iter().find(|(n, _)| n == name)
+            {
+                Some((_, p)) => (200, p.clone()),
+                None => status(404, "NotFound", "pods not found"),
+            },
+            ("GET", Some(_), Some(&"log")) => (200, Value::String("hello from the pod\n".into())),
+            ("DELETE", Some(name), None) => {
+                let mut store = pods.lock().unwrap();
+                match store.iter().position(|(n, _)| n == name) {
+                    Some(i) => (200, store.remove(i).1),
+                    None => status(404, "NotFound", "pods not found"),
+                }
+            }
+            _ => status(405, "MethodNotAllowed", "method not allowed"),
+        }
+    } else {
+        status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+}
