@@ -129,6 +129,32 @@ async fn pods_are_created_locked_down_read_and_deleted() {
             r.text
         );
     }
+    // The same cluster through a kubeconfig instead of a token.
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n\
+         users:\n- name: u\n  user:\n    token: {TOKEN}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\n\
+         current-context: x\n",
+        api.base
+    );
+    let r = s
+        .post(
+            "/api/v1/execution-servers",
+            &t,
+            json!({"name": "via-kubeconfig", "server_type": "kubernetes",
+                     "connection_config": {"cluster_url": api.base, "kubeconfig": kubeconfig}}),
+        )
+        .await;
+    assert_eq!(r.json["connection_config"]["kubeconfig"], "***masked***");
+    let kid = r.json["id"].as_str().unwrap().to_string();
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/execution-servers/{kid}/test"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(r.json["status"], "success", "{}", r.text);
     // A namespace the cluster does not have: the API's 404 comes back as unreachable (502).
     let r = s
         .post("/api/v1/execution-servers", &t,
