@@ -718,10 +718,15 @@ pub struct ServerTest {
 }
 
 impl ServerTest {
-    /// A test that could not get through: status `error`, the reason's code in the details.
+    /// A test that did not succeed, the reason's code in the details: status `failed` when
+    /// the server answered and refused the credentials, `error` when it could not be used.
     pub fn from_error(e: &ExecError) -> Self {
         Self {
-            status: "error",
+            status: if matches!(e, ExecError::AuthFailed) {
+                "failed"
+            } else {
+                "error"
+            },
             message: e.to_string(),
             details: json!({ "code": e.code() }),
         }

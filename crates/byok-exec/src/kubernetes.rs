@@ -168,11 +168,6 @@ impl ExecutionBackend for KubernetesBackend {
                 details: json!({"code": "forbidden", "version": version, "namespace": namespace,
                                 "can_create_pods": false, "can_exec_pods": exec}),
             },
-            Err(ExecError::AuthFailed) => ServerTest {
-                status: "failed",
-                message: "authentication failed".into(),
-                details: json!({"code": "auth_failed"}),
-            },
             Err(e) => ServerTest::from_error(&e),
         })
     }

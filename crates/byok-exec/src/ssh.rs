@@ -375,11 +375,6 @@ impl ExecutionBackend for SshBackend {
                 details: json!({"code": "host_key_unverified", "host_key_fingerprint": fingerprint}),
             },
             Err(e @ ExecError::HostKeyMismatch { .. }) => return Err(e),
-            Err(ExecError::AuthFailed) => ServerTest {
-                status: "failed",
-                message: "authentication failed".into(),
-                details: json!({"code": "auth_failed"}),
-            },
             Err(e) => ServerTest::from_error(&e),
         })
     }
