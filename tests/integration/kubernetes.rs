@@ -3,6 +3,7 @@
 use byok_tests::db::TestDb;
 use byok_tests::k8s::{KubeStandIn, TOKEN};
 use byok_tests::server::{Env, TestServer};
+use byok_tests::tls::TestPki;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -192,5 +193,122 @@ async fn pods_are_created_locked_down_read_and_deleted() {
         )
         .await;
     assert_eq!(r.json["details"]["code"], "forbidden_target", "{}", r.text);
+    s.finish();
+}
+
+/// An HTTPS API server whose certificate chains to the configured `ca_cert` (and fails without
+/// it); stdin delivered through a Secret owned by the Pod, then deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_cluster_with_ca_cert_and_stdin_through_a_secret() {
+    let pki = TestPki::new();
+    let api = KubeStandIn::start_tls(&pki).await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let env = Env::new(data.path(), &db.url).set("BYOK_ALLOWED_TARGETS", "127.0.0.1/32");
+    let s = TestServer::start(env.clone());
+    let t = env.create_user("k8s-tls@example.com", "starter");
+    let create = |name: &str, ca: Option<&str>| {
+        let mut config = json!({"cluster_url": api.base, "service_account_token": TOKEN});
+        if let Some(ca) = ca {
+            config["ca_cert"] = json!(ca);
+        }
+        s.post(
+            "/api/v1/execution-servers",
+            &t,
+            json!({"name": name, "server_type": "kubernetes", "connection_config": config}),
+        )
+    };
+    let test = |id: String| {
+        let s = &s;
+        let t = &t;
+        async move {
+            s.call(
+                Method::POST,
+                &format!("/api/v1/execution-servers/{id}/test"),
+                Some(t),
+                None,
+            )
+            .await
+        }
+    };
+    let r = create("garbage-ca", Some("not a certificate")).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+
+    let r = create("no-ca", None).await;
+    let r = test(r.json["id"].as_str().unwrap().to_string()).await;
+    assert_eq!(
+        (
+            r.json["status"].as_str(),
+            r.json["details"]["code"].as_str()
+        ),
+        (Some("error"), Some("unreachable")),
+        "an unknown CA is refused: {}",
+        r.text
+    );
+    let other = TestPki::new();
+    let r = create("wrong-ca", Some(&other.ca_pem)).await;
+    let r = test(r.json["id"].as_str().unwrap().to_string()).await;
+    assert_eq!(r.json["details"]["code"], "unreachable", "{}", r.text);
+
+    let r = create("cluster", Some(&pki.ca_pem)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["connection_config"]["ca_cert"], pki.ca_pem);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    let r = test(id.clone()).await;
+    assert_eq!(r.json["status"], "success", "{}", r.text);
+
+    let input = "line one\nline two\n";
+    let r = s
+        .post(
+            &format!("/api/v1/execution-servers/{id}/exec"),
+            &t,
+            json!({"command": ["cat"], "stdin": input}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["stdout"], input);
+    let seen = api.requests();
+    let pod_post = seen
+        .iter()
+        .find(|q| q.method == "POST" && q.path.split('?').next().unwrap().ends_with("/pods"))
+        .unwrap();
+    let pod: Value = serde_json::from_slice(&pod_post.body).unwrap();
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(
+        c["command"],
+        json!([
+            "/bin/sh",
+            "-c",
+            "exec \"$@\" < /var/run/byok-stdin/stdin",
+            "byok-stdin",
+            "cat"
+        ])
+    );
+    assert_eq!(c["volumeMounts"][0]["readOnly"], true);
+    let secret_name = pod["spec"]["volumes"][0]["secret"]["secretName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret_post = seen
+        .iter()
+        .find(|q| q.method == "POST" && q.path.split('?').next().unwrap().ends_with("/secrets"))
+        .unwrap();
+    let secret: Value = serde_json::from_slice(&secret_post.body).unwrap();
+    assert_eq!(secret["metadata"]["name"], secret_name);
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Pod");
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        "uid-byok-exec-0"
+    );
+    assert_eq!(secret["immutable"], true);
+    assert!(
+        seen.iter().any(|q| q.method == "DELETE"
+            && q.path
+                .split('?')
+                .next()
+                .unwrap()
+                .ends_with(&format!("/secrets/{secret_name}"))),
+        "the stdin secret is deleted"
+    );
     s.finish();
 }

@@ -234,3 +234,55 @@ async fn key_auth_wrong_password_and_a_changed_host_key() {
         "the private key is never logged"
     );
 }
+
+/// RSA, ECDSA and ed25519 keys behind a passphrase, in the OpenSSH and the PEM formats; a
+/// wrong passphrase is an authentication failure, and no passphrase ever comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passphrase_protected_rsa_ecdsa_and_ed25519_keys() {
+    const PASSPHRASE: &str = "correct horse battery staple";
+    let sshd = Sshd::start();
+    let (s, env, _db, _data) = gateway();
+    let t = env.create_user("ssh-keys@example.com", "starter");
+    let keys = [
+        ("rsa", false),
+        ("rsa", true),
+        ("ecdsa", false),
+        ("ecdsa", true),
+        ("ed25519", false),
+    ];
+    for (kind, pem) in keys {
+        let private_key = sshd.add_client_key(kind, PASSPHRASE, pem);
+        let name = format!("{kind}-{}", if pem { "pem" } else { "openssh" });
+        for (suffix, passphrase, status) in [
+            ("", PASSPHRASE, "success"),
+            ("-wrong", "not the passphrase", "failed"),
+        ] {
+            let id = create(
+                &s,
+                &t,
+                &format!("{name}{suffix}"),
+                json!({"host": "127.0.0.1", "port": sshd.port, "username": USER,
+                       "auth_method": "key", "private_key": private_key,
+                       "passphrase": passphrase}),
+                None,
+            )
+            .await;
+            let r = s
+                .post(
+                    &format!("/api/v1/execution-servers/{id}/trust-host-key"),
+                    &t,
+                    json!({"fingerprint": sshd.fingerprint}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            assert_eq!(r.json["connection_config"]["passphrase"], "***masked***");
+            let r = test_server(&s, &t, &id).await;
+            assert_eq!(r.json["status"], status, "{name}{suffix}: {}", r.text);
+            if status == "failed" {
+                assert_eq!(r.json["details"]["code"], "auth_failed", "{}", r.text);
+            }
+        }
+    }
+    let logs = s.finish();
+    assert!(!logs.contains("PRIVATE KEY") && !logs.contains(PASSPHRASE));
+}

@@ -14,6 +14,7 @@ pub mod llm;
 pub mod server;
 pub mod sshd;
 pub mod standin;
+pub mod tls;
 
 /// Canary secrets: planted by tests, searched for in every log and response body.
 pub mod canary {

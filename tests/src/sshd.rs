@@ -104,6 +104,35 @@ impl Sshd {
         }
     }
 
+    /// A new client key of `kind` (`rsa`, `ecdsa`, `ed25519`) protected by `passphrase`, in
+    /// the OpenSSH format or (with `pem`) the older PEM format, authorised for the test user.
+    /// Returns the private key text.
+    pub fn add_client_key(&self, kind: &str, passphrase: &str, pem: bool) -> String {
+        use std::io::Write;
+        let key = self
+            .dir
+            .path()
+            .join(format!("client_{kind}_{}", uuid::Uuid::new_v4().simple()));
+        let mut cmd = Command::new("ssh-keygen");
+        cmd.args(["-q", "-t", kind, "-N", passphrase, "-C", "byok-test", "-f"])
+            .arg(&key);
+        if kind == "rsa" {
+            cmd.args(["-b", "3072"]);
+        }
+        if pem {
+            cmd.args(["-m", "PEM"]);
+        }
+        run(&mut cmd);
+        let public = std::fs::read(key.with_extension("pub")).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("authorized_keys"))
+            .unwrap()
+            .write_all(&public)
+            .unwrap();
+        std::fs::read_to_string(&key).unwrap()
+    }
+
     /// Restarts on the same port with a new host key.
     pub fn restart_with_new_host_key(&mut self) {
         let _ = self.child.kill();

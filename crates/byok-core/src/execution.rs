@@ -294,7 +294,26 @@ fn validate(kind: ServerType, config: &Value, stored: Option<&Value>) -> Result<
                 incoming(Some(v), "environment value")?;
             }
             for f in ["tls_ca", "tls_cert", "tls_key"] {
-                incoming(config.get(f), f)?;
+                if let Incoming::Set(v) = incoming(config.get(f), f)? {
+                    let marker = if f == "tls_key" {
+                        "PRIVATE KEY"
+                    } else {
+                        "BEGIN CERTIFICATE"
+                    };
+                    if !v.expose_secret().contains(marker) {
+                        return Err(bad_config(format!("{f} must be PEM")));
+                    }
+                }
+            }
+            if has_secret("tls_cert")? != has_secret("tls_key")? {
+                return Err(bad_config("tls_cert and tls_key go together"));
+            }
+            if c.endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("https://"))
+                && !has_secret("tls_ca")?
+            {
+                return Err(bad_config("an https:// endpoint needs tls_ca"));
             }
             if c.volumes
                 .iter()
@@ -313,6 +332,12 @@ fn validate(kind: ServerType, config: &Value, stored: Option<&Value>) -> Result<
                 || c.cluster_url.len() > 2048
             {
                 return Err(bad_config("cluster_url must be an http(s) URL"));
+            }
+            if c.ca_cert
+                .as_ref()
+                .is_some_and(|pem| !pem.contains("BEGIN CERTIFICATE") || pem.len() > 64 * 1024)
+            {
+                return Err(bad_config("ca_cert must be a PEM certificate bundle"));
             }
             if !dns_label(&c.namespace) {
                 return Err(bad_config("namespace must be a DNS label (a-z, 0-9, -)"));
@@ -536,6 +561,47 @@ mod tests {
     use crate::test_support::ToyCipher as Rev;
 
     #[test]
+    fn stdin_is_capped_and_tls_material_must_be_pem_and_paired() {
+        let req = |n: usize| {
+            ExecRequest::new(
+                CommandSpec::Shell("cat".into()),
+                BTreeMap::new(),
+                Some(SecretString::from("x".repeat(n))),
+                10,
+            )
+        };
+        assert!(req(MAX_STDIN).is_ok());
+        assert!(req(MAX_STDIN + 1).is_err());
+        let ca = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n";
+        let docker = |extra: Value| {
+            let mut c = json!({"endpoint": "https://engine.example:2376"});
+            for (k, v) in extra.as_object().into_iter().flatten() {
+                c[k] = v.clone();
+            }
+            seal_config(ServerType::Docker, &c, None, &Rev)
+        };
+        assert!(docker(json!({})).is_err(), "https needs tls_ca");
+        assert!(docker(json!({"tls_ca": "hello"})).is_err(), "not PEM");
+        assert!(
+            docker(json!({"tls_ca": ca, "tls_cert": ca})).is_err(),
+            "cert without key"
+        );
+        let sealed = docker(json!({"tls_ca": ca, "tls_cert": ca, "tls_key": key})).unwrap();
+        assert!(!sealed.to_string().contains("PRIVATE KEY"));
+        let k8s = |ca: &str| {
+            seal_config(
+                ServerType::Kubernetes,
+                &json!({"cluster_url": "https://k.example", "service_account_token": "t", "ca_cert": ca}),
+                None,
+                &Rev,
+            )
+        };
+        assert!(k8s("nope").is_err());
+        assert!(k8s(ca).is_ok());
+    }
+
+    #[test]
     fn ssh_secrets_are_sealed_masked_kept_and_cleared() {
         let c = json!({"host": "h.example", "username": "u", "auth_method": "password", "password": "hunter2"});
         let sealed = seal_config(ServerType::Ssh, &c, None, &Rev).unwrap();
@@ -633,12 +699,14 @@ pub struct ExecRequest {
 
 /// The longest wall-clock time a command may be given.
 pub const MAX_EXEC_TIMEOUT_SECS: u64 = 600;
+/// The most input a command may be given (it fits a Kubernetes Secret).
+pub const MAX_STDIN: usize = 512 * 1024;
 /// The default cap on each output stream.
 pub const DEFAULT_MAX_OUTPUT: usize = 1024 * 1024;
 
 impl ExecRequest {
     /// Validates a request: non-empty command (at most 64 KiB), environment names
-    /// `[A-Za-z_][A-Za-z0-9_]*`, timeout 1–600 s.
+    /// `[A-Za-z_][A-Za-z0-9_]*`, stdin at most [`MAX_STDIN`], timeout 1–600 s.
     pub fn new(
         command: CommandSpec,
         env: BTreeMap<String, SecretString>,
@@ -678,6 +746,12 @@ impl ExecRequest {
                     "environment names must match [A-Za-z_][A-Za-z0-9_]*",
                 ));
             }
+        }
+        if stdin
+            .as_ref()
+            .is_some_and(|d| d.expose_secret().len() > MAX_STDIN)
+        {
+            return Err(invalid("invalid_stdin", "stdin must be at most 512 KiB"));
         }
         if !(1..=MAX_EXEC_TIMEOUT_SECS).contains(&timeout_secs) {
             return Err(invalid(

@@ -2,31 +2,41 @@
 //!
 //! Endpoints: `unix:///path` only when the operator lists that socket in
 //! `BYOK_DOCKER_SOCKETS` (so a user can never point the service at its own host's engine
-//! unless the operator chose so); `tcp://host:port` (plain) only when the operator allows
-//! plain TCP, and then through the outbound target policy. TLS endpoints are not supported yet.
+//! unless the operator chose so); `https://host:port`, or `tcp://host:port` with `tls_ca`, over
+//! TLS that trusts only the configured CA and presents `tls_cert`/`tls_key` when given (the
+//! engine's `--tlsverify` mode); `http://` or `tcp://` without TLS material only when the
+//! operator allows plain TCP. Every TCP endpoint passes the outbound target policy and is
+//! connected at the address that was checked (no second DNS lookup).
 //! Containers get the labels `byok.managed=true`, `byok.owner`, `byok.server`, no network,
 //! memory/CPU/pids limits, `no-new-privileges` and every capability dropped, and are removed
 //! after the run; `reap` removes labelled containers left behind.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bollard::Docker;
+use bollard::container::AttachContainerResults;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions, WaitContainerOptions,
 };
+use bollard::{BollardRequest, Docker};
 use byok_core::execution::{
     CommandSpec, ExecError, ExecRequest, ExecResult, ExecutionBackend, ExecutionServer, OpenConfig,
     ServerTest, ServerType,
 };
 use byok_core::policy::TargetPolicy;
 use futures_util::StreamExt;
-use secrecy::ExposeSecret;
+use hyper_rustls::FixedServerNameResolver;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::ServerName;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 
 /// Label every managed container carries.
 pub const MANAGED_LABEL: &str = "byok.managed";
@@ -76,8 +86,9 @@ impl DockerBackend {
         Self { policy, options }
     }
 
-    async fn client(&self, config: &Value) -> Result<Docker, ExecError> {
+    async fn client(&self, config: &OpenConfig) -> Result<Docker, ExecError> {
         let endpoint = config
+            .public
             .get("endpoint")
             .and_then(Value::as_str)
             .unwrap_or_default();
@@ -91,47 +102,83 @@ impl DockerBackend {
             return Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
                 .map_err(unreachable);
         }
-        if let Some(rest) = endpoint
-            .strip_prefix("tcp://")
-            .or_else(|| endpoint.strip_prefix("http://"))
-        {
-            if !self.options.allow_plain_tcp {
-                return Err(ExecError::ForbiddenTarget(
-                    "plain TCP Docker endpoints are not allowed on this service".into(),
-                ));
-            }
-            let (host, port) = rest
-                .trim_end_matches('/')
-                .rsplit_once(':')
-                .unwrap_or((rest, "2375"));
-            let port: u16 = port
-                .parse()
-                .map_err(|_| ExecError::Unreachable("bad port".into()))?;
-            let bare = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let ips: Vec<IpAddr> = match bare.parse::<IpAddr>() {
-                Ok(ip) => vec![ip],
-                Err(_) => tokio::net::lookup_host((bare.as_str(), port))
-                    .await
-                    .map(|a| a.map(|s| s.ip()).collect())
-                    .unwrap_or_default(),
-            };
-            self.policy
-                .check(&bare, &ips)
-                .map_err(|e| ExecError::ForbiddenTarget(e.to_string()))?;
-            let ip = ips
-                .first()
-                .copied()
-                .ok_or_else(|| unreachable("does not resolve"))?;
-            let pinned = std::net::SocketAddr::new(ip, port).to_string();
-            return Docker::connect_with_http(&pinned, 120, bollard::API_DEFAULT_VERSION)
+        let ca = config.secret("tls_ca");
+        let (rest, tls) = if let Some(rest) = endpoint.strip_prefix("https://") {
+            (rest, true)
+        } else if let Some(rest) = endpoint.strip_prefix("tcp://") {
+            (rest, ca.is_some())
+        } else if let Some(rest) = endpoint.strip_prefix("http://") {
+            (rest, false)
+        } else {
+            return Err(ExecError::BackendUnavailable(
+                "the Docker endpoint must be unix://, tcp://, https:// or http://".into(),
+            ));
+        };
+        if !tls && !self.options.allow_plain_tcp {
+            return Err(ExecError::ForbiddenTarget(
+                "plain TCP Docker endpoints are not allowed on this service; give tls_ca \
+                 (and tls_cert/tls_key) for a TLS endpoint"
+                    .into(),
+            ));
+        }
+        let (host, addr) = self
+            .checked_address(rest, if tls { 2376 } else { 2375 })
+            .await?;
+        if !tls {
+            return Docker::connect_with_http(&addr.to_string(), 120, bollard::API_DEFAULT_VERSION)
                 .map_err(unreachable);
         }
-        Err(ExecError::BackendUnavailable(
-            "only unix:// and tcp:// Docker endpoints are supported so far (TLS is not yet)".into(),
-        ))
+        let ca = ca.ok_or_else(|| {
+            ExecError::BackendUnavailable("a TLS Docker endpoint needs tls_ca".into())
+        })?;
+        let identity = match (config.secret("tls_cert"), config.secret("tls_key")) {
+            (Some(c), Some(k)) => Some((c.expose_secret(), k.expose_secret())),
+            (None, None) => None,
+            _ => {
+                return Err(ExecError::BackendUnavailable(
+                    "tls_cert and tls_key go together".into(),
+                ));
+            }
+        };
+        let tls_config = crate::tls::client_config(ca.expose_secret(), identity)?;
+        connect_tls(tls_config, &host, addr)
+    }
+
+    /// Parses `host[:port]`, applies the target policy, and returns the host name (for TLS
+    /// verification) with the one checked address every connection then uses.
+    async fn checked_address(
+        &self,
+        rest: &str,
+        default_port: u16,
+    ) -> Result<(String, SocketAddr), ExecError> {
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') && !p.contains(']') => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| ExecError::Unreachable("bad port".into()))?,
+            ),
+            _ => (rest, default_port),
+        };
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let ips: Vec<IpAddr> = match bare.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => tokio::net::lookup_host((bare.as_str(), port))
+                .await
+                .map(|a| a.map(|s| s.ip()).collect())
+                .unwrap_or_default(),
+        };
+        self.policy
+            .check(&bare, &ips)
+            .map_err(|e| ExecError::ForbiddenTarget(e.to_string()))?;
+        let ip = ips
+            .first()
+            .copied()
+            .ok_or_else(|| unreachable("does not resolve"))?;
+        Ok((bare, SocketAddr::new(ip, port)))
     }
 
     /// Removes managed containers older than `age` (left behind by a crash).
@@ -165,6 +212,81 @@ impl DockerBackend {
     }
 }
 
+/// A Docker client over TLS to the checked address `addr`, verifying the certificate against
+/// `host` (the name the user configured), through bollard's custom-transport hook.
+fn connect_tls(
+    tls_config: rustls::ClientConfig,
+    host: &str,
+    addr: SocketAddr,
+) -> Result<Docker, ExecError> {
+    let server_name = ServerName::try_from(host.to_string())
+        .map_err(|_| ExecError::BackendUnavailable("the endpoint host is not a TLS name".into()))?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config)
+        .https_only()
+        .with_server_name_resolver(FixedServerNameResolver::new(server_name))
+        .enable_http1()
+        .wrap_connector(http);
+    let client = Arc::new(
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector),
+    );
+    let base = format!("https://{addr}");
+    Docker::connect_with_custom_transport(
+        move |req: BollardRequest| {
+            let client = Arc::clone(&client);
+            async move {
+                client
+                    .request(req)
+                    .await
+                    .map_err(bollard::errors::Error::from)
+            }
+        },
+        Some(base),
+        120,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .map_err(unreachable)
+}
+
+/// Attaches to the created (not yet started) container's stdin and writes `data` from a task,
+/// then closes it, so the command sees end of input. The task is aborted when the run ends
+/// (a command that never reads its input cannot hold the exec open).
+async fn feed_stdin(
+    docker: &Docker,
+    id: &str,
+    data: &SecretString,
+) -> Result<tokio::task::JoinHandle<()>, ExecError> {
+    let attached = docker
+        .attach_container(
+            id,
+            Some(AttachContainerOptions {
+                stdin: true,
+                stream: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(|e| ExecError::BackendUnavailable(format!("could not attach stdin: {e}")))?;
+    let bytes = data.expose_secret().as_bytes().to_vec();
+    Ok(tokio::spawn(async move {
+        let AttachContainerResults {
+            mut output,
+            mut input,
+        } = attached;
+        if input.write_all(&bytes).await.is_ok() {
+            let _ = input.shutdown().await;
+        }
+        // Keep the connection read until the engine closes it.
+        while output.next().await.is_some() {}
+    }))
+}
+
 async fn remove(docker: &Docker, id: &str) -> bool {
     docker
         .remove_container(
@@ -190,7 +312,7 @@ impl ExecutionBackend for DockerBackend {
         _server: &ExecutionServer,
         config: &OpenConfig,
     ) -> Result<ServerTest, ExecError> {
-        let docker = match self.client(&config.public).await {
+        let docker = match self.client(config).await {
             Ok(d) => d,
             Err(e) => {
                 return Ok(ServerTest::from_error(&e));
@@ -217,12 +339,7 @@ impl ExecutionBackend for DockerBackend {
         config: &OpenConfig,
         request: &ExecRequest,
     ) -> Result<ExecResult, ExecError> {
-        if request.stdin.is_some() {
-            return Err(ExecError::BackendUnavailable(
-                "stdin is not supported on Docker servers yet".into(),
-            ));
-        }
-        let docker = self.client(&config.public).await?;
+        let docker = self.client(config).await?;
         let image = config
             .public
             .get("image")
@@ -258,6 +375,10 @@ impl ExecutionBackend for DockerBackend {
             working_dir: server.workspace_path.clone(),
             labels: Some(labels),
             network_disabled: Some(true),
+            // stdin, when given, goes through an attach before start; closing it ends input.
+            open_stdin: Some(request.stdin.is_some()),
+            stdin_once: Some(request.stdin.is_some()),
+            attach_stdin: Some(request.stdin.is_some()),
             host_config: Some(HostConfig {
                 network_mode: Some("none".into()),
                 memory: Some(self.options.memory_bytes),
@@ -278,6 +399,10 @@ impl ExecutionBackend for DockerBackend {
             })?;
         let id = created.id;
         let run = async {
+            let feeder = match &request.stdin {
+                Some(data) => Some(feed_stdin(&docker, &id, data).await?),
+                None => None,
+            };
             docker
                 .start_container(
                     &id,
@@ -308,6 +433,9 @@ impl ExecutionBackend for DockerBackend {
                     (None, true)
                 }
             };
+            if let Some(f) = feeder {
+                f.abort();
+            }
             let mut logs = docker.logs(
                 &id,
                 Some(LogsOptions {

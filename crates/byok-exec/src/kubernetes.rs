@@ -1,7 +1,10 @@
 //! The Kubernetes backend (`kube`): each command runs in a fresh, locked-down Pod.
 //!
 //! Client from `cluster_url` + `service_account_token` (+ `ca_cert`) or from a `kubeconfig`.
-//! The cluster URL's host passes the outbound target policy. Test = server version plus a
+//! The cluster URL's host passes the outbound target policy and is connected at the checked
+//! address (TLS still verified against the host name); `ca_cert` (PEM) is the CA the API
+//! server's certificate must chain to. stdin travels in a Secret owned by the Pod and mounted
+//! read-only (so the image needs `/bin/sh`). Test = server version plus a
 //! `SelfSubjectAccessReview` for creating pods. Exec = a Pod with `restartPolicy: Never`,
 //! `activeDeadlineSeconds`, CPU/memory limits, non-root, no privilege escalation, every
 //! capability dropped, the managed labels; then its exit code and logs; then it is deleted.
@@ -16,13 +19,15 @@ use byok_core::execution::{
     ServerTest, ServerType,
 };
 use byok_core::policy::TargetPolicy;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use kube::{Client, Config};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use crate::docker::MANAGED_LABEL;
@@ -93,7 +98,14 @@ impl KubernetesBackend {
             .unwrap_or_default()
             .trim_matches(['[', ']'])
             .to_string();
-        let port = cfg.cluster_url.port_u16().unwrap_or(443);
+        let port =
+            cfg.cluster_url
+                .port_u16()
+                .unwrap_or(if cfg.cluster_url.scheme_str() == Some("http") {
+                    80
+                } else {
+                    443
+                });
         let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
             Err(_) => tokio::net::lookup_host((host.as_str(), port))
@@ -104,9 +116,38 @@ impl KubernetesBackend {
         self.policy
             .check(&host, &ips)
             .map_err(|e| ExecError::ForbiddenTarget(e.to_string()))?;
+        if let Some(pem) = config.public.get("ca_cert").and_then(Value::as_str) {
+            let certs = crate::tls::pem_certificates(pem, "ca_cert")?;
+            cfg.root_cert = Some(certs.into_iter().map(|c| c.to_vec()).collect());
+        }
+        // Connect to the address that was checked (no second lookup a DNS answer could
+        // change), verifying TLS against the configured host name.
+        if host.parse::<IpAddr>().is_err() {
+            let ip = ips
+                .first()
+                .copied()
+                .ok_or_else(|| unreachable("the cluster host does not resolve"))?;
+            if cfg.cluster_url.scheme_str() == Some("https") && cfg.tls_server_name.is_none() {
+                cfg.tls_server_name = Some(host.clone());
+            }
+            cfg.cluster_url = pinned_url(&cfg.cluster_url, ip, port)?;
+        }
         let client = Client::try_from(cfg).map_err(unreachable)?;
         Ok((client, namespace))
     }
+}
+
+/// `url` with its host replaced by `ip` (path kept: some clusters sit behind a path prefix).
+fn pinned_url(url: &http::Uri, ip: IpAddr, port: u16) -> Result<http::Uri, ExecError> {
+    let authority = std::net::SocketAddr::new(ip, port).to_string();
+    let mut parts = url.clone().into_parts();
+    parts.authority = Some(
+        authority
+            .parse()
+            .map_err(|_| ExecError::BackendUnavailable("cluster_url is not a URL".into()))?,
+    );
+    http::Uri::from_parts(parts)
+        .map_err(|_| ExecError::BackendUnavailable("cluster_url is not a URL".into()))
 }
 
 async fn can(
@@ -134,6 +175,38 @@ async fn can(
         .await
         .map_err(api_error)?;
     Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+/// Where a command's stdin is mounted.
+const STDIN_DIR: &str = "/var/run/byok-stdin";
+
+/// The Secret holding a command's stdin, owned by its Pod.
+fn stdin_secret_for(pod: &Pod, name: &str, data: &SecretString) -> Secret {
+    let mut map = BTreeMap::new();
+    map.insert(
+        "stdin".to_string(),
+        ByteString(data.expose_secret().as_bytes().to_vec()),
+    );
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(BTreeMap::from([(
+                MANAGED_LABEL.to_string(),
+                "true".to_string(),
+            )])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                uid: pod.metadata.uid.clone().unwrap_or_default(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        data: Some(map),
+        immutable: Some(true),
+        ..Default::default()
+    }
 }
 
 #[async_trait]
@@ -178,20 +251,34 @@ impl ExecutionBackend for KubernetesBackend {
         config: &OpenConfig,
         request: &ExecRequest,
     ) -> Result<ExecResult, ExecError> {
-        if request.stdin.is_some() {
-            return Err(ExecError::BackendUnavailable(
-                "stdin is not supported on Kubernetes servers yet".into(),
-            ));
-        }
         let (client, namespace) = self.client(config).await?;
         let image = config
             .public
             .get("image")
             .and_then(Value::as_str)
             .unwrap_or("busybox:1.36");
-        let command: Vec<String> = match &request.command {
+        let mut command: Vec<String> = match &request.command {
             CommandSpec::Argv(a) => a.clone(),
             CommandSpec::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        };
+        // stdin: a Secret (created after the Pod, owned by it) mounted read-only, and the
+        // command run with it as its input. The Pod waits for the volume until it exists.
+        let stdin_secret = format!("byok-stdin-{}", uuid::Uuid::new_v4().simple());
+        let (volumes, mounts) = if request.stdin.is_some() {
+            let mut wrapped = vec![
+                "/bin/sh".to_string(),
+                "-c".into(),
+                format!("exec \"$@\" < {STDIN_DIR}/stdin"),
+                "byok-stdin".into(),
+            ];
+            wrapped.append(&mut command);
+            command = wrapped;
+            (
+                json!([{"name": "stdin", "secret": {"secretName": stdin_secret, "defaultMode": 0o444}}]),
+                json!([{"name": "stdin", "mountPath": STDIN_DIR, "readOnly": true}]),
+            )
+        } else {
+            (json!([]), json!([]))
         };
         let env: Vec<Value> = request
             .env
@@ -209,6 +296,7 @@ impl ExecutionBackend for KubernetesBackend {
                 "restartPolicy": "Never",
                 "activeDeadlineSeconds": request.timeout.as_secs(),
                 "automountServiceAccountToken": false,
+                "volumes": volumes,
                 "securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "runAsGroup": 65534},
                 "containers": [{
                     "name": "run",
@@ -216,6 +304,7 @@ impl ExecutionBackend for KubernetesBackend {
                     "command": command,
                     "env": env,
                     "workingDir": server.workspace_path,
+                    "volumeMounts": mounts,
                     "resources": {"limits": {"cpu": "1", "memory": "512Mi"},
                                   "requests": {"cpu": "100m", "memory": "64Mi"}},
                     "securityContext": {"allowPrivilegeEscalation": false,
@@ -231,7 +320,15 @@ impl ExecutionBackend for KubernetesBackend {
             .create(&PostParams::default(), &pod)
             .await
             .map_err(api_error)?;
-        let name = created.metadata.name.unwrap_or_default();
+        let name = created.metadata.name.clone().unwrap_or_default();
+        if let Some(data) = &request.stdin {
+            let secret = stdin_secret_for(&created, &stdin_secret, data);
+            let secrets: Api<Secret> = Api::namespaced(pods.clone().into_client(), &namespace);
+            if let Err(e) = secrets.create(&PostParams::default(), &secret).await {
+                let _ = pods.delete(&name, &DeleteParams::default()).await;
+                return Err(api_error(e));
+            }
+        }
         let deadline = started + request.timeout + Duration::from_secs(5);
         let mut exit_code = None;
         let mut timed_out = false;
@@ -261,6 +358,13 @@ impl ExecutionBackend for KubernetesBackend {
             .await
             .unwrap_or_default();
         let _ = pods.delete(&name, &DeleteParams::default()).await;
+        if request.stdin.is_some() {
+            // Owned by the Pod (garbage-collected with it), deleted now all the same.
+            let secrets: Api<Secret> = Api::namespaced(pods.into_client(), &namespace);
+            let _ = secrets
+                .delete(&stdin_secret, &DeleteParams::default())
+                .await;
+        }
         let cap = request.max_output;
         let truncated = logs.len() > cap;
         let stdout: String = logs.chars().take(cap).collect();

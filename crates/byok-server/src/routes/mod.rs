@@ -31,7 +31,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(servers::update)
                 .service(servers::remove)
                 .service(servers::test)
-                .service(servers::exec)
+                .service(
+                    web::resource("/{id}/exec")
+                        .app_data(
+                            web::JsonConfig::default()
+                                .limit(servers::EXEC_JSON_LIMIT)
+                                .error_handler(crate::app::json_error),
+                        )
+                        .route(web::post().to(servers::exec)),
+                )
                 .service(servers::trust_host_key),
         )
         .service(

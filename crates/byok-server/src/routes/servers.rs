@@ -350,6 +350,9 @@ pub struct ExecResponse {
 }
 
 /// Run a command on an execution server (rate-limited per user).
+/// The body limit of `/exec` (stdin up to 512 KiB, a 64 KiB command, the environment).
+pub const EXEC_JSON_LIMIT: usize = 1024 * 1024;
+
 #[utoipa::path(
     post, path = "/api/v1/execution-servers/{id}/exec", tag = "execution-servers",
     params(("id" = String, Path, description = "server id")),
@@ -366,7 +369,7 @@ pub struct ExecResponse {
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
-#[post("/{id}/exec")]
+/// Registered in `routes::configure` with its own body limit ([`EXEC_JSON_LIMIT`]).
 pub async fn exec(
     state: web::Data<AppState>,
     who: Authenticated,
