@@ -30,6 +30,16 @@ pub trait UserRepository: Send + Sync + 'static {
     /// Returns `false` when no such user exists.
     async fn set_tier(&self, id: UserId, tier: Tier) -> Result<bool, StoreError>;
     async fn count(&self) -> Result<u64, StoreError>;
+    /// Makes sure the externally authenticated user `id` exists, with `tier` as its snapshot,
+    /// and returns it. Creates it on first sight with `email`, or with the placeholder
+    /// `{id}@external.invalid` when another user holds that email (identities are never
+    /// linked by email). Concurrent first sights MUST leave one row.
+    async fn ensure_external(
+        &self,
+        id: UserId,
+        email: &str,
+        tier: Tier,
+    ) -> Result<User, StoreError>;
 }
 
 /// Gateway tokens, stored only as SHA-256 hashes.
@@ -122,6 +132,37 @@ pub trait Authenticator: Send + Sync + 'static {
     /// MUST return [`CoreError::Unauthenticated`] for any credential it does not accept,
     /// without saying why (unknown, revoked and expired look the same to the caller).
     async fn authenticate(&self, credential: &SecretString) -> Result<Principal, CoreError>;
+}
+
+/// What an identity provider vouches for about a bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalIdentity {
+    /// The provider's subject, as a user id (see [`crate::services::external_user_id`]).
+    pub user_id: UserId,
+    /// The provider's subject, as sent.
+    pub subject: String,
+    pub email: String,
+    /// The tier the token states (a claim or a role mapping), if any.
+    pub tier: Option<Tier>,
+    /// When the token expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Verifies bearer tokens issued by an identity provider (OIDC JWTs).
+#[async_trait]
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// MUST return [`CoreError::Unauthenticated`] for any token it does not accept (bad
+    /// signature, algorithm, issuer, audience, expiry), without saying why to the caller.
+    /// Transient failures of the provider (its keys cannot be fetched) are
+    /// [`CoreError::Unavailable`].
+    async fn verify(&self, token: &str) -> Result<ExternalIdentity, CoreError>;
+}
+
+/// Reads a user's tier where the identity provider keeps it (e.g. a Keycloak attribute).
+#[async_trait]
+pub trait TierSource: Send + Sync + 'static {
+    /// `None` when the provider has no tier for this subject.
+    async fn tier(&self, subject: &str) -> Result<Option<Tier>, CoreError>;
 }
 
 /// Per-user gateway settings.

@@ -30,6 +30,20 @@ pub enum Command {
     GenerateKey,
     /// Print the OpenAPI document.
     Openapi,
+    /// Copy provider keys from the legacy service into the configured key store
+    /// (idempotent; prints counts, never a key).
+    ImportLegacy {
+        /// A database holding the legacy `user_provider_keys` table (postgres://… or sqlite://…).
+        #[arg(long, value_name = "URL")]
+        from_database: Option<String>,
+        /// Read the legacy `byok_*` attributes of every user of the Keycloak realm
+        /// (needs KEYCLOAK_URL, KEYCLOAK_REALM, KEYCLOAK_CLIENT_SECRET).
+        #[arg(long)]
+        from_keycloak: bool,
+        /// Replace keys the target already holds with a different value.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Manage local users.
     User {
         #[command(subcommand)]

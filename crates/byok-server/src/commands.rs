@@ -6,7 +6,7 @@ use byok_core::{CoreError, Tier, User, normalize_email};
 use secrecy::ExposeSecret;
 
 use crate::cli::{TokenCommand, UserCommand};
-use crate::config::{KeySource, Settings};
+use crate::config::{AuthMode, KeySource, Settings};
 use crate::state::{AppState, error_chain};
 
 /// A failed command: printed as `error: …`, exit status 1.
@@ -46,7 +46,11 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
     }
     let state = prepare(&settings).await?;
     check_encryption_key(&state).await?;
-    bootstrap_admin(&state, &settings).await?;
+    if settings.auth_mode == AuthMode::Keycloak {
+        println!("AUTH_MODE=keycloak: sign in through Keycloak; no local admin is created.");
+    } else {
+        bootstrap_admin(&state, &settings).await?;
+    }
     start_reaper(&settings.docker_sockets);
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || crate::app::build(data.clone()))
@@ -149,6 +153,84 @@ async fn bootstrap_admin(state: &AppState, settings: &Settings) -> Result<(), Fa
     Ok(())
 }
 
+pub async fn import_legacy(
+    settings: Settings,
+    from_database: Option<String>,
+    from_keycloak: bool,
+    overwrite: bool,
+) -> Result<(), Failure> {
+    if from_database.is_none() && !from_keycloak {
+        return Err(Failure(
+            "say where to import from: --from-database URL and/or --from-keycloak".into(),
+        ));
+    }
+    let state = prepare(&settings).await?;
+    let ring = settings.key_ring()?;
+    let issuer = settings
+        .keycloak
+        .as_ref()
+        .map(|k| format!("{}/realms/{}", k.url, k.realm))
+        .unwrap_or_else(|| "legacy".into());
+    let mut rows = Vec::new();
+    if let Some(url) = from_database {
+        let legacy = byok_store::Database::connect(&url, &byok_store::DbOptions::default())
+            .await
+            .map_err(|e| Failure(format!("legacy database: {}", error_chain(&e))))?;
+        let found = legacy.legacy_keys().await.map_err(|e| {
+            Failure(format!(
+                "legacy table user_provider_keys: {}",
+                error_chain(&e)
+            ))
+        })?;
+        println!("import-legacy: {} row(s) in the legacy table", found.len());
+        rows.extend(found);
+    }
+    if from_keycloak {
+        let admin = settings
+            .keycloak
+            .clone()
+            .map(byok_keycloak::AdminClient::new)
+            .transpose()
+            .map_err(|e| Failure(e.to_string()))?
+            .flatten()
+            .ok_or_else(|| {
+                Failure(
+                    "--from-keycloak needs KEYCLOAK_URL, KEYCLOAK_REALM and KEYCLOAK_CLIENT_SECRET"
+                        .into(),
+                )
+            })?;
+        let found = byok_keycloak::legacy_keys_in_realm(&admin)
+            .await
+            .map_err(|e| Failure(e.to_string()))?;
+        println!(
+            "import-legacy: {} key(s) in Keycloak attributes",
+            found.len()
+        );
+        rows.extend(found);
+    }
+    let r = byok_core::services::import_legacy_keys(
+        rows,
+        state.keys.as_ref(),
+        &ring,
+        &issuer,
+        overwrite,
+    )
+    .await
+    .map_err(core)?;
+    println!(
+        "import-legacy: read={} imported={} unchanged={} kept_existing={} disabled={} invalid={} undecryptable={}",
+        r.read, r.imported, r.unchanged, r.kept_existing, r.disabled, r.invalid, r.undecryptable
+    );
+    if r.undecryptable > 0 {
+        return Err(Failure(format!(
+            "{} key(s) could not be decrypted: add the legacy ENCRYPTION_KEY to ENCRYPTION_KEY \
+             (after the current key) and run the import again",
+            r.undecryptable
+        )));
+    }
+    Ok(())
+}
+
 pub async fn migrate(settings: Settings) -> Result<(), Failure> {
     let state = AppState::build(&settings).await?;
     let applied = state.db.migrate().await?;
@@ -159,7 +241,7 @@ pub async fn migrate(settings: Settings) -> Result<(), Failure> {
 pub async fn rotate_keys(settings: Settings, batch_size: u32) -> Result<(), Failure> {
     let state = prepare(&settings).await?;
     let ring = settings.key_ring()?;
-    let report = rotate_all(&state.db, &ring, batch_size)
+    let report = rotate_all(state.keys.as_ref(), &ring, batch_size)
         .await
         .map_err(core)?;
     println!(

@@ -27,6 +27,19 @@
 //! | `BYOK_DOCKER_ALLOW_PLAIN_TCP` | `false` | `true` allows plain `tcp://` Docker endpoints (through the target policy) |
 //! | `BYOK_ALLOW_LOCAL_EXECUTION` | `false` | `true` lets `enterprise` users run commands on this host (local servers) |
 //! | `BYOK_MAX_BODY_BYTES` | `16777216` | largest request body on `/v1/*` |
+//! | `AUTH_MODE` | `local` | `local` (gateway tokens), `keycloak` (Keycloak JWTs + gateway tokens, no bootstrap admin), `both` |
+//! | `KEYCLOAK_URL` | none | e.g. `https://sso.example.com` (needed for `AUTH_MODE=keycloak\|both` and the keycloak key store) |
+//! | `KEYCLOAK_REALM` | none | the realm |
+//! | `KEYCLOAK_CLIENT_ID` | `byok-gateway` | the confidential client (admin API) and the default audience |
+//! | `KEYCLOAK_CLIENT_SECRET` | none | its secret; without it no admin API (tiers from tokens only; no keycloak key store) |
+//! | `KEYCLOAK_AUDIENCE` | `KEYCLOAK_CLIENT_ID` | what tokens must carry in `aud` or `azp` |
+//! | `KEYCLOAK_TIER_CLAIM` | `subscription_tier` | the token claim holding the tier |
+//! | `KEYCLOAK_TIER_FROM_ROLES` | `false` | `true` maps realm roles named like tiers (`starter`, …) |
+//! | `KEYCLOAK_TIER_CACHE_SECS` | `60` | how long a tier read from the admin API is reused |
+//! | `KEYCLOAK_CA_FILE` | none | extra CA certificates (PEM) for Keycloak's TLS |
+//! | `KEYCLOAK_ALLOW_HTTP` | `false` | allow `http://` Keycloak URLs (development only) |
+//! | `KEYCLOAK_JWKS_MIN_REFRESH_SECS` | `30` | least time between key fetches caused by unknown `kid`s |
+//! | `BYOK_KEY_STORE` | `database` | `database` or `keycloak` (keys in Keycloak user attributes, legacy layout) |
 //! | `BYOK_LOG_FORMAT` | `text` | `text` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
 
@@ -53,6 +66,64 @@ pub enum KeySource {
     Environment,
     /// Generated or read from this file (embedded default).
     File(PathBuf),
+}
+
+/// How callers authenticate (`AUTH_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Gateway tokens of local users (the embedded default).
+    Local,
+    /// Keycloak JWTs, and gateway tokens Keycloak users create; no bootstrap admin.
+    Keycloak,
+    /// Either.
+    Both,
+}
+
+/// Where provider keys live (`BYOK_KEY_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStoreKind {
+    Database,
+    Keycloak,
+}
+
+fn flag(name: &str) -> bool {
+    var(name)
+        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+}
+
+/// Keycloak settings, when `KEYCLOAK_URL` is set.
+fn keycloak_settings() -> Result<Option<byok_keycloak::KeycloakSettings>, ConfigError> {
+    let Some(url) = var("KEYCLOAK_URL") else {
+        return Ok(None);
+    };
+    let realm = var("KEYCLOAK_REALM")
+        .ok_or_else(|| ConfigError("KEYCLOAK_REALM must be set with KEYCLOAK_URL".into()))?;
+    let client_id = var("KEYCLOAK_CLIENT_ID").unwrap_or_else(|| "byok-gateway".into());
+    let ca_pem = match var("KEYCLOAK_CA_FILE") {
+        Some(path) => Some(
+            std::fs::read(&path)
+                .map_err(|e| ConfigError(format!("KEYCLOAK_CA_FILE {path}: {e}")))?,
+        ),
+        None => None,
+    };
+    let settings = byok_keycloak::KeycloakSettings {
+        url: url.trim().trim_end_matches('/').to_string(),
+        realm: realm.trim().to_string(),
+        audience: var("KEYCLOAK_AUDIENCE").unwrap_or_else(|| client_id.clone()),
+        client_id,
+        client_secret: var("KEYCLOAK_CLIENT_SECRET").map(SecretString::from),
+        ca_pem,
+        allow_http: flag("KEYCLOAK_ALLOW_HTTP"),
+        tier_claim: var("KEYCLOAK_TIER_CLAIM").unwrap_or_else(|| "subscription_tier".into()),
+        tier_from_roles: flag("KEYCLOAK_TIER_FROM_ROLES"),
+        leeway_secs: 30,
+        jwks_min_refresh: Duration::from_secs(number("KEYCLOAK_JWKS_MIN_REFRESH_SECS", 30u64)?),
+        timeout: Duration::from_secs(10),
+    };
+    settings
+        .check_url(&settings.url)
+        .map_err(|e| ConfigError(format!("KEYCLOAK_URL: {e}")))?;
+    Ok(Some(settings))
 }
 
 /// Typed settings.
@@ -82,6 +153,10 @@ pub struct Settings {
     pub allow_local_execution: bool,
     pub docker_sockets: Vec<String>,
     pub docker_allow_plain_tcp: bool,
+    pub auth_mode: AuthMode,
+    pub keycloak: Option<byok_keycloak::KeycloakSettings>,
+    pub tier_cache_ttl: Duration,
+    pub key_store: KeyStoreKind,
 }
 
 impl std::fmt::Debug for Settings {
@@ -112,6 +187,39 @@ impl Settings {
     /// Reads the environment. Creates `BYOK_DATA_DIR` and, when `ENCRYPTION_KEY` is unset,
     /// the generated key file.
     pub fn from_env() -> Result<Self, ConfigError> {
+        let auth_mode = match var("AUTH_MODE").as_deref().map(str::trim) {
+            None | Some("local") => AuthMode::Local,
+            Some("keycloak") => AuthMode::Keycloak,
+            Some("both") => AuthMode::Both,
+            Some(_) => {
+                return Err(ConfigError(
+                    "AUTH_MODE must be local, keycloak or both".into(),
+                ));
+            }
+        };
+        let key_store = match var("BYOK_KEY_STORE").as_deref().map(str::trim) {
+            None | Some("database") => KeyStoreKind::Database,
+            Some("keycloak") => KeyStoreKind::Keycloak,
+            Some(_) => {
+                return Err(ConfigError(
+                    "BYOK_KEY_STORE must be database or keycloak".into(),
+                ));
+            }
+        };
+        let keycloak = keycloak_settings()?;
+        if auth_mode != AuthMode::Local && keycloak.is_none() {
+            return Err(ConfigError(
+                "AUTH_MODE=keycloak|both needs KEYCLOAK_URL and KEYCLOAK_REALM".into(),
+            ));
+        }
+        if key_store == KeyStoreKind::Keycloak
+            && keycloak.as_ref().is_none_or(|k| k.client_secret.is_none())
+        {
+            return Err(ConfigError(
+                "BYOK_KEY_STORE=keycloak needs KEYCLOAK_URL, KEYCLOAK_REALM and KEYCLOAK_CLIENT_SECRET"
+                    .into(),
+            ));
+        }
         let data_dir = PathBuf::from(var("BYOK_DATA_DIR").unwrap_or_else(|| "./data".into()));
         let database_url = SecretString::from(
             var("DATABASE_URL")
@@ -194,6 +302,10 @@ impl Settings {
                 matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
             }),
             max_body_bytes: number("BYOK_MAX_BODY_BYTES", 16usize * 1024 * 1024)?.max(1024),
+            auth_mode,
+            keycloak,
+            tier_cache_ttl: Duration::from_secs(number("KEYCLOAK_TIER_CACHE_SECS", 60u64)?),
+            key_store,
             bind: var("BYOK_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
             data_dir,
             database_url,

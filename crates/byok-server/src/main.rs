@@ -51,6 +51,11 @@ fn run_command(settings: Settings, command: Command) -> Result<(), Failure> {
         match command {
             Command::Migrate => commands::migrate(settings).await,
             Command::RotateKeys { batch_size } => commands::rotate_keys(settings, batch_size).await,
+            Command::ImportLegacy {
+                from_database,
+                from_keycloak,
+                overwrite,
+            } => commands::import_legacy(settings, from_database, from_keycloak, overwrite).await,
             Command::User { command } => commands::user(settings, command).await,
             Command::Token { command } => commands::token(settings, command).await,
             Command::Serve | Command::Openapi | Command::GenerateKey => Ok(()),

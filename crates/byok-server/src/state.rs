@@ -2,21 +2,25 @@
 
 use std::sync::Arc;
 
-use byok_core::ports::{Authenticator, UsageSink};
+use byok_core::ports::{Authenticator, KeyRepository, UsageSink};
 use byok_core::routing::ModelRouter;
-use byok_core::services::{Gateway, KeyVault, ServerRegistry, TokenService};
+use byok_core::services::{
+    ChainAuthenticator, ExternalAuthenticator, Gateway, KeyVault, ServerRegistry, TokenService,
+};
 use byok_providers::upstream::{UpstreamClient, UpstreamOptions};
 use byok_providers::{HttpKeyProber, ProbeOptions};
 use byok_store::{Database, DbOptions};
 use secrecy::ExposeSecret;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{AuthMode, ConfigError, KeyStoreKind, Settings};
 
 /// Shared by every request.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Database,
     pub vault: KeyVault,
+    /// Where provider keys live (the database, or Keycloak attributes).
+    pub keys: Arc<dyn KeyRepository>,
     pub tokens: Arc<TokenService>,
     /// Checks bearer credentials; gateway tokens today, a JWT verifier can sit beside it.
     pub authenticator: Arc<dyn Authenticator>,
@@ -81,13 +85,52 @@ impl AppState {
             backends.push(Arc::new(byok_exec::LocalBackend));
         }
         let servers = ServerRegistry::new(shared.clone(), cipher.clone(), backends);
-        let vault = KeyVault::new(shared.clone(), cipher, Arc::new(prober))
+        let admin = match &settings.keycloak {
+            Some(k) => byok_keycloak::AdminClient::new(k.clone())
+                .map_err(|e| ConfigError(e.to_string()))?
+                .map(Arc::new),
+            None => None,
+        };
+        let keys: Arc<dyn KeyRepository> = match (settings.key_store, &admin) {
+            (KeyStoreKind::Keycloak, Some(admin)) => {
+                Arc::new(byok_keycloak::KeycloakKeyStore::new(admin.clone()))
+            }
+            (KeyStoreKind::Keycloak, None) => {
+                return Err(ConfigError(
+                    "BYOK_KEY_STORE=keycloak needs KEYCLOAK_CLIENT_SECRET".into(),
+                ));
+            }
+            (KeyStoreKind::Database, _) => shared.clone(),
+        };
+        let vault = KeyVault::new(keys.clone(), cipher, Arc::new(prober))
             .with_credential_ttl(settings.credential_ttl);
         let tokens = Arc::new(TokenService::new(
             shared.clone(),
             shared.clone(),
             settings.auth_cache_ttl,
         ));
+        let external: Option<Arc<dyn Authenticator>> =
+            match (&settings.keycloak, settings.auth_mode) {
+                (Some(k), AuthMode::Keycloak | AuthMode::Both) => {
+                    let verifier = byok_keycloak::OidcVerifier::new(k.clone())
+                        .map_err(|e| ConfigError(e.to_string()))?;
+                    let tiers = admin
+                        .clone()
+                        .map(|a| a as Arc<dyn byok_core::ports::TierSource>);
+                    Some(Arc::new(ExternalAuthenticator::new(
+                        Arc::new(verifier),
+                        tiers,
+                        shared.clone(),
+                        settings
+                            .auth_cache_ttl
+                            .max(std::time::Duration::from_secs(1)),
+                        settings.tier_cache_ttl,
+                    )))
+                }
+                _ => None,
+            };
+        let authenticator: Arc<dyn Authenticator> =
+            Arc::new(ChainAuthenticator::new(tokens.clone(), external));
         let gateway = Arc::new(Gateway::new(
             vault.clone(),
             ModelRouter::new(settings.model_aliases.clone()),
@@ -111,7 +154,8 @@ impl AppState {
         Ok(Self {
             db,
             vault,
-            authenticator: tokens.clone(),
+            authenticator,
+            keys,
             tokens,
             gateway,
             servers,

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod legacy;
 mod repos;
 mod schema;
 mod servers;

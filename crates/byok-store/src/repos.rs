@@ -204,6 +204,47 @@ impl UserRepository for Database {
         Ok(n == 1)
     }
 
+    async fn ensure_external(
+        &self,
+        id: UserId,
+        email: &str,
+        tier: Tier,
+    ) -> Result<User, StoreError> {
+        if let Some(u) = UserRepository::get(self, id).await? {
+            if u.tier != tier {
+                UserRepository::set_tier(self, id, tier).await?;
+            }
+            return Ok(User { tier, ..u });
+        }
+        let placeholder = format!("{}@external.invalid", id.0);
+        let wanted = email.trim().to_lowercase();
+        let candidates = [wanted.as_str(), placeholder.as_str()];
+        for address in candidates.into_iter().filter(|a| !a.is_empty()) {
+            let created_at = now_micros();
+            // A concurrent first sight (same id) or an email held by someone else makes
+            // this a no-op; the read below tells which.
+            with_conn!(self, |conn, s| {
+                diesel::insert_into(s::users::table)
+                    .values((
+                        s::users::id.eq(DbUuid(id.0)),
+                        s::users::email.eq(address),
+                        s::users::tier.eq(tier.as_str()),
+                        s::users::created_at.eq(created_at),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await
+                    .map_err(db_err)?;
+            });
+            if let Some(u) = UserRepository::get(self, id).await? {
+                return Ok(u);
+            }
+        }
+        Err(StoreError::Conflict(
+            "the external user could not be created".into(),
+        ))
+    }
+
     async fn count(&self) -> Result<u64, StoreError> {
         let n: i64 = with_conn!(self, |conn, s| {
             s::users::table

@@ -1,12 +1,16 @@
 //! Services: the business rules, written against the ports.
 
 mod gateway;
+mod identity;
+mod import;
 mod rotation;
 mod servers;
 mod tokens;
 mod vault;
 
 pub use gateway::{Gateway, Resolution, Route, SystemDefault, is_fallback_status};
+pub use identity::{ChainAuthenticator, ExternalAuthenticator, external_user_id};
+pub use import::{ImportReport, LegacyKey, import_legacy_keys};
 pub use rotation::{RotationReport, rotate_all};
 pub use servers::{CreateServer, ServerRegistry, UpdateServer};
 pub use tokens::{IssuedToken, TokenAuthenticator, TokenService, hash_token};

@@ -1,0 +1,227 @@
+//! Authentication by an external identity provider (OIDC JWTs), beside gateway tokens.
+//!
+//! [`ExternalAuthenticator`] turns a token a [`TokenVerifier`] accepts into a [`Principal`]:
+//! the tier is the one the token states, else the provider's own record ([`TierSource`],
+//! cached), else the last snapshot stored locally, else `free`. Users are created locally on
+//! first sight (id, email, tier snapshot). Accepted tokens are cached (never past their
+//! expiry) so the steady state does neither signature checks nor database round trips.
+//!
+//! [`ChainAuthenticator`] sends `byok_…` gateway tokens to the token service and anything
+//! else to the external authenticator.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use crate::domain::{Principal, Tier, UserId};
+use crate::error::CoreError;
+use crate::ports::{Authenticator, TierSource, TokenVerifier, UserRepository};
+use crate::services::hash_token;
+
+/// Upper bound on cached tokens, tiers and provisioned users; a full map is cleared.
+const MAX_ENTRIES: usize = 100_000;
+
+/// The local user id of an external subject: the subject itself when it is a UUID (Keycloak
+/// user ids are), else a UUIDv5 of `issuer#subject` (stable, and distinct per issuer).
+pub fn external_user_id(issuer: &str, subject: &str) -> UserId {
+    match Uuid::parse_str(subject) {
+        Ok(id) => UserId(id),
+        Err(_) => UserId(Uuid::new_v5(
+            &Uuid::NAMESPACE_URL,
+            format!("{issuer}#{subject}").as_bytes(),
+        )),
+    }
+}
+
+/// A small map with a time-to-live per entry, cleared when full.
+#[derive(Debug)]
+struct TtlMap<K, V> {
+    entries: HashMap<K, (Instant, V)>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> TtlMap<K, V> {
+    fn new() -> Self {
+        Self {
+            entries: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, k: &K) -> Option<V> {
+        match self.entries.get(k) {
+            Some((until, v)) if Instant::now() < *until => Some(v.clone()),
+            Some(_) => {
+                self.entries.remove(k);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn insert(&mut self, k: K, v: V, ttl: Duration) {
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert(k, (Instant::now() + ttl, v));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Authenticates provider-issued tokens and provisions their users.
+pub struct ExternalAuthenticator {
+    verifier: Arc<dyn TokenVerifier>,
+    tiers: Option<Arc<dyn TierSource>>,
+    users: Arc<dyn UserRepository>,
+    cache_ttl: Duration,
+    tier_ttl: Duration,
+    accepted: Mutex<TtlMap<String, Principal>>,
+    tier_cache: Mutex<TtlMap<String, Option<Tier>>>,
+    provisioned: Mutex<TtlMap<UserId, Tier>>,
+}
+
+impl std::fmt::Debug for ExternalAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalAuthenticator")
+            .field("cache_ttl", &self.cache_ttl)
+            .field("tier_ttl", &self.tier_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExternalAuthenticator {
+    /// `cache_ttl` bounds how long an accepted token is trusted without a new check (never
+    /// past its `exp`); `tier_ttl` how long a tier read from `tiers` is reused.
+    pub fn new(
+        verifier: Arc<dyn TokenVerifier>,
+        tiers: Option<Arc<dyn TierSource>>,
+        users: Arc<dyn UserRepository>,
+        cache_ttl: Duration,
+        tier_ttl: Duration,
+    ) -> Self {
+        Self {
+            verifier,
+            tiers,
+            users,
+            cache_ttl,
+            tier_ttl,
+            accepted: Mutex::new(TtlMap::new()),
+            tier_cache: Mutex::new(TtlMap::new()),
+            provisioned: Mutex::new(TtlMap::new()),
+        }
+    }
+
+    async fn tier_of(&self, user: UserId, subject: &str, stated: Option<Tier>) -> Tier {
+        if let Some(t) = stated {
+            return t;
+        }
+        let Some(source) = &self.tiers else {
+            return Tier::Free;
+        };
+        if let Some(cached) = lock(&self.tier_cache).get(&subject.to_string()) {
+            return cached.unwrap_or(Tier::Free);
+        }
+        match source.tier(subject).await {
+            Ok(found) => {
+                lock(&self.tier_cache).insert(subject.to_string(), found, self.tier_ttl);
+                found.unwrap_or(Tier::Free)
+            }
+            Err(e) => {
+                // The provider is unreachable: keep the last snapshot rather than downgrade.
+                tracing::warn!(error = %e, "the tier could not be read; using the stored snapshot");
+                match self.users.get(user).await {
+                    Ok(Some(u)) => u.tier,
+                    _ => Tier::Free,
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Authenticator for ExternalAuthenticator {
+    async fn authenticate(&self, credential: &SecretString) -> Result<Principal, CoreError> {
+        let token = credential.expose_secret();
+        let key = hash_token(token);
+        if let Some(p) = lock(&self.accepted).get(&key) {
+            return Ok(p);
+        }
+        let identity = self.verifier.verify(token).await?;
+        let tier = self
+            .tier_of(identity.user_id, &identity.subject, identity.tier)
+            .await;
+        let known = lock(&self.provisioned).get(&identity.user_id);
+        if known != Some(tier) {
+            self.users
+                .ensure_external(identity.user_id, &identity.email, tier)
+                .await?;
+            lock(&self.provisioned).insert(identity.user_id, tier, Duration::from_secs(60));
+        }
+        let principal = Principal {
+            user_id: identity.user_id,
+            email: identity.email,
+            tier,
+        };
+        let left = (identity.expires_at - Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        let ttl = left.min(self.cache_ttl);
+        if !ttl.is_zero() {
+            lock(&self.accepted).insert(key, principal.clone(), ttl);
+        }
+        Ok(principal)
+    }
+}
+
+/// Gateway tokens (`byok_…`) to one authenticator, anything else (a JWT) to another.
+pub struct ChainAuthenticator {
+    tokens: Arc<dyn Authenticator>,
+    external: Option<Arc<dyn Authenticator>>,
+}
+
+impl std::fmt::Debug for ChainAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainAuthenticator")
+            .field("external", &self.external.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChainAuthenticator {
+    pub fn new(tokens: Arc<dyn Authenticator>, external: Option<Arc<dyn Authenticator>>) -> Self {
+        Self { tokens, external }
+    }
+}
+
+#[async_trait]
+impl Authenticator for ChainAuthenticator {
+    async fn authenticate(&self, credential: &SecretString) -> Result<Principal, CoreError> {
+        if credential.expose_secret().starts_with("byok_") {
+            return self.tokens.authenticate(credential).await;
+        }
+        match &self.external {
+            Some(ext) => ext.authenticate(credential).await,
+            None => Err(CoreError::Unauthenticated),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_subjects_are_kept_and_others_are_derived_per_issuer() {
+        let id = "6f1c2a0e-8d3b-4e5f-9a7b-0c1d2e3f4a5b";
+        assert_eq!(external_user_id("https://a", id).0.to_string(), id);
+        let a = external_user_id("https://a", "johndoe");
+        assert_eq!(a, external_user_id("https://a", "johndoe"));
+        assert_ne!(a, external_user_id("https://b", "johndoe"));
+    }
+}
