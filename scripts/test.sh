@@ -143,6 +143,18 @@ setup_claude_code() {
   printf '%s\n' "$CLAUDE_CODE_VERSION" >"$stamp"
 }
 
+# An independent OIDC server for the Keycloak tests (npm's oauth2-mock-server, version pinned in
+# tests/oidc/package.json), installed next to its start script.
+setup_oidc_server() {
+  local dir=tests/oidc
+  if [ -d "$dir/node_modules/oauth2-mock-server" ]; then
+    return 0
+  fi
+  log "installing oauth2-mock-server into $dir (npm)"
+  npm install --prefix "$dir" --no-audit --no-fund --no-save --loglevel=error >/dev/null
+  [ -d "$dir/node_modules/oauth2-mock-server" ] || die "oauth2-mock-server did not install into $dir"
+}
+
 # podman's API service on a socket of our own, with runc and cgroupfs (crun fails in this kind
 # of sandbox), and a local image built from busybox (no registry is reachable).
 start_podman() {
@@ -317,6 +329,7 @@ main() {
     || die "cargo not found: install Rust with rustup (https://rustup.rs), then re-run make test"
   setup_venv
   setup_claude_code
+  setup_oidc_server
   start_podman
   start_postgres
   run_cargo_tests

@@ -7,6 +7,7 @@ mod api;
 mod crypto;
 mod docker;
 mod gateway;
+mod keycloak;
 mod kubernetes;
 mod repos;
 mod sdk;

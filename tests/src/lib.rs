@@ -10,7 +10,9 @@
 pub mod db;
 pub mod http;
 pub mod k8s;
+pub mod keycloak;
 pub mod llm;
+pub mod oidc;
 pub mod server;
 pub mod sshd;
 pub mod standin;

@@ -1,0 +1,476 @@
+//! Keycloak: JWTs against an independent OIDC server (`oauth2-mock-server`) and against
+//! tokens the tests sign (negative cases, rotation), tiers from claims and the admin API,
+//! keys in Keycloak attributes, and the legacy import.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use byok_tests::db::TestDb;
+use byok_tests::keycloak::{CLIENT_ID, CLIENT_SECRET, KeycloakStandIn, REALM, SigningKey};
+use byok_tests::server::{Env, TestServer};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn keycloak_env(kc_url: &str, data: &std::path::Path, db: &str) -> Env {
+    Env::new(data, db)
+        .set("AUTH_MODE", "keycloak")
+        .set("KEYCLOAK_URL", kc_url)
+        .set("KEYCLOAK_REALM", REALM)
+        .set("KEYCLOAK_CLIENT_ID", CLIENT_ID)
+        .set("KEYCLOAK_CLIENT_SECRET", CLIENT_SECRET)
+        .set("KEYCLOAK_ALLOW_HTTP", "true")
+        .set("KEYCLOAK_JWKS_MIN_REFRESH_SECS", "1")
+        .set("BYOK_AUTH_CACHE_TTL_SECS", "1")
+}
+
+fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwts_are_verified_locally_and_every_forgery_is_refused() {
+    let kc = KeycloakStandIn::start().await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let s = TestServer::start(keycloak_env(&kc.url, data.path(), &db.url));
+    assert!(
+        s.logs().contains("AUTH_MODE=keycloak"),
+        "no bootstrap admin"
+    );
+
+    let sub = uuid();
+    let good = kc.token(&sub, json!({"subscription_tier": "starter"}));
+    let r = s.get("/api/v1/byok/stats", &good).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["user_tier"], "starter");
+    // BYOK needs starter: the tier from the token is enforced.
+    let r = s.get("/api/v1/byok/keys", &good).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    // A gateway token for a CLI (Claude Code cannot do an OIDC flow), used beside the JWT.
+    let r = s
+        .post("/api/v1/tokens", &good, json!({"name": "laptop"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let gateway_token = r.json["token"].as_str().unwrap().to_string();
+    let r = s.get("/api/v1/byok/stats", &gateway_token).await;
+    assert_eq!(r.json["user_tier"], "starter", "{}", r.text);
+
+    let now = chrono::Utc::now().timestamp();
+    let key = kc.key();
+    let stranger = SigningKey::generate("key-1"); // same kid, other key
+    let unknown = SigningKey::generate("not-published");
+    let claims = |extra: Value| kc.claims(&sub, extra);
+    let hs256_with_public_key = {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(
+            &h,
+            &claims(json!({})),
+            &jsonwebtoken::EncodingKey::from_secret(key.public_pem.as_bytes()),
+        )
+        .unwrap()
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT", "kid": key.kid})),
+        b64(&claims(json!({})))
+    );
+    let forgeries = [
+        ("expired", key.sign(&claims(json!({"exp": now - 120})))),
+        (
+            "not yet valid",
+            key.sign(&claims(json!({"nbf": now + 600}))),
+        ),
+        (
+            "wrong issuer",
+            key.sign(&claims(json!({"iss": "https://evil.example/realms/byok"}))),
+        ),
+        (
+            "wrong audience",
+            key.sign(&claims(json!({"aud": "other", "azp": "other"}))),
+        ),
+        ("no subject", key.sign(&claims(json!({"sub": ""})))),
+        ("alg none", alg_none),
+        ("HS256 keyed with the public key", hs256_with_public_key),
+        (
+            "signed by another key, same kid",
+            stranger.sign(&claims(json!({}))),
+        ),
+        ("unknown kid", unknown.sign(&claims(json!({})))),
+        ("garbage", "a.b.c".to_string()),
+    ];
+    for (what, token) in &forgeries {
+        let r = s.get("/api/v1/byok/stats", token).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {}", r.text);
+        assert!(r.json["code"].is_string(), "{what}: {}", r.text);
+    }
+    // Garbage tokens with made-up kids cannot make the gateway hammer Keycloak.
+    let before = kc.jwks_fetches.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..30 {
+        let t = SigningKey::generate(&format!("made-up-{i}")).sign(&claims(json!({})));
+        assert_eq!(
+            s.get("/api/v1/byok/stats", &t).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let fetched = kc.jwks_fetches.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(fetched <= 3, "{fetched} JWKS fetches for 30 unknown kids");
+
+    // Rotation at the issuer: the old key withdrawn, a new one signs.
+    let old_token = good.clone();
+    let new_key = kc.rotate("key-2", true);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fresh = new_key.sign(&claims(json!({"subscription_tier": "starter"})));
+    let r = s.get("/api/v1/byok/stats", &fresh).await;
+    assert_eq!(r.status, StatusCode::OK, "a new kid is fetched: {}", r.text);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = s.get("/api/v1/byok/stats", &old_token).await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "the withdrawn key: {}",
+        r.text
+    );
+
+    // Tier: no claim → the Keycloak attribute (admin API) → else free.
+    let pro = uuid();
+    kc.add_user(
+        &pro,
+        "pro@example.com",
+        json!({"subscription_tier": ["professional"]}),
+    );
+    let r = s
+        .get(
+            "/api/v1/byok/stats",
+            &new_key.sign(&kc.claims(&pro, json!({}))),
+        )
+        .await;
+    assert_eq!(r.json["user_tier"], "professional", "{}", r.text);
+    let nobody = new_key.sign(&kc.claims(&uuid(), json!({})));
+    let r = s.get("/api/v1/byok/stats", &nobody).await;
+    assert_eq!(r.json["user_tier"], "free", "{}", r.text);
+    let r = s
+        .post(
+            "/api/v1/byok/keys/add",
+            &nobody,
+            json!({"provider": "groq", "key": "gsk_0123456789abcdefghijklmnop"}),
+        )
+        .await;
+    assert_eq!(r.json["code"], "upgrade_required", "{}", r.text);
+
+    let logs = s.finish();
+    assert!(
+        !logs.contains(CLIENT_SECRET),
+        "the client secret is never logged"
+    );
+    assert!(
+        !logs.contains(&good[good.len() - 20..]),
+        "no token in the logs"
+    );
+}
+
+/// An OIDC server written by others (npm `oauth2-mock-server`, RS256, its own token
+/// endpoint), laid out like Keycloak: discovery, JWKS, tokens, and key rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_an_independent_oidc_server() {
+    let Some(oidc) = byok_tests::oidc::MockOidc::start() else {
+        panic!("oauth2-mock-server is not installed: make test installs it (tests/oidc)");
+    };
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let env = keycloak_env(&oidc.url, data.path(), &db.url).unset("KEYCLOAK_CLIENT_SECRET");
+    let s = TestServer::start(env);
+    let sub = uuid();
+    let token = oidc
+        .token(
+            json!({"sub": sub, "aud": CLIENT_ID, "email": "oidc@example.com",
+                      "subscription_tier": "professional"}),
+        )
+        .await;
+    let r = s.get("/api/v1/byok/stats", &token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["user_tier"], "professional");
+    let other_aud = oidc.token(json!({"sub": sub, "aud": "someone-else"})).await;
+    assert_eq!(
+        s.get("/api/v1/byok/stats", &other_aud).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Rotation: the server adds a key and signs with it in turn; both are accepted.
+    oidc.rotate().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut kids = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let t = oidc
+            .token(json!({"sub": sub, "aud": CLIENT_ID, "subscription_tier": "starter"}))
+            .await;
+        kids.insert(jsonwebtoken::decode_header(&t).unwrap().kid.unwrap());
+        let r = s.get("/api/v1/byok/stats", &t).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    assert_eq!(kids.len(), 2, "tokens were signed with both keys");
+    s.finish();
+}
+
+const KEYS: [(&str, &str); 8] = [
+    ("openai", "sk-proj-kcTEST0123456789abcdefghijkl"),
+    ("anthropic", "sk-ant-api03-kcTEST0123456789abcdefgh"),
+    ("huggingface", "hf_kcTEST0123456789abcdefghijklmn"),
+    ("cohere", "cohere-kcTEST0123456789abcdefghij"),
+    ("together", "together-kcTEST0123456789abcdefgh"),
+    ("perplexity", "pplx-kcTEST0123456789abcdefghijk"),
+    ("groq", "gsk_kcTEST0123456789abcdefghijklm"),
+    ("openrouter", "sk-or-v1-kcTEST0123456789abcdefgh"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_live_in_keycloak_attributes_in_the_legacy_layout() {
+    let kc = KeycloakStandIn::start().await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let fernet_key = generate_fernet_key();
+    let env = keycloak_env(&kc.url, data.path(), &db.url)
+        .set("BYOK_KEY_STORE", "keycloak")
+        .set("ENCRYPTION_KEY", &fernet_key);
+    let s = TestServer::start(env);
+    let sub = uuid();
+    kc.add_user(
+        &sub,
+        "keys@example.com",
+        json!({"department": ["research"], "locale": ["de"], "subscription_tier": ["starter"]}),
+    );
+    let t = kc.token(&sub, json!({}));
+
+    // Concurrent additions for one user: nothing lost.
+    let adds = KEYS.iter().map(|(p, k)| {
+        s.post(
+            "/api/v1/byok/keys/add",
+            &t,
+            json!({"provider": p, "key": k, "label": format!("{p} key")}),
+        )
+    });
+    for r in futures_util::future::join_all(adds).await {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let user = kc.user(&sub);
+    let attrs = &user["attributes"];
+    for (p, k) in KEYS {
+        let token = attrs[format!("byok_{p}_key")][0].as_str().unwrap();
+        assert!(!token.contains("kcTEST"), "stored encrypted");
+        assert_eq!(
+            python_decrypt(&fernet_key, token),
+            k,
+            "legacy-compatible Fernet"
+        );
+        assert_eq!(attrs[format!("byok_{p}_label")][0], format!("{p} key"));
+        assert!(attrs[format!("byok_{p}_added_date")][0].is_string());
+        assert_eq!(
+            attrs[format!("byok_{p}_preview")][0],
+            format!("{}...{}", &k[..4], &k[k.len() - 4..])
+        );
+    }
+    assert_eq!(
+        attrs["department"],
+        json!(["research"]),
+        "foreign attributes survive"
+    );
+    assert_eq!(attrs["locale"], json!(["de"]));
+    assert_eq!(
+        user["email"], "keys@example.com",
+        "the rest of the user is untouched"
+    );
+
+    let r = s.get("/api/v1/byok/keys", &t).await;
+    assert_eq!(r.json.as_array().unwrap().len(), KEYS.len(), "{}", r.text);
+    let r = s.delete("/api/v1/byok/keys/groq", &t).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let attrs = kc.user(&sub)["attributes"].clone();
+    assert!(attrs.get("byok_groq_key").is_none() && attrs.get("byok_groq_label").is_none());
+    assert!(attrs.get("byok_openai_key").is_some());
+    assert_eq!(attrs["department"], json!(["research"]));
+
+    // The service account loses its roles: a clear 503, nothing half-written.
+    kc.forbid_admin
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let puts = kc.puts();
+    let r = s
+        .post(
+            "/api/v1/byok/keys/add",
+            &t,
+            json!({"provider": "groq", "key": KEYS[6].1}),
+        )
+        .await;
+    assert!(
+        r.status.is_server_error() && r.status != StatusCode::INTERNAL_SERVER_ERROR,
+        "{} {}",
+        r.status,
+        r.text
+    );
+    assert!(r.json["code"].is_string(), "{}", r.text);
+    assert_eq!(kc.puts(), puts);
+    let logs = s.finish();
+    assert!(!logs.contains("kcTEST") && !logs.contains(CLIENT_SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_from_the_legacy_table_and_keycloak_attributes() {
+    let kc = KeycloakStandIn::start().await;
+    let legacy_db = TestDb::postgres().await;
+    let target = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let legacy_key = generate_fernet_key();
+    let current_key = generate_fernet_key();
+    let (alice, bob, carol) = (uuid(), uuid(), uuid());
+    // The legacy table, as the Python service created it, written by Python's Fernet.
+    let mut conn = AsyncPgConnection::establish(&legacy_db.url).await.unwrap();
+    conn.batch_execute(
+        "CREATE TABLE user_provider_keys (id uuid PRIMARY KEY, user_id varchar(255) NOT NULL, \
+         provider varchar(50) NOT NULL, api_key_encrypted text NOT NULL, enabled boolean DEFAULT true, \
+         metadata jsonb DEFAULT '{}', created_at timestamp DEFAULT now(), updated_at timestamp DEFAULT now(), \
+         UNIQUE (user_id, provider))",
+    )
+    .await
+    .unwrap();
+    let rows = [
+        (
+            &alice,
+            "openai",
+            KEYS[0].1,
+            true,
+            r#"{"name": "work", "added_date": "2024-05-01T10:00:00.123456", "test_status": "valid"}"#,
+        ),
+        (&alice, "anthropic", KEYS[1].1, true, "{}"),
+        (&bob, "groq", KEYS[6].1, false, "{}"),
+        (&bob, "nonsense", "x", true, "{}"),
+    ];
+    for (user, provider, key, enabled, meta) in rows {
+        let token = python_encrypt(&legacy_key, key);
+        conn.batch_execute(&format!(
+            "INSERT INTO user_provider_keys (id, user_id, provider, api_key_encrypted, enabled, metadata) \
+             VALUES ('{}', '{user}', '{provider}', '{token}', {enabled}, '{meta}')",
+            uuid()
+        ))
+        .await
+        .unwrap();
+    }
+    // Carol's key sits in the legacy Keycloak attributes.
+    kc.add_user(
+        &carol,
+        "carol@example.com",
+        json!({"byok_openrouter_key": [python_encrypt(&legacy_key, KEYS[7].1)],
+               "byok_openrouter_label": ["mine"], "byok_openrouter_added_date": ["2024-01-02T03:04:05"]}),
+    );
+    let env = keycloak_env(&kc.url, data.path(), &target.url)
+        .set("ENCRYPTION_KEY", &format!("{current_key},{legacy_key}"));
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "import-legacy",
+            "--from-database",
+            legacy_db.url.as_str(),
+            "--from-keycloak",
+        ];
+        args.extend_from_slice(extra);
+        let out = env.cli(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        for (_, k) in KEYS {
+            assert!(!stdout.contains(k) && !stderr.contains(k), "no key printed");
+        }
+        (out.status.success(), stdout, stderr)
+    };
+    let (ok, stdout, stderr) = run(&[]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "read=5 imported=3 unchanged=0 kept_existing=0 disabled=1 invalid=1 undecryptable=0"
+        ),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = run(&[]);
+    assert!(
+        ok && stdout.contains("imported=0 unchanged=3"),
+        "idempotent: {stdout}"
+    );
+
+    // The imported keys are the users' own, re-encrypted under the current key.
+    let s = TestServer::start(env.clone());
+    let t = kc.token(&alice, json!({"subscription_tier": "starter"}));
+    let r = s.get("/api/v1/byok/keys", &t).await;
+    let keys = r.json.as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{}", r.text);
+    let openai = keys.iter().find(|k| k["provider"] == "openai").unwrap();
+    assert_eq!(openai["label"], "work");
+    assert_eq!(openai["test_status"], "valid");
+    assert_eq!(openai["key_preview"], "sk-p...ijkl");
+    let t = kc.token(&carol, json!({"subscription_tier": "starter"}));
+    let r = s.get("/api/v1/byok/keys", &t).await;
+    assert_eq!(r.json[0]["provider"], "openrouter", "{}", r.text);
+    s.finish();
+
+    // Without the legacy key in the ring, nothing is imported and the command says why.
+    let data2 = tempfile::tempdir().unwrap();
+    let target2 = TestDb::sqlite();
+    let env2 =
+        keycloak_env(&kc.url, data2.path(), &target2.url).set("ENCRYPTION_KEY", &current_key);
+    let out = env2.cli(&["import-legacy", "--from-database", &legacy_db.url]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("legacy ENCRYPTION_KEY"));
+}
+
+fn generate_fernet_key() -> String {
+    let out = std::process::Command::new(byok_tests::python())
+        .args([
+            "-c",
+            "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn python_encrypt(key: &str, plain: &str) -> String {
+    let out = std::process::Command::new(byok_tests::python())
+        .args([
+            "-c",
+            "import sys; from cryptography.fernet import Fernet; print(Fernet(sys.argv[1].encode()).encrypt(sys.argv[2].encode()).decode())",
+            key,
+            plain,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn python_decrypt(key: &str, token: &str) -> String {
+    let out = std::process::Command::new(byok_tests::python())
+        .args([
+            "-c",
+            "import sys; from cryptography.fernet import Fernet; print(Fernet(sys.argv[1].encode()).decrypt(sys.argv[2].encode()).decode())",
+            key,
+            token,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
