@@ -286,10 +286,21 @@ async fn keys_live_in_keycloak_attributes_in_the_legacy_layout() {
         "the rest of the user is untouched"
     );
 
+    assert_eq!(
+        kc.token_requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one service-account token, reused by every concurrent call"
+    );
     let r = s.get("/api/v1/byok/keys", &t).await;
     assert_eq!(r.json.as_array().unwrap().len(), KEYS.len(), "{}", r.text);
+    // Keycloak forgets the admin token: the next call gets 401, renews once, and succeeds.
+    kc.revoke_admin_tokens();
     let r = s.delete("/api/v1/byok/keys/groq", &t).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        kc.token_requests.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
     let attrs = kc.user(&sub)["attributes"].clone();
     assert!(attrs.get("byok_groq_key").is_none() && attrs.get("byok_groq_label").is_none());
     assert!(attrs.get("byok_openai_key").is_some());
@@ -473,4 +484,45 @@ fn python_decrypt(key: &str, token: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Keycloak behind TLS from a private CA: trusted through `KEYCLOAK_CA_FILE`, refused without
+/// it; a plain-http Keycloak URL needs the development opt-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keycloak_over_tls_with_a_private_ca() {
+    let pki = byok_tests::tls::TestPki::new();
+    let kc = KeycloakStandIn::start_tls(&pki).await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let ca = data.path().join("keycloak-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let env = keycloak_env(&kc.url, data.path(), &db.url).unset("KEYCLOAK_ALLOW_HTTP");
+    let sub = uuid();
+    let token = kc.token(&sub, json!({"subscription_tier": "starter"}));
+
+    let s = TestServer::start(env.clone().set("KEYCLOAK_CA_FILE", ca.to_str().unwrap()));
+    let r = s.get("/api/v1/byok/stats", &token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    s.finish();
+
+    let s = TestServer::start(env.clone());
+    let r = s.get("/api/v1/byok/stats", &token).await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("identity_provider_unavailable")
+        ),
+        "an unknown CA is not trusted: {}",
+        r.text
+    );
+    s.finish();
+
+    let plain = KeycloakStandIn::start().await;
+    let err = TestServer::try_start(
+        keycloak_env(&plain.url, data.path(), &db.url).unset("KEYCLOAK_ALLOW_HTTP"),
+    )
+    .err()
+    .expect("http without the opt-in is refused");
+    assert!(err.contains("https"), "{err}");
 }

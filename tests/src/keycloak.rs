@@ -19,10 +19,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::http::{Request, read_request};
+use crate::tls::TestPki;
 
 pub const REALM: &str = "byok";
 pub const CLIENT_ID: &str = "byok-gateway";
@@ -83,9 +85,20 @@ pub struct KeycloakStandIn {
 }
 
 impl KeycloakStandIn {
+    /// Plain HTTP on loopback.
     pub async fn start() -> Self {
+        Self::serve(None).await
+    }
+
+    /// HTTPS with the server certificate of `pki`.
+    pub async fn start_tls(pki: &TestPki) -> Self {
+        Self::serve(Some(TlsAcceptor::from(pki.server_config(false)))).await
+    }
+
+    async fn serve(tls: Option<TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State {
             keys: vec![SigningKey::generate("key-1")],
             ..State::default()
@@ -97,41 +110,28 @@ impl KeycloakStandIn {
             token_requests: Arc::default(),
             forbid_admin: Arc::default(),
         };
-        let (jwks, tokens, forbid) = (
-            me.jwks_fetches.clone(),
-            me.token_requests.clone(),
-            me.forbid_admin.clone(),
-        );
+        let shared = Arc::new(Shared {
+            url,
+            state,
+            jwks: me.jwks_fetches.clone(),
+            tokens: me.token_requests.clone(),
+            forbid: me.forbid_admin.clone(),
+        });
         tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     return;
                 };
-                let (state, jwks, tokens, forbid, url) = (
-                    state.clone(),
-                    jwks.clone(),
-                    tokens.clone(),
-                    forbid.clone(),
-                    url.clone(),
-                );
+                let (shared, tls) = (shared.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let (r, mut w) = sock.into_split();
-                    let Ok(req) = read_request(r).await else {
-                        return;
-                    };
-                    let (status, body) = answer(&req, &url, &state, &jwks, &tokens, &forbid);
-                    let text = if body.is_null() {
-                        String::new()
-                    } else {
-                        body.to_string()
-                    };
-                    let head = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        text.len()
-                    );
-                    let _ = w.write_all(head.as_bytes()).await;
-                    let _ = w.write_all(text.as_bytes()).await;
-                    let _ = w.shutdown().await;
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(sock).await {
+                                handle(stream, &shared).await;
+                            }
+                        }
+                        None => handle(sock, &shared).await,
+                    }
                 });
             }
         });
@@ -192,9 +192,50 @@ impl KeycloakStandIn {
         self.state.lock().unwrap().users[id].clone()
     }
 
+    /// Forgets every admin token issued (as a Keycloak restart or a revoked session would):
+    /// the next admin call gets 401.
+    pub fn revoke_admin_tokens(&self) {
+        self.state.lock().unwrap().admin_tokens.clear();
+    }
+
     pub fn puts(&self) -> usize {
         self.state.lock().unwrap().puts
     }
+}
+
+struct Shared {
+    url: String,
+    state: Arc<Mutex<State>>,
+    jwks: Arc<AtomicUsize>,
+    tokens: Arc<AtomicUsize>,
+    forbid: Arc<AtomicBool>,
+}
+
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: &Shared) {
+    let (r, mut w) = tokio::io::split(stream);
+    let Ok(req) = read_request(r).await else {
+        return;
+    };
+    let (status, body) = answer(
+        &req,
+        &shared.url,
+        &shared.state,
+        &shared.jwks,
+        &shared.tokens,
+        &shared.forbid,
+    );
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        text.len()
+    );
+    let _ = w.write_all(head.as_bytes()).await;
+    let _ = w.write_all(text.as_bytes()).await;
+    let _ = w.shutdown().await;
 }
 
 fn error(status: u16, body: Value) -> (u16, Value) {
