@@ -526,3 +526,58 @@ async fn keycloak_over_tls_with_a_private_ca() {
     .expect("http without the opt-in is refused");
     assert!(err.contains("https"), "{err}");
 }
+
+/// The admin client against the documented statuses: search by email, 404, 409 on a
+/// conflicting email, 403 for a service account without roles, 401 for a wrong secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_client_maps_the_documented_statuses() {
+    use byok_keycloak::{AdminClient, KeycloakError, KeycloakSettings};
+    let kc = KeycloakStandIn::start().await;
+    let (a, b) = (uuid(), uuid());
+    kc.add_user(&a, "a@example.com", json!({"team": ["x"]}));
+    kc.add_user(&b, "b@example.com", json!({}));
+    let mut settings = KeycloakSettings::for_testing(&kc.url);
+    settings.client_secret = Some(CLIENT_SECRET.to_string().into());
+    let admin = AdminClient::new(settings.clone()).unwrap().unwrap();
+
+    let found = admin.find_by_email("a@example.com").await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id(), Some(a.as_str()));
+    assert_eq!(found[0].attribute("team").as_deref(), Some("x"));
+    assert!(
+        admin
+            .find_by_email("nobody@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        admin.get_user(&uuid()).await,
+        Err(KeycloakError::NotFound)
+    ));
+    assert!(matches!(
+        admin.get_user("../../realms").await,
+        Err(KeycloakError::NotFound)
+    ));
+
+    let mut user = admin.get_user(&b).await.unwrap();
+    user.0["email"] = json!("a@example.com");
+    assert!(matches!(
+        admin.put_user(&b, &user).await,
+        Err(KeycloakError::Conflict(_))
+    ));
+    assert_eq!(kc.user(&b)["email"], "b@example.com", "nothing changed");
+
+    kc.forbid_admin
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        admin.get_user(&a).await,
+        Err(KeycloakError::Forbidden(403))
+    ));
+
+    settings.client_secret = Some("wrong".to_string().into());
+    let wrong = AdminClient::new(settings).unwrap().unwrap();
+    let err = wrong.get_user(&a).await.unwrap_err();
+    assert!(matches!(err, KeycloakError::Forbidden(401)), "{err}");
+    assert!(!err.to_string().contains("wrong"));
+}
