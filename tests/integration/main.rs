@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod brigade;
 mod crypto;
 mod docker;
 mod gateway;

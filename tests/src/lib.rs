@@ -7,6 +7,7 @@
     missing_debug_implementations
 )]
 
+pub mod brigade;
 pub mod db;
 pub mod http;
 pub mod k8s;

@@ -224,6 +224,14 @@ impl TestServer {
         self.send(req).await
     }
 
+    /// A POST with a bearer token and a JSON body, to add headers to before [`Self::send`].
+    pub fn http_post(&self, path: &str, token: &str, body: Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+    }
+
     /// Sends a prepared request and records its body for the leak check.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
         let resp = req.send().await.unwrap();

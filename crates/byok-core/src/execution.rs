@@ -486,6 +486,25 @@ pub fn open_config(stored: &Value, cipher: &dyn SecretCipher) -> Result<OpenConf
     Ok(OpenConfig { public, secrets })
 }
 
+/// The stored config with every sealed value replaced by its plaintext: only for handing a
+/// server to the orchestrator (sent over TLS, never logged).
+pub fn reveal_config(stored: &Value, cipher: &dyn SecretCipher) -> Result<Value, CryptoError> {
+    Ok(match stored {
+        Value::Object(o) if o.contains_key(SEALED) => {
+            let token = sealed_token(stored).unwrap_or_default();
+            Value::String(cipher.decrypt(token)?.expose_secret().to_string())
+        }
+        Value::Object(o) => {
+            let mut m = Map::new();
+            for (k, v) in o {
+                m.insert(k.clone(), reveal_config(v, cipher)?);
+            }
+            Value::Object(m)
+        }
+        other => other.clone(),
+    })
+}
+
 /// A config opened for use: the masked form plus the decrypted secrets by dotted path
 /// (`password`, `environment.API_TOKEN`).
 pub struct OpenConfig {

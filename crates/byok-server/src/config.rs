@@ -40,6 +40,11 @@
 //! | `KEYCLOAK_ALLOW_HTTP` | `false` | allow `http://` Keycloak URLs (development only) |
 //! | `KEYCLOAK_JWKS_MIN_REFRESH_SECS` | `30` | least time between key fetches caused by unknown `kid`s |
 //! | `BYOK_KEY_STORE` | `database` | `database` or `keycloak` (keys in Keycloak user attributes, legacy layout) |
+//! | `BRIGADE_URL` | none | the orchestrator (`https://…`); enables orchestrated `/v1/messages` |
+//! | `BRIGADE_ALLOW_HTTP` | `false` | accept a plain `http://` `BRIGADE_URL` (keys then cross the network in clear; warned at start-up) |
+//! | `BRIGADE_CA_FILE` | none | extra CA certificates (PEM) for Brigade's TLS |
+//! | `BRIGADE_TIMEOUT_SECS` | `600` | whole-call limit of a non-streaming task |
+//! | `BRIGADE_IDLE_TIMEOUT_SECS` | `300` | longest silence of a streaming task (and wait for its first byte) |
 //! | `BYOK_LOG_FORMAT` | `text` | `text` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
 
@@ -157,6 +162,7 @@ pub struct Settings {
     pub keycloak: Option<byok_keycloak::KeycloakSettings>,
     pub tier_cache_ttl: Duration,
     pub key_store: KeyStoreKind,
+    pub brigade: Option<byok_brigade::BrigadeSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -306,6 +312,24 @@ impl Settings {
             keycloak,
             tier_cache_ttl: Duration::from_secs(number("KEYCLOAK_TIER_CACHE_SECS", 60u64)?),
             key_store,
+            brigade: match var("BRIGADE_URL") {
+                Some(url) => Some(byok_brigade::BrigadeSettings {
+                    allow_http: flag("BRIGADE_ALLOW_HTTP"),
+                    timeout: Duration::from_secs(number("BRIGADE_TIMEOUT_SECS", 600u64)?.max(1)),
+                    idle_timeout: Duration::from_secs(
+                        number("BRIGADE_IDLE_TIMEOUT_SECS", 300u64)?.max(1),
+                    ),
+                    ca_pem: match var("BRIGADE_CA_FILE") {
+                        Some(path) => Some(
+                            std::fs::read(&path)
+                                .map_err(|e| ConfigError(format!("BRIGADE_CA_FILE {path}: {e}")))?,
+                        ),
+                        None => None,
+                    },
+                    ..byok_brigade::BrigadeSettings::new(&url)
+                }),
+                None => None,
+            },
             bind: var("BYOK_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
             data_dir,
             database_url,

@@ -28,6 +28,8 @@ pub struct AppState {
     pub servers: ServerRegistry,
     pub upstream: Arc<UpstreamClient>,
     pub usage: Arc<dyn UsageSink>,
+    /// The orchestrator, when `BRIGADE_URL` is set.
+    pub orchestrator: Option<Arc<dyn byok_core::ports::Orchestrator>>,
     /// Largest accepted request body on `/v1/*`.
     pub max_body_bytes: usize,
 }
@@ -150,6 +152,22 @@ impl AppState {
             settings.system_base_url.clone(),
         )
         .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
+        let orchestrator: Option<Arc<dyn byok_core::ports::Orchestrator>> = match &settings.brigade
+        {
+            Some(b) => {
+                if b.allow_http && b.url.starts_with("http://") {
+                    tracing::warn!(
+                        "BRIGADE_ALLOW_HTTP is on: tasks with decrypted provider keys and \
+                             server credentials go to the orchestrator over plain http"
+                    );
+                }
+                Some(Arc::new(
+                    byok_brigade::BrigadeClient::new(b.clone())
+                        .map_err(|e| ConfigError(e.to_string()))?,
+                ))
+            }
+            None => None,
+        };
         let (usage, _writer) = crate::usage::start(shared);
         Ok(Self {
             db,
@@ -161,6 +179,7 @@ impl AppState {
             servers,
             upstream: Arc::new(upstream),
             usage,
+            orchestrator,
             max_body_bytes: settings.max_body_bytes,
         })
     }

@@ -3,6 +3,7 @@
 mod gateway;
 mod identity;
 mod import;
+mod orchestration;
 mod rotation;
 mod servers;
 mod tokens;
@@ -11,6 +12,11 @@ mod vault;
 pub use gateway::{Gateway, Resolution, Route, SystemDefault, is_fallback_status};
 pub use identity::{ChainAuthenticator, ExternalAuthenticator, external_user_id};
 pub use import::{ImportReport, LegacyKey, import_legacy_keys};
+pub use orchestration::{
+    EXECUTION_SERVER_HEADER, LlmTarget, ORCHESTRATION_HEADER, ORCHESTRATION_PREFIX,
+    OrchestratorTask, build_task, conversation_history, infer_task_type, orchestration_requested,
+    strip_orchestration_prefix,
+};
 pub use rotation::{RotationReport, rotate_all};
 pub use servers::{CreateServer, ServerRegistry, UpdateServer};
 pub use tokens::{IssuedToken, TokenAuthenticator, TokenService, hash_token};

@@ -11,7 +11,7 @@ use crate::domain::*;
 use crate::error::{CoreError, StoreError};
 use crate::execution::{
     ExecError, ExecRequest, ExecResult, ExecutionBackend, ExecutionServer, ServerTest, ServerType,
-    open_config, seal_config, validate_name, validate_workspace,
+    open_config, reveal_config, seal_config, validate_name, validate_workspace,
 };
 use crate::ports::{NewServer, SecretCipher, ServerChanges, ServerRepository};
 
@@ -255,6 +255,43 @@ impl ServerRegistry {
             .get_server(who.user_id, id)
             .await?
             .ok_or_else(not_found)
+    }
+
+    /// The server to hand to the orchestrator, with its connection config in clear:
+    /// `selector` names one by id or name (`none`: no server), else the user's default. A named
+    /// server that is missing or deactivated is an error; no default is `None`.
+    pub async fn for_orchestration(
+        &self,
+        who: &Principal,
+        selector: Option<&str>,
+    ) -> Result<Option<(ExecutionServer, Value)>, CoreError> {
+        if who.tier.require(Tier::BYOK_MINIMUM).is_err() {
+            // Execution servers need starter: lower tiers simply have none.
+            return Ok(None);
+        }
+        let servers = self.repo.list_servers(who.user_id).await?;
+        let chosen = match selector.map(str::trim) {
+            Some(s) if s.eq_ignore_ascii_case("none") => return Ok(None),
+            Some(s) => {
+                let found = servers
+                    .into_iter()
+                    .find(|x| x.id.to_string() == s || x.name == s)
+                    .ok_or_else(not_found)?;
+                if !found.is_active {
+                    return Err(CoreError::Conflict {
+                        code: "server_inactive",
+                        message: "this execution server is deactivated".into(),
+                    });
+                }
+                found
+            }
+            None => match servers.into_iter().find(|x| x.is_default && x.is_active) {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+        };
+        let connection = reveal_config(&chosen.connection_config, self.cipher.as_ref())?;
+        Ok(Some((chosen, connection)))
     }
 
     /// The user's default server, if any.

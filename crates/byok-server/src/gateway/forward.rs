@@ -291,7 +291,7 @@ fn from_upstream_status(
 /// The per-request log line and usage record (never the key; the model name scrubbed, as
 /// it is client input).
 #[expect(clippy::too_many_arguments, reason = "one flat record of a request")]
-fn log_and_record(
+pub(crate) fn log_and_record(
     state: &AppState,
     user: byok_core::UserId,
     route: &Route,

@@ -2,6 +2,7 @@
 
 mod errors;
 mod forward;
+mod orchestrate;
 
 use std::time::Instant;
 
@@ -152,6 +153,15 @@ async fn serve(
         Err(e) => return reject(e, ingress, None),
     };
     let model = p.model.clone().unwrap_or_default();
+    if ingress == Ingress::Anthropic
+        && byok_core::services::orchestration_requested(
+            header(&req, byok_core::services::ORCHESTRATION_HEADER).as_deref(),
+            &model,
+        )
+    {
+        let stream = p.stream.unwrap_or(false);
+        return orchestrate::serve(&state, &req, &who, &body, &model, stream, started).await;
+    }
     let resolution = match state.gateway.resolve(&who, &model).await {
         Ok(r) => r,
         Err(e) => return reject(e.into(), ingress, Some(&model)),

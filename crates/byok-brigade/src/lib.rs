@@ -1,0 +1,446 @@
+#![doc = include_str!("../README.md")]
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use byok_core::ports::{
+    Orchestrator, OrchestratorError, OrchestratorEvent, OrchestratorReply, OrchestratorStream,
+    ReplyBlock,
+};
+use byok_core::services::OrchestratorTask;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+/// How Brigade is reached.
+#[derive(Debug, Clone)]
+pub struct BrigadeSettings {
+    /// `BRIGADE_URL`, without a trailing slash.
+    pub url: String,
+    /// `BRIGADE_ALLOW_HTTP`: plain http (decrypted keys would cross the network in clear).
+    pub allow_http: bool,
+    pub connect_timeout: Duration,
+    /// Whole-call limit for non-streaming tasks.
+    pub timeout: Duration,
+    /// Longest silence between two reads of a stream.
+    pub idle_timeout: Duration,
+    /// Extra CA certificates (PEM) for Brigade's certificate (`BRIGADE_CA_FILE`).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl BrigadeSettings {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.trim().trim_end_matches('/').to_string(),
+            allow_http: false,
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(300),
+            ca_pem: None,
+        }
+    }
+}
+
+/// A set-up problem (the URL); safe to print.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BrigadeConfigError(pub String);
+
+/// How long a health answer is reused.
+const HEALTH_TTL: Duration = Duration::from_secs(10);
+
+/// The orchestrator over HTTP.
+pub struct BrigadeClient {
+    http: reqwest::Client,
+    settings: BrigadeSettings,
+    health: Mutex<Option<(Instant, bool)>>,
+}
+
+impl std::fmt::Debug for BrigadeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrigadeClient")
+            .field("url", &self.settings.url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unreachable(e: reqwest::Error) -> OrchestratorError {
+    if e.is_timeout() {
+        OrchestratorError::Unreachable("no answer in time".into())
+    } else {
+        OrchestratorError::Unreachable(e.without_url().to_string())
+    }
+}
+
+/// A short, safe message from an error body: its `error.message`, `message` or `detail`.
+fn failure_message(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let msg = v
+        .pointer("/error/message")
+        .or_else(|| v.get("message"))
+        .or_else(|| v.get("detail"))
+        .and_then(Value::as_str)
+        .unwrap_or("no details");
+    msg.chars().take(300).collect()
+}
+
+fn usage(v: &Value) -> (u64, u64) {
+    let u = v.get("usage").unwrap_or(&Value::Null);
+    (
+        u.get("input_tokens").and_then(Value::as_u64).unwrap_or(0),
+        u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0),
+    )
+}
+
+fn block(v: &Value) -> Option<ReplyBlock> {
+    match v.get("type").and_then(Value::as_str)? {
+        "text" => Some(ReplyBlock::Text(v.get("text")?.as_str()?.to_string())),
+        "tool_use" | "tool_call" => Some(ReplyBlock::ToolUse {
+            id: v.get("id")?.as_str()?.to_string(),
+            name: v.get("name")?.as_str()?.to_string(),
+            input: v
+                .get("input")
+                .cloned()
+                .unwrap_or_else(|| Value::Object(Default::default())),
+        }),
+        _ => None,
+    }
+}
+
+/// Parses the answer of `POST /api/tasks`: `{task_id, status, result: {content, stop_reason,
+/// usage}, error?}` (a top-level `content` is accepted too).
+pub fn parse_reply(v: &Value) -> Result<OrchestratorReply, OrchestratorError> {
+    if v.get("status").and_then(Value::as_str) == Some("failed") {
+        return Err(OrchestratorError::Failed {
+            status: 200,
+            message: failure_message(v.to_string().as_bytes()),
+        });
+    }
+    let result = v.get("result").filter(|r| r.is_object()).unwrap_or(v);
+    let content = result
+        .get("content")
+        .and_then(Value::as_array)
+        .ok_or_else(|| OrchestratorError::Protocol("no content in the answer".into()))?;
+    let (input_tokens, output_tokens) = usage(result);
+    Ok(OrchestratorReply {
+        blocks: content.iter().filter_map(block).collect(),
+        stop_reason: result
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        input_tokens,
+        output_tokens,
+    })
+}
+
+/// One SSE event's `data` as an orchestrator event (`None`: an event to skip).
+pub fn parse_event(data: &str) -> Option<Result<OrchestratorEvent, OrchestratorError>> {
+    let v: Value = match serde_json::from_str(data) {
+        Ok(v) => v,
+        Err(_) => {
+            return Some(Err(OrchestratorError::Protocol(
+                "an event was not JSON".into(),
+            )));
+        }
+    };
+    match v.get("type").and_then(Value::as_str)? {
+        "text" | "text_delta" => Some(Ok(OrchestratorEvent::Text(
+            v.get("text").and_then(Value::as_str)?.to_string(),
+        ))),
+        "tool_use" | "tool_call" => match block(&v) {
+            Some(ReplyBlock::ToolUse { id, name, input }) => {
+                Some(Ok(OrchestratorEvent::ToolUse { id, name, input }))
+            }
+            _ => Some(Err(OrchestratorError::Protocol(
+                "a tool call without id or name".into(),
+            ))),
+        },
+        "done" | "completed" => {
+            let (input_tokens, output_tokens) = usage(&v);
+            Some(Ok(OrchestratorEvent::Done {
+                stop_reason: v
+                    .get("stop_reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                input_tokens,
+                output_tokens,
+            }))
+        }
+        "error" | "failed" => Some(Err(OrchestratorError::Failed {
+            status: 200,
+            message: failure_message(data.as_bytes()),
+        })),
+        // status updates, pings, anything newer: skipped.
+        _ => None,
+    }
+}
+
+/// Splits complete SSE events off `buf`, returning their joined `data:` lines.
+fn take_events(buf: &mut BytesMut) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let text = &buf[..];
+        let end = text
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .map(|i| (i, 2))
+            .or_else(|| {
+                text.windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map(|i| (i, 4))
+            });
+        let Some((at, len)) = end else {
+            return out;
+        };
+        let event = buf.split_to(at + len);
+        let event = String::from_utf8_lossy(&event);
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        if !data.is_empty() {
+            out.push(data.join("\n"));
+        }
+    }
+}
+
+/// Stream state: the body, the unparsed bytes, events parsed but not yet handed out.
+struct Reader {
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    buf: BytesMut,
+    pending: std::collections::VecDeque<Result<OrchestratorEvent, OrchestratorError>>,
+    finished: bool,
+    idle: Duration,
+}
+
+impl BrigadeClient {
+    pub fn new(settings: BrigadeSettings) -> Result<Self, BrigadeConfigError> {
+        let url = url::Url::parse(&settings.url)
+            .map_err(|_| BrigadeConfigError("BRIGADE_URL is not a URL".into()))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if settings.allow_http => {}
+            "http" => {
+                return Err(BrigadeConfigError(
+                    "BRIGADE_URL must be https: tasks carry decrypted provider keys and server \
+                     credentials (BRIGADE_ALLOW_HTTP=true to accept plain http)"
+                        .into(),
+                ));
+            }
+            _ => return Err(BrigadeConfigError("BRIGADE_URL must be https".into())),
+        }
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.connect_timeout)
+            .tcp_nodelay(true)
+            .user_agent(concat!("byok-gateway/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &settings.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|_| BrigadeConfigError("BRIGADE_CA_FILE is not PEM".into()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| BrigadeConfigError(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            settings,
+            health: Mutex::new(None),
+        })
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        task: &OrchestratorTask,
+        total: Option<Duration>,
+    ) -> Result<reqwest::Response, OrchestratorError> {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.settings.url))
+            .header("x-byok-task-id", &task.task_id)
+            .json(&task.body);
+        if let Some(t) = total {
+            req = req.timeout(t);
+        }
+        if task.stream {
+            req = req.header("accept", "text/event-stream");
+        }
+        let resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(OrchestratorError::Failed {
+                status: status.as_u16(),
+                message: failure_message(&body),
+            });
+        }
+        Ok(resp)
+    }
+}
+
+#[async_trait]
+impl Orchestrator for BrigadeClient {
+    async fn run(&self, task: &OrchestratorTask) -> Result<OrchestratorReply, OrchestratorError> {
+        let resp = self
+            .post("/api/tasks", task, Some(self.settings.timeout))
+            .await?;
+        let body = resp.bytes().await.map_err(unreachable)?;
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|_| OrchestratorError::Protocol("the answer is not JSON".into()))?;
+        parse_reply(&v)
+    }
+
+    async fn run_stream(
+        &self,
+        task: &OrchestratorTask,
+    ) -> Result<OrchestratorStream, OrchestratorError> {
+        let resp = tokio::time::timeout(
+            self.settings.idle_timeout,
+            self.post("/api/tasks/stream", task, None),
+        )
+        .await
+        .map_err(|_| OrchestratorError::Unreachable("no answer in time".into()))??;
+        let reader = Reader {
+            body: resp.bytes_stream().boxed(),
+            buf: BytesMut::new(),
+            pending: Default::default(),
+            finished: false,
+            idle: self.settings.idle_timeout,
+        };
+        let stream = futures_util::stream::unfold(reader, |mut r| async move {
+            loop {
+                if let Some(item) = r.pending.pop_front() {
+                    if matches!(item, Ok(OrchestratorEvent::Done { .. }) | Err(_)) {
+                        r.finished = true;
+                        r.pending.clear();
+                    }
+                    return Some((item, r));
+                }
+                if r.finished {
+                    return None;
+                }
+                match tokio::time::timeout(r.idle, r.body.next()).await {
+                    Err(_) => {
+                        r.finished = true;
+                        return Some((
+                            Err(OrchestratorError::Unreachable(
+                                "the stream went silent".into(),
+                            )),
+                            r,
+                        ));
+                    }
+                    Ok(Some(Ok(chunk))) => {
+                        r.buf.extend_from_slice(&chunk);
+                        for data in take_events(&mut r.buf) {
+                            if let Some(ev) = parse_event(&data) {
+                                r.pending.push_back(ev);
+                            }
+                        }
+                    }
+                    Ok(Some(Err(e))) => {
+                        r.finished = true;
+                        return Some((Err(unreachable(e)), r));
+                    }
+                    Ok(None) => {
+                        r.finished = true;
+                        return Some((
+                            Err(OrchestratorError::Protocol(
+                                "the stream ended before its end event".into(),
+                            )),
+                            r,
+                        ));
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn ready(&self) -> bool {
+        if let Some((at, ok)) = *self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            && at.elapsed() < HEALTH_TTL
+        {
+            return ok;
+        }
+        let ok = self
+            .http
+            .get(format!("{}/health", self.settings.url))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        *self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), ok));
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_are_split_whole_and_parsed() {
+        let mut buf = BytesMut::from(
+            &b"event: text\ndata: {\"type\":\"text\",\"text\":\"Hel\"}\n\ndata: {\"type\":\"te"[..],
+        );
+        let evs = take_events(&mut buf);
+        assert_eq!(
+            evs,
+            vec!["{\"type\":\"text\",\"text\":\"Hel\"}".to_string()]
+        );
+        buf.extend_from_slice(b"xt\",\"text\":\"lo\"}\r\n\r\n");
+        assert_eq!(take_events(&mut buf).len(), 1);
+        assert!(buf.is_empty());
+        assert_eq!(
+            parse_event(
+                r#"{"type":"done","stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":5}}"#
+            ),
+            Some(Ok(OrchestratorEvent::Done {
+                stop_reason: Some("end_turn".into()),
+                input_tokens: 3,
+                output_tokens: 5
+            }))
+        );
+        assert_eq!(parse_event(r#"{"type":"status","state":"running"}"#), None);
+        assert!(matches!(
+            parse_event("nope"),
+            Some(Err(OrchestratorError::Protocol(_)))
+        ));
+    }
+
+    #[test]
+    fn replies() {
+        let r = parse_reply(&json!({"task_id": "t", "status": "completed", "result": {
+            "content": [{"type": "text", "text": "hi"}, {"type": "tool_use", "id": "c1", "name": "f", "input": {"a": 0}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 1, "output_tokens": 2}}}))
+        .unwrap();
+        assert_eq!(r.blocks.len(), 2);
+        assert_eq!(r.stop_reason.as_deref(), Some("tool_use"));
+        assert!(matches!(
+            parse_reply(&json!({"status": "failed", "error": {"message": "agent crashed"}})),
+            Err(OrchestratorError::Failed { message, .. }) if message == "agent crashed"
+        ));
+        assert!(parse_reply(&json!({"status": "completed"})).is_err());
+    }
+
+    #[test]
+    fn plain_http_needs_the_opt_in() {
+        assert!(BrigadeClient::new(BrigadeSettings::new("http://brigade.internal")).is_err());
+        let mut s = BrigadeSettings::new("http://brigade.internal");
+        s.allow_http = true;
+        assert!(BrigadeClient::new(s).is_ok());
+        assert!(BrigadeClient::new(BrigadeSettings::new("https://brigade.internal")).is_ok());
+    }
+}

@@ -1,0 +1,320 @@
+//! The orchestrator hand-off against a Brigade stand-in (tests/src/brigade.rs): the task body
+//! field by field, secrets only over TLS (or plain http with the operator's opt-in), and the
+//! answers as the official Anthropic SDK sees them (tests/python/brigade_check.py).
+
+use byok_tests::brigade::BrigadeStandIn;
+use byok_tests::canary;
+use byok_tests::db::TestDb;
+use byok_tests::server::{Env, TestServer};
+use byok_tests::tls::TestPki;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const SSH_PASSWORD: &str = "ssh-pw-for-brigade-0123";
+
+fn tools() -> Value {
+    json!([{"name": "get_weather", "description": "Weather for a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
+                             "required": ["city"]}}])
+}
+
+fn request(text: &str) -> Value {
+    json!({
+        "model": "brigade/anthropic/claude-sonnet-4-5",
+        "max_tokens": 100, "temperature": 0, "top_p": 0.9, "top_k": 5, "stop_sequences": ["END"],
+        "system": [{"type": "text", "text": "You are careful."}, {"type": "text", "text": "Be brief."}],
+        "tools": tools(),
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": [{"type": "text", "text": "Let me check."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                {"type": "text", "text": text}]}
+        ]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_carry_the_contract_and_answers_reach_the_sdk() {
+    let pki = TestPki::new();
+    let brigade = BrigadeStandIn::start_tls(&pki).await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let ca = data.path().join("brigade-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let env = Env::new(data.path(), &db.url)
+        .set("BRIGADE_URL", &brigade.url)
+        .set("BRIGADE_CA_FILE", ca.to_str().unwrap())
+        .set("DEFAULT_LLM_API_KEY", canary::SYSTEM);
+    let s = TestServer::start(env.clone());
+    let t = env.create_user("agent@example.com", "starter");
+
+    // The ready check reports the orchestrator.
+    let r = s.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        (r.json["status"].as_str(), r.json["brigade"].as_str()),
+        (Some("ready"), Some("ok"))
+    );
+
+    // BYOK: the user's Anthropic key and default SSH server go to Brigade.
+    let r = s
+        .post(
+            "/api/v1/byok/keys/add",
+            &t,
+            json!({"provider": "anthropic", "key": canary::ANTHROPIC}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = s
+        .post(
+            "/api/v1/execution-servers",
+            &t,
+            json!({"name": "box", "server_type": "ssh", "is_default": true, "workspace_path": "/work",
+                   "connection_config": {"host": "build.example.com", "username": "agent",
+                                         "auth_method": "password", "password": SSH_PASSWORD}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let server_id = r.json["id"].as_str().unwrap().to_string();
+
+    let r = s.post("/v1/messages", &t, request("go on")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["content"][0]["text"], "Brigade did it");
+    assert_eq!(r.headers["x-byok-credential"], "user");
+    assert_eq!(r.headers["x-byok-orchestrator"], "brigade");
+    let (seen, task) = brigade.tasks().pop().unwrap();
+    assert!(seen.tls, "secrets travel over TLS");
+    assert_eq!(seen.request.path, "/api/tasks");
+    assert!(task["task_id"].as_str().unwrap().starts_with("task_"));
+    assert_eq!(
+        seen.request.headers["x-byok-task-id"],
+        task["task_id"].as_str().unwrap()
+    );
+    assert_eq!(task["task_type"], "tool_use");
+    assert!(uuid::Uuid::parse_str(task["user_id"].as_str().unwrap()).is_ok());
+    assert_eq!(task["agents"], json!([]));
+    assert_eq!(task["tools"], tools(), "tools with their full schema");
+    let ctx = &task["context"];
+    assert_eq!(ctx["system_prompt"], "You are careful.\n\nBe brief.");
+    assert_eq!(ctx["model"], "claude-sonnet-4-5");
+    assert_eq!(ctx["max_tokens"], 100);
+    assert_eq!(ctx["temperature"], 0, "temperature 0 stays 0");
+    assert_eq!(
+        (ctx["top_p"].as_f64(), ctx["top_k"].as_u64()),
+        (Some(0.9), Some(5))
+    );
+    assert_eq!(ctx["stop_sequences"], json!(["END"]));
+    let history = ctx["conversation_history"].as_array().unwrap();
+    assert_eq!(history.len(), 3);
+    assert_eq!(
+        history[0],
+        json!({"role": "user", "parts": [{"type": "text", "text": "Weather?"}]})
+    );
+    assert_eq!(
+        history[1]["parts"][1],
+        json!({"type": "tool_call", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}})
+    );
+    assert_eq!(
+        history[2]["parts"][0],
+        json!({"type": "tool_result", "tool_call_id": "toolu_1", "content": "sunny", "is_error": false})
+    );
+    assert_eq!(history[2]["parts"][1]["type"], "image", "images are kept");
+    assert_eq!(history[2]["parts"][1]["source"]["data"], "iVBORw0KGgo=");
+    assert_eq!(
+        task["user_config"],
+        json!({"subscription_tier": "starter", "email": "agent@example.com", "username": "agent"})
+    );
+    let llm = &task["llm_config"];
+    assert_eq!(llm["provider"], "anthropic");
+    assert_eq!(llm["model"], "claude-sonnet-4-5");
+    assert_eq!(llm["api_key"], canary::ANTHROPIC);
+    assert_eq!(llm["base_url"], "http://127.0.0.1:9");
+    assert_eq!(llm["format"], "anthropic");
+    assert_eq!(
+        (
+            llm["is_byok"].as_bool(),
+            llm["supports_streaming"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+    let es = &task["execution_server"];
+    assert_eq!(es["id"], server_id.as_str());
+    assert_eq!(
+        (es["name"].as_str(), es["type"].as_str()),
+        (Some("box"), Some("ssh"))
+    );
+    assert_eq!(es["workspace"], "/work");
+    assert_eq!(es["connection"]["host"], "build.example.com");
+    assert_eq!(
+        es["connection"]["password"], SSH_PASSWORD,
+        "the server's credentials, opened"
+    );
+    assert_eq!(task["metadata"]["stream"], false);
+    assert!(
+        task["metadata"]["anthropic_request_id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert!(task["metadata"]["timestamp"].is_string());
+
+    // No server when asked for none; a named server; an unknown name is a 404.
+    let none = s
+        .send(
+            s.http_post("/v1/messages", &t, request("x"))
+                .header("x-byok-execution-server", "none"),
+        )
+        .await;
+    assert_eq!(none.status, StatusCode::OK, "{}", none.text);
+    assert_eq!(
+        brigade.tasks().pop().unwrap().1["execution_server"],
+        Value::Null
+    );
+    let named = s
+        .send(
+            s.http_post("/v1/messages", &t, request("x"))
+                .header("x-byok-execution-server", "box"),
+        )
+        .await;
+    assert_eq!(named.status, StatusCode::OK);
+    let missing = s
+        .send(
+            s.http_post("/v1/messages", &t, request("x"))
+                .header("x-byok-execution-server", "nope"),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.text);
+    assert_eq!(missing.json["type"], "error");
+
+    // The system default: a user without keys or servers (free tier).
+    let free = env.create_user("free@example.com", "free");
+    let mut body = request("x");
+    body["model"] = json!("claude-sonnet-4-5");
+    let r = s
+        .send(
+            s.http_post("/v1/messages", &free, body)
+                .header("x-byok-orchestrate", "true"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.headers["x-byok-credential"], "system");
+    let task = brigade.tasks().pop().unwrap().1;
+    assert_eq!(task["llm_config"]["provider"], "openrouter");
+    assert_eq!(task["llm_config"]["api_key"], canary::SYSTEM);
+    assert_eq!(task["llm_config"]["is_byok"], false);
+    assert_eq!(task["llm_config"]["format"], "openai");
+    assert_eq!(task["execution_server"], Value::Null);
+    assert_eq!(task["user_config"]["subscription_tier"], "free");
+
+    // The official SDK: plain, tool use, streaming with a tool call, a failed task, a cut
+    // stream, a task that fails mid-stream.
+    let out = std::process::Command::new(byok_tests::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/python/brigade_check.py"
+        ))
+        .arg(&s.base)
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let streamed = brigade
+        .tasks()
+        .into_iter()
+        .find(|(seen, _)| seen.request.path == "/api/tasks/stream")
+        .unwrap();
+    assert_eq!(streamed.1["metadata"]["stream"], true);
+    assert_eq!(streamed.0.request.headers["accept"], "text/event-stream");
+    let logs = s.finish();
+    assert!(
+        !logs.contains(SSH_PASSWORD),
+        "the server's password is never logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_brigade_needs_the_operator_opt_in() {
+    let brigade = BrigadeStandIn::start().await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let env = Env::new(data.path(), &db.url).set("BRIGADE_URL", &brigade.url);
+    let err = TestServer::try_start(env.clone()).err().expect("refused");
+    assert!(err.contains("BRIGADE_URL must be https"), "{err}");
+
+    let env = env.set("BRIGADE_ALLOW_HTTP", "true");
+    let s = TestServer::start(env.clone());
+    assert!(
+        s.logs().contains("BRIGADE_ALLOW_HTTP is on"),
+        "warned at start-up"
+    );
+    let t = env.create_user("plain@example.com", "starter");
+    let r = s.post("/v1/messages", &t, request("x")).await;
+    // No key and no system default: refused before anything is sent.
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert!(brigade.tasks().is_empty());
+    // Orchestration unconfigured: a clear 400 in Anthropic's format.
+    let s2 = TestServer::start(Env::new(data.path(), &db.url));
+    let r = s2.post("/v1/messages", &t, request("x")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.json["error"]["type"], "invalid_request_error");
+    s2.finish();
+    s.finish();
+    // Brigade down: ready, but degraded (200), naming the orchestrator.
+    let down = TestServer::start(
+        env.clone()
+            .set("BRIGADE_URL", "http://127.0.0.1:9")
+            .set("DEFAULT_LLM_API_KEY", canary::SYSTEM),
+    );
+    let r = down.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        (r.json["status"].as_str(), r.json["brigade"].as_str()),
+        (Some("degraded"), Some("unreachable"))
+    );
+    let r = down.post("/v1/messages", &t, request("x")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("orchestrator")
+    );
+    down.finish();
+}
+
+/// A client that goes away mid-stream cancels the task: the gateway drops its connection to
+/// Brigade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_cancels_the_task() {
+    let brigade = BrigadeStandIn::start().await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let env = Env::new(data.path(), &db.url)
+        .set("BRIGADE_URL", &brigade.url)
+        .set("BRIGADE_ALLOW_HTTP", "true")
+        .set("DEFAULT_LLM_API_KEY", canary::SYSTEM);
+    let s = TestServer::start(env.clone());
+    let t = env.create_user("leaver@example.com", "free");
+    let mut body = request("slow");
+    body["stream"] = json!(true);
+    let mut resp = s.http_post("/v1/messages", &t, body).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("message_start"));
+    drop(resp);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !brigade.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Brigade's stream was not cancelled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    s.finish();
+}
