@@ -229,7 +229,9 @@ run_cargo_tests() {
   # byok-server's binary only in test mode).
   log "cargo build -p byok-server --bin byok-gateway"
   cargo build -p byok-server --bin byok-gateway
-  export BYOK_GATEWAY_BIN="$PWD/${CARGO_TARGET_DIR:-target}/debug/byok-gateway"
+  local target_dir="${CARGO_TARGET_DIR:-target}"
+  case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+  export BYOK_GATEWAY_BIN="$target_dir/debug/byok-gateway"
   log "cargo test --workspace --all-targets"
   cargo test --workspace --all-targets
   log "cargo test --workspace --doc"
