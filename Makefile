@@ -1,5 +1,5 @@
 # Thin wrappers; the scripts under scripts/ and .ci/ hold the logic.
-.PHONY: run build test fmt fmt-check clippy openapi openapi-check core-deps-check lint ci
+.PHONY: run build test bench bench-litellm fmt fmt-check clippy openapi openapi-check core-deps-check lint ci
 
 # Serves with the default configuration (embedded SQLite under ./data); the environment passes through.
 run:
@@ -11,6 +11,14 @@ build:
 
 test:
 	bash scripts/test.sh
+
+# Benchmarks (release builds; numbers go to docs/benchmarks.md and bench/results/).
+# BENCH_SECS, BENCH_ROUNDS, BENCH_USERS, BENCH_SOAK_SECS shorten or lengthen the runs.
+bench:
+	bash scripts/bench.sh
+
+bench-litellm:
+	bash scripts/bench-litellm.sh
 
 fmt:
 	cargo fmt --all
