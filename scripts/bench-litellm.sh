@@ -18,7 +18,7 @@ if [ ! -x .bench-venv/bin/litellm ] || [ "$(cat .bench-venv/.version 2>/dev/null
   .bench-venv/bin/pip install -q "litellm[proxy]==$LITELLM_VERSION"
   echo "$LITELLM_VERSION" > .bench-venv/.version
 fi
-cargo build --release -p byok-server --bin byok-gateway -p byok-bench
+cargo build --release -p byok-server -p byok-bench --bin byok-gateway --bin byok-bench
 bench="$target/release/byok-bench"
 gw="$target/release/byok-gateway"
 

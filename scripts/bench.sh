@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${BENCH_SECS:=10}" "${BENCH_ROUNDS:=3}" "${BENCH_USERS:=1000}" "${BENCH_SOAK_SECS:=600}"
-cargo build --release -p byok-server --bin byok-gateway -p byok-bench
+cargo build --release -p byok-server -p byok-bench --bin byok-gateway --bin byok-bench
 target=${CARGO_TARGET_DIR:-target}
 exec "$target/release/byok-bench" suite \
   --gateway "$target/release/byok-gateway" \

@@ -3,22 +3,8 @@
 use byok_core::ports::SecretCipher;
 use byok_crypto::FernetKeyRing;
 use secrecy::{ExposeSecret, SecretString};
-use std::process::Command;
 
-fn python(code: &str, args: &[&str]) -> String {
-    let out = Command::new(byok_tests::python())
-        .arg("-c")
-        .arg(code)
-        .args(args)
-        .output()
-        .expect("python not found: set BYOK_TEST_PYTHON (make test does)");
-    assert!(
-        out.status.success(),
-        "python failed (is `cryptography` installed? make test installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use byok_tests::run_python as python;
 
 #[test]
 fn python_encrypts_rust_decrypts() {

@@ -8,6 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use byok_tests::db::TestDb;
 use byok_tests::keycloak::{CLIENT_ID, CLIENT_SECRET, KeycloakStandIn, REALM, SigningKey};
+use byok_tests::py_fernet;
 use byok_tests::server::{Env, TestServer};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use reqwest::StatusCode;
@@ -234,7 +235,7 @@ async fn keys_live_in_keycloak_attributes_in_the_legacy_layout() {
     let kc = KeycloakStandIn::start().await;
     let db = TestDb::sqlite();
     let data = tempfile::tempdir().unwrap();
-    let fernet_key = generate_fernet_key();
+    let fernet_key = py_fernet::generate_key();
     let env = keycloak_env(&kc.url, data.path(), &db.url)
         .set("BYOK_KEY_STORE", "keycloak")
         .set("ENCRYPTION_KEY", &fernet_key);
@@ -264,7 +265,7 @@ async fn keys_live_in_keycloak_attributes_in_the_legacy_layout() {
         let token = attrs[format!("byok_{p}_key")][0].as_str().unwrap();
         assert!(!token.contains("kcTEST"), "stored encrypted");
         assert_eq!(
-            python_decrypt(&fernet_key, token),
+            py_fernet::decrypt(&fernet_key, token),
             k,
             "legacy-compatible Fernet"
         );
@@ -335,8 +336,8 @@ async fn import_from_the_legacy_table_and_keycloak_attributes() {
     let legacy_db = TestDb::postgres().await;
     let target = TestDb::sqlite();
     let data = tempfile::tempdir().unwrap();
-    let legacy_key = generate_fernet_key();
-    let current_key = generate_fernet_key();
+    let legacy_key = py_fernet::generate_key();
+    let current_key = py_fernet::generate_key();
     let (alice, bob, carol) = (uuid(), uuid(), uuid());
     // The legacy table, as the Python service created it, written by Python's Fernet.
     let mut conn = AsyncPgConnection::establish(&legacy_db.url).await.unwrap();
@@ -361,7 +362,7 @@ async fn import_from_the_legacy_table_and_keycloak_attributes() {
         (&bob, "nonsense", "x", true, "{}"),
     ];
     for (user, provider, key, enabled, meta) in rows {
-        let token = python_encrypt(&legacy_key, key);
+        let token = py_fernet::encrypt(&legacy_key, key);
         conn.batch_execute(&format!(
             "INSERT INTO user_provider_keys (id, user_id, provider, api_key_encrypted, enabled, metadata) \
              VALUES ('{}', '{user}', '{provider}', '{token}', {enabled}, '{meta}')",
@@ -374,7 +375,7 @@ async fn import_from_the_legacy_table_and_keycloak_attributes() {
     kc.add_user(
         &carol,
         "carol@example.com",
-        json!({"byok_openrouter_key": [python_encrypt(&legacy_key, KEYS[7].1)],
+        json!({"byok_openrouter_key": [py_fernet::encrypt(&legacy_key, KEYS[7].1)],
                "byok_openrouter_label": ["mine"], "byok_openrouter_added_date": ["2024-01-02T03:04:05"]}),
     );
     let env = keycloak_env(&kc.url, data.path(), &target.url)
@@ -432,58 +433,6 @@ async fn import_from_the_legacy_table_and_keycloak_attributes() {
     let out = env2.cli(&["import-legacy", "--from-database", &legacy_db.url]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("legacy ENCRYPTION_KEY"));
-}
-
-fn generate_fernet_key() -> String {
-    let out = std::process::Command::new(byok_tests::python())
-        .args([
-            "-c",
-            "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn python_encrypt(key: &str, plain: &str) -> String {
-    let out = std::process::Command::new(byok_tests::python())
-        .args([
-            "-c",
-            "import sys; from cryptography.fernet import Fernet; print(Fernet(sys.argv[1].encode()).encrypt(sys.argv[2].encode()).decode())",
-            key,
-            plain,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn python_decrypt(key: &str, token: &str) -> String {
-    let out = std::process::Command::new(byok_tests::python())
-        .args([
-            "-c",
-            "import sys; from cryptography.fernet import Fernet; print(Fernet(sys.argv[1].encode()).decrypt(sys.argv[2].encode()).decode())",
-            key,
-            token,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Keycloak behind TLS from a private CA: trusted through `KEYCLOAK_CA_FILE`, refused without

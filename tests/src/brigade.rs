@@ -11,10 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::http::{Request, read_request};
+use crate::http::{Request, read_request, serve_loopback};
 use crate::tls::TestPki;
 
 /// A request as received, and whether it arrived over TLS.
@@ -41,31 +40,14 @@ impl BrigadeStandIn {
     }
 
     async fn serve(tls: Option<TlsAcceptor>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let cancelled: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-        let record = seen.clone();
-        let flag = cancelled.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let (record, tls, flag) = (record.clone(), tls.clone(), flag.clone());
-                tokio::spawn(async move {
-                    match tls {
-                        Some(acceptor) => {
-                            if let Ok(s) = acceptor.accept(sock).await {
-                                handle(s, true, &record, &flag).await;
-                            }
-                        }
-                        None => handle(sock, false, &record, &flag).await,
-                    }
-                });
-            }
-        });
+        let (record, flag) = (seen.clone(), cancelled.clone());
+        let url = serve_loopback(tls, move |stream, over_tls| {
+            let (record, flag) = (record.clone(), flag.clone());
+            async move { handle(stream, over_tls, &record, &flag).await }
+        })
+        .await;
         Self {
             url,
             seen,

@@ -57,3 +57,39 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: R) -> std::io::Result<Request
         body,
     })
 }
+
+/// A connection a stand-in serves: plain TCP or TLS.
+pub trait Io: AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Binds a loopback port and serves every connection with `handler(stream, over_tls)`,
+/// TLS-wrapped when an acceptor is given. Returns the base URL (`http://…` or `https://…`).
+pub async fn serve_loopback<F, Fut>(tls: Option<tokio_rustls::TlsAcceptor>, handler: F) -> String
+where
+    F: Fn(Box<dyn Io>, bool) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{}", listener.local_addr().unwrap());
+    let handler = std::sync::Arc::new(handler);
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let (tls, handler) = (tls.clone(), handler.clone());
+            tokio::spawn(async move {
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(sock).await {
+                            handler(Box::new(stream), true).await;
+                        }
+                    }
+                    None => handler(Box::new(sock), false).await,
+                }
+            });
+        }
+    });
+    base
+}

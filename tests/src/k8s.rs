@@ -13,10 +13,9 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::http::{Request, read_request};
+use crate::http::{Request, read_request, serve_loopback};
 use crate::tls::TestPki;
 
 pub const TOKEN: &str = "k8s-token-ok";
@@ -45,30 +44,14 @@ impl KubeStandIn {
     }
 
     async fn serve(tls: Option<TlsAcceptor>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
         let store: Arc<Mutex<Store>> = Arc::default();
         let record = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let (record, store, tls) = (record.clone(), store.clone(), tls.clone());
-                tokio::spawn(async move {
-                    match tls {
-                        Some(acceptor) => {
-                            if let Ok(stream) = acceptor.accept(sock).await {
-                                handle(stream, &record, &store).await;
-                            }
-                        }
-                        None => handle(sock, &record, &store).await,
-                    }
-                });
-            }
-        });
+        let base = serve_loopback(tls, move |stream, _| {
+            let (record, store) = (record.clone(), store.clone());
+            async move { handle(stream, &record, &store).await }
+        })
+        .await;
         Self { base, seen }
     }
 

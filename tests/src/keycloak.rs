@@ -20,10 +20,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::http::{Request, read_request};
+use crate::http::{Request, read_request, serve_loopback};
 use crate::tls::TestPki;
 
 pub const REALM: &str = "byok";
@@ -96,46 +95,34 @@ impl KeycloakStandIn {
     }
 
     async fn serve(tls: Option<TlsAcceptor>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State {
             keys: vec![SigningKey::generate("key-1")],
             ..State::default()
         }));
-        let me = Self {
-            url: url.clone(),
-            state: state.clone(),
-            jwks_fetches: Arc::default(),
-            token_requests: Arc::default(),
-            forbid_admin: Arc::default(),
-        };
+        let (jwks, tokens, forbid): (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<AtomicBool>) =
+            Default::default();
+        // The issuer names the server's own URL, known once it listens.
+        let url_cell: Arc<std::sync::OnceLock<String>> = Arc::default();
         let shared = Arc::new(Shared {
+            url: url_cell.clone(),
+            state: state.clone(),
+            jwks: jwks.clone(),
+            tokens: tokens.clone(),
+            forbid: forbid.clone(),
+        });
+        let url = serve_loopback(tls, move |stream, _| {
+            let shared = shared.clone();
+            async move { handle(stream, &shared).await }
+        })
+        .await;
+        let _ = url_cell.set(url.clone());
+        Self {
             url,
             state,
-            jwks: me.jwks_fetches.clone(),
-            tokens: me.token_requests.clone(),
-            forbid: me.forbid_admin.clone(),
-        });
-        tokio::spawn(async move {
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let (shared, tls) = (shared.clone(), tls.clone());
-                tokio::spawn(async move {
-                    match tls {
-                        Some(acceptor) => {
-                            if let Ok(stream) = acceptor.accept(sock).await {
-                                handle(stream, &shared).await;
-                            }
-                        }
-                        None => handle(sock, &shared).await,
-                    }
-                });
-            }
-        });
-        me
+            jwks_fetches: jwks,
+            token_requests: tokens,
+            forbid_admin: forbid,
+        }
     }
 
     /// The issuer tokens of this realm carry.
@@ -204,7 +191,7 @@ impl KeycloakStandIn {
 }
 
 struct Shared {
-    url: String,
+    url: Arc<std::sync::OnceLock<String>>,
     state: Arc<Mutex<State>>,
     jwks: Arc<AtomicUsize>,
     tokens: Arc<AtomicUsize>,
@@ -218,7 +205,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: &Shared) {
     };
     let (status, body) = answer(
         &req,
-        &shared.url,
+        shared.url.get().map(String::as_str).unwrap_or_default(),
         &shared.state,
         &shared.jwks,
         &shared.tokens,

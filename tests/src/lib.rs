@@ -52,3 +52,47 @@ pub mod canary {
 pub fn python() -> String {
     std::env::var("BYOK_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
+
+/// Runs Python code (`-c`) with arguments and returns its trimmed stdout.
+pub fn run_python(code: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(python())
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .output()
+        .expect("python not found: set BYOK_TEST_PYTHON (make test does)");
+    assert!(
+        out.status.success(),
+        "python failed (is `cryptography` installed? make test installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Python's `cryptography.fernet`, as the legacy service used it.
+pub mod py_fernet {
+    use super::run_python;
+
+    pub fn generate_key() -> String {
+        run_python(
+            "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())",
+            &[],
+        )
+    }
+
+    pub fn encrypt(key: &str, plain: &str) -> String {
+        run_python(
+            "import sys; from cryptography.fernet import Fernet; \
+             print(Fernet(sys.argv[1].encode()).encrypt(sys.argv[2].encode()).decode())",
+            &[key, plain],
+        )
+    }
+
+    pub fn decrypt(key: &str, token: &str) -> String {
+        run_python(
+            "import sys; from cryptography.fernet import Fernet; \
+             print(Fernet(sys.argv[1].encode()).decrypt(sys.argv[2].encode()).decode())",
+            &[key, token],
+        )
+    }
+}

@@ -371,6 +371,40 @@ pub fn error_response(err: &GatewayError, ingress: Ingress, route: Option<&Route
     resp
 }
 
+/// The `usage` member of a provider's answer, everything else skipped unparsed.
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    usage: Option<UsageFields>,
+}
+
+/// Token counts in either format (OpenAI `prompt_tokens`/`completion_tokens`, Anthropic
+/// `input_tokens` + cache reads/writes, `output_tokens`).
+#[derive(serde::Deserialize, Default)]
+struct UsageFields {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    cache_read_input_tokens: u64,
+    #[serde(default)]
+    cache_creation_input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+}
+
+impl UsageFields {
+    fn totals(&self) -> (u64, u64) {
+        match self.prompt_tokens {
+            Some(p) => (p, self.completion_tokens.unwrap_or(0)),
+            None => (
+                self.input_tokens + self.cache_read_input_tokens + self.cache_creation_input_tokens,
+                self.output_tokens,
+            ),
+        }
+    }
+}
+
 fn usage_of(v: &Value) -> (u64, u64) {
     let u = v.get("usage");
     let get = |k: &str| {
@@ -448,8 +482,19 @@ pub async fn attempt(
             format!("{provider_name} sent an incomplete response"),
         )
     })?;
-    let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
-    let (input, output) = parsed.as_ref().map(usage_of).unwrap_or((0, 0));
+    // Same format: only `usage` is read (no tree of the whole answer is built).
+    let (input, output, parsed) = if same_wire {
+        let u = serde_json::from_slice::<UsageOnly>(&bytes)
+            .ok()
+            .and_then(|o| o.usage)
+            .unwrap_or_default();
+        let (i, o) = u.totals();
+        (i, o, None)
+    } else {
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        let (i, o) = parsed.as_ref().map(usage_of).unwrap_or((0, 0));
+        (i, o, parsed)
+    };
     let body = if same_wire {
         bytes
     } else {
