@@ -54,6 +54,13 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
     start_reaper(&settings.docker_sockets);
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || crate::app::build(data.clone()))
+        // Small writes (a stream's head, then its first event) go out at once: without
+        // TCP_NODELAY, Nagle holds the second until the client's delayed ACK (~40 ms).
+        .on_connect(|conn, _| {
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         .shutdown_timeout(30)
         // A client that closes its side has gone: cancel its request (and the upstream call)
         // instead of finishing it for nobody.
