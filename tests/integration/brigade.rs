@@ -159,6 +159,15 @@ async fn tasks_carry_the_contract_and_answers_reach_the_sdk() {
     );
     assert!(task["metadata"]["timestamp"].is_string());
 
+    // A failed task: Brigade echoes the key in its message; the client gets it scrubbed.
+    let r = s.post("/v1/messages", &t, request("fail")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
+    let msg = r.json["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("agent crashed") && msg.contains("[redacted]"),
+        "{msg}"
+    );
+
     // No server when asked for none; a named server; an unknown name is a 404.
     let none = s
         .send(

@@ -126,10 +126,13 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let (status, kind, body): (u16, &str, String) = match request.path.as_str() {
         "/health" => (200, "application/json", json!({"status": "ok"}).to_string()),
+        // An orchestrator that echoes what it was given: the gateway must not pass the key on.
         _ if said.contains("fail") && !said.contains("task fails") => (
             500,
             "application/json",
-            json!({"error": {"message": "agent crashed"}}).to_string(),
+            json!({"error": {"message": format!("agent crashed (key {})",
+                task.pointer("/llm_config/api_key").and_then(Value::as_str).unwrap_or("none"))}})
+            .to_string(),
         ),
         "/api/tasks" => {
             let content = if said.contains("use a tool") {

@@ -20,24 +20,28 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::forward::log_and_record;
-use super::{GatewayError, Ingress, header};
+use super::{GatewayError, Ingress, header, scrub};
 use crate::state::AppState;
 
 fn message_id() -> String {
     format!("msg_{}", uuid::Uuid::new_v4().simple())
 }
 
-fn orchestrator_error(e: &OrchestratorError) -> GatewayError {
-    tracing::warn!(error = %e, "orchestrator call failed");
-    match e {
-        OrchestratorError::Failed { status: 429, .. } => {
-            GatewayError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
-        }
-        OrchestratorError::Unreachable(_) => {
-            GatewayError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
-        _ => GatewayError::new(StatusCode::BAD_GATEWAY, e.to_string()),
-    }
+/// Brigade's message, with the task's key and anything shaped like a credential removed (an
+/// orchestrator may echo what it was given).
+fn safe_message(e: &OrchestratorError, key: Option<&str>) -> String {
+    scrub(&e.to_string(), key)
+}
+
+fn orchestrator_error(e: &OrchestratorError, key: Option<&str>) -> GatewayError {
+    let message = safe_message(e, key);
+    tracing::warn!(error = %message, "orchestrator call failed");
+    let status = match e {
+        OrchestratorError::Failed { status: 429, .. } => StatusCode::TOO_MANY_REQUESTS,
+        OrchestratorError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    GatewayError::new(status, message)
 }
 
 fn stop_reason(given: Option<String>, has_tool_use: bool) -> String {
@@ -170,14 +174,14 @@ impl SseWriter {
     }
 
     /// A failure after the stream began.
-    pub fn error(e: &OrchestratorError) -> Bytes {
+    pub fn error(e: &OrchestratorError, key: Option<&str>) -> Bytes {
         let kind = match e {
             OrchestratorError::Unreachable(_) => "overloaded_error",
             _ => "api_error",
         };
         sse(
             "error",
-            &json!({"type": "error", "error": {"type": kind, "message": e.to_string()}}),
+            &json!({"type": "error", "error": {"type": kind, "message": safe_message(e, key)}}),
         )
     }
 }
@@ -209,6 +213,7 @@ pub async fn serve(
         Err(e) => return GatewayError::from(e).response(ingress),
     };
     let route: Route = resolution.primary;
+    let key: Option<String> = route.api_key.as_ref().map(|k| k.expose().to_string());
     let target = match state.upstream.target(
         route.provider,
         route.endpoint.as_deref(),
@@ -273,7 +278,7 @@ pub async fn serve(
                 resp.json(message_json(reply, model))
             }
             Err(e) => {
-                let err = orchestrator_error(&e);
+                let err = orchestrator_error(&e, key.as_deref());
                 log_and_record(
                     state,
                     who.user_id,
@@ -291,7 +296,7 @@ pub async fn serve(
     let events = match orchestrator.run_stream(&task).await {
         Ok(s) => s,
         Err(e) => {
-            let err = orchestrator_error(&e);
+            let err = orchestrator_error(&e, key.as_deref());
             log_and_record(
                 state,
                 who.user_id,
@@ -346,13 +351,14 @@ pub async fn serve(
                         (writer.event(ev), last)
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "orchestrator stream failed");
+                        let key = route.api_key.as_ref().map(|k| k.expose());
+                        tracing::warn!(error = %safe_message(&e, key), "orchestrator stream failed");
                         log_and_record(&state, user, &route, true, 502, 0, 0, started);
-                        (SseWriter::error(&e), true)
+                        (SseWriter::error(&e, key), true)
                     }
                     None => {
                         let e = OrchestratorError::Protocol("the stream ended early".into());
-                        (SseWriter::error(&e), true)
+                        (SseWriter::error(&e, None), true)
                     }
                 };
                 Some((
