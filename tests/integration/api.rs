@@ -820,6 +820,21 @@ async fn removed_keys_fail_clearly_and_rotation_recovers() {
         add(&s, &t, "openai", canary::OPENAI).await.status,
         StatusCode::OK
     );
+    // An execution server's sealed password, written under `old` too.
+    let r = s
+        .post(
+            "/api/v1/execution-servers",
+            &t,
+            json!({"name": "rot", "server_type": "ssh", "connection_config": {
+                "host": "127.0.0.1", "port": 9, "username": "u", "auth_method": "password",
+                "password": "rotation-ssh-password"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let server_test = format!(
+        "/api/v1/execution-servers/{}/test",
+        r.json["id"].as_str().unwrap()
+    );
     s.finish();
 
     // A key that reads none of the stored keys is a wrong key: refuse to start.
@@ -868,6 +883,8 @@ async fn removed_keys_fail_clearly_and_rotation_recovers() {
         StatusCode::OK,
         "keys under the current key still work"
     );
+    let r = s.call(Method::POST, &server_test, Some(&t), None).await;
+    assert_eq!(r.json["code"], "key_decryption_failed", "{}", r.text);
     assert_eq!(
         s.get("/api/v1/byok/keys", &t).await.status,
         StatusCode::OK,
@@ -891,7 +908,11 @@ async fn removed_keys_fail_clearly_and_rotation_recovers() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("processed=2 rotated=1 already_current=1"),
+        stdout.contains("provider keys: processed=2 rotated=1 already_current=1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("execution servers: processed=1 rotated=1 already_current=0"),
         "{stdout}"
     );
 
@@ -905,6 +926,11 @@ async fn removed_keys_fail_clearly_and_rotation_recovers() {
         )
         .await;
     assert_eq!(r.json["status"], "valid", "{}", r.text);
+    // The server's password reads under `new` alone: the test reaches the backend (which
+    // refuses the loopback target) instead of failing to decrypt.
+    let r = s.call(Method::POST, &server_test, Some(&t), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["details"]["code"], "forbidden_target", "{}", r.text);
     s.finish();
 }
 

@@ -48,6 +48,7 @@ both_backends!(
     usage_batches_and_summary,
     servers_crud_and_name_uniqueness,
     concurrent_defaults_leave_exactly_one,
+    server_pages_and_sealed_config_swap,
 );
 
 fn new_key(user: UserId, provider: ProviderId, ciphertext: &str) -> NewStoredKey {
@@ -642,4 +643,61 @@ async fn concurrent_defaults_leave_exactly_one(kind: Kind) {
         .filter(|s| s.is_default)
         .count();
     assert_eq!(defaults, 1, "exactly one default");
+}
+
+/// Keyset pages over every user's servers, and the compare-and-swap of a sealed config that
+/// key rotation uses: it loses to a concurrent change, and leaves `updated_at` as it was.
+async fn server_pages_and_sealed_config_swap(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    let (u1, u2) = (UserId::new_random(), UserId::new_random());
+    let mut all = Vec::new();
+    for (u, name) in [(u1, "a"), (u2, "b"), (u1, "c")] {
+        all.push(db.create_server(new_server(u, name, false)).await.unwrap());
+    }
+    let first = db.server_page(None, 2).await.unwrap();
+    let rest = db.server_page(first.last().map(|s| s.id), 2).await.unwrap();
+    let mut seen: Vec<_> = first.iter().chain(rest.iter()).map(|s| s.id).collect();
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "ordered by id");
+    seen.sort();
+    let mut want: Vec<_> = all.iter().map(|s| s.id).collect();
+    want.sort();
+    assert_eq!(seen, want, "every server once");
+
+    let s = &all[0];
+    let fresh = serde_json::json!({"host": "h", "port": 22, "username": "u",
+        "auth_method": "password", "password": {"$sealed": "rotated"}});
+    assert!(
+        db.replace_sealed_config(s.id, s.updated_at, &fresh)
+            .await
+            .unwrap()
+    );
+    let after = db.get_server(u1, s.id).await.unwrap().unwrap();
+    assert_eq!(after.connection_config, fresh);
+    assert_eq!(
+        after.updated_at, s.updated_at,
+        "rotation is not a user change"
+    );
+    // A user's change in between wins: the swap with the old timestamp is refused.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    db.update_server(
+        u1,
+        s.id,
+        ServerChanges {
+            name: Some("renamed".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        !db.replace_sealed_config(s.id, s.updated_at, &fresh)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.replace_sealed_config(uuid::Uuid::new_v4(), s.updated_at, &fresh)
+            .await
+            .unwrap()
+    );
 }

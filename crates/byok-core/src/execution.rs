@@ -486,6 +486,36 @@ pub fn open_config(stored: &Value, cipher: &dyn SecretCipher) -> Result<OpenConf
     Ok(OpenConfig { public, secrets })
 }
 
+/// Whether every sealed value of a stored config was written by the primary key.
+pub fn config_is_current(stored: &Value, cipher: &dyn SecretCipher) -> bool {
+    match stored {
+        Value::Object(o) if o.contains_key(SEALED) => {
+            sealed_token(stored).is_some_and(|t| cipher.is_current(t))
+        }
+        Value::Object(o) => o.values().all(|v| config_is_current(v, cipher)),
+        _ => true,
+    }
+}
+
+/// The stored config with every sealed value re-encrypted under the primary key.
+pub fn reseal_config(stored: &Value, cipher: &dyn SecretCipher) -> Result<Value, CryptoError> {
+    Ok(match stored {
+        Value::Object(o) if o.contains_key(SEALED) => {
+            let token = sealed_token(stored).unwrap_or_default();
+            let plain = cipher.decrypt(token)?;
+            json!({ SEALED: cipher.encrypt(&plain)? })
+        }
+        Value::Object(o) => {
+            let mut m = Map::new();
+            for (k, v) in o {
+                m.insert(k.clone(), reseal_config(v, cipher)?);
+            }
+            Value::Object(m)
+        }
+        other => other.clone(),
+    })
+}
+
 /// The stored config with every sealed value replaced by its plaintext: only for handing a
 /// server to the orchestrator (sent over TLS, never logged).
 pub fn reveal_config(stored: &Value, cipher: &dyn SecretCipher) -> Result<Value, CryptoError> {

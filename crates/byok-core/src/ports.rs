@@ -240,6 +240,22 @@ pub trait ServerRepository: Send + Sync + 'static {
     /// the database guarantees at most one default per user. `false` if it does not exist.
     async fn set_default(&self, user: UserId, id: Uuid, default: bool) -> Result<bool, StoreError>;
     async fn delete_server(&self, user: UserId, id: Uuid) -> Result<bool, StoreError>;
+    /// Up to `limit` servers of every user with `id > after`, ordered by id (keyset
+    /// pagination, for key rotation).
+    async fn server_page(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<crate::execution::ExecutionServer>, StoreError>;
+    /// Replaces the stored connection config only if the server was not updated since
+    /// `seen_updated_at` (compare-and-swap; `updated_at` is left as it was). `false` if it
+    /// changed or vanished.
+    async fn replace_sealed_config(
+        &self,
+        id: Uuid,
+        seen_updated_at: DateTime<Utc>,
+        config: &serde_json::Value,
+    ) -> Result<bool, StoreError>;
     /// Stores a connection-test result. `false` if the server does not exist for this user.
     async fn record_server_test(
         &self,

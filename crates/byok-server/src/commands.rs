@@ -1,7 +1,7 @@
 //! What each subcommand does.
 
 use actix_web::{HttpServer, web};
-use byok_core::services::{TokenService, rotate_all};
+use byok_core::services::{TokenService, rotate_all, rotate_servers};
 use byok_core::{CoreError, Tier, User, normalize_email};
 use secrecy::ExposeSecret;
 
@@ -248,18 +248,25 @@ pub async fn migrate(settings: Settings) -> Result<(), Failure> {
 pub async fn rotate_keys(settings: Settings, batch_size: u32) -> Result<(), Failure> {
     let state = prepare(&settings).await?;
     let ring = settings.key_ring()?;
-    let report = rotate_all(state.keys.as_ref(), &ring, batch_size)
+    let keys = rotate_all(state.keys.as_ref(), &ring, batch_size)
         .await
         .map_err(core)?;
     println!(
-        "rotate-keys: processed={} rotated={} already_current={} changed_meanwhile={} failed={}",
-        report.processed, report.rotated, report.current, report.raced, report.failed
+        "rotate-keys: provider keys: processed={} rotated={} already_current={} changed_meanwhile={} failed={}",
+        keys.processed, keys.rotated, keys.current, keys.raced, keys.failed
     );
-    if report.failed > 0 {
+    let servers = rotate_servers(&state.db, &ring, batch_size)
+        .await
+        .map_err(core)?;
+    println!(
+        "rotate-keys: execution servers: processed={} rotated={} already_current={} changed_meanwhile={} failed={}",
+        servers.processed, servers.rotated, servers.current, servers.raced, servers.failed
+    );
+    let failed = keys.failed + servers.failed;
+    if failed > 0 {
         return Err(Failure(format!(
-            "{} stored secret(s) could not be decrypted with any key in ENCRYPTION_KEY; \
-             their row ids are in the log above. Restore the missing key to rotate them.",
-            report.failed
+            "{failed} stored secret(s) could not be decrypted with any key in ENCRYPTION_KEY; \
+             their ids are in the log above. Restore the missing key to rotate them."
         )));
     }
     Ok(())

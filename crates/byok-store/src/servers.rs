@@ -304,6 +304,47 @@ impl ServerRepository for Database {
         Ok(n == 1)
     }
 
+    async fn server_page(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ExecutionServer>, StoreError> {
+        let after = after.unwrap_or(Uuid::nil());
+        let rows: Vec<ServerRow> = crate::repos::with_conn!(self, |conn, sc| {
+            use sc::execution_servers as t;
+            t::table
+                .filter(t::id.gt(DbUuid(after)))
+                .order(t::id.asc())
+                .limit(i64::from(limit))
+                .load(conn)
+                .await
+                .map_err(db_err)?
+        });
+        rows.into_iter().map(from_row).collect()
+    }
+
+    async fn replace_sealed_config(
+        &self,
+        id: Uuid,
+        seen_updated_at: DateTime<Utc>,
+        config: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let seen = seen_updated_at.trunc_subsecs(6);
+        let n = crate::repos::with_conn!(self, |conn, sc| {
+            use sc::execution_servers as t;
+            diesel::update(
+                t::table
+                    .filter(t::id.eq(DbUuid(id)))
+                    .filter(t::updated_at.eq(seen)),
+            )
+            .set(t::connection_config.eq(DbJson(config.clone())))
+            .execute(conn)
+            .await
+            .map_err(db_err)?
+        });
+        Ok(n == 1)
+    }
+
     async fn record_server_test(
         &self,
         user: UserId,

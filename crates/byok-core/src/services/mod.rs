@@ -17,7 +17,7 @@ pub use orchestration::{
     OrchestratorTask, build_task, conversation_history, infer_task_type, orchestration_requested,
     strip_orchestration_prefix,
 };
-pub use rotation::{RotationReport, rotate_all};
+pub use rotation::{RotationReport, rotate_all, rotate_servers};
 pub use servers::{CreateServer, ServerRegistry, UpdateServer};
 pub use tokens::{IssuedToken, TokenAuthenticator, TokenService, hash_token};
 pub use vault::{AddKey, KeySummary, KeyVault, KeyVaultStats, ProviderSummary, UserCredential};

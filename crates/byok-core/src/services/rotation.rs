@@ -1,7 +1,8 @@
 //! Re-encryption of every stored secret under the primary key (`byok-gateway rotate-keys`).
 
 use crate::CoreError;
-use crate::ports::{KeyRepository, SecretCipher};
+use crate::execution::{config_is_current, reseal_config};
+use crate::ports::{KeyRepository, SecretCipher, ServerRepository};
 
 /// Counts reported by [`rotate_all`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,6 +52,48 @@ pub async fn rotate_all(
             let fresh = cipher.encrypt(&plain)?;
             if keys
                 .replace_ciphertext(row.id, &row.ciphertext, &fresh)
+                .await?
+            {
+                report.rotated += 1;
+            } else {
+                report.raced += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The same for execution servers: every sealed value of a connection config (SSH passwords
+/// and keys, Kubernetes tokens, Docker TLS material and environment values) is re-encrypted
+/// under the primary key; the config is replaced with a compare-and-swap on `updated_at`, so a
+/// config the user changes meanwhile is never overwritten.
+pub async fn rotate_servers(
+    servers: &dyn ServerRepository,
+    cipher: &dyn SecretCipher,
+    batch_size: u32,
+) -> Result<RotationReport, CoreError> {
+    let mut report = RotationReport::default();
+    let mut after = None;
+    loop {
+        let page = servers.server_page(after, batch_size.max(1)).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for server in page {
+            report.processed += 1;
+            if config_is_current(&server.connection_config, cipher) {
+                report.current += 1;
+                continue;
+            }
+            let fresh = match reseal_config(&server.connection_config, cipher) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(server = %server.id, error = %e, "cannot rotate a server's secrets");
+                    report.failed += 1;
+                    continue;
+                }
+            };
+            if servers
+                .replace_sealed_config(server.id, server.updated_at, &fresh)
                 .await?
             {
                 report.rotated += 1;
