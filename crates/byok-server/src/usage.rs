@@ -9,9 +9,10 @@ use byok_core::ports::{UsageRepository, UsageSink};
 use tokio::sync::mpsc;
 
 /// Records waiting to be written; beyond this the newest are dropped (and counted).
-const QUEUE: usize = 10_000;
-const BATCH: usize = 256;
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const QUEUE: usize = 65_536;
+const BATCH: usize = 512;
+/// How often the queue is drained (the most a record waits before it is written).
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 /// The sink handlers use: `try_send`, never waiting.
 #[derive(Debug)]
@@ -33,29 +34,34 @@ impl UsageSink for UsageRecorder {
 
 /// Starts the writer on the current runtime; it ends (after a last flush) when every
 /// recorder handle is dropped.
+///
+/// The writer drains the queue on a timer instead of waiting on it: a waiting receiver would be
+/// woken by every request (a cross-thread wake-up per LLM call); this way a request's only cost
+/// is the queue push, and records reach the database within `FLUSH_EVERY`.
 pub fn start(repo: Arc<dyn UsageRepository>) -> (Arc<UsageRecorder>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<UsageRecord>(QUEUE);
     let handle = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let first = rx.recv().await;
-            let Some(first) = first else { break };
-            batch.push(first);
-            let deadline = tokio::time::sleep(FLUSH_EVERY);
-            tokio::pin!(deadline);
-            while batch.len() < BATCH {
-                tokio::select! {
-                    r = rx.recv() => match r {
-                        Some(r) => batch.push(r),
-                        None => break,
-                    },
-                    () = &mut deadline => break,
+            tick.tick().await;
+            let closed = loop {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        batch.push(r);
+                        if batch.len() >= BATCH {
+                            write(repo.as_ref(), &mut batch).await;
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break false,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break true,
                 }
+            };
+            write(repo.as_ref(), &mut batch).await;
+            if closed {
+                break;
             }
-            if let Err(e) = repo.insert_usage(&batch).await {
-                tracing::warn!(error = %e, records = batch.len(), "could not write usage records");
-            }
-            batch.clear();
         }
     });
     (
@@ -65,4 +71,14 @@ pub fn start(repo: Arc<dyn UsageRepository>) -> (Arc<UsageRecorder>, tokio::task
         }),
         handle,
     )
+}
+
+async fn write(repo: &dyn UsageRepository, batch: &mut Vec<UsageRecord>) {
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = repo.insert_usage(batch).await {
+        tracing::warn!(error = %e, records = batch.len(), "could not write usage records");
+    }
+    batch.clear();
 }
