@@ -12,7 +12,7 @@
 //! after the run; `reap` removes labelled containers left behind.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -160,25 +160,7 @@ impl DockerBackend {
             ),
             _ => (rest, default_port),
         };
-        let bare = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let ips: Vec<IpAddr> = match bare.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => tokio::net::lookup_host((bare.as_str(), port))
-                .await
-                .map(|a| a.map(|s| s.ip()).collect())
-                .unwrap_or_default(),
-        };
-        self.policy
-            .check(&bare, &ips)
-            .map_err(|e| ExecError::ForbiddenTarget(e.to_string()))?;
-        let ip = ips
-            .first()
-            .copied()
-            .ok_or_else(|| unreachable("does not resolve"))?;
-        Ok((bare, SocketAddr::new(ip, port)))
+        crate::target::resolve_checked(&self.policy, host, port, Duration::from_secs(10)).await
     }
 
     /// Removes managed containers older than `age` (left behind by a crash).

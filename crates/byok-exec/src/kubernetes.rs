@@ -106,16 +106,9 @@ impl KubernetesBackend {
                 } else {
                     443
                 });
-        let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map(|a| a.map(|s| s.ip()).collect())
-                .unwrap_or_default(),
-        };
-        self.policy
-            .check(&host, &ips)
-            .map_err(|e| ExecError::ForbiddenTarget(e.to_string()))?;
+        let (_, checked) =
+            crate::target::resolve_checked(&self.policy, &host, port, Duration::from_secs(10))
+                .await?;
         if let Some(pem) = config.public.get("ca_cert").and_then(Value::as_str) {
             let certs = crate::tls::pem_certificates(pem, "ca_cert")?;
             cfg.root_cert = Some(certs.into_iter().map(|c| c.to_vec()).collect());
@@ -123,10 +116,7 @@ impl KubernetesBackend {
         // Connect to the address that was checked (no second lookup a DNS answer could
         // change), verifying TLS against the configured host name.
         if host.parse::<IpAddr>().is_err() {
-            let ip = ips
-                .first()
-                .copied()
-                .ok_or_else(|| unreachable("the cluster host does not resolve"))?;
+            let ip = checked.ip();
             if cfg.cluster_url.scheme_str() == Some("https") && cfg.tls_server_name.is_none() {
                 cfg.tls_server_name = Some(host.clone());
             }

@@ -4,6 +4,7 @@ mod docker;
 mod kubernetes;
 mod local;
 mod ssh;
+mod target;
 mod tls;
 
 pub use docker::{DockerBackend, DockerOptions, MANAGED_LABEL, docker_client};

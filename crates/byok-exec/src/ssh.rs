@@ -7,7 +7,7 @@
 //! connection goes to the checked address.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,30 +65,9 @@ impl SshBackend {
             .unwrap_or_default()
             .to_string();
         let port = config.get("port").and_then(Value::as_u64).unwrap_or(22) as u16;
-        let bare = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::time::timeout(
-                self.options.connect_timeout,
-                tokio::net::lookup_host((bare.as_str(), port)),
-            )
+        crate::target::resolve_checked(&self.policy, &host, port, self.options.connect_timeout)
             .await
-            .ok()
-            .and_then(Result::ok)
-            .map(Iterator::collect)
-            .unwrap_or_default(),
-        };
-        let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
-        self.policy
-            .check(&bare, &ips)
-            .map_err(|e| ExecError::ForbiddenTarget(e.to_string()))?;
-        addrs
-            .first()
-            .copied()
-            .ok_or_else(|| ExecError::Unreachable(format!("{bare} does not resolve")))
+            .map(|(_, addr)| addr)
     }
 
     async fn run<T: Send + 'static>(
