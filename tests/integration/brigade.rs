@@ -196,6 +196,23 @@ async fn tasks_carry_the_contract_and_answers_reach_the_sdk() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.text);
     assert_eq!(missing.json["type"], "error");
 
+    // A key whose endpoint is an internal address: Brigade is never asked to call it.
+    let before = brigade.tasks().len();
+    let r = s
+        .post(
+            "/api/v1/byok/keys/add",
+            &t,
+            json!({"provider": "custom", "key": canary::CUSTOM,
+                   "endpoint": "http://169.254.169.254/latest"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let mut body = request("x");
+    body["model"] = json!("brigade/custom/some-model");
+    let r = s.post("/v1/messages", &t, body).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(brigade.tasks().len(), before, "no task was sent");
+
     // The system default: a user without keys or servers (free tier).
     let free = env.create_user("free@example.com", "free");
     let mut body = request("x");

@@ -106,6 +106,10 @@ async fn jwts_are_verified_locally_and_every_forgery_is_refused() {
         ),
         ("unknown kid", unknown.sign(&claims(json!({})))),
         ("garbage", "a.b.c".to_string()),
+        (
+            "an ID token, not an access token",
+            key.sign(&claims(json!({"typ": "ID"}))),
+        ),
     ];
     for (what, token) in &forgeries {
         let r = s.get("/api/v1/byok/stats", token).await;

@@ -130,6 +130,45 @@ async fn pods_are_created_locked_down_read_and_deleted() {
             r.text
         );
     }
+    // A kubeconfig that would run a program or read this host's files is refused, and the
+    // program never runs.
+    let marker = std::env::temp_dir().join(format!("byok-kube-exec-{}", uuid::Uuid::new_v4()));
+    let evil = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n\
+         users:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/sh\n      args: [\"-c\", \"touch {}\"]\n\
+         contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
+        api.base,
+        marker.display()
+    );
+    let r = s
+        .post(
+            "/api/v1/execution-servers",
+            &t,
+            json!({"name": "evil", "server_type": "kubernetes",
+                   "connection_config": {"cluster_url": api.base, "kubeconfig": evil}}),
+        )
+        .await;
+    let eid = r.json["id"].as_str().unwrap().to_string();
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/execution-servers/{eid}/test"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.json["details"]["code"], "backend_unavailable",
+        "{}",
+        r.text
+    );
+    assert!(
+        r.json["message"].as_str().unwrap().contains("exec plugin"),
+        "{}",
+        r.text
+    );
+    assert!(!marker.exists(), "the kubeconfig's command must never run");
+
     // The same cluster through a kubeconfig instead of a token.
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n\

@@ -269,6 +269,24 @@ async fn feed_stdin(
     }))
 }
 
+/// Removes (force: kills first) a container when dropped while still armed.
+struct RemoveOnDrop {
+    docker: Option<Docker>,
+    id: String,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let (Some(docker), Ok(rt)) = (self.docker.take(), tokio::runtime::Handle::try_current())
+        {
+            let id = std::mem::take(&mut self.id);
+            rt.spawn(async move {
+                let _ = remove(&docker, &id).await;
+            });
+        }
+    }
+}
+
 async fn remove(docker: &Docker, id: &str) -> bool {
     docker
         .remove_container(
@@ -380,6 +398,11 @@ impl ExecutionBackend for DockerBackend {
                 ExecError::BackendUnavailable(format!("could not create the container: {e}"))
             })?;
         let id = created.id;
+        // If this future is dropped (the client went away), the guard removes the container.
+        let mut guard = RemoveOnDrop {
+            docker: Some(docker.clone()),
+            id: id.clone(),
+        };
         let run = async {
             let feeder = match &request.stdin {
                 Some(data) => Some(feed_stdin(&docker, &id, data).await?),
@@ -450,6 +473,7 @@ impl ExecutionBackend for DockerBackend {
             })
         }
         .await;
+        guard.docker = None;
         if !remove(&docker, &id).await {
             tracing::warn!(server_id = %server.id, "could not remove a container; the reaper will");
         }

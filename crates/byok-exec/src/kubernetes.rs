@@ -70,6 +70,7 @@ impl KubernetesBackend {
             let parsed = kube::config::Kubeconfig::from_yaml(kc.expose_secret()).map_err(|_| {
                 ExecError::BackendUnavailable("the kubeconfig cannot be parsed".into())
             })?;
+            inline_only(&parsed)?;
             Config::from_custom_kubeconfig(parsed, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|_| {
@@ -125,6 +126,43 @@ impl KubernetesBackend {
         let client = Client::try_from(cfg).map_err(unreachable)?;
         Ok((client, namespace))
     }
+}
+
+/// Refuses a user's kubeconfig that would make this host run a program (`exec`, auth
+/// providers), read its own files (`tokenFile`, certificate and key paths), use a proxy, or skip
+/// TLS verification: only inline credentials (`token`, `*-data`) are accepted.
+fn inline_only(kc: &kube::config::Kubeconfig) -> Result<(), ExecError> {
+    let refuse = |what: &str| {
+        Err(ExecError::BackendUnavailable(format!(
+            "the kubeconfig uses {what}; only inline credentials (token, certificate and key data) are accepted"
+        )))
+    };
+    for c in kc.clusters.iter().filter_map(|c| c.cluster.as_ref()) {
+        if c.certificate_authority.is_some() {
+            return refuse("a certificate-authority file");
+        }
+        if c.proxy_url.is_some() {
+            return refuse("a proxy-url");
+        }
+        if c.insecure_skip_tls_verify == Some(true) {
+            return refuse("insecure-skip-tls-verify");
+        }
+    }
+    for u in kc.auth_infos.iter().filter_map(|a| a.auth_info.as_ref()) {
+        if u.exec.is_some() {
+            return refuse("an exec plugin");
+        }
+        if u.auth_provider.is_some() {
+            return refuse("an auth-provider");
+        }
+        if u.token_file.is_some() {
+            return refuse("a tokenFile");
+        }
+        if u.client_certificate.is_some() || u.client_key.is_some() {
+            return refuse("certificate or key files");
+        }
+    }
+    Ok(())
 }
 
 /// `url` with its host replaced by `ip` (path kept: some clusters sit behind a path prefix).
@@ -323,7 +361,21 @@ impl ExecutionBackend for KubernetesBackend {
         let mut exit_code = None;
         let mut timed_out = false;
         loop {
-            let p = pods.get(&name).await.map_err(api_error)?;
+            let p = match pods.get(&name).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // Never leave the pod (and its stdin Secret) behind on an API error.
+                    let _ = pods.delete(&name, &DeleteParams::default()).await;
+                    if request.stdin.is_some() {
+                        let secrets: Api<Secret> =
+                            Api::namespaced(pods.clone().into_client(), &namespace);
+                        let _ = secrets
+                            .delete(&stdin_secret, &DeleteParams::default())
+                            .await;
+                    }
+                    return Err(api_error(e));
+                }
+            };
             let status = p.status.unwrap_or_default();
             let terminated = status
                 .container_statuses
@@ -343,8 +395,15 @@ impl ExecutionBackend for KubernetesBackend {
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        // At most one byte more than the cap is read (to know whether it was cut).
         let logs = pods
-            .logs(&name, &LogParams::default())
+            .logs(
+                &name,
+                &LogParams {
+                    limit_bytes: Some(request.max_output as i64 + 1),
+                    ..LogParams::default()
+                },
+            )
             .await
             .unwrap_or_default();
         let _ = pods.delete(&name, &DeleteParams::default()).await;
@@ -357,7 +416,11 @@ impl ExecutionBackend for KubernetesBackend {
         }
         let cap = request.max_output;
         let truncated = logs.len() > cap;
-        let stdout: String = logs.chars().take(cap).collect();
+        let mut end = logs.len().min(cap);
+        while !logs.is_char_boundary(end) {
+            end -= 1;
+        }
+        let stdout = logs[..end].to_string();
         Ok(ExecResult {
             exit_code: if timed_out { None } else { exit_code },
             // Kubernetes merges the container's stdout and stderr into one log.

@@ -100,9 +100,20 @@ impl OidcVerifier {
         if self.lookup(kid).is_some() {
             return Ok(true);
         }
+        let have_keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
         if last.is_some_and(|t| t.elapsed() < self.settings.jwks_min_refresh) {
-            return Ok(false);
+            // Keys never loaded (the provider was down): say so, do not refuse the token.
+            return if have_keys {
+                Ok(false)
+            } else {
+                Err(unavailable("the keys are not loaded yet"))
+            };
         }
+        // Counted from the attempt, successful or not: a failing provider is not hammered.
         *last = Some(Instant::now());
         let (issuer, jwks_uri) = {
             let guard = self
@@ -240,6 +251,14 @@ impl TokenVerifier for OidcVerifier {
         let data = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map_err(|_| unauthenticated())?;
         let claims = data.claims;
+        // Keycloak signs ID and refresh tokens with the same key: only access tokens count.
+        if claims
+            .get("typ")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.eq_ignore_ascii_case("Bearer"))
+        {
+            return Err(unauthenticated());
+        }
         if !audience_ok(&claims, &self.settings.audience) {
             return Err(unauthenticated());
         }

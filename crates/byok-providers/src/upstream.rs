@@ -160,6 +160,16 @@ impl UpstreamClient {
         })
     }
 
+    /// Applies the outbound target policy to a user's endpoint (others are trusted), for
+    /// callers that hand the URL to someone else (the orchestrator) instead of calling it.
+    pub async fn check_target(&self, target: &ChatTarget) -> Result<(), CoreError> {
+        if target.user_endpoint {
+            crate::net::check_endpoint(&self.policy, &target.base, self.options.connect_timeout)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn client_for(&self, target: &ChatTarget) -> Result<reqwest::Client, CoreError> {
         if !target.user_endpoint {
             return Ok(self.client.clone());

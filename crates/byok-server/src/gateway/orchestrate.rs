@@ -219,6 +219,15 @@ pub async fn serve(
         route.endpoint.as_deref(),
         route.credential == byok_core::CredentialKind::System,
     ) {
+        // Brigade will call a user's endpoint from inside the operator's network: it must pass
+        // the same target policy as a direct call.
+        Ok(t) if state.upstream.check_target(&t).await.is_err() => {
+            return GatewayError::new(
+                StatusCode::FORBIDDEN,
+                "the endpoint stored with your key is not an allowed target",
+            )
+            .response(ingress);
+        }
         Ok(t) => LlmTarget {
             base_url: Some(t.base),
             format: match t.wire {
