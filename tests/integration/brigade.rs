@@ -152,10 +152,10 @@ async fn tasks_carry_the_contract_and_answers_reach_the_sdk() {
         "the server's credentials, opened"
     );
     assert_eq!(task["metadata"]["stream"], false);
-    assert!(
-        task["metadata"]["anthropic_request_id"]
-            .as_str()
-            .is_some_and(|s| !s.is_empty())
+    assert_eq!(
+        task["metadata"]["anthropic_request_id"],
+        r.headers["x-request-id"].to_str().unwrap(),
+        "the id the request is logged under"
     );
     assert!(task["metadata"]["timestamp"].is_string());
 

@@ -746,6 +746,8 @@ pub struct ExecRequest {
     pub max_output: usize,
 }
 
+/// The wall-clock limit of a command that names none.
+pub const DEFAULT_EXEC_TIMEOUT_SECS: u64 = 60;
 /// The longest wall-clock time a command may be given.
 pub const MAX_EXEC_TIMEOUT_SECS: u64 = 600;
 /// The most input a command may be given (it fits a Kubernetes Secret).

@@ -8,7 +8,7 @@ use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, Next};
-use actix_web::{App, HttpRequest, HttpResponse, web};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, web};
 use tracing::Instrument;
 
 use crate::error::ApiError;
@@ -134,6 +134,7 @@ async fn request_log(
         user_id = tracing::field::Empty,
     );
     let started = Instant::now();
+    req.extensions_mut().insert(RequestId(id.clone()));
     async move {
         let mut res = next.call(req).await?;
         if let Ok(v) = HeaderValue::from_str(&id) {
@@ -185,6 +186,10 @@ pub fn build(
         .wrap(ErrorHandlers::new().default_handler(normalise_error))
         .wrap(actix_web::middleware::from_fn(request_log))
 }
+
+/// The request's id (as logged and echoed in `x-request-id`), for handlers that pass it on.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
 
 /// A random UUIDv4 from the thread's own generator (no system call per request, unlike the
 /// OS-backed `Uuid::new_v4`; request ids need uniqueness, not secrecy).

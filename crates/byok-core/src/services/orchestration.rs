@@ -166,7 +166,7 @@ pub fn build_task(
     who: &Principal,
     route: &Route,
     target: &LlmTarget,
-    server: Option<(&ExecutionServer, Value)>,
+    server: Option<(ExecutionServer, Value)>,
     request_id: &str,
     stream: bool,
 ) -> OrchestratorTask {
@@ -181,8 +181,8 @@ pub fn build_task(
     let execution_server = match server {
         Some((s, connection)) => json!({
             "id": s.id.to_string(),
-            "name": s.name,
             "type": s.server_type.as_str(),
+            "name": s.name,
             "connection": connection,
             "workspace": s.workspace_path,
         }),

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use byok_core::Principal;
 use byok_core::ports::{OrchestratorError, OrchestratorEvent, OrchestratorReply, ReplyBlock};
 use byok_core::services::{
@@ -246,18 +246,13 @@ pub async fn serve(
         Ok(s) => s,
         Err(e) => return GatewayError::from(e).response(ingress),
     };
-    let request_id = header(req, "x-request-id")
-        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
-    let task = build_task(
-        &request,
-        who,
-        &route,
-        &target,
-        server.as_ref().map(|(s, c)| (s, c.clone())),
-        &request_id,
-        stream,
-    );
-    drop(server);
+    // The id the request is logged under (the middleware validated or generated it).
+    let request_id = req
+        .extensions()
+        .get::<crate::app::RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let task = build_task(&request, who, &route, &target, server, &request_id, stream);
     tracing::info!(
         task_id = %task.task_id,
         provider = route.provider.as_str(),

@@ -410,7 +410,8 @@ pub async fn exec(
             .map(|(k, v)| (k, SecretString::from(v)))
             .collect(),
         b.stdin.map(SecretString::from),
-        b.timeout_secs.unwrap_or(60),
+        b.timeout_secs
+            .unwrap_or(byok_core::execution::DEFAULT_EXEC_TIMEOUT_SECS),
     )?;
     let r = state.servers.exec(&who.0, id, request).await?;
     Ok(HttpResponse::Ok().json(ExecResponse {
