@@ -132,6 +132,13 @@ async fn request_log(
         method = %req.method(),
         route = tracing::field::Empty,
         user_id = tracing::field::Empty,
+        // Filled in by the gateway for a non-streaming LLM call (see `log_and_record`).
+        provider = tracing::field::Empty,
+        model = tracing::field::Empty,
+        credential = tracing::field::Empty,
+        byok = tracing::field::Empty,
+        input_tokens = tracing::field::Empty,
+        output_tokens = tracing::field::Empty,
     );
     let started = Instant::now();
     req.extensions_mut().insert(RequestId(id.clone()));

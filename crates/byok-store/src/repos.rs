@@ -605,8 +605,8 @@ impl UsageRepository for Database {
         }
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         macro_rules! rows {
-            ($s:ident) => {
-                records
+            ($s:ident, $records:expr) => {
+                $records
                     .iter()
                     .map(|r| {
                         use $s::usage_records as t;
@@ -630,30 +630,29 @@ impl UsageRepository for Database {
                 use crate::schema::pg as s;
                 let mut conn = pool.get().await.map_err(pool_err)?;
                 diesel::insert_into(s::usage_records::table)
-                    .values(rows!(s))
+                    .values(rows!(s, records))
                     .execute(&mut conn)
                     .await
                     .map_err(db_err)?;
             }
             DbPool::Sqlite(pool) => {
-                // SQLite has no multi-row insert through the async wrapper: one transaction.
+                // One blocking task for the whole batch: through the async wrapper every
+                // statement would be its own hand-off to a blocking thread and back (measured:
+                // one cross-thread wake-up per usage row, i.e. per LLM request).
                 use crate::schema::sqlite as s;
-                use diesel_async::SimpleAsyncConnection;
+                let owned: Vec<UsageRecord> = records.to_vec();
                 let mut conn = pool.get().await.map_err(pool_err)?;
-                conn.batch_execute("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(db_err)?;
-                for row in rows!(s) {
-                    if let Err(e) = diesel::insert_into(s::usage_records::table)
-                        .values(row)
-                        .execute(&mut conn)
-                        .await
-                    {
-                        let _ = conn.batch_execute("ROLLBACK").await;
-                        return Err(db_err(e));
-                    }
-                }
-                conn.batch_execute("COMMIT").await.map_err(db_err)?;
+                conn.spawn_blocking(move |c| {
+                    c.immediate_transaction(|c| {
+                        diesel::RunQueryDsl::execute(
+                            diesel::insert_into(s::usage_records::table).values(rows!(s, owned)),
+                            c,
+                        )
+                        .map(|_| ())
+                    })
+                })
+                .await
+                .map_err(db_err)?;
             }
         }
         Ok(())

@@ -288,8 +288,13 @@ fn from_upstream_status(
     }
 }
 
-/// The per-request log line and usage record (never the key; the model name scrubbed, as
+/// The request's log fields and usage record (never the key; the model name scrubbed, as
 /// it is client input).
+///
+/// A non-streaming answer is logged once, by the request middleware: the LLM fields are
+/// recorded on the request's span and appear on its `request` line (one formatted line and one
+/// `write` per request instead of two). A stream ends after its response head was logged, so it
+/// gets its own `llm request` line with the whole stream's latency.
 #[expect(clippy::too_many_arguments, reason = "one flat record of a request")]
 pub(crate) fn log_and_record(
     state: &AppState,
@@ -303,16 +308,29 @@ pub(crate) fn log_and_record(
 ) {
     let latency_ms = started.elapsed().as_millis() as u64;
     let model = scrub(&route.model, None);
-    tracing::info!(
-        provider = route.provider.as_str(),
-        model = %model,
-        credential = route.credential.as_str(),
-        byok = route.credential == CredentialKind::User,
-        stream,
-        status,
-        latency_ms,
-        "llm request"
-    );
+    let byok = route.credential == CredentialKind::User;
+    if stream {
+        tracing::info!(
+            provider = route.provider.as_str(),
+            model = %model,
+            credential = route.credential.as_str(),
+            byok,
+            stream,
+            status,
+            latency_ms,
+            input_tokens = input,
+            output_tokens = output,
+            "llm request"
+        );
+    } else {
+        let span = tracing::Span::current();
+        span.record("provider", route.provider.as_str());
+        span.record("model", model.as_str());
+        span.record("credential", route.credential.as_str());
+        span.record("byok", byok);
+        span.record("input_tokens", input);
+        span.record("output_tokens", output);
+    }
     state.usage.record(UsageRecord {
         user_id: user,
         provider: route.provider,
