@@ -2,9 +2,9 @@
 # `make test`: everything the test suites need, then every suite.
 #
 #   1. installs what is missing (Debian, as root): PostgreSQL, python3-venv, curl, Node.js/npm,
-#      openssh-server, podman/runc/busybox, perl/make, a C compiler;
+#      openssh-server, podman/runc/busybox, redis-server, kubectl, perl/make, a C compiler;
 #   2. a Python venv in .venv with the pinned tools the tests drive (cryptography, schemathesis,
-#      and the official anthropic and openai SDKs);
+#      the official anthropic and openai SDKs, and prometheus-client's exposition parser);
 #   3. Claude Code (npm, pinned) for the end-to-end client test;
 #   4. podman's Docker-API service with a busybox image, and a throwaway PostgreSQL cluster on a free port, unless TEST_DATABASE_URL is already set;
 #   5. cargo test (all targets, then doctests);
@@ -18,6 +18,7 @@ PY_REQUIREMENTS=(
   "schemathesis==4.32.5"
   "anthropic==2.10.0"
   "openai==3.51.0"
+  "prometheus-client==0.26.0"
 )
 # Claude Code, driven against the gateway by the end-to-end tests (npm; a native binary).
 CLAUDE_CODE_VERSION="2.1.328"
@@ -100,6 +101,10 @@ install_missing() {
   # ssh2 builds its own OpenSSL (vendored): it needs perl and make.
   command -v perl >/dev/null 2>&1 || missing+=(perl)
   command -v make >/dev/null 2>&1 || missing+=(make)
+  # A real Redis for the shared rate-limit tests (each test starts its own on a free port).
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  # `kubectl kustomize` renders deploy/kubernetes for the manifest test.
+  command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
   # rustc links through `cc`, and libsqlite3-sys (bundled) and ring compile C.
   command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 

@@ -6,11 +6,13 @@
 mod api;
 mod brigade;
 mod crypto;
+mod deploy;
 mod docker;
 mod gateway;
 mod keycloak;
 mod kubernetes;
 mod repos;
+mod scale;
 mod sdk;
 mod servers;
 mod ssh;

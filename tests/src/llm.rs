@@ -11,7 +11,8 @@
 //! `slow` → waits 3 s, `truncate` → the stream stops mid-way (or the JSON body is cut),
 //! `midcut` → like `truncate`, but the connection drops in the middle of an event,
 //! `error500` → 500, `overloaded` → 529, `missing` → 404, `endless` → a stream that only ends
-//! when the reader goes away. Anything else: a text answer.
+//! when the reader goes away, `drip` → a stream whose events come 150 ms apart. Anything else:
+//! a text answer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -235,10 +236,11 @@ async fn serve(
     } else {
         frames.len()
     };
+    let gap = Duration::from_millis(if model.contains("drip") { 150 } else { 2 });
     for f in &frames[..cut] {
         w.write_all(f.as_bytes()).await?;
         w.flush().await?;
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(gap).await;
     }
     if model.contains("midcut") {
         // The connection drops in the middle of an event.

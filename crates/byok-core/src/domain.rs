@@ -470,6 +470,9 @@ pub struct Principal {
     pub user_id: UserId,
     pub email: String,
     pub tier: Tier,
+    /// The gateway token the request came with (`None` for a Keycloak JWT); per-token
+    /// rate limits count against it.
+    pub token_id: Option<Uuid>,
 }
 
 impl From<User> for Principal {
@@ -478,6 +481,7 @@ impl From<User> for Principal {
             user_id: u.id,
             email: u.email,
             tier: u.tier,
+            token_id: None,
         }
     }
 }

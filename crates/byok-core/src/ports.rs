@@ -187,6 +187,10 @@ pub trait UsageRepository: Send + Sync + 'static {
 /// implementation drops (and counts) records it cannot take.
 pub trait UsageSink: Send + Sync + 'static {
     fn record(&self, record: UsageRecord);
+    /// Records dropped so far (for metrics).
+    fn dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// A new execution server (config already sealed).

@@ -126,9 +126,15 @@ async fn request_log(
         .map_or_else(new_request_id, str::to_owned);
     // The route pattern (`/api/v1/byok/keys/{provider}`), never the raw path: a client that
     // puts a key where a provider id belongs must not get it written to the log.
+    let trace = TraceContext::from_request(
+        req.headers()
+            .get(&TRACEPARENT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let span = tracing::info_span!(
         "request",
         request_id = %id,
+        trace_id = %trace.trace_id,
         method = %req.method(),
         route = tracing::field::Empty,
         user_id = tracing::field::Empty,
@@ -141,16 +147,26 @@ async fn request_log(
         output_tokens = tracing::field::Empty,
     );
     let started = Instant::now();
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let method = method_label(req.method());
     req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut().insert(trace);
     async move {
         let mut res = next.call(req).await?;
         if let Ok(v) = HeaderValue::from_str(&id) {
             res.headers_mut().insert(REQUEST_ID.clone(), v);
         }
         let route = res.request().match_pattern();
-        tracing::Span::current().record("route", route.as_deref().unwrap_or("unmatched"));
+        let route = route.as_deref().unwrap_or("unmatched");
+        tracing::Span::current().record("route", route);
         let status = res.status().as_u16();
-        let latency_us = started.elapsed().as_micros() as u64;
+        let elapsed = started.elapsed();
+        if let Some(m) = metrics {
+            m.observe_http(route, method, status, elapsed);
+        }
+        let latency_us = elapsed.as_micros() as u64;
         if status >= 500 {
             tracing::error!(status, latency_us, "request failed");
         } else {
@@ -194,6 +210,92 @@ pub fn build(
         .wrap(actix_web::middleware::from_fn(request_log))
 }
 
+/// A bounded label for the method (a client may send any token as a method).
+fn method_label(m: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// W3C trace context: the caller's trace (from a valid `traceparent`) or a new one, and this
+/// request's own span id, which upstream calls name as their parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lower-case hex digits.
+    pub trace_id: String,
+    /// 16 lower-case hex digits: this request.
+    pub span_id: String,
+    /// Trace flags, 2 hex digits (`01` = sampled).
+    pub flags: String,
+}
+
+impl TraceContext {
+    /// Continues a valid version-00 `traceparent` (or a future version's first four fields),
+    /// else starts a trace.
+    pub fn from_request(header: Option<&str>) -> Self {
+        let span_id = hex(&rand::random::<[u8; 8]>());
+        if let Some((trace_id, flags)) = header.and_then(parse_traceparent) {
+            return Self {
+                trace_id,
+                span_id,
+                flags,
+            };
+        }
+        Self {
+            trace_id: hex(&rand::random::<[u8; 16]>()),
+            span_id,
+            flags: "01".into(),
+        }
+    }
+
+    /// The `traceparent` header for a call made on behalf of this request.
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// (trace id, flags) of a well-formed `traceparent`: `vv-<32 hex>-<16 hex>-<2 hex>`, lower-case,
+/// ids not all zero, version not `ff`; version 00 has exactly four fields.
+fn parse_traceparent(raw: &str) -> Option<(String, String)> {
+    let raw = raw.trim();
+    let mut parts = raw.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let is_hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let ok = is_hex(version, 2)
+        && version != "ff"
+        && is_hex(trace, 32)
+        && is_hex(parent, 16)
+        && is_hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0')
+        && (version != "00" || parts.next().is_none());
+    ok.then(|| (trace.to_string(), flags.to_string()))
+}
+
 /// The request's id (as logged and echoed in `x-request-id`), for handlers that pass it on.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
@@ -205,4 +307,41 @@ fn new_request_id() -> String {
     uuid::Builder::from_random_bytes(bytes)
         .into_uuid()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_continued_or_started() {
+        let t = TraceContext::from_request(Some(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ));
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.flags, "01");
+        assert_ne!(t.span_id, "00f067aa0ba902b7");
+        assert!(
+            t.traceparent()
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "garbage",
+        ] {
+            let t = TraceContext::from_request(Some(bad));
+            assert_ne!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+            assert_eq!(t.trace_id.len(), 32);
+        }
+        // A later version may carry more fields.
+        let t = TraceContext::from_request(Some(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more",
+        ));
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
 }

@@ -48,11 +48,18 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
     check_encryption_key(&state).await?;
     if settings.auth_mode == AuthMode::Keycloak {
         println!("AUTH_MODE=keycloak: sign in through Keycloak; no local admin is created.");
+    } else if !settings.bootstrap_admin {
+        println!("BYOK_BOOTSTRAP_ADMIN=false: create users with `byok-gateway user create`.");
     } else {
         bootstrap_admin(&state, &settings).await?;
     }
     start_reaper(&settings.docker_sockets);
-    let data = web::Data::new(state);
+    let listening = state.clone();
+    actix_web::rt::spawn(byok_store::listen_invalidations(
+        settings.database_url.expose_secret().to_string(),
+        move |change| listening.invalidate(change),
+    ));
+    let data = web::Data::new(state.clone());
     let mut server = HttpServer::new(move || crate::app::build(data.clone()))
         // Small writes (a stream's head, then its first event) go out at once: without
         // TCP_NODELAY, Nagle holds the second until the client's delayed ACK (~40 ms).
@@ -61,7 +68,9 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
                 let _ = tcp.set_nodelay(true);
             }
         })
-        .shutdown_timeout(30)
+        // Signals are handled below (readiness first, then a graceful stop).
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_timeout.as_secs())
         // A client that closes its side has gone: cancel its request (and the upstream call)
         // instead of finishing it for nobody.
         .h1_allow_half_closed(false)
@@ -74,9 +83,48 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
         tracing::info!(%addr, database = %settings.database_display(), "listening");
         println!("BYOK gateway listening on http://{addr}");
     }
-    server.run().await?;
+    let server = server.run();
+    let handle = server.handle();
+    let draining = state.draining.clone();
+    let drain_delay = settings.shutdown_drain_delay;
+    actix_web::rt::spawn(async move {
+        let signal = shutdown_signal().await;
+        tracing::info!(
+            signal,
+            drain_delay_secs = drain_delay.as_secs(),
+            "shutting down: readiness off, finishing in-flight requests"
+        );
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Load balancers (a Kubernetes Service) need a moment to see the failing readiness
+        // before the listener closes; in-flight requests and streams then get the timeout.
+        tokio::time::sleep(drain_delay).await;
+        handle.stop(true).await;
+    });
+    server.await?;
+    state
+        .usage_writer
+        .flush_and_stop(std::time::Duration::from_secs(10))
+        .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT; returns its name.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            tracing::warn!("cannot listen for signals; stop with SIGKILL only");
+            std::future::pending().await
+        }
+    }
 }
 
 /// Refuses to start with an `ENCRYPTION_KEY` that decrypts none of the stored keys (a wrong

@@ -13,7 +13,10 @@
 //! | `BYOK_AUTH_CACHE_TTL_SECS` | `5` | how long a token check is cached (bounds revocation delay across processes) |
 //! | `BYOK_UPGRADE_URL` | `/pricing` | `upgrade_url` in tier refusals |
 //! | `BYOK_BOOTSTRAP_ADMIN_EMAIL` | `admin@localhost` | the first user created on an empty database |
+//! | `BYOK_BOOTSTRAP_ADMIN` | `true` | `false`: create no first user and print no token at start (clusters whose logs are collected: use `byok-gateway user create` instead) |
 //! | `BYOK_WORKERS` | number of CPUs | HTTP worker threads |
+//! | `BYOK_SHUTDOWN_DRAIN_SECS` | `0` | on SIGTERM/SIGINT: seconds `/readyz` answers 503 (`draining`) before the listener closes (set it to the load balancer's probe period; 5 in the Kubernetes manifests) |
+//! | `BYOK_SHUTDOWN_TIMEOUT_SECS` | `30` | then: how long in-flight requests and streams may take to finish; usage records are flushed and the process exits 0 |
 //! | `DEFAULT_LLM_PROVIDER` | `openrouter` | provider of the system default credential |
 //! | `DEFAULT_LLM_API_KEY` | none | the system default credential (without it, only users' own keys work) |
 //! | `DEFAULT_LLM_BASE_URL` | the provider's base URL | base URL for system-default calls |
@@ -45,6 +48,11 @@
 //! | `BRIGADE_CA_FILE` | none | extra CA certificates (PEM) for Brigade's TLS |
 //! | `BRIGADE_TIMEOUT_SECS` | `600` | whole-call limit of a non-streaming task |
 //! | `BRIGADE_IDLE_TIMEOUT_SECS` | `300` | longest silence of a streaming task (and wait for its first byte) |
+//! | `BYOK_RATE_LIMITS` | none (unlimited) | LLM requests per window per user, by tier: `free=20,starter=600,professional=3000` (0 or absent = unlimited) |
+//! | `BYOK_TOKEN_RATE_LIMIT` | `0` (unlimited) | LLM requests per window per gateway token |
+//! | `BYOK_RATE_LIMIT_WINDOW_SECS` | `60` | the window, aligned to the clock |
+//! | `REDIS_URL` | none | `redis://…`: rate-limit counters shared by all replicas; without it (or while Redis does not answer) each replica counts alone |
+//! | `BYOK_METRICS_TOKEN` | none | when set, `GET /metrics` requires it as `Authorization: Bearer` |
 //! | `BYOK_LOG_FORMAT` | `text` | `text` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
 
@@ -145,7 +153,19 @@ pub struct Settings {
     pub auth_cache_ttl: Duration,
     pub upgrade_url: String,
     pub bootstrap_admin_email: String,
+    /// `BYOK_BOOTSTRAP_ADMIN=false`: never create the first user at start (nor print a token).
+    pub bootstrap_admin: bool,
     pub workers: Option<usize>,
+    /// Request limits per user (by tier) and per gateway token.
+    pub rate_limits: byok_core::services::RateLimits,
+    /// `BYOK_METRICS_TOKEN`: bearer token `/metrics` requires, when set.
+    pub metrics_token: Option<SecretString>,
+    /// `REDIS_URL`: shared rate-limit counters (may hold a password).
+    pub redis_url: Option<SecretString>,
+    /// On SIGTERM: how long in-flight requests and streams may take to finish.
+    pub shutdown_timeout: Duration,
+    /// On SIGTERM: how long readiness fails before the listener closes.
+    pub shutdown_drain_delay: Duration,
     pub system: SystemDefault,
     pub system_base_url: Option<String>,
     pub model_aliases: HashMap<String, String>,
@@ -343,7 +363,29 @@ impl Settings {
             upgrade_url: var("BYOK_UPGRADE_URL").unwrap_or_else(|| "/pricing".into()),
             bootstrap_admin_email: var("BYOK_BOOTSTRAP_ADMIN_EMAIL")
                 .unwrap_or_else(|| "admin@localhost".into()),
+            bootstrap_admin: var("BYOK_BOOTSTRAP_ADMIN").is_none_or(|v| {
+                !matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no")
+            }),
             workers,
+            rate_limits: {
+                let mut limits = byok_core::services::RateLimits {
+                    window: Duration::from_secs(
+                        number("BYOK_RATE_LIMIT_WINDOW_SECS", 60u64)?.max(1),
+                    ),
+                    per_token: Some(number("BYOK_TOKEN_RATE_LIMIT", 0u64)?).filter(|n| *n > 0),
+                    ..Default::default()
+                };
+                if let Some(raw) = var("BYOK_RATE_LIMITS") {
+                    limits
+                        .parse_tiers(&raw)
+                        .map_err(|e| ConfigError(format!("BYOK_RATE_LIMITS: {e}")))?;
+                }
+                limits
+            },
+            redis_url: var("REDIS_URL").map(SecretString::from),
+            metrics_token: var("BYOK_METRICS_TOKEN").map(SecretString::from),
+            shutdown_timeout: Duration::from_secs(number("BYOK_SHUTDOWN_TIMEOUT_SECS", 30u64)?),
+            shutdown_drain_delay: Duration::from_secs(number("BYOK_SHUTDOWN_DRAIN_SECS", 0u64)?),
         })
     }
 

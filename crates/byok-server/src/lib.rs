@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod state;

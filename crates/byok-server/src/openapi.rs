@@ -14,7 +14,7 @@ use crate::routes::{byok, health, servers, tokens};
                        carry `detail` and a stable `code`."
     ),
     paths(
-        health::healthz, health::readyz,
+        health::healthz, health::readyz, health::metrics,
         byok::providers, byok::list_keys, byok::add_key, byok::delete_key, byok::test_key,
         byok::stats, byok::get_settings, byok::put_settings,
         tokens::create, tokens::list, tokens::revoke,

@@ -32,6 +32,18 @@ pub struct AppState {
     pub orchestrator: Option<Arc<dyn byok_core::ports::Orchestrator>>,
     /// Largest accepted request body on `/v1/*`.
     pub max_body_bytes: usize,
+    /// The usage writer, flushed at shutdown.
+    pub usage_writer: Arc<crate::usage::UsageWriter>,
+    /// Set when a shutdown signal arrived: `/readyz` answers 503 so load balancers drain.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// `BYOK_METRICS_TOKEN`: required on `/metrics` when set.
+    pub metrics_token: Option<secrecy::SecretString>,
+    /// Request limits (policy) and their counters (Redis when `REDIS_URL` is set).
+    pub rate_limits: Arc<byok_core::services::RateLimits>,
+    pub limiter: Arc<dyn byok_core::services::RateLimiter>,
+    /// The shared counters, when configured (for `/readyz` and metrics).
+    pub redis: Option<Arc<byok_store::RedisRateLimiter>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -104,13 +116,16 @@ impl AppState {
             }
             (KeyStoreKind::Database, _) => shared.clone(),
         };
+        // Changes made here are announced to the other replicas (PostgreSQL NOTIFY; a no-op
+        // on SQLite); `listen_invalidations` applies theirs.
+        let notifier: Arc<dyn byok_core::services::ChangeNotifier> = shared.clone();
         let vault = KeyVault::new(keys.clone(), cipher, Arc::new(prober))
-            .with_credential_ttl(settings.credential_ttl);
-        let tokens = Arc::new(TokenService::new(
-            shared.clone(),
-            shared.clone(),
-            settings.auth_cache_ttl,
-        ));
+            .with_credential_ttl(settings.credential_ttl)
+            .with_notifier(notifier.clone());
+        let tokens = Arc::new(
+            TokenService::new(shared.clone(), shared.clone(), settings.auth_cache_ttl)
+                .with_notifier(notifier.clone()),
+        );
         let external: Option<Arc<dyn Authenticator>> =
             match (&settings.keycloak, settings.auth_mode) {
                 (Some(k), AuthMode::Keycloak | AuthMode::Both) => {
@@ -133,13 +148,16 @@ impl AppState {
             };
         let authenticator: Arc<dyn Authenticator> =
             Arc::new(ChainAuthenticator::new(tokens.clone(), external));
-        let gateway = Arc::new(Gateway::new(
-            vault.clone(),
-            ModelRouter::new(settings.model_aliases.clone()),
-            settings.system.clone(),
-            shared.clone(),
-            settings.credential_ttl,
-        ));
+        let gateway = Arc::new(
+            Gateway::new(
+                vault.clone(),
+                ModelRouter::new(settings.model_aliases.clone()),
+                settings.system.clone(),
+                shared.clone(),
+                settings.credential_ttl,
+            )
+            .with_notifier(notifier),
+        );
         let upstream = UpstreamClient::new(
             settings.catalogue.clone(),
             settings.target_policy.clone(),
@@ -168,7 +186,19 @@ impl AppState {
             }
             None => None,
         };
-        let (usage, _writer) = crate::usage::start(shared);
+        let (usage, usage_writer) = crate::usage::start(shared);
+        let metrics =
+            crate::metrics::Metrics::new().map_err(|e| ConfigError(format!("metrics: {e}")))?;
+        let redis = match &settings.redis_url {
+            Some(url) => {
+                Some(byok_store::RedisRateLimiter::new(url.expose_secret()).map_err(ConfigError)?)
+            }
+            None => None,
+        };
+        let limiter: Arc<dyn byok_core::services::RateLimiter> = match &redis {
+            Some(r) => r.clone(),
+            None => Arc::new(byok_core::services::LocalRateLimiter::new()),
+        };
         Ok(Self {
             db,
             vault,
@@ -181,7 +211,31 @@ impl AppState {
             usage,
             orchestrator,
             max_body_bytes: settings.max_body_bytes,
+            usage_writer,
+            draining: Arc::default(),
+            metrics: Arc::new(metrics),
+            metrics_token: settings.metrics_token.clone(),
+            rate_limits: Arc::new(settings.rate_limits.clone()),
+            limiter,
+            redis,
         })
+    }
+
+    /// Applies another replica's change to this process's caches.
+    pub fn invalidate(&self, change: byok_core::services::Invalidation) {
+        use byok_core::services::Invalidation;
+        match change {
+            Invalidation::Credential { user, provider } => {
+                self.vault.forget_credential(user, provider);
+            }
+            Invalidation::Token { id } => self.tokens.forget_token(id),
+            Invalidation::Settings { user } => self.gateway.forget_settings(user),
+            Invalidation::Everything => {
+                self.vault.forget_all();
+                self.tokens.forget_all();
+                self.gateway.forget_all();
+            }
+        }
     }
 }
 

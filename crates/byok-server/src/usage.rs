@@ -22,6 +22,10 @@ pub struct UsageRecorder {
 }
 
 impl UsageSink for UsageRecorder {
+    fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     fn record(&self, record: UsageRecord) {
         if self.tx.try_send(record).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -32,20 +36,46 @@ impl UsageSink for UsageRecorder {
     }
 }
 
-/// Starts the writer on the current runtime; it ends (after a last flush) when every
-/// recorder handle is dropped.
+/// The writer task, for a last flush at shutdown.
+#[derive(Debug)]
+pub struct UsageWriter {
+    stop: Arc<tokio::sync::Notify>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl UsageWriter {
+    /// Writes what is queued and stops the writer; gives up after `deadline` (the records
+    /// still queued are then lost, and counted in the log line).
+    pub async fn flush_and_stop(&self, deadline: Duration) {
+        let Some(task) = self.task.lock().ok().and_then(|mut t| t.take()) else {
+            return;
+        };
+        self.stop.notify_one();
+        if tokio::time::timeout(deadline, task).await.is_err() {
+            tracing::warn!("usage records not all written before the shutdown deadline");
+        }
+    }
+}
+
+/// Starts the writer on the current runtime. It drains the queue every `FLUSH_EVERY`, and a
+/// last time when [`UsageWriter::flush_and_stop`] is called (graceful shutdown).
 ///
 /// The writer drains the queue on a timer instead of waiting on it: a waiting receiver would be
 /// woken by every request (a cross-thread wake-up per LLM call); this way a request's only cost
 /// is the queue push, and records reach the database within `FLUSH_EVERY`.
-pub fn start(repo: Arc<dyn UsageRepository>) -> (Arc<UsageRecorder>, tokio::task::JoinHandle<()>) {
+pub fn start(repo: Arc<dyn UsageRepository>) -> (Arc<UsageRecorder>, Arc<UsageWriter>) {
     let (tx, mut rx) = mpsc::channel::<UsageRecord>(QUEUE);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopped = stop.clone();
     let handle = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            let last = tokio::select! {
+                _ = tick.tick() => false,
+                () = stopped.notified() => true,
+            };
             let closed = loop {
                 match rx.try_recv() {
                     Ok(r) => {
@@ -59,7 +89,7 @@ pub fn start(repo: Arc<dyn UsageRepository>) -> (Arc<UsageRecorder>, tokio::task
                 }
             };
             write(repo.as_ref(), &mut batch).await;
-            if closed {
+            if closed || last {
                 break;
             }
         }
@@ -69,7 +99,10 @@ pub fn start(repo: Arc<dyn UsageRepository>) -> (Arc<UsageRecorder>, tokio::task
             tx,
             dropped: AtomicU64::new(0),
         }),
-        handle,
+        Arc::new(UsageWriter {
+            stop,
+            task: std::sync::Mutex::new(Some(handle)),
+        }),
     )
 }
 

@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod legacy;
+mod notify;
+mod rate;
 mod repos;
 mod schema;
 mod servers;
@@ -18,6 +20,8 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+pub use notify::{CHANNEL as INVALIDATION_CHANNEL, listen_invalidations};
+pub use rate::RedisRateLimiter;
 pub use types::{DbJson, DbUuid};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
@@ -236,15 +240,6 @@ impl Database {
             }
         }
     }
-
-    /// Pool usage: (connections in the pool, idle among them, maximum).
-    pub fn pool_status(&self) -> (usize, usize, usize) {
-        let s = match &self.pool {
-            DbPool::Pg(p) => p.status(),
-            DbPool::Sqlite(p) => p.status(),
-        };
-        (s.size, s.available, s.max_size)
-    }
 }
 
 fn lock_pg(
@@ -257,4 +252,94 @@ fn lock_pg(
         format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
     };
     diesel::connection::SimpleConnection::batch_execute(conn, &sql).map_err(repos::db_err)
+}
+
+/// The connection pool's state, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open now.
+    pub size: usize,
+    /// Of those, idle.
+    pub available: usize,
+    /// Upper bound (`BYOK_DB_MAX_CONNECTIONS`).
+    pub max_size: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
+/// How many users bring their own keys, for metrics (aggregates only: no user ids).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdoptionStats {
+    /// Users whose tier allows BYOK (`starter` and above).
+    pub eligible_users: u64,
+    /// Users with at least one enabled key.
+    pub users_with_keys: u64,
+    /// Enabled keys per provider id, ordered by provider.
+    pub keys_by_provider: Vec<(String, u64)>,
+}
+
+impl Database {
+    pub fn pool_status(&self) -> PoolStatus {
+        let s = match &self.pool {
+            DbPool::Pg(p) => p.status(),
+            DbPool::Sqlite(p) => p.status(),
+        };
+        PoolStatus {
+            size: s.size,
+            available: s.available,
+            max_size: s.max_size,
+            waiting: s.waiting,
+        }
+    }
+
+    /// Counts for the BYOK adoption metrics (three aggregate queries).
+    pub async fn adoption_stats(&self) -> Result<AdoptionStats, StoreError> {
+        use diesel::dsl::{count, count_star};
+        use diesel::{AggregateExpressionMethods, ExpressionMethods, QueryDsl};
+        use diesel_async::RunQueryDsl;
+        const ELIGIBLE: [&str; 3] = ["starter", "professional", "enterprise"];
+        macro_rules! stats {
+            ($s:ident, $conn:expr) => {{
+                use crate::schema::$s::{user_provider_keys as k, users as u};
+                let conn = $conn;
+                let eligible: i64 = u::table
+                    .filter(u::tier.eq_any(ELIGIBLE))
+                    .select(count_star())
+                    .get_result(conn)
+                    .await
+                    .map_err(repos::db_err)?;
+                let with_keys: i64 = k::table
+                    .filter(k::enabled.eq(true))
+                    .select(count(k::user_id).aggregate_distinct())
+                    .get_result(conn)
+                    .await
+                    .map_err(repos::db_err)?;
+                let per: Vec<(String, i64)> = k::table
+                    .filter(k::enabled.eq(true))
+                    .group_by(k::provider)
+                    .select((k::provider, count_star()))
+                    .order(k::provider)
+                    .load(conn)
+                    .await
+                    .map_err(repos::db_err)?;
+                (eligible, with_keys, per)
+            }};
+        }
+        let (eligible, with_keys, per) = match &self.pool {
+            DbPool::Pg(p) => {
+                let mut c = p.get().await.map_err(pool_err)?;
+                stats!(pg, &mut c)
+            }
+            DbPool::Sqlite(p) => {
+                let mut c = p.get().await.map_err(pool_err)?;
+                stats!(sqlite, &mut c)
+            }
+        };
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(AdoptionStats {
+            eligible_users: n(eligible),
+            users_with_keys: n(with_keys),
+            keys_by_provider: per.into_iter().map(|(p, c)| (p, n(c))).collect(),
+        })
+    }
 }

@@ -9,6 +9,7 @@ use crate::error::CoreError;
 use crate::ports::SettingsRepository;
 use crate::routing::{ModelRouter, RoutedModel};
 use crate::services::KeyVault;
+use crate::services::invalidation::{ChangeNotifier, Invalidation, NoNotifier};
 
 /// The operator's system default (`DEFAULT_LLM_PROVIDER`, `DEFAULT_LLM_API_KEY`).
 #[derive(Debug, Clone)]
@@ -54,6 +55,7 @@ pub struct Gateway {
     settings: Arc<dyn SettingsRepository>,
     settings_cache: Mutex<HashMap<UserId, (Instant, UserSettings)>>,
     settings_ttl: Duration,
+    notifier: Arc<dyn ChangeNotifier>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -79,6 +81,7 @@ impl Gateway {
             settings,
             settings_cache: Mutex::new(HashMap::new()),
             settings_ttl,
+            notifier: Arc::new(NoNotifier),
         }
     }
 
@@ -201,7 +204,30 @@ impl Gateway {
         if let Ok(mut c) = self.settings_cache.lock() {
             c.insert(who.user_id, (Instant::now(), settings));
         }
+        self.notifier
+            .publish(Invalidation::Settings { user: who.user_id })
+            .await;
         Ok(settings)
+    }
+
+    /// Drops a user's cached settings (changed by another replica).
+    pub fn forget_settings(&self, user: UserId) {
+        if let Ok(mut c) = self.settings_cache.lock() {
+            c.remove(&user);
+        }
+    }
+
+    /// Drops every cached setting.
+    pub fn forget_all(&self) {
+        if let Ok(mut c) = self.settings_cache.lock() {
+            c.clear();
+        }
+    }
+
+    /// Tells other replicas about settings changes (see [`ChangeNotifier`]).
+    pub fn with_notifier(mut self, notifier: Arc<dyn ChangeNotifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// Providers the caller can reach, with the credential that would serve them: every

@@ -167,6 +167,7 @@ impl Authenticator for ExternalAuthenticator {
             user_id: identity.user_id,
             email: identity.email,
             tier,
+            token_id: None,
         };
         let left = (identity.expires_at - Utc::now())
             .to_std()

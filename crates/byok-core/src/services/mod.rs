@@ -3,6 +3,8 @@
 mod gateway;
 mod identity;
 mod import;
+mod invalidation;
+mod limits;
 mod orchestration;
 mod rotation;
 mod servers;
@@ -12,6 +14,10 @@ mod vault;
 pub use gateway::{Gateway, Resolution, Route, SystemDefault, is_fallback_status};
 pub use identity::{ChainAuthenticator, ExternalAuthenticator, external_user_id};
 pub use import::{ImportReport, LegacyKey, import_legacy_keys};
+pub use invalidation::{CacheStats, ChangeNotifier, Invalidation, NoNotifier};
+pub use limits::{
+    LocalRateLimiter, RateDecision, RateLimiter, RateLimits, decide as rate_decision, window_of,
+};
 pub use orchestration::{
     EXECUTION_SERVER_HEADER, LlmTarget, ORCHESTRATION_HEADER, ORCHESTRATION_PREFIX,
     OrchestratorTask, build_task, conversation_history, infer_task_type, orchestration_requested,

@@ -4,6 +4,7 @@
 //! is stored, with a visible prefix (`byok_` + 8 characters) for listing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use uuid::Uuid;
 use crate::domain::*;
 use crate::error::{CoreError, StoreError};
 use crate::ports::{Authenticator, TokenRepository, UserRepository};
+use crate::services::invalidation::{CacheStats, ChangeNotifier, Invalidation, NoNotifier};
 
 const TOKEN_PREFIX: &str = "byok_";
 const VISIBLE_CHARS: usize = 8;
@@ -64,13 +66,17 @@ struct Cache {
 ///
 /// Authentication is cached for `cache_ttl` per token hash (refusals too), so the steady
 /// state does no database round trip; a revocation made through this service takes effect
-/// at once in this process and, in others, within `cache_ttl`.
+/// at once in this process and, in others, when the [`ChangeNotifier`] reaches them (at the
+/// latest within `cache_ttl`).
 pub struct TokenService {
     tokens: Arc<dyn TokenRepository>,
     users: Arc<dyn UserRepository>,
     cache: Mutex<Cache>,
     touched: Mutex<HashMap<Uuid, Instant>>,
     cache_ttl: Duration,
+    notifier: Arc<dyn ChangeNotifier>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -96,6 +102,40 @@ impl TokenService {
             cache: Mutex::new(Cache::default()),
             touched: Mutex::new(HashMap::new()),
             cache_ttl,
+            notifier: Arc::new(NoNotifier),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Tells other replicas about revocations (see [`ChangeNotifier`]).
+    pub fn with_notifier(mut self, notifier: Arc<dyn ChangeNotifier>) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    /// Token-check cache hits and misses since start.
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Drops a token's cached acceptance (a revocation made here or by another replica).
+    pub fn forget_token(&self, id: Uuid) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.generation += 1;
+            cache.hits.retain(|_, (_, (_, tid, _))| *tid != id);
+        }
+    }
+
+    /// Drops every cached token check.
+    pub fn forget_all(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.generation += 1;
+            cache.hits.clear();
+            cache.refused.clear();
         }
     }
 
@@ -170,7 +210,8 @@ impl TokenService {
         Ok(self.tokens.list(user).await?)
     }
 
-    /// Revokes one of `user`'s tokens; effective in this process immediately.
+    /// Revokes one of `user`'s tokens; effective in this process immediately and, through the
+    /// notifier, in the other replicas as soon as they hear of it (else within `cache_ttl`).
     pub async fn revoke(&self, user: UserId, id: Uuid) -> Result<(), CoreError> {
         if !self.tokens.revoke(user, id).await? {
             return Err(CoreError::NotFound {
@@ -178,10 +219,8 @@ impl TokenService {
                 message: "no active token with this id".into(),
             });
         }
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.generation += 1;
-            cache.hits.retain(|_, (_, (_, tid, _))| *tid != id);
-        }
+        self.forget_token(id);
+        self.notifier.publish(Invalidation::Token { id }).await;
         Ok(())
     }
 
@@ -254,11 +293,17 @@ impl Authenticator for TokenService {
         let hash = hash_token(presented);
         let now = Utc::now();
         let hit = match self.cached(&hash) {
-            (Some(hit), _) => hit,
+            (Some(hit), _) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                hit
+            }
             (None, generation) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
                 let hit = match self.tokens.find_by_hash(&hash).await? {
                     Some((t, u)) if t.is_active(now) => {
-                        Some((Principal::from(u), t.id, t.expires_at))
+                        let mut principal = Principal::from(u);
+                        principal.token_id = Some(t.id);
+                        Some((principal, t.id, t.expires_at))
                     }
                     _ => None,
                 };

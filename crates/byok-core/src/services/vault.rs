@@ -1,6 +1,7 @@
 //! The key vault: users' provider keys, encrypted at rest.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::domain::*;
 use crate::error::CoreError;
 use crate::ports::{KeyProber, KeyRepository, ProbeOutcome, SecretCipher};
+use crate::services::invalidation::{CacheStats, ChangeNotifier, Invalidation, NoNotifier};
 
 /// Longest label accepted.
 pub const MAX_LABEL_CHARS: usize = 100;
@@ -119,6 +121,8 @@ pub struct KeyVault {
     prober: Arc<dyn KeyProber>,
     cache: Arc<Mutex<CredentialCache>>,
     credential_ttl: Duration,
+    notifier: Arc<dyn ChangeNotifier>,
+    stats: Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl std::fmt::Debug for KeyVault {
@@ -139,7 +143,45 @@ impl KeyVault {
             prober,
             cache: Arc::default(),
             credential_ttl: DEFAULT_CREDENTIAL_TTL,
+            notifier: Arc::new(NoNotifier),
+            stats: Arc::default(),
         }
+    }
+
+    /// Tells other replicas about key changes (see [`ChangeNotifier`]).
+    pub fn with_notifier(mut self, notifier: Arc<dyn ChangeNotifier>) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    /// Credential cache hits and misses since start.
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.stats.0.load(Ordering::Relaxed),
+            misses: self.stats.1.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Drops the cached credential of (user, provider): a change made here or by another
+    /// replica.
+    pub fn forget_credential(&self, user: UserId, provider: ProviderId) {
+        self.forget(user, provider);
+    }
+
+    /// Drops every cached credential.
+    pub fn forget_all(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.generation += 1;
+            c.entries.clear();
+        }
+    }
+
+    /// Drops the local entry and tells the other replicas.
+    async fn changed(&self, user: UserId, provider: ProviderId) {
+        self.forget(user, provider);
+        self.notifier
+            .publish(Invalidation::Credential { user, provider })
+            .await;
     }
 
     /// Sets how long resolved credentials are cached (0 disables the cache).
@@ -239,7 +281,7 @@ impl KeyVault {
                 metadata,
             })
             .await?;
-        self.forget(who.user_id, req.provider);
+        self.changed(who.user_id, req.provider).await;
         tracing::info!(provider = %req.provider, user_id = %who.user_id, "provider key stored");
         Ok(())
     }
@@ -268,7 +310,7 @@ impl KeyVault {
     /// Allowed on any tier, so a downgraded user can still remove a key.
     pub async fn delete(&self, who: &Principal, provider: ProviderId) -> Result<(), CoreError> {
         let deleted = self.keys.delete(who.user_id, provider).await?;
-        self.forget(who.user_id, provider);
+        self.changed(who.user_id, provider).await;
         if deleted {
             tracing::info!(provider = %provider, user_id = %who.user_id, "provider key deleted");
             Ok(())
@@ -341,10 +383,12 @@ impl KeyVault {
             if let Some((at, cred)) = c.entries.get(&slot)
                 && at.elapsed() < self.credential_ttl
             {
+                self.stats.0.fetch_add(1, Ordering::Relaxed);
                 return Ok(cred.clone());
             }
             generation = c.generation;
         }
+        self.stats.1.fetch_add(1, Ordering::Relaxed);
         let cred = match self.keys.get(who.user_id, provider).await? {
             Some(stored) if stored.enabled => {
                 let secret: SecretString = self.cipher.decrypt(&stored.ciphertext)?;
@@ -490,6 +534,7 @@ mod tests {
             user_id: UserId::new_random(),
             email: "u@example.com".into(),
             tier,
+            token_id: None,
         }
     }
 

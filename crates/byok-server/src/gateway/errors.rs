@@ -96,6 +96,11 @@ impl From<CoreError> for GatewayError {
             CoreError::Unauthenticated => {
                 Self::new(StatusCode::UNAUTHORIZED, "invalid or expired gateway token")
             }
+            CoreError::RateLimited { retry_after_secs } => Self {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: format!("rate limit reached; retry in {retry_after_secs} s"),
+                retry_after: Some(retry_after_secs.to_string()),
+            },
             CoreError::Unavailable { message, .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
             }

@@ -35,6 +35,8 @@ pub struct Call<'a> {
     pub body: &'a Bytes,
     pub anthropic_version: Option<String>,
     pub anthropic_beta: Option<String>,
+    /// W3C `traceparent` for the upstream call (this request as the parent).
+    pub traceparent: Option<String>,
     pub started: Instant,
 }
 
@@ -145,6 +147,9 @@ fn asks_usage_for_client(call: &Call<'_>, target: &ChatTarget) -> bool {
 
 fn headers_for(call: &Call<'_>, target: &ChatTarget) -> Vec<(&'static str, String)> {
     let mut h = Vec::new();
+    if let Some(tp) = &call.traceparent {
+        h.push(("traceparent", tp.clone()));
+    }
     if target.wire == ChatWire::Anthropic {
         h.push((
             "anthropic-version",
@@ -306,7 +311,15 @@ pub(crate) fn log_and_record(
     output: u64,
     started: Instant,
 ) {
-    let latency_ms = started.elapsed().as_millis() as u64;
+    let elapsed = started.elapsed();
+    let latency_ms = elapsed.as_millis() as u64;
+    state.metrics.observe_llm(
+        route.provider.as_str(),
+        route.credential.as_str(),
+        stream,
+        status,
+        elapsed,
+    );
     let model = scrub(&route.model, None);
     let byok = route.credential == CredentialKind::User;
     if stream {
@@ -460,6 +473,7 @@ pub async fn attempt(
     let body = upstream_body(call, route, &target)?;
     let headers = headers_for(call, &target);
     let provider_name = route.provider.display_name();
+    let sent = Instant::now();
     let resp = state
         .upstream
         .post(
@@ -472,6 +486,11 @@ pub async fn attempt(
         )
         .await
         .map_err(|e| upstream_error(e, provider_name))?;
+    state
+        .metrics
+        .upstream_seconds
+        .with_label_values(&[route.provider.as_str()])
+        .observe(sent.elapsed().as_secs_f64());
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
         let retry_after = resp

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use byok_core::{CredentialKind, Principal, ProviderId};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -148,6 +148,12 @@ async fn serve(
         Ok(x) => x,
         Err(resp) => return resp,
     };
+    if state.rate_limits.any()
+        && let Err((scope, e)) = state.rate_limits.admit(state.limiter.as_ref(), &who).await
+    {
+        state.metrics.rate_limited.with_label_values(&[scope]).inc();
+        return reject(e.into(), ingress, None);
+    }
     let p = match peek(&body, ingress == Ingress::Anthropic) {
         Ok(p) => p,
         Err(e) => return reject(e, ingress, None),
@@ -179,6 +185,10 @@ async fn serve(
         body: &body,
         anthropic_version: header(&req, "anthropic-version"),
         anthropic_beta: header(&req, "anthropic-beta"),
+        traceparent: req
+            .extensions()
+            .get::<crate::app::TraceContext>()
+            .map(crate::app::TraceContext::traceparent),
         started,
     };
     let routes = std::iter::once(&resolution.primary).chain(resolution.fallback.iter());
@@ -188,6 +198,9 @@ async fn serve(
             Ok(Attempt::Done(resp)) => return resp,
             Ok(Attempt::Retryable(err)) => {
                 record_error(&state, &call, route, err.status);
+                if resolution.fallback.is_some() && std::ptr::eq(route, &resolution.primary) {
+                    state.metrics.fallbacks.inc();
+                }
                 tracing::info!(
                     provider = route.provider.as_str(),
                     status = err.status.as_u16(),

@@ -252,6 +252,11 @@ pub async fn test_key(
 ) -> Result<web::Json<TestKeyResponse>, ApiError> {
     let id = provider(&path)?;
     let outcome = state.vault.test(&who.0, id).await?;
+    state
+        .metrics
+        .key_tests
+        .with_label_values(&[id.as_str(), outcome.status.as_str()])
+        .inc();
     Ok(web::Json(TestKeyResponse {
         provider: id.as_str().into(),
         status: outcome.status.as_str().into(),

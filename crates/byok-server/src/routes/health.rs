@@ -8,7 +8,8 @@ use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok`, `ready`, `degraded` (ready, but the orchestrator does not answer) or `unavailable`.
+    /// `ok`, `ready`, `degraded` (ready, but the orchestrator does not answer), `unavailable`,
+    /// or `draining` (shutting down: finishing in-flight requests, taking no new ones).
     pub status: String,
     /// `ok` or `unreachable` (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -37,6 +38,13 @@ pub async fn healthz() -> HttpResponse {
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return HttpResponse::ServiceUnavailable().json(Health {
+            status: "draining".into(),
+            database: None,
+            brigade: None,
+        });
+    }
     let brigade = match &state.orchestrator {
         Some(o) => Some(o.ready().await),
         None => None,
@@ -63,6 +71,42 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             })
         }
     }
+}
+
+/// Prometheus metrics (text format 0.0.4). With `BYOK_METRICS_TOKEN` set, the scraper must
+/// send it as `Authorization: Bearer`.
+#[utoipa::path(
+    get, path = "/metrics", tag = "health",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", content_type = "text/plain"),
+        (status = 401, description = "BYOK_METRICS_TOKEN is set and was not presented"),
+    )
+)]
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> HttpResponse {
+    if let Some(expected) = &state.metrics_token {
+        use secrecy::ExposeSecret;
+        let presented = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !constant_time_eq(presented.as_bytes(), expected.expose_secret().as_bytes()) {
+            return HttpResponse::Unauthorized().json(serde_json::json!({
+                "detail": "send BYOK_METRICS_TOKEN as Authorization: Bearer",
+                "code": "unauthorized",
+            }));
+        }
+    }
+    let body = state.metrics.render(&state).await;
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// This OpenAPI document.

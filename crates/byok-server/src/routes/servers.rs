@@ -305,6 +305,11 @@ pub async fn test(
 ) -> Result<HttpResponse, ApiError> {
     let id = server_id(&path)?;
     let t = state.servers.test(&who.0, id).await?;
+    state
+        .metrics
+        .server_tests
+        .with_label_values(&[t.status])
+        .inc();
     Ok(HttpResponse::Ok().json(ServerTestResponse {
         status: t.status.into(),
         message: t.message,
@@ -413,7 +418,26 @@ pub async fn exec(
         b.timeout_secs
             .unwrap_or(byok_core::execution::DEFAULT_EXEC_TIMEOUT_SECS),
     )?;
-    let r = state.servers.exec(&who.0, id, request).await?;
+    let r = state.servers.exec(&who.0, id, request).await;
+    let outcome = match &r {
+        Ok(r) if r.timed_out => "timed_out",
+        Ok(_) => "completed",
+        Err(byok_core::CoreError::RateLimited { .. }) => "rate_limited",
+        Err(_) => "error",
+    };
+    state
+        .metrics
+        .server_execs
+        .with_label_values(&[outcome])
+        .inc();
+    if outcome == "rate_limited" {
+        state
+            .metrics
+            .rate_limited
+            .with_label_values(&["exec"])
+            .inc();
+    }
+    let r = r?;
     Ok(HttpResponse::Ok().json(ExecResponse {
         exit_code: r.exit_code,
         stdout: r.stdout,

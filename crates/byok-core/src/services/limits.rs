@@ -1,0 +1,228 @@
+//! Request rate limits per user (by tier) and per gateway token.
+//!
+//! The policy ([`RateLimits`]) lives here; the counting is behind the [`RateLimiter`] port: an
+//! in-process counter ([`LocalRateLimiter`], the default and the fallback) or a shared store
+//! (Redis, `byok-store`) so the limit holds across replicas.
+//!
+//! Windows are fixed and aligned to the clock (`floor(now / window)`), so every replica counts
+//! into the same window without coordination; a client can at most send `2 × limit` across a
+//! window boundary, never more than `limit` inside one window.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use crate::domain::{Principal, Tier};
+use crate::error::CoreError;
+
+/// What a counter said about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    Allowed,
+    /// Over the limit until the window ends (`retry_after` ≥ 1 s).
+    Limited {
+        retry_after: Duration,
+    },
+}
+
+/// Counts requests per key in clock-aligned windows.
+#[async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// Counts one request against `key` and answers whether it is within `limit` per
+    /// `window`. MUST NOT fail the request: an implementation that cannot reach its store
+    /// answers from a local count instead (and says so in its logs and metrics).
+    async fn hit(&self, key: &str, limit: u64, window: Duration) -> RateDecision;
+}
+
+/// The window a moment falls in, and the time left in it.
+pub fn window_of(now: SystemTime, window: Duration) -> (u64, Duration) {
+    let w = window.as_millis().max(1) as u64;
+    let ms = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let index = ms / w;
+    let left = Duration::from_millis(w - ms % w);
+    (index, left)
+}
+
+/// The decision for a count reached in a window.
+pub fn decide(count: u64, limit: u64, left: Duration) -> RateDecision {
+    if count <= limit {
+        RateDecision::Allowed
+    } else {
+        RateDecision::Limited {
+            retry_after: left.max(Duration::from_secs(1)),
+        }
+    }
+}
+
+const MAX_LOCAL_KEYS: usize = 200_000;
+
+/// In-process counters (one replica's view).
+#[derive(Debug, Default)]
+pub struct LocalRateLimiter {
+    windows: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl LocalRateLimiter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The synchronous count, for callers (such as a shared limiter's fallback) that are
+    /// not async.
+    pub fn hit_now(&self, key: &str, limit: u64, window: Duration) -> RateDecision {
+        let (index, left) = window_of(SystemTime::now(), window);
+        let Ok(mut map) = self.windows.lock() else {
+            return RateDecision::Allowed;
+        };
+        if map.len() >= MAX_LOCAL_KEYS {
+            map.retain(|_, (w, _)| *w == index);
+        }
+        let slot = map.entry(key.to_string()).or_insert((index, 0));
+        if slot.0 != index {
+            *slot = (index, 0);
+        }
+        slot.1 += 1;
+        decide(slot.1, limit, left)
+    }
+}
+
+#[async_trait]
+impl RateLimiter for LocalRateLimiter {
+    async fn hit(&self, key: &str, limit: u64, window: Duration) -> RateDecision {
+        self.hit_now(key, limit, window)
+    }
+}
+
+/// The configured limits: requests per window per user by tier, and per gateway token.
+/// `None` (or 0 in the configuration) means unlimited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    pub window: Duration,
+    pub per_tier: [Option<u64>; 5],
+    pub per_token: Option<u64>,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(60),
+            per_tier: [None; 5],
+            per_token: None,
+        }
+    }
+}
+
+fn tier_index(t: Tier) -> usize {
+    match t {
+        Tier::Trial => 0,
+        Tier::Free => 1,
+        Tier::Starter => 2,
+        Tier::Professional => 3,
+        Tier::Enterprise => 4,
+    }
+}
+
+impl RateLimits {
+    /// Parses `tier=N,…` (e.g. `free=60,starter=600,enterprise=0`); unnamed tiers stay
+    /// unlimited, 0 is unlimited.
+    pub fn parse_tiers(&mut self, raw: &str) -> Result<(), String> {
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (tier, n) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}`: expected tier=requests"))?;
+            let tier: Tier = tier
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{}` is not a tier", tier.trim()))?;
+            let n: u64 = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{}` is not a number", n.trim()))?;
+            self.per_tier[tier_index(tier)] = (n > 0).then_some(n);
+        }
+        Ok(())
+    }
+
+    /// Whether any limit is set (when none is, the limiter is never called).
+    pub fn any(&self) -> bool {
+        self.per_token.is_some() || self.per_tier.iter().any(Option::is_some)
+    }
+
+    /// Counts the request against the caller's limits; the first one exceeded refuses it with
+    /// the scope (`user` or `token`).
+    pub async fn admit(
+        &self,
+        limiter: &dyn RateLimiter,
+        who: &Principal,
+    ) -> Result<(), (&'static str, CoreError)> {
+        if let Some(limit) = self.per_tier[tier_index(who.tier)] {
+            let key = format!("u:{}", who.user_id);
+            if let RateDecision::Limited { retry_after } =
+                limiter.hit(&key, limit, self.window).await
+            {
+                return Err(("user", limited(retry_after)));
+            }
+        }
+        if let (Some(limit), Some(token)) = (self.per_token, who.token_id) {
+            let key = format!("t:{token}");
+            if let RateDecision::Limited { retry_after } =
+                limiter.hit(&key, limit, self.window).await
+            {
+                return Err(("token", limited(retry_after)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn limited(retry_after: Duration) -> CoreError {
+    CoreError::RateLimited {
+        retry_after_secs: retry_after.as_secs_f64().ceil() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_align_to_the_clock() {
+        let t = UNIX_EPOCH + Duration::from_millis(125_500);
+        assert_eq!(
+            window_of(t, Duration::from_secs(60)),
+            (2, Duration::from_millis(54_500))
+        );
+    }
+
+    #[test]
+    fn local_counts_up_to_the_limit() {
+        let l = LocalRateLimiter::new();
+        let w = Duration::from_secs(3600);
+        for _ in 0..3 {
+            assert_eq!(l.hit_now("k", 3, w), RateDecision::Allowed);
+        }
+        assert!(matches!(
+            l.hit_now("k", 3, w),
+            RateDecision::Limited { retry_after } if retry_after >= Duration::from_secs(1)
+        ));
+        assert_eq!(l.hit_now("other", 3, w), RateDecision::Allowed);
+    }
+
+    #[test]
+    fn tiers_parse() {
+        let mut r = RateLimits::default();
+        r.parse_tiers("free=60, starter=600,enterprise=0").unwrap();
+        assert_eq!(r.per_tier[tier_index(Tier::Free)], Some(60));
+        assert_eq!(r.per_tier[tier_index(Tier::Starter)], Some(600));
+        assert_eq!(r.per_tier[tier_index(Tier::Enterprise)], None);
+        assert!(r.any());
+        assert!(r.parse_tiers("gold=1").is_err());
+        assert!(r.parse_tiers("free=x").is_err());
+        assert!(r.parse_tiers("free").is_err());
+    }
+}
