@@ -453,3 +453,49 @@ async fn metrics_parse_and_move() {
     }
     s.finish();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_is_continued_logged_and_propagated() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let llm = LlmStandIn::start().await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let env = env_for(data.path(), &db.url, &llm).set("BYOK_LOG_FORMAT", "json");
+    let s = TestServer::start(env.clone());
+    let t = env.create_user("trace@example.com", "starter");
+    let r = s
+        .send(
+            s.http
+                .post(format!("{}/v1/chat/completions", s.base))
+                .bearer_auth(&t)
+                .header("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01"))
+                .json(&json!({"model": "openai/gpt-4o-mini",
+                              "messages": [{"role": "user", "content": "Hi"}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Upstream: the same trace, this request as the parent.
+    let upstream = llm.last().headers["traceparent"].clone();
+    let parts: Vec<&str> = upstream.split('-').collect();
+    assert_eq!(parts.len(), 4, "{upstream}");
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", TRACE, "01"));
+    assert_ne!(parts[2], "00f067aa0ba902b7");
+    // One JSON line for the request, with the trace id and the LLM fields.
+    let logs = s.logs();
+    let line: Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "request" && v.to_string().contains("/v1/chat/completions"))
+        .unwrap_or_else(|| panic!("no request line:\n{logs}"));
+    let text = line.to_string();
+    assert!(text.contains(TRACE), "{text}");
+    assert!(text.contains(r#""provider":"openrouter""#), "{text}");
+    // Without a traceparent, a new trace is started (and still propagated).
+    let _ = chat(&s, &t, "openai/gpt-4o-mini").await;
+    let fresh = llm.last().headers["traceparent"].clone();
+    assert!(
+        fresh.starts_with("00-") && !fresh.contains(TRACE),
+        "{fresh}"
+    );
+    s.finish();
+}
