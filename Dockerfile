@@ -27,10 +27,13 @@ COPY --from=build /out/byok-gateway /usr/local/bin/byok-gateway
 # and a Secret replace both and /data is an emptyDir.
 COPY --from=build --chown=65532:65532 /out/data /data
 USER 65532:65532
+# Two malloc arenas: with glibc's default (up to 8 per core) RSS kept creeping up under steady
+# load; with two it levels off after warm-up at the same throughput (docs/benchmarks.md).
 ENV BYOK_BIND=0.0.0.0:8080 \
     BYOK_DATA_DIR=/data \
     BYOK_LOG_FORMAT=json \
-    RUST_LOG=info
+    RUST_LOG=info \
+    MALLOC_ARENA_MAX=2
 EXPOSE 8080
 VOLUME ["/data"]
 ENTRYPOINT ["/usr/local/bin/byok-gateway"]

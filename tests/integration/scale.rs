@@ -251,11 +251,79 @@ async fn a_rate_limit_holds_across_replicas_through_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_limit_counts_per_token_and_a_tier_limit_per_user() {
+    let llm = LlmStandIn::start().await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    // No REDIS_URL: one process counts alone.
+    let env = env_for(data.path(), &db.url, &llm)
+        .set("BYOK_TOKEN_RATE_LIMIT", "3")
+        .set("BYOK_RATE_LIMITS", "free=5,starter=0")
+        .set("BYOK_RATE_LIMIT_WINDOW_SECS", "3600");
+    let s = TestServer::start(env.clone());
+    clear_of_window_edge(3600, 30).await;
+    let first = env.create_user("tokens@example.com", "starter");
+    let second = s
+        .post("/api/v1/tokens", &first, json!({"name": "ci"}))
+        .await;
+    let second = second.json["token"].as_str().unwrap().to_string();
+    let statuses = |n| {
+        let s = &s;
+        let token = first.clone();
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(chat(s, &token, "openai/gpt-4o-mini").await.status.as_u16());
+            }
+            out
+        }
+    };
+    assert_eq!(statuses(4).await, [200, 200, 200, 429], "per token");
+    // The same user's other token has its own count (starter: no per-user limit).
+    assert_eq!(
+        chat(&s, &second, "openai/gpt-4o-mini").await.status,
+        StatusCode::OK
+    );
+    // A free user: 5 per window across tokens; the per-token limit (3) comes first per token.
+    let free = env.create_user("free-limited@example.com", "free");
+    let free2 = s.post("/api/v1/tokens", &free, json!({"name": "2"})).await;
+    let free2 = free2.json["token"].as_str().unwrap().to_string();
+    let mut got = Vec::new();
+    for t in [&free, &free, &free, &free2, &free2, &free2] {
+        got.push(chat(&s, t, "openai/gpt-4o-mini").await.status.as_u16());
+    }
+    assert_eq!(
+        got,
+        [200, 200, 200, 200, 200, 429],
+        "per user across tokens"
+    );
+    // Anthropic clients get their own error shape.
+    let r = s
+        .send(
+            s.http
+                .post(format!("{}/v1/messages", s.base))
+                .header("x-api-key", &free2)
+                .json(
+                    &json!({"model": "anthropic/claude-sonnet-4-5", "max_tokens": 8,
+                              "messages": [{"role": "user", "content": "Hi"}]}),
+                ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.json["type"], "error");
+    assert_eq!(r.json["error"]["type"], "rate_limit_error");
+    assert!(r.headers.contains_key("retry-after"));
+    s.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_stream_finish_then_exits_zero() {
     let llm = LlmStandIn::start().await;
     let db = TestDb::sqlite();
     let data = tempfile::tempdir().unwrap();
-    let env = env_for(data.path(), &db.url, &llm).set("BYOK_SHUTDOWN_TIMEOUT_SECS", "20");
+    let env = env_for(data.path(), &db.url, &llm)
+        .set("BYOK_SHUTDOWN_TIMEOUT_SECS", "20")
+        .set("BYOK_SHUTDOWN_DRAIN_SECS", "1");
     let mut s = TestServer::start(env.clone());
     let t = env.create_user("stream@example.com", "starter");
     let base = s.base.clone();
@@ -275,10 +343,14 @@ async fn sigterm_lets_a_stream_finish_then_exits_zero() {
     let first = stream.next().await.unwrap().unwrap();
     assert!(!first.is_empty());
 
-    // Mid-stream: SIGTERM.
+    // Mid-stream: SIGTERM. First readiness fails (load balancers stop sending traffic)...
     s.terminate();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // No new connections are taken.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "draining");
+    // ...then, after BYOK_SHUTDOWN_DRAIN_SECS, no new connection is taken.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let refused = reqwest::Client::new()
         .get(format!("{base}/healthz"))
         .timeout(Duration::from_secs(2))

@@ -109,7 +109,9 @@ fn gateway_env(cmd: &mut Command, dir: &Path, stub: SocketAddr) {
         .env("BYOK_PROVIDER_OPENAI_BASE_URL", &base)
         .env("BYOK_PROVIDER_ANTHROPIC_BASE_URL", format!("http://{stub}"))
         .env("BYOK_PROVIDER_OPENROUTER_BASE_URL", &base)
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        // As deployed (Dockerfile, Kubernetes ConfigMap): two glibc malloc arenas.
+        .env("MALLOC_ARENA_MAX", "2");
 }
 
 fn cli(gateway: &Path, dir: &Path, stub: SocketAddr, args: &[&str]) -> Result<String, String> {
