@@ -235,3 +235,32 @@ fn the_image_runs_as_non_root_without_baked_secrets() {
         );
     }
 }
+
+/// The runtime image (distroless `cc`) has glibc and libgcc, nothing else: the binary must not
+/// need another shared library (zlib, OpenSSL, SQLite are linked in).
+#[test]
+fn the_binary_needs_only_glibc_and_libgcc() {
+    let bin = byok_tests::server::binary();
+    let out = std::process::Command::new("ldd")
+        .arg(&bin)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ldd {}", bin.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    const ALLOWED: &[&str] = &[
+        "linux-vdso.so",
+        "libc.so",
+        "libm.so",
+        "libgcc_s.so",
+        "libpthread.so",
+        "libdl.so",
+        "librt.so",
+        "ld-linux",
+    ];
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        assert!(
+            ALLOWED.iter().any(|a| line.contains(a)),
+            "the image lacks {line}"
+        );
+    }
+}

@@ -27,6 +27,30 @@ fn env_for(data: &std::path::Path, db_url: &str, llm: &LlmStandIn) -> Env {
     env
 }
 
+/// One gateway on its own SQLite database, every provider pointed at a stand-in.
+struct Single {
+    llm: LlmStandIn,
+    db: TestDb,
+    env: Env,
+    _data: tempfile::TempDir,
+}
+
+async fn single(extra: &[(&str, &str)]) -> Single {
+    let llm = LlmStandIn::start().await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let mut env = env_for(data.path(), &db.url, &llm);
+    for (k, v) in extra {
+        env = env.set(k, v);
+    }
+    Single {
+        llm,
+        db,
+        env,
+        _data: data,
+    }
+}
+
 async fn chat(s: &TestServer, token: &str, model: &str) -> Resp {
     s.send(
         s.http
@@ -154,6 +178,43 @@ async fn a_change_on_one_replica_reaches_the_other_at_once() {
         StatusCode::OK,
         "the other token still works"
     );
+
+    // A tier change from the CLI (a third process) reaches both: on `free`, the user's own key
+    // is no longer used.
+    let r = a
+        .post(
+            "/api/v1/byok/keys/add",
+            &t,
+            json!({"provider": "openai", "key": canary::OPENAI}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    within(INVALIDATION_BOUND, || async {
+        chat(&b, &t, "openai/gpt-4o-mini").await.headers["x-byok-credential"] == "user"
+    })
+    .await
+    .expect("B ignored the key added again");
+    let out = env.cli(&[
+        "user",
+        "set-tier",
+        "--email",
+        "replicas@example.com",
+        "--tier",
+        "free",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in [&a, &b] {
+        let took = within(INVALIDATION_BOUND, || async {
+            chat(s, &t, "openai/gpt-4o-mini").await.headers["x-byok-credential"] == "system"
+        })
+        .await
+        .expect("a replica kept the old tier");
+        eprintln!("tier change from the CLI seen after {took:?}");
+    }
     a.finish();
     b.finish();
 }
@@ -252,14 +313,17 @@ async fn a_rate_limit_holds_across_replicas_through_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_limit_counts_per_token_and_a_tier_limit_per_user() {
-    let llm = LlmStandIn::start().await;
-    let db = TestDb::sqlite();
-    let data = tempfile::tempdir().unwrap();
-    // No REDIS_URL: one process counts alone.
-    let env = env_for(data.path(), &db.url, &llm)
-        .set("BYOK_TOKEN_RATE_LIMIT", "3")
-        .set("BYOK_RATE_LIMITS", "free=5,starter=0")
-        .set("BYOK_RATE_LIMIT_WINDOW_SECS", "3600");
+    let Single {
+        llm: _llm,
+        db: _db,
+        env,
+        _data,
+    } = single(&[
+        ("BYOK_TOKEN_RATE_LIMIT", "3"),
+        ("BYOK_RATE_LIMITS", "free=5,starter=0"),
+        ("BYOK_RATE_LIMIT_WINDOW_SECS", "3600"),
+    ])
+    .await;
     let s = TestServer::start(env.clone());
     clear_of_window_edge(3600, 30).await;
     let first = env.create_user("tokens@example.com", "starter");
@@ -318,12 +382,16 @@ async fn a_token_limit_counts_per_token_and_a_tier_limit_per_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_stream_finish_then_exits_zero() {
-    let llm = LlmStandIn::start().await;
-    let db = TestDb::sqlite();
-    let data = tempfile::tempdir().unwrap();
-    let env = env_for(data.path(), &db.url, &llm)
-        .set("BYOK_SHUTDOWN_TIMEOUT_SECS", "20")
-        .set("BYOK_SHUTDOWN_DRAIN_SECS", "1");
+    let Single {
+        llm: _llm,
+        db,
+        env,
+        _data,
+    } = single(&[
+        ("BYOK_SHUTDOWN_TIMEOUT_SECS", "20"),
+        ("BYOK_SHUTDOWN_DRAIN_SECS", "1"),
+    ])
+    .await;
     let mut s = TestServer::start(env.clone());
     let t = env.create_user("stream@example.com", "starter");
     let base = s.base.clone();
@@ -430,10 +498,12 @@ fn value(m: &Value, key: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_move() {
-    let llm = LlmStandIn::start().await;
-    let db = TestDb::sqlite();
-    let data = tempfile::tempdir().unwrap();
-    let env = env_for(data.path(), &db.url, &llm).set("BYOK_METRICS_TOKEN", "scrape-secret");
+    let Single {
+        llm: _llm,
+        db: _db,
+        env,
+        _data,
+    } = single(&[("BYOK_METRICS_TOKEN", "scrape-secret")]).await;
     let s = TestServer::start(env.clone());
     let t = env.create_user("metrics@example.com", "starter");
     let free = env.create_user("free@example.com", "free");
@@ -529,10 +599,12 @@ async fn metrics_parse_and_move() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_context_is_continued_logged_and_propagated() {
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let llm = LlmStandIn::start().await;
-    let db = TestDb::sqlite();
-    let data = tempfile::tempdir().unwrap();
-    let env = env_for(data.path(), &db.url, &llm).set("BYOK_LOG_FORMAT", "json");
+    let Single {
+        llm,
+        db: _db,
+        env,
+        _data,
+    } = single(&[("BYOK_LOG_FORMAT", "json")]).await;
     let s = TestServer::start(env.clone());
     let t = env.create_user("trace@example.com", "starter");
     let r = s

@@ -97,8 +97,18 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
         draining.store(true, std::sync::atomic::Ordering::Relaxed);
         // Load balancers (a Kubernetes Service) need a moment to see the failing readiness
         // before the listener closes; in-flight requests and streams then get the timeout.
-        tokio::time::sleep(drain_delay).await;
-        handle.stop(true).await;
+        let graceful = async {
+            tokio::time::sleep(drain_delay).await;
+            handle.stop(true).await;
+        };
+        tokio::select! {
+            () = graceful => {}
+            second = shutdown_signal() => {
+                // Someone asked twice (Ctrl-C again): stop now, without waiting for clients.
+                tracing::warn!(signal = second, "second signal: exiting without waiting");
+                std::process::exit(1);
+            }
+        }
     });
     server.await?;
     state
@@ -354,9 +364,10 @@ pub async fn user(settings: Settings, cmd: UserCommand) -> Result<(), Failure> {
         UserCommand::SetTier { email, tier } => {
             let tier = parse_tier(&tier)?;
             let user = find_user(&state.tokens, &email).await?;
-            state.tokens.users().set_tier(user.id, tier).await?;
+            state.tokens.set_tier(user.id, tier).await.map_err(core)?;
             println!(
-                "{} is now {tier} (running services see it within BYOK_AUTH_CACHE_TTL_SECS)",
+                "{} is now {tier} (running services on PostgreSQL see it at once, others within \
+                 BYOK_AUTH_CACHE_TTL_SECS)",
                 user.email
             );
         }

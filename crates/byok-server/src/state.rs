@@ -229,6 +229,7 @@ impl AppState {
                 self.vault.forget_credential(user, provider);
             }
             Invalidation::Token { id } => self.tokens.forget_token(id),
+            Invalidation::User { user } => self.tokens.forget_user(user),
             Invalidation::Settings { user } => self.gateway.forget_settings(user),
             Invalidation::Everything => {
                 self.vault.forget_all();

@@ -17,6 +17,8 @@ pub enum Invalidation {
     Credential { user: UserId, provider: ProviderId },
     /// A gateway token was revoked.
     Token { id: Uuid },
+    /// A user's tier changed: cached token checks carry the old one.
+    User { user: UserId },
     /// A user's settings changed.
     Settings { user: UserId },
     /// Drop everything (after the feed was interrupted and events may have been missed).
@@ -25,11 +27,12 @@ pub enum Invalidation {
 
 impl Invalidation {
     /// The wire form (short, no secrets): `cred:<user>:<provider>`, `token:<id>`,
-    /// `settings:<user>`, `all`.
+    /// `user:<user>`, `settings:<user>`, `all`.
     pub fn encode(&self) -> String {
         match self {
             Self::Credential { user, provider } => format!("cred:{user}:{}", provider.as_str()),
             Self::Token { id } => format!("token:{id}"),
+            Self::User { user } => format!("user:{user}"),
             Self::Settings { user } => format!("settings:{user}"),
             Self::Everything => "all".into(),
         }
@@ -45,6 +48,9 @@ impl Invalidation {
             }),
             ("token", Some(id), None) => Some(Self::Token {
                 id: Uuid::parse_str(id).ok()?,
+            }),
+            ("user", Some(user), None) => Some(Self::User {
+                user: UserId(Uuid::parse_str(user).ok()?),
             }),
             ("settings", Some(user), None) => Some(Self::Settings {
                 user: UserId(Uuid::parse_str(user).ok()?),
@@ -92,6 +98,7 @@ mod tests {
             },
             Invalidation::Token { id: Uuid::new_v4() },
             Invalidation::Settings { user },
+            Invalidation::User { user },
             Invalidation::Everything,
         ] {
             assert_eq!(Invalidation::decode(&inv.encode()), Some(inv));

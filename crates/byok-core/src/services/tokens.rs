@@ -130,6 +130,25 @@ impl TokenService {
         }
     }
 
+    /// Drops the cached checks of a user's tokens (their tier changed here or elsewhere).
+    pub fn forget_user(&self, user: UserId) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.generation += 1;
+            cache.hits.retain(|_, (_, (p, _, _))| p.user_id != user);
+        }
+    }
+
+    /// Changes a user's tier; effective at once here and, through the notifier, in the other
+    /// replicas. `false` when there is no such user.
+    pub async fn set_tier(&self, user: UserId, tier: Tier) -> Result<bool, CoreError> {
+        let found = self.users.set_tier(user, tier).await?;
+        if found {
+            self.forget_user(user);
+            self.notifier.publish(Invalidation::User { user }).await;
+        }
+        Ok(found)
+    }
+
     /// Drops every cached token check.
     pub fn forget_all(&self) {
         if let Ok(mut cache) = self.cache.lock() {
