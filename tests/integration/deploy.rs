@@ -89,7 +89,10 @@ fn kustomize_renders_a_production_ready_deployment() {
         let d: Deployment = typed(&objects, "Deployment/byok-gateway");
         let spec = d.spec.unwrap();
         let pod = spec.template.spec.unwrap();
-        assert!(spec.replicas.unwrap() >= 2, "{overlay}: one replica");
+        assert_eq!(
+            spec.replicas, None,
+            "{overlay}: the HPA owns the replica count"
+        );
         assert_eq!(pod.automount_service_account_token, Some(false));
         let psc = pod.security_context.unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
@@ -152,9 +155,10 @@ fn kustomize_renders_a_production_ready_deployment() {
         assert_eq!(data["BYOK_BOOTSTRAP_ADMIN"], "false");
         let drain: u32 = data["BYOK_SHUTDOWN_DRAIN_SECS"].parse().unwrap();
         let timeout: u32 = data["BYOK_SHUTDOWN_TIMEOUT_SECS"].parse().unwrap();
+        // + up to 10 s for the last usage flush.
         assert!(
-            i64::from(drain + timeout) < pod.termination_grace_period_seconds.unwrap(),
-            "the grace period must cover drain + shutdown timeout"
+            i64::from(drain + timeout + 10) < pod.termination_grace_period_seconds.unwrap(),
+            "the grace period must cover drain + shutdown timeout + usage flush"
         );
         for v in data.values() {
             assert!(
@@ -177,6 +181,17 @@ fn kustomize_renders_a_production_ready_deployment() {
         let hpa: HorizontalPodAutoscaler = typed(&objects, "HorizontalPodAutoscaler/byok-gateway");
         let hs = hpa.spec.unwrap();
         assert!(hs.min_replicas.unwrap() >= 2);
+        let metrics_token = env.iter().find(|e| e.name == "BYOK_METRICS_TOKEN").unwrap();
+        let r = metrics_token
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .unwrap();
+        assert_ne!(
+            r.optional,
+            Some(true),
+            "the ServiceMonitor needs the metrics token"
+        );
         assert_eq!(hs.scale_target_ref.name, "byok-gateway");
         let pdb: PodDisruptionBudget = typed(&objects, "PodDisruptionBudget/byok-gateway");
         assert!(pdb.spec.unwrap().min_available.is_some());
@@ -190,6 +205,10 @@ fn kustomize_renders_a_production_ready_deployment() {
         assert!(
             egress.contains("169.254.169.254/32"),
             "metadata address not excluded"
+        );
+        assert!(
+            egress.contains(r#""namespaceSelector":{}"#),
+            "in-cluster PostgreSQL/Redis unreachable: ipBlock does not cover pods on every CNI"
         );
         let sm = &objects["ServiceMonitor/byok-gateway"];
         assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");

@@ -61,6 +61,27 @@ async fn chat(s: &TestServer, token: &str, model: &str) -> Resp {
     .await
 }
 
+/// Which credential served an OpenAI-model request (`user` or `system`; empty when it failed).
+async fn credential(s: &TestServer, token: &str) -> String {
+    let r = chat(s, token, "openai/gpt-4o-mini").await;
+    r.headers
+        .get("x-byok-credential")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn add_openai_key(s: &TestServer, token: &str) {
+    let r = s
+        .post(
+            "/api/v1/byok/keys/add",
+            token,
+            json!({"provider": "openai", "key": canary::OPENAI}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
 /// Polls `check` until it holds or `bound` passes; returns how long it took.
 async fn within<F, Fut>(bound: Duration, mut check: F) -> Option<Duration>
 where
@@ -117,20 +138,10 @@ async fn a_change_on_one_replica_reaches_the_other_at_once() {
     let t = env.create_user("replicas@example.com", "starter");
 
     // A key added on A is used by B (B had cached "no key" before).
-    assert_eq!(
-        chat(&b, &t, "openai/gpt-4o-mini").await.headers["x-byok-credential"],
-        "system"
-    );
-    let r = a
-        .post(
-            "/api/v1/byok/keys/add",
-            &t,
-            json!({"provider": "openai", "key": canary::OPENAI}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(credential(&b, &t).await, "system");
+    add_openai_key(&a, &t).await;
     let took = within(INVALIDATION_BOUND, || async {
-        chat(&b, &t, "openai/gpt-4o-mini").await.headers["x-byok-credential"] == "user"
+        credential(&b, &t).await == "user"
     })
     .await
     .expect("B kept ignoring the key added on A");
@@ -144,7 +155,7 @@ async fn a_change_on_one_replica_reaches_the_other_at_once() {
     let r = a.delete("/api/v1/byok/keys/openai", &t).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let took = within(INVALIDATION_BOUND, || async {
-        chat(&b, &t, "openai/gpt-4o-mini").await.headers["x-byok-credential"] == "system"
+        credential(&b, &t).await == "system"
     })
     .await
     .expect("B kept using a key deleted on A");
@@ -181,16 +192,9 @@ async fn a_change_on_one_replica_reaches_the_other_at_once() {
 
     // A tier change from the CLI (a third process) reaches both: on `free`, the user's own key
     // is no longer used.
-    let r = a
-        .post(
-            "/api/v1/byok/keys/add",
-            &t,
-            json!({"provider": "openai", "key": canary::OPENAI}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    add_openai_key(&a, &t).await;
     within(INVALIDATION_BOUND, || async {
-        chat(&b, &t, "openai/gpt-4o-mini").await.headers["x-byok-credential"] == "user"
+        credential(&b, &t).await == "user"
     })
     .await
     .expect("B ignored the key added again");
@@ -209,7 +213,7 @@ async fn a_change_on_one_replica_reaches_the_other_at_once() {
     );
     for s in [&a, &b] {
         let took = within(INVALIDATION_BOUND, || async {
-            chat(s, &t, "openai/gpt-4o-mini").await.headers["x-byok-credential"] == "system"
+            credential(s, &t).await == "system"
         })
         .await
         .expect("a replica kept the old tier");
@@ -512,14 +516,7 @@ async fn metrics_parse_and_move() {
     assert_eq!(unauth.status, StatusCode::UNAUTHORIZED);
     // (No scrape yet: the adoption counts are read at the first one and reused for 30 s.)
 
-    let r = s
-        .post(
-            "/api/v1/byok/keys/add",
-            &t,
-            json!({"provider": "openai", "key": canary::OPENAI}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
+    add_openai_key(&s, &t).await;
     for _ in 0..3 {
         assert_eq!(
             chat(&s, &t, "openai/gpt-4o-mini").await.status,

@@ -54,6 +54,11 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
         bootstrap_admin(&state, &settings).await?;
     }
     start_reaper(&settings.docker_sockets);
+    if settings.metrics_token.is_none() {
+        tracing::info!(
+            "GET /metrics answers anyone who reaches this port (set BYOK_METRICS_TOKEN to require a token)"
+        );
+    }
     let listening = state.clone();
     actix_web::rt::spawn(byok_store::listen_invalidations(
         settings.database_url.expose_secret().to_string(),

@@ -55,7 +55,11 @@ pub struct Metrics {
     keys_by_provider: IntGaugeVec,
     db_pool: IntGaugeVec,
     usage_dropped: IntGauge,
+    rate_limit_fallbacks: IntCounter,
     adoption_at: Mutex<Option<Instant>>,
+    /// One scrape at a time: counters copied from the core are set as deltas, and the adoption
+    /// queries run once per `ADOPTION_EVERY` however many scrapers arrive together.
+    rendering: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -185,8 +189,17 @@ impl Metrics {
                 r.register(Box::new(g.clone()))?;
                 g
             },
+            rate_limit_fallbacks: {
+                let c = IntCounter::new(
+                    "byok_rate_limit_fallbacks_total",
+                    "Requests counted by this replica alone because Redis did not answer",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             registry: r,
             adoption_at: Mutex::new(None),
+            rendering: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -227,6 +240,7 @@ impl Metrics {
     /// The exposition text. Reads the pool state and cache counters now and the adoption counts
     /// from the database when older than `ADOPTION_EVERY`.
     pub async fn render(&self, state: &AppState) -> String {
+        let _one_at_a_time = self.rendering.lock().await;
         let pool = state.db.pool_status();
         for (label, v) in [
             ("open", pool.size),
@@ -250,12 +264,21 @@ impl Metrics {
         }
         self.usage_dropped
             .set(i64::try_from(state.usage.dropped()).unwrap_or(i64::MAX));
+        if let Some(redis) = &state.redis {
+            let c = &self.rate_limit_fallbacks;
+            c.inc_by(redis.fallbacks().saturating_sub(c.get()));
+        }
         let due = self
             .adoption_at
             .lock()
             .map(|at| at.is_none_or(|t| t.elapsed() >= ADOPTION_EVERY))
             .unwrap_or(true);
         if due {
+            // Claimed before the queries: a failing database is asked again only after
+            // `ADOPTION_EVERY`, not by every scrape.
+            if let Ok(mut at) = self.adoption_at.lock() {
+                *at = Some(Instant::now());
+            }
             match state.db.adoption_stats().await {
                 Ok(s) => {
                     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -271,9 +294,6 @@ impl Metrics {
                         self.keys_by_provider
                             .with_label_values(&[provider.as_str()])
                             .set(n(*count));
-                    }
-                    if let Ok(mut at) = self.adoption_at.lock() {
-                        *at = Some(Instant::now());
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "metrics: adoption counts unavailable"),

@@ -42,7 +42,7 @@ pub struct AppState {
     /// Request limits (policy) and their counters (Redis when `REDIS_URL` is set).
     pub rate_limits: Arc<byok_core::services::RateLimits>,
     pub limiter: Arc<dyn byok_core::services::RateLimiter>,
-    /// The shared counters, when configured (for `/readyz` and metrics).
+    /// The shared counters, when configured (their fallback count is exported in metrics).
     pub redis: Option<Arc<byok_store::RedisRateLimiter>>,
 }
 

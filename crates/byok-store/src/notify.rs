@@ -22,6 +22,8 @@ pub const CHANNEL: &str = "byok_invalidate";
 /// How often an idle listening connection is checked (a lost connection is noticed within
 /// this, and the caches are then cleared).
 const PING_EVERY: Duration = Duration::from_secs(10);
+/// Longest wait for that check.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl ChangeNotifier for Database {
@@ -99,7 +101,10 @@ async fn follow(conn: &mut AsyncPgConnection, apply: &impl Fn(Invalidation)) {
             }
             Ok(None) => return,
             Err(_) => {
-                if conn.batch_execute("SELECT 1").await.is_err() {
+                // A half-open connection (NAT, failover) would otherwise hang here for the
+                // kernel's retransmission timeout.
+                let ping = tokio::time::timeout(PING_TIMEOUT, conn.batch_execute("SELECT 1")).await;
+                if !matches!(ping, Ok(Ok(()))) {
                     return;
                 }
             }

@@ -8,7 +8,9 @@
 //! When Redis does not answer (not reachable at start, down later, or slower than
 //! `REDIS_TIMEOUT`), requests are counted by the process's own [`LocalRateLimiter`] instead: the
 //! service keeps serving with per-replica limits rather than refusing everyone or letting
-//! everyone through (the documented choice). It reconnects in the background.
+//! everyone through (the documented choice). After a failure Redis is left alone for
+//! `PAUSE_AFTER_FAILURE`, so an unresponsive Redis costs one timeout per pause, not one per
+//! request. It reconnects in the background.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +23,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// Longest wait for Redis per request before counting locally.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// After Redis failed or timed out, requests are counted locally for this long before Redis is
+/// tried again: a Redis that stopped answering costs one timeout per pause, not one per request.
+const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// Counters in Redis, with the local fallback.
 pub struct RedisRateLimiter {
@@ -31,6 +36,8 @@ pub struct RedisRateLimiter {
     exhausted: Mutex<HashMap<String, (u64, Instant)>>,
     /// Requests counted locally because Redis did not answer.
     fallbacks: AtomicU64,
+    /// Until when Redis is not asked (after a failure).
+    paused_until: Mutex<Option<Instant>>,
     last_warning: Mutex<Option<Instant>>,
 }
 
@@ -54,6 +61,7 @@ impl RedisRateLimiter {
             local: LocalRateLimiter::new(),
             exhausted: Mutex::new(HashMap::new()),
             fallbacks: AtomicU64::new(0),
+            paused_until: Mutex::new(None),
             last_warning: Mutex::new(None),
         });
         let weak = std::sync::Arc::downgrade(&me);
@@ -120,6 +128,19 @@ impl RedisRateLimiter {
         }
     }
 
+    fn paused(&self) -> bool {
+        self.paused_until
+            .lock()
+            .map(|p| p.is_some_and(|until| Instant::now() < until))
+            .unwrap_or(false)
+    }
+
+    fn pause(&self) {
+        if let Ok(mut p) = self.paused_until.lock() {
+            *p = Some(Instant::now() + PAUSE_AFTER_FAILURE);
+        }
+    }
+
     fn local(&self, key: &str, limit: u64, window: Duration, what: &str) -> RateDecision {
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
         self.warn(what);
@@ -137,6 +158,9 @@ impl RateLimiter for RedisRateLimiter {
         let Some(conn) = self.conn.get() else {
             return self.local(key, limit, window, "not connected");
         };
+        if self.paused() {
+            return self.local(key, limit, window, "paused after a failure");
+        }
         let mut conn = conn.clone();
         let redis_key = format!("byok:rl:{key}:{index}");
         // The key outlives its window a little, so late replicas' clocks still find it.
@@ -159,8 +183,14 @@ impl RateLimiter for RedisRateLimiter {
                 }
                 decision
             }
-            Ok(Err(e)) => self.local(key, limit, window, &format!("{:?}", e.kind())),
-            Err(_) => self.local(key, limit, window, "timeout"),
+            Ok(Err(e)) => {
+                self.pause();
+                self.local(key, limit, window, &format!("{:?}", e.kind()))
+            }
+            Err(_) => {
+                self.pause();
+                self.local(key, limit, window, "timeout")
+            }
         }
     }
 }

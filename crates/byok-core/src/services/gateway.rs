@@ -1,6 +1,7 @@
 //! Per-request resolution for the LLM gateway: which provider, which model name, whose key.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,8 @@ pub struct Gateway {
     settings: Arc<dyn SettingsRepository>,
     settings_cache: Mutex<HashMap<UserId, (Instant, UserSettings)>>,
     settings_ttl: Duration,
+    /// Bumped by every change; a read that started before one does not cache its answer.
+    settings_generation: AtomicU64,
     notifier: Arc<dyn ChangeNotifier>,
 }
 
@@ -81,6 +84,7 @@ impl Gateway {
             settings,
             settings_cache: Mutex::new(HashMap::new()),
             settings_ttl,
+            settings_generation: AtomicU64::new(0),
             notifier: Arc::new(NoNotifier),
         }
     }
@@ -180,12 +184,15 @@ impl Gateway {
         {
             return Ok(*s);
         }
+        let generation = self.settings_generation.load(Ordering::Acquire);
         let s = self
             .settings
             .get_settings(who.user_id)
             .await?
             .unwrap_or_default();
-        if let Ok(mut c) = self.settings_cache.lock() {
+        if let Ok(mut c) = self.settings_cache.lock()
+            && self.settings_generation.load(Ordering::Acquire) == generation
+        {
             if c.len() >= MAX_CACHED_SETTINGS {
                 c.clear();
             }
@@ -201,6 +208,7 @@ impl Gateway {
         settings: UserSettings,
     ) -> Result<UserSettings, CoreError> {
         self.settings.put_settings(who.user_id, &settings).await?;
+        self.settings_generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut c) = self.settings_cache.lock() {
             c.insert(who.user_id, (Instant::now(), settings));
         }
@@ -212,6 +220,7 @@ impl Gateway {
 
     /// Drops a user's cached settings (changed by another replica).
     pub fn forget_settings(&self, user: UserId) {
+        self.settings_generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut c) = self.settings_cache.lock() {
             c.remove(&user);
         }
@@ -219,6 +228,7 @@ impl Gateway {
 
     /// Drops every cached setting.
     pub fn forget_all(&self) {
+        self.settings_generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut c) = self.settings_cache.lock() {
             c.clear();
         }
