@@ -82,6 +82,16 @@ async fn add_openai_key(s: &TestServer, token: &str) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
 
+/// Waits, up to the invalidation bound, until `s` serves `token` with the credential `want`;
+/// returns how long that took.
+async fn until_credential(s: &TestServer, token: &str, want: &str, what: &str) -> Duration {
+    within(INVALIDATION_BOUND, || async {
+        credential(s, token).await == want
+    })
+    .await
+    .unwrap_or_else(|| panic!("{what}: still not `{want}` after {INVALIDATION_BOUND:?}"))
+}
+
 /// Polls `check` until it holds or `bound` passes; returns how long it took.
 async fn within<F, Fut>(bound: Duration, mut check: F) -> Option<Duration>
 where
@@ -140,11 +150,7 @@ async fn a_change_on_one_replica_reaches_the_other_at_once() {
     // A key added on A is used by B (B had cached "no key" before).
     assert_eq!(credential(&b, &t).await, "system");
     add_openai_key(&a, &t).await;
-    let took = within(INVALIDATION_BOUND, || async {
-        credential(&b, &t).await == "user"
-    })
-    .await
-    .expect("B kept ignoring the key added on A");
+    let took = until_credential(&b, &t, "user", "B kept ignoring the key added on A").await;
     eprintln!("key added on A used by B after {took:?}");
     assert_eq!(
         llm.last().headers["authorization"],
@@ -154,11 +160,7 @@ async fn a_change_on_one_replica_reaches_the_other_at_once() {
     // Deleted on A: B stops using it.
     let r = a.delete("/api/v1/byok/keys/openai", &t).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let took = within(INVALIDATION_BOUND, || async {
-        credential(&b, &t).await == "system"
-    })
-    .await
-    .expect("B kept using a key deleted on A");
+    let took = until_credential(&b, &t, "system", "B kept using a key deleted on A").await;
     eprintln!("key deleted on A dropped by B after {took:?}");
     assert_eq!(
         llm.last().headers["authorization"],
@@ -193,11 +195,7 @@ async fn a_change_on_one_replica_reaches_the_other_at_once() {
     // A tier change from the CLI (a third process) reaches both: on `free`, the user's own key
     // is no longer used.
     add_openai_key(&a, &t).await;
-    within(INVALIDATION_BOUND, || async {
-        credential(&b, &t).await == "user"
-    })
-    .await
-    .expect("B ignored the key added again");
+    until_credential(&b, &t, "user", "B ignored the key added again").await;
     let out = env.cli(&[
         "user",
         "set-tier",
@@ -212,11 +210,7 @@ async fn a_change_on_one_replica_reaches_the_other_at_once() {
         String::from_utf8_lossy(&out.stderr)
     );
     for s in [&a, &b] {
-        let took = within(INVALIDATION_BOUND, || async {
-            credential(s, &t).await == "system"
-        })
-        .await
-        .expect("a replica kept the old tier");
+        let took = until_credential(s, &t, "system", "a replica kept the old tier").await;
         eprintln!("tier change from the CLI seen after {took:?}");
     }
     a.finish();
