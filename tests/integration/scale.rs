@@ -36,8 +36,19 @@ struct Single {
 }
 
 async fn single(extra: &[(&str, &str)]) -> Single {
+    setup(TestDb::sqlite(), extra).await
+}
+
+/// Replicas' shared configuration: one PostgreSQL database and one `ENCRYPTION_KEY`.
+async fn replicas(extra: &[(&str, &str)]) -> Single {
+    let mut s = setup(TestDb::postgres().await, extra).await;
+    let key = shared_key(&s.env);
+    s.env = s.env.set("ENCRYPTION_KEY", &key);
+    s
+}
+
+async fn setup(db: TestDb, extra: &[(&str, &str)]) -> Single {
     let llm = LlmStandIn::start().await;
-    let db = TestDb::sqlite();
     let data = tempfile::tempdir().unwrap();
     let mut env = env_for(data.path(), &db.url, &llm);
     for (k, v) in extra {
@@ -130,16 +141,17 @@ fn shared_key(env: &Env) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_one_replica_reaches_the_other_at_once() {
-    let llm = LlmStandIn::start().await;
-    let db = TestDb::postgres().await;
-    let data = tempfile::tempdir().unwrap();
-    let env = env_for(data.path(), &db.url, &llm);
-    let env = env
-        .clone()
-        .set("ENCRYPTION_KEY", &shared_key(&env))
-        // Far above the bound: only the invalidation feed can make the change visible in time.
-        .set("BYOK_CREDENTIAL_CACHE_TTL_SECS", "600")
-        .set("BYOK_AUTH_CACHE_TTL_SECS", "600");
+    // TTLs far above the bound: only the invalidation feed can make a change visible in time.
+    let Single {
+        llm,
+        db: _db,
+        env,
+        _data,
+    } = replicas(&[
+        ("BYOK_CREDENTIAL_CACHE_TTL_SECS", "600"),
+        ("BYOK_AUTH_CACHE_TTL_SECS", "600"),
+    ])
+    .await;
     let a = TestServer::start(env.clone());
     let b = TestServer::start(env.clone());
     for s in [&a, &b] {
@@ -230,17 +242,18 @@ async fn clear_of_window_edge(window: u64, secs: u64) {
 async fn a_rate_limit_holds_across_replicas_through_redis() {
     const LIMIT: usize = 60;
     const WINDOW: u64 = 3600;
-    let llm = LlmStandIn::start().await;
     let redis = TestRedis::start();
-    let db = TestDb::postgres().await;
-    let data = tempfile::tempdir().unwrap();
-    let env = env_for(data.path(), &db.url, &llm);
-    let env = env
-        .clone()
-        .set("ENCRYPTION_KEY", &shared_key(&env))
-        .set("REDIS_URL", &redis.url)
-        .set("BYOK_RATE_LIMITS", &format!("starter={LIMIT}"))
-        .set("BYOK_RATE_LIMIT_WINDOW_SECS", &WINDOW.to_string());
+    let Single {
+        llm: _llm,
+        db: _db,
+        env,
+        _data,
+    } = replicas(&[
+        ("REDIS_URL", &redis.url),
+        ("BYOK_RATE_LIMITS", &format!("starter={LIMIT}")),
+        ("BYOK_RATE_LIMIT_WINDOW_SECS", &WINDOW.to_string()),
+    ])
+    .await;
     let a = TestServer::start(env.clone());
     let b = TestServer::start(env.clone());
     for s in [&a, &b] {

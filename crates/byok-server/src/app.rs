@@ -243,7 +243,7 @@ impl TraceContext {
     /// Continues a valid version-00 `traceparent` (or a future version's first four fields),
     /// else starts a trace.
     pub fn from_request(header: Option<&str>) -> Self {
-        let span_id = hex(&rand::random::<[u8; 8]>());
+        let span_id = format!("{:016x}", rand::random::<u64>());
         if let Some((trace_id, flags)) = header.and_then(parse_traceparent) {
             return Self {
                 trace_id,
@@ -252,7 +252,7 @@ impl TraceContext {
             };
         }
         Self {
-            trace_id: hex(&rand::random::<[u8; 16]>()),
+            trace_id: uuid::Uuid::from_bytes(rand::random()).simple().to_string(),
             span_id,
             flags: "01".into(),
         }
@@ -262,15 +262,6 @@ impl TraceContext {
     pub fn traceparent(&self) -> String {
         format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// (trace id, flags) of a well-formed `traceparent`: `vv-<32 hex>-<16 hex>-<2 hex>`, lower-case,

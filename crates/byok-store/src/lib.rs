@@ -20,7 +20,7 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-pub use notify::{CHANNEL as INVALIDATION_CHANNEL, listen_invalidations};
+pub use notify::listen_invalidations;
 pub use rate::RedisRateLimiter;
 pub use types::{DbJson, DbUuid};
 
@@ -297,13 +297,18 @@ impl Database {
         use diesel::dsl::{count, count_star};
         use diesel::{AggregateExpressionMethods, ExpressionMethods, QueryDsl};
         use diesel_async::RunQueryDsl;
-        const ELIGIBLE: [&str; 3] = ["starter", "professional", "enterprise"];
+        // The tier rule is core's: every tier that allows BYOK.
+        let eligible: Vec<&str> = byok_core::Tier::ALL
+            .into_iter()
+            .filter(|t| t.allows(byok_core::Tier::BYOK_MINIMUM))
+            .map(byok_core::Tier::as_str)
+            .collect();
         macro_rules! stats {
             ($s:ident, $conn:expr) => {{
                 use crate::schema::$s::{user_provider_keys as k, users as u};
                 let conn = $conn;
                 let eligible: i64 = u::table
-                    .filter(u::tier.eq_any(ELIGIBLE))
+                    .filter(u::tier.eq_any(&eligible))
                     .select(count_star())
                     .get_result(conn)
                     .await

@@ -93,11 +93,6 @@ impl RedisRateLimiter {
         self.fallbacks.load(Ordering::Relaxed)
     }
 
-    /// Whether the shared counters are in use (connected once; the manager reconnects).
-    pub fn connected(&self) -> bool {
-        self.conn.initialized()
-    }
-
     fn warn(&self, what: &str) {
         let Ok(mut last) = self.last_warning.lock() else {
             return;

@@ -162,12 +162,6 @@ impl KeyVault {
         }
     }
 
-    /// Drops the cached credential of (user, provider): a change made here or by another
-    /// replica.
-    pub fn forget_credential(&self, user: UserId, provider: ProviderId) {
-        self.forget(user, provider);
-    }
-
     /// Drops every cached credential.
     pub fn forget_all(&self) {
         if let Ok(mut c) = self.cache.lock() {
@@ -178,7 +172,7 @@ impl KeyVault {
 
     /// Drops the local entry and tells the other replicas.
     async fn changed(&self, user: UserId, provider: ProviderId) {
-        self.forget(user, provider);
+        self.forget_credential(user, provider);
         self.notifier
             .publish(Invalidation::Credential { user, provider })
             .await;
@@ -190,7 +184,9 @@ impl KeyVault {
         self
     }
 
-    fn forget(&self, user: UserId, provider: ProviderId) {
+    /// Drops the cached credential of (user, provider): a change made here or by another
+    /// replica.
+    pub fn forget_credential(&self, user: UserId, provider: ProviderId) {
         if let Ok(mut c) = self.cache.lock() {
             c.generation += 1;
             c.entries.remove(&(user, provider));

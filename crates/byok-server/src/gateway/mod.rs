@@ -71,17 +71,26 @@ fn reject(err: GatewayError, ingress: Ingress, model: Option<&str>) -> HttpRespo
     err.response(ingress)
 }
 
-/// Authenticates the caller, then reads the body (in that order: an unauthenticated client
-/// cannot make the service buffer a large body). Errors come in the client's format.
+/// Authenticates the caller, counts the request against its rate limits when `limited`, then
+/// reads the body (in that order: an unauthenticated or limited client cannot make the service
+/// buffer a large body). Errors come in the client's format.
 async fn admit(
     state: &AppState,
     req: &HttpRequest,
     payload: web::Payload,
     ingress: Ingress,
+    limited: bool,
 ) -> Result<(Principal, Bytes), HttpResponse> {
     let who = authenticate(req, state)
         .await
         .map_err(|e| reject(e, ingress, None))?;
+    if limited
+        && state.rate_limits.any()
+        && let Err((scope, e)) = state.rate_limits.admit(state.limiter.as_ref(), &who).await
+    {
+        state.metrics.rate_limited.with_label_values(&[scope]).inc();
+        return Err(reject(e.into(), ingress, None));
+    }
     let body = read_body(payload, state.max_body_bytes)
         .await
         .map_err(|e| reject(e, ingress, None))?;
@@ -144,16 +153,10 @@ async fn serve(
     ingress: Ingress,
 ) -> HttpResponse {
     let started = Instant::now();
-    let (who, body) = match admit(&state, &req, payload, ingress).await {
+    let (who, body) = match admit(&state, &req, payload, ingress, true).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    if state.rate_limits.any()
-        && let Err((scope, e)) = state.rate_limits.admit(state.limiter.as_ref(), &who).await
-    {
-        state.metrics.rate_limited.with_label_values(&[scope]).inc();
-        return reject(e.into(), ingress, None);
-    }
     let p = match peek(&body, ingress == Ingress::Anthropic) {
         Ok(p) => p,
         Err(e) => return reject(e, ingress, None),
@@ -282,7 +285,8 @@ pub async fn count_tokens(
     payload: web::Payload,
 ) -> HttpResponse {
     let ingress = Ingress::Anthropic;
-    let (who, body) = match admit(&state, &req, payload, ingress).await {
+    // Counting tokens costs nothing upstream: not rate-limited.
+    let (who, body) = match admit(&state, &req, payload, ingress, false).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
