@@ -98,6 +98,8 @@ install_missing() {
   command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
   command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
   command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+  # The sandbox of the local execution backend (and util-linux's prlimit, always there).
+  [ -x /usr/bin/bwrap ] || missing+=(bubblewrap)
   # ssh2 builds its own OpenSSL (vendored): it needs perl and make.
   command -v perl >/dev/null 2>&1 || missing+=(perl)
   command -v make >/dev/null 2>&1 || missing+=(make)

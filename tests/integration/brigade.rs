@@ -6,11 +6,10 @@ use byok_tests::brigade::BrigadeStandIn;
 use byok_tests::canary;
 use byok_tests::db::TestDb;
 use byok_tests::server::{Env, TestServer};
+use byok_tests::sshd::{self, Sshd};
 use byok_tests::tls::TestPki;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const SSH_PASSWORD: &str = "ssh-pw-for-brigade-0123";
 
 fn tools() -> Value {
     json!([{"name": "get_weather", "description": "Weather for a city",
@@ -44,9 +43,11 @@ async fn tasks_carry_the_contract_and_answers_reach_the_sdk() {
     let data = tempfile::tempdir().unwrap();
     let ca = data.path().join("brigade-ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let sshd = Sshd::start();
     let env = Env::new(data.path(), &db.url)
         .set("BRIGADE_URL", &brigade.url)
         .set("BRIGADE_CA_FILE", ca.to_str().unwrap())
+        .set("BYOK_ALLOWED_TARGETS", "127.0.0.1/32")
         .set("DEFAULT_LLM_API_KEY", canary::SYSTEM);
     let s = TestServer::start(env.clone());
     let t = env.create_user("agent@example.com", "starter");
@@ -72,12 +73,39 @@ async fn tasks_carry_the_contract_and_answers_reach_the_sdk() {
             "/api/v1/execution-servers",
             &t,
             json!({"name": "box", "server_type": "ssh", "is_default": true, "workspace_path": "/work",
-                   "connection_config": {"host": "build.example.com", "username": "agent",
-                                         "auth_method": "password", "password": SSH_PASSWORD}}),
+                   "connection_config": {"host": "127.0.0.1", "port": sshd.port, "username": sshd::USER,
+                                         "auth_method": "password", "password": sshd::PASSWORD}}),
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let server_id = r.json["id"].as_str().unwrap().to_string();
+
+    // Not handed over before its host key is trusted: the user is told which key to trust.
+    let r = s.post("/v1/messages", &t, request("go on")).await;
+    assert_eq!(
+        (r.status, r.json["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("host_key_unverified")),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&sshd.fingerprint)
+    );
+    assert!(
+        brigade.tasks().is_empty(),
+        "the orchestrator received nothing"
+    );
+    let r = s
+        .post(
+            &format!("/api/v1/execution-servers/{server_id}/trust-host-key"),
+            &t,
+            json!({"fingerprint": sshd.fingerprint}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 
     let r = s.post("/v1/messages", &t, request("go on")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -146,10 +174,16 @@ async fn tasks_carry_the_contract_and_answers_reach_the_sdk() {
         (Some("box"), Some("ssh"))
     );
     assert_eq!(es["workspace"], "/work");
-    assert_eq!(es["connection"]["host"], "build.example.com");
+    assert_eq!(es["connection"]["host"], "127.0.0.1");
     assert_eq!(
-        es["connection"]["password"], SSH_PASSWORD,
+        es["connection"]["password"],
+        sshd::PASSWORD,
         "the server's credentials, opened"
+    );
+    assert_eq!(
+        es["connection"]["host_key_fingerprint"],
+        sshd.fingerprint.as_str(),
+        "the pin travels with the server, for Brigade to verify"
     );
     assert_eq!(task["metadata"]["stream"], false);
     assert_eq!(
@@ -259,9 +293,112 @@ async fn tasks_carry_the_contract_and_answers_reach_the_sdk() {
     assert_eq!(streamed.0.request.headers["accept"], "text/event-stream");
     let logs = s.finish();
     assert!(
-        !logs.contains(SSH_PASSWORD),
+        !logs.contains(sshd::PASSWORD),
         "the server's password is never logged"
     );
+}
+
+/// Security review, high 1: the hand-off skipped every execution-server check. Each server a
+/// direct use refuses is refused for the orchestrator too, with the same code, and Brigade
+/// receives nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hand_off_refuses_every_server_a_direct_use_refuses() {
+    let pki = TestPki::new();
+    let brigade = BrigadeStandIn::start_tls(&pki).await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let ca = data.path().join("brigade-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let env = Env::new(data.path(), &db.url)
+        .set("BRIGADE_URL", &brigade.url)
+        .set("BRIGADE_CA_FILE", ca.to_str().unwrap())
+        .set("BYOK_ALLOW_LOCAL_EXECUTION", "true")
+        .set("BYOK_LOCAL_SANDBOX_UID", "61010")
+        .set("BYOK_DOCKER_SOCKETS", "/run/allowed/docker.sock")
+        .set("DEFAULT_LLM_API_KEY", canary::SYSTEM);
+    let s = TestServer::start(env.clone());
+    let t = env.create_user("mallory@example.com", "starter");
+    let kubeconfig_exec = "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://203.0.113.10\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/sh\n      args: [\"-c\", \"id\"]\n";
+    let cases = [
+        (
+            "metadata",
+            json!({"server_type": "ssh", "connection_config": {"host": "169.254.169.254", "username": "root",
+                   "auth_method": "password", "password": "CANARY-ssh-metadata"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "forbidden_target",
+        ),
+        (
+            "starter-local",
+            json!({"server_type": "local", "connection_config": {}}),
+            StatusCode::FORBIDDEN,
+            "upgrade_required",
+        ),
+        (
+            "other-socket",
+            json!({"server_type": "docker", "connection_config": {"endpoint": "unix:///var/run/docker.sock"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "forbidden_target",
+        ),
+        (
+            "cluster-internal",
+            json!({"server_type": "kubernetes", "connection_config": {"cluster_url": "https://10.96.0.1",
+                   "service_account_token": "CANARY-k8s-token"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "forbidden_target",
+        ),
+        (
+            "cluster-dns",
+            json!({"server_type": "kubernetes", "connection_config": {"cluster_url": "https://kubernetes.default.svc",
+                   "service_account_token": "CANARY-k8s-token"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "forbidden_target",
+        ),
+        (
+            "kubeconfig-exec",
+            json!({"server_type": "kubernetes", "connection_config": {"cluster_url": "https://203.0.113.10",
+                   "kubeconfig": kubeconfig_exec}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "backend_unavailable",
+        ),
+    ];
+    for (name, mut server, status, code) in cases {
+        server["name"] = json!(name);
+        let r = s.post("/api/v1/execution-servers", &t, server).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{name}: {}", r.text);
+        let id = r.json["id"].as_str().unwrap().to_string();
+        // The direct test reports the same code (as its outcome, or as the refusal).
+        let direct = s
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/execution-servers/{id}/test"),
+                Some(&t),
+                None,
+            )
+            .await;
+        let direct_code = direct.json["details"]["code"]
+            .as_str()
+            .or(direct.json["code"].as_str());
+        assert_eq!(direct_code, Some(code), "{name}: {}", direct.text);
+        let r = s
+            .send(
+                s.http_post("/v1/messages", &t, request("x"))
+                    .header("x-byok-execution-server", name),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.json["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{name}: {}",
+            r.text
+        );
+        assert_eq!(r.json["type"], "error", "in the Anthropic shape");
+    }
+    assert!(
+        brigade.tasks().is_empty(),
+        "the orchestrator received nothing"
+    );
+    let logs = s.finish();
+    assert!(!logs.contains("CANARY-ssh-metadata") && !logs.contains("CANARY-k8s-token"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

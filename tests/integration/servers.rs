@@ -371,3 +371,148 @@ async fn local_execution_test_exec_limits_and_policy() {
     );
     s.finish();
 }
+
+/// Security review, high 2: a local command ran as the gateway's own user and read its
+/// environment, the encryption key and the database. Now it runs sandboxed: another uid, its own
+/// PID/mount namespaces, no data directory, a private /tmp, a process limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_commands_cannot_see_the_gateway() {
+    const SANDBOX_UID: &str = "61020";
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let env = Env::new(data.path(), &db.url)
+        .set("BYOK_ALLOW_LOCAL_EXECUTION", "true")
+        .set("BYOK_LOCAL_SANDBOX_UID", SANDBOX_UID)
+        .set("BYOK_LOCAL_MAX_PROCESSES", "32")
+        .set("DEFAULT_LLM_API_KEY", byok_tests::canary::SYSTEM);
+    let s = TestServer::start(env.clone());
+    let t = env.create_user("ent@example.com", "enterprise");
+    let r = s
+        .post(
+            "/api/v1/execution-servers",
+            &t,
+            json!({"name": "here", "server_type": "local", "connection_config": {}}),
+        )
+        .await;
+    let id = r.json["id"].as_str().unwrap().to_string();
+    let exec_path = format!("/api/v1/execution-servers/{id}/exec");
+    let exec = |command: String, timeout: u64| {
+        s.post(
+            &exec_path,
+            &t,
+            json!({"command": command, "timeout_secs": timeout}),
+        )
+    };
+    let key_file = data.path().join("encryption.key");
+    let db_file = db.url.trim_start_matches("sqlite://").to_string();
+    assert!(key_file.exists() && std::path::Path::new(&db_file).exists());
+
+    // The review's three reads.
+    let reads = [
+        "cat /proc/$PPID/environ".to_string(),
+        format!("cat /proc/{}/environ", s.pid()),
+        "cat /proc/[0-9]*/environ".to_string(),
+        format!("cat {}", key_file.display()),
+        format!("cat {db_file}"),
+        format!("ls -la {}", data.path().display()),
+    ];
+    for cmd in reads {
+        let r = exec(cmd.clone(), 10).await;
+        assert_eq!(r.status, StatusCode::OK, "{cmd}: {}", r.text);
+        let out = format!("{}{}", r.json["stdout"], r.json["stderr"]);
+        assert!(
+            !out.contains("CANARY") && !out.contains("DEFAULT_LLM_API_KEY"),
+            "{cmd} leaked: {out}"
+        );
+        if !cmd.contains("$PPID") && !cmd.contains("[0-9]") {
+            assert_ne!(r.json["exit_code"], 0, "{cmd} must fail: {out}");
+        }
+    }
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let r = exec("ls /".into(), 10).await;
+    assert_eq!(
+        r.json["stdout"], "bin\ndev\netc\nlib\nlib64\nproc\nsbin\ntmp\nusr\nwork\n",
+        "only the system's programs and the sandbox's own directories: {}",
+        r.text
+    );
+
+    // Another uid and gid, nothing privileged.
+    let r = exec("id -u; id -g; id -G; hostname".into(), 10).await;
+    assert_eq!(
+        r.json["stdout"],
+        format!("{SANDBOX_UID}\n{SANDBOX_UID}\n{SANDBOX_UID}\nbyok-sandbox\n"),
+        "{}",
+        r.text
+    );
+    let r = exec("cat /proc/self/status | grep -E '^Cap(Eff|Prm)'".into(), 10).await;
+    assert!(
+        r.json["stdout"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .all(|l| l.ends_with("0000000000000000")),
+        "no capabilities: {}",
+        r.text
+    );
+
+    // A private /tmp: what one command writes, the next and the host do not see.
+    let r = exec(
+        "echo private > /tmp/byok-sandbox-probe && cat /tmp/byok-sandbox-probe".into(),
+        10,
+    )
+    .await;
+    assert_eq!(r.json["stdout"], "private\n", "{}", r.text);
+    let r = exec("cat /tmp/byok-sandbox-probe".into(), 10).await;
+    assert_ne!(r.json["exit_code"], 0);
+    assert!(!std::path::Path::new("/tmp/byok-sandbox-probe").exists());
+
+    // A fork bomb is contained: the process limit holds, the service keeps answering, the
+    // time limit ends it, and nothing of the sandbox uid survives.
+    let bomb = tokio::spawn({
+        let req = s.http_post(
+            &exec_path,
+            &t,
+            json!({"command": "b() { b | b & }; b", "timeout_secs": 5}),
+        );
+        async move { req.send().await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let count = || {
+        std::process::Command::new("pgrep")
+            .args(["-c", "-u", SANDBOX_UID])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    };
+    let during = count();
+    assert!(during <= 32, "the process limit holds: {during} processes");
+    let r = s.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "the service keeps answering");
+    assert_eq!(bomb.await.unwrap().unwrap(), StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(), 0, "every sandbox process is gone");
+    let logs = s.finish();
+    assert!(!logs.contains(key.trim()));
+
+    // No working sandbox, no local execution: the service refuses to start, saying why.
+    let err = match TestServer::try_start(env.clone().set("BYOK_LOCAL_BWRAP", "/nonexistent/bwrap"))
+    {
+        Ok(s) => {
+            s.finish();
+            panic!("started without a sandbox")
+        }
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("BYOK_ALLOW_LOCAL_EXECUTION") && err.contains("bubblewrap"),
+        "{err}"
+    );
+}

@@ -202,6 +202,11 @@ impl TestServer {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn admin(&self) -> &str {
         self.admin_token.as_deref().expect("no bootstrap token")
     }

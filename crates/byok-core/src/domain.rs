@@ -462,6 +462,40 @@ pub struct User {
     pub email: String,
     pub tier: Tier,
     pub created_at: DateTime<Utc>,
+    /// Who authenticates this user.
+    pub origin: UserOrigin,
+}
+
+/// Who vouches for a user: this service (gateway tokens only) or an identity provider.
+/// External subjects live in their own namespace: a provider's subject never becomes a local
+/// user, nor a user of another provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserOrigin {
+    /// Created by this service (CLI, bootstrap).
+    Local,
+    /// Created on first sight of a token from this issuer.
+    External { issuer: String },
+    /// Stored before the origin was recorded (see `UserRepository::ensure_external`).
+    Unknown,
+}
+
+impl UserOrigin {
+    /// The stored form: `local`, the issuer URL, or nothing.
+    pub fn as_stored(&self) -> Option<&str> {
+        match self {
+            UserOrigin::Local => Some("local"),
+            UserOrigin::External { issuer } => Some(issuer),
+            UserOrigin::Unknown => None,
+        }
+    }
+
+    pub fn from_stored(s: Option<String>) -> Self {
+        match s {
+            None => UserOrigin::Unknown,
+            Some(s) if s == "local" => UserOrigin::Local,
+            Some(issuer) => UserOrigin::External { issuer },
+        }
+    }
 }
 
 /// An authenticated caller, as handlers see it.

@@ -30,13 +30,18 @@ pub trait UserRepository: Send + Sync + 'static {
     /// Returns `false` when no such user exists.
     async fn set_tier(&self, id: UserId, tier: Tier) -> Result<bool, StoreError>;
     async fn count(&self) -> Result<u64, StoreError>;
-    /// Makes sure the externally authenticated user `id` exists, with `tier` as its snapshot,
+    /// Makes sure the user `id` authenticated by `issuer` exists, with `tier` as its snapshot,
     /// and returns it. Creates it on first sight with `email`, or with the placeholder
     /// `{id}@external.invalid` when another user holds that email (identities are never
-    /// linked by email). Concurrent first sights MUST leave one row.
+    /// linked by email), recording `issuer` as its origin. Concurrent first sights MUST leave
+    /// one row. MUST return [`StoreError::Conflict`] when `id` is a local user or a user of
+    /// another issuer. A user stored before origins were recorded ([`UserOrigin::Unknown`]) is
+    /// claimed for `issuer` only when its email is `email` (case-insensitive) or the
+    /// placeholder; else `Conflict`.
     async fn ensure_external(
         &self,
         id: UserId,
+        issuer: &str,
         email: &str,
         tier: Tier,
     ) -> Result<User, StoreError>;
@@ -141,6 +146,8 @@ pub struct ExternalIdentity {
     pub user_id: UserId,
     /// The provider's subject, as sent.
     pub subject: String,
+    /// The issuer that signed the token (the user's origin).
+    pub issuer: String,
     pub email: String,
     /// The tier the token states (a claim or a role mapping), if any.
     pub tier: Option<Tier>,
@@ -163,6 +170,23 @@ pub trait TokenVerifier: Send + Sync + 'static {
 pub trait TierSource: Send + Sync + 'static {
     /// `None` when the provider has no tier for this subject.
     async fn tier(&self, subject: &str) -> Result<Option<Tier>, CoreError>;
+    /// The account as the provider holds it now: enabled, and its tier. `Ok(None)` when the
+    /// provider has no such account (deleted). Errors when the provider cannot be asked.
+    /// The default knows only tiers and reports every account enabled.
+    async fn account(&self, subject: &str) -> Result<Option<ExternalAccount>, CoreError> {
+        Ok(Some(ExternalAccount {
+            enabled: true,
+            tier: self.tier(subject).await?,
+        }))
+    }
+}
+
+/// An account at the identity provider, as [`TierSource::account`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExternalAccount {
+    pub enabled: bool,
+    /// `None` when the provider keeps no tier for it.
+    pub tier: Option<Tier>,
 }
 
 /// Per-user gateway settings.

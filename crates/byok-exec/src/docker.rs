@@ -77,6 +77,13 @@ pub struct DockerBackend {
     options: DockerOptions,
 }
 
+/// A checked engine endpoint, ready to connect to.
+enum Endpoint {
+    Unix(String),
+    Plain(SocketAddr),
+    Tls(rustls::ClientConfig, String, SocketAddr),
+}
+
 fn unreachable(e: impl std::fmt::Display) -> ExecError {
     ExecError::Unreachable(format!("the Docker engine: {e}"))
 }
@@ -87,6 +94,22 @@ impl DockerBackend {
     }
 
     async fn client(&self, config: &OpenConfig) -> Result<Docker, ExecError> {
+        match self.endpoint(config).await? {
+            Endpoint::Unix(path) => {
+                Docker::connect_with_unix(&path, 120, bollard::API_DEFAULT_VERSION)
+                    .map_err(unreachable)
+            }
+            Endpoint::Plain(addr) => {
+                Docker::connect_with_http(&addr.to_string(), 120, bollard::API_DEFAULT_VERSION)
+                    .map_err(unreachable)
+            }
+            Endpoint::Tls(tls_config, host, addr) => connect_tls(tls_config, &host, addr),
+        }
+    }
+
+    /// The engine the config names, checked: a unix socket on the operator's allow-list, or a
+    /// host through the target policy (plain TCP only when allowed), with its TLS settings.
+    async fn endpoint(&self, config: &OpenConfig) -> Result<Endpoint, ExecError> {
         let endpoint = config
             .public
             .get("endpoint")
@@ -99,8 +122,7 @@ impl DockerBackend {
                         .into(),
                 ));
             }
-            return Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
-                .map_err(unreachable);
+            return Ok(Endpoint::Unix(path.to_string()));
         }
         let ca = config.secret("tls_ca");
         let (rest, tls) = if let Some(rest) = endpoint.strip_prefix("https://") {
@@ -125,8 +147,7 @@ impl DockerBackend {
             .checked_address(rest, if tls { 2376 } else { 2375 })
             .await?;
         if !tls {
-            return Docker::connect_with_http(&addr.to_string(), 120, bollard::API_DEFAULT_VERSION)
-                .map_err(unreachable);
+            return Ok(Endpoint::Plain(addr));
         }
         let ca = ca.ok_or_else(|| {
             ExecError::BackendUnavailable("a TLS Docker endpoint needs tls_ca".into())
@@ -141,7 +162,7 @@ impl DockerBackend {
             }
         };
         let tls_config = crate::tls::client_config(ca.expose_secret(), identity)?;
-        connect_tls(tls_config, &host, addr)
+        Ok(Endpoint::Tls(tls_config, host, addr))
     }
 
     /// Parses `host[:port]`, applies the target policy, and returns the host name (for TLS
@@ -305,6 +326,10 @@ async fn remove(docker: &Docker, id: &str) -> bool {
 impl ExecutionBackend for DockerBackend {
     fn kind(&self) -> ServerType {
         ServerType::Docker
+    }
+
+    async fn admit(&self, _: &ExecutionServer, config: &OpenConfig) -> Result<(), ExecError> {
+        self.endpoint(config).await.map(drop)
     }
 
     async fn test(

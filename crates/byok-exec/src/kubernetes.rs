@@ -60,6 +60,14 @@ impl KubernetesBackend {
     }
 
     async fn client(&self, config: &OpenConfig) -> Result<(Client, String), ExecError> {
+        let (cfg, namespace) = self.checked_config(config).await?;
+        let client = Client::try_from(cfg).map_err(unreachable)?;
+        Ok((client, namespace))
+    }
+
+    /// The client configuration for the server, checked: only inline kubeconfig credentials,
+    /// the API server's address through the target policy and pinned to the checked address.
+    async fn checked_config(&self, config: &OpenConfig) -> Result<(Config, String), ExecError> {
         let namespace = config
             .public
             .get("namespace")
@@ -123,8 +131,7 @@ impl KubernetesBackend {
             }
             cfg.cluster_url = pinned_url(&cfg.cluster_url, ip, port)?;
         }
-        let client = Client::try_from(cfg).map_err(unreachable)?;
-        Ok((client, namespace))
+        Ok((cfg, namespace))
     }
 }
 
@@ -241,6 +248,10 @@ fn stdin_secret_for(pod: &Pod, name: &str, data: &SecretString) -> Secret {
 impl ExecutionBackend for KubernetesBackend {
     fn kind(&self) -> ServerType {
         ServerType::Kubernetes
+    }
+
+    async fn admit(&self, _: &ExecutionServer, config: &OpenConfig) -> Result<(), ExecError> {
+        self.checked_config(config).await.map(drop)
     }
 
     async fn test(

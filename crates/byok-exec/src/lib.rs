@@ -9,5 +9,5 @@ mod tls;
 
 pub use docker::{DockerBackend, DockerOptions, MANAGED_LABEL, docker_client};
 pub use kubernetes::KubernetesBackend;
-pub use local::LocalBackend;
+pub use local::{LocalBackend, LocalSandbox};
 pub use ssh::{SshBackend, SshOptions};

@@ -1,5 +1,19 @@
-//! The local backend: commands on the gateway host (operator opt-in, enterprise only).
+//! The local backend: commands on the gateway host (operator opt-in, enterprise only), each
+//! in a bubblewrap sandbox that cannot see the gateway.
+//!
+//! Every command runs as a different unprivileged uid/gid (set before `exec` with
+//! `std::process::Command::uid`, so the gateway must start as root), under `prlimit` resource
+//! limits (processes of that uid, address space, file size, open files, no core dumps), inside
+//! `bwrap` with fresh user, PID, mount, IPC, UTS, network and cgroup namespaces: only `/usr`
+//! (and the merged-usr links) read-only, a private `/proc` showing the sandbox's own processes,
+//! a minimal `/dev`, size-capped tmpfs for `/tmp` and the working directory, no capabilities,
+//! a new session (no terminal injection), killed with the gateway. The data directory, the
+//! encryption key, the database and the gateway's `/proc` and environment are not in it.
+//!
+//! If the sandbox cannot be set up ([`LocalBackend::check`]), local execution refuses to start;
+//! there is no unsandboxed fallback.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 
@@ -12,9 +26,44 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-/// Runs commands on this host.
-#[derive(Debug, Default, Clone)]
-pub struct LocalBackend;
+/// The sandbox local commands run in.
+#[derive(Debug, Clone)]
+pub struct LocalSandbox {
+    /// The uid and gid commands run as (`BYOK_LOCAL_SANDBOX_UID`/`_GID`). Use ids nothing else
+    /// on the host runs as: the process limit counts every process of the uid.
+    pub uid: u32,
+    pub gid: u32,
+    /// Processes (threads included) the sandbox uid may have at once (`RLIMIT_NPROC`).
+    pub max_processes: u32,
+    /// Address space of each process, in bytes (`RLIMIT_AS`).
+    pub max_memory_bytes: u64,
+    /// Largest file a command may write, in bytes (`RLIMIT_FSIZE`), and the size of each tmpfs.
+    pub max_file_bytes: u64,
+    /// The bubblewrap binary.
+    pub bwrap: PathBuf,
+    /// The prlimit binary (util-linux).
+    pub prlimit: PathBuf,
+}
+
+impl Default for LocalSandbox {
+    fn default() -> Self {
+        Self {
+            uid: 65534,
+            gid: 65534,
+            max_processes: 64,
+            max_memory_bytes: 1 << 30,
+            max_file_bytes: 256 << 20,
+            bwrap: PathBuf::from("/usr/bin/bwrap"),
+            prlimit: PathBuf::from("/usr/bin/prlimit"),
+        }
+    }
+}
+
+/// Runs commands on this host, sandboxed.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    sandbox: LocalSandbox,
+}
 
 /// Reads all of `r`, keeping at most `cap` bytes; returns (kept, truncated).
 async fn capped<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> (Vec<u8>, bool) {
@@ -36,17 +85,134 @@ async fn capped<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> (Vec<u8>, bool) {
     (kept, truncated)
 }
 
+impl LocalBackend {
+    pub fn new(sandbox: LocalSandbox) -> Self {
+        Self { sandbox }
+    }
+
+    /// Starts `id -u` in the sandbox and checks it ran as the sandbox uid. Err: why the
+    /// sandbox cannot be set up on this host, for the operator.
+    pub async fn check(&self) -> Result<(), String> {
+        let s = &self.sandbox;
+        for (what, path, package) in [
+            ("bubblewrap", &s.bwrap, "bubblewrap"),
+            ("prlimit", &s.prlimit, "util-linux"),
+        ] {
+            if !path.exists() {
+                return Err(format!(
+                    "local execution needs {what} at {} (Debian package {package})",
+                    path.display()
+                ));
+            }
+        }
+        let mut cmd = self.command(&CommandSpec::Argv(vec!["id".into(), "-u".into()]), 10);
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let run = tokio::time::timeout(std::time::Duration::from_secs(10), cmd.output());
+        let out = match run.await {
+            Err(_) => return Err("the local execution sandbox did not start within 10 s".into()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(format!(
+                    "local execution runs commands as uid {}; the gateway must start as root                      (or with CAP_SETUID and CAP_SETGID) to switch to it",
+                    s.uid
+                ));
+            }
+            Ok(Err(e)) => return Err(format!("the local execution sandbox cannot start: {e}")),
+            Ok(Ok(out)) => out,
+        };
+        let uid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || uid != s.uid.to_string() {
+            let why = String::from_utf8_lossy(&out.stderr);
+            let why: String = why.trim().chars().take(300).collect();
+            return Err(format!(
+                "the local execution sandbox cannot be set up (bubblewrap needs user namespaces \
+                 for uid {}): {why}",
+                s.uid
+            ));
+        }
+        Ok(())
+    }
+
+    /// `prlimit … -- bwrap … -- <command>`, started as the sandbox uid/gid.
+    fn command(&self, spec: &CommandSpec, timeout_secs: u64) -> tokio::process::Command {
+        let s = &self.sandbox;
+        let mut c = tokio::process::Command::new(&s.prlimit);
+        c.arg(format!("--nproc={}", s.max_processes))
+            .arg(format!("--as={}", s.max_memory_bytes))
+            .arg(format!("--fsize={}", s.max_file_bytes))
+            .arg("--nofile=1024")
+            .arg("--core=0")
+            // CPU seconds: the wall-clock limit bounds it anyway; this stops a spinning child
+            // that escaped the process group from running on.
+            .arg(format!("--cpu={}", timeout_secs.saturating_add(5)))
+            .arg("--")
+            .arg(&s.bwrap)
+            .args(["--unshare-all", "--unshare-user", "--die-with-parent"])
+            .args(["--new-session", "--cap-drop", "ALL"])
+            .args(["--uid", &s.uid.to_string(), "--gid", &s.gid.to_string()])
+            .args(["--hostname", "byok-sandbox"])
+            .args(["--ro-bind", "/usr", "/usr"]);
+        for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+            match std::fs::read_link(dir) {
+                // Merged /usr: the same link inside.
+                Ok(target) => {
+                    c.arg("--symlink").arg(target).arg(dir);
+                }
+                Err(_) => {
+                    c.args(["--ro-bind-try", dir, dir]);
+                }
+            }
+        }
+        for file in ["/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime"] {
+            c.args(["--ro-bind-try", file, file]);
+        }
+        let size = s.max_file_bytes.to_string();
+        c.args(["--proc", "/proc", "--dev", "/dev"])
+            .args(["--size", &size, "--tmpfs", "/tmp"])
+            .args(["--size", &size, "--tmpfs", "/work"])
+            .args(["--chdir", "/work", "--"]);
+        match spec {
+            CommandSpec::Argv(argv) => {
+                c.args(argv);
+            }
+            CommandSpec::Shell(line) => {
+                c.arg("/bin/sh").arg("-c").arg(line);
+            }
+        }
+        c.current_dir(Path::new("/")).uid(s.uid).gid(s.gid);
+        c
+    }
+}
+
 #[async_trait]
 impl ExecutionBackend for LocalBackend {
     fn kind(&self) -> ServerType {
         ServerType::Local
     }
 
+    async fn admit(&self, _: &ExecutionServer, _: &OpenConfig) -> Result<(), ExecError> {
+        // The sandbox was checked when the backend was enabled (no check, no backend).
+        Ok(())
+    }
+
     async fn test(&self, _: &ExecutionServer, _: &OpenConfig) -> Result<ServerTest, ExecError> {
+        if let Err(why) = self.check().await {
+            tracing::error!(error = %why, "the local execution sandbox failed");
+            return Err(ExecError::BackendUnavailable(
+                "the local execution sandbox is not working on this service".into(),
+            ));
+        }
         Ok(ServerTest {
             status: "success",
-            message: "local execution is enabled on this service".into(),
-            details: json!({"os": std::env::consts::OS, "arch": std::env::consts::ARCH}),
+            message: "local execution is enabled on this service (sandboxed)".into(),
+            details: json!({
+                "os": std::env::consts::OS,
+                "arch": std::env::consts::ARCH,
+                "sandbox": "bubblewrap",
+                "uid": self.sandbox.uid,
+            }),
         })
     }
 
@@ -56,26 +222,10 @@ impl ExecutionBackend for LocalBackend {
         _config: &OpenConfig,
         request: &ExecRequest,
     ) -> Result<ExecResult, ExecError> {
-        let dir = tempfile::Builder::new()
-            .prefix("byok-local-")
-            .tempdir()
-            .map_err(|e| ExecError::BackendUnavailable(format!("no working directory: {e}")))?;
-        let mut cmd = match &request.command {
-            CommandSpec::Argv(argv) => {
-                let mut c = tokio::process::Command::new(&argv[0]);
-                c.args(&argv[1..]);
-                c
-            }
-            CommandSpec::Shell(line) => {
-                let mut c = tokio::process::Command::new("/bin/sh");
-                c.arg("-c").arg(line);
-                c
-            }
-        };
-        cmd.current_dir(dir.path())
-            .env_clear()
+        let mut cmd = self.command(&request.command, request.timeout.as_secs());
+        cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", dir.path())
+            .env("HOME", "/work")
             .env("LANG", "C.UTF-8")
             .stdin(if request.stdin.is_some() {
                 Stdio::piped()
@@ -174,6 +324,15 @@ mod tests {
         }
     }
 
+    /// A sandbox uid of its own, so its process count is the test's alone.
+    fn sandboxed() -> LocalBackend {
+        LocalBackend::new(LocalSandbox {
+            uid: 61_001,
+            gid: 61_001,
+            ..LocalSandbox::default()
+        })
+    }
+
     async fn run(cmd: CommandSpec, timeout: u64, stdin: Option<&str>) -> ExecResult {
         let mut env = BTreeMap::new();
         env.insert("GREETING".to_string(), secrecy::SecretString::from("hello"));
@@ -185,7 +344,7 @@ mod tests {
         )
         .unwrap();
         let cfg = open_config(&json!({}), &NoCipher).unwrap();
-        LocalBackend.exec(&server(), &cfg, &req).await.unwrap()
+        sandboxed().exec(&server(), &cfg, &req).await.unwrap()
     }
 
     #[tokio::test]

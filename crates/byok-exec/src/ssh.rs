@@ -317,6 +317,10 @@ impl ExecutionBackend for SshBackend {
         ServerType::Ssh
     }
 
+    async fn admit(&self, _: &ExecutionServer, config: &OpenConfig) -> Result<(), ExecError> {
+        self.checked_addr(&config.public).await.map(drop)
+    }
+
     async fn test(
         &self,
         _server: &ExecutionServer,

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use byok_core::ports::TierSource;
+use byok_core::ports::{ExternalAccount, TierSource};
 use byok_core::{CoreError, Tier};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -258,6 +258,23 @@ impl TierSource for AdminClient {
             Ok(u) => Ok(u
                 .attribute("subscription_tier")
                 .and_then(|t| Tier::from_str(&t).ok())),
+            Err(KeycloakError::NotFound) => Ok(None),
+            Err(e) => Err(CoreError::Unavailable {
+                code: "identity_provider_unavailable",
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    async fn account(&self, subject: &str) -> Result<Option<ExternalAccount>, CoreError> {
+        match self.get_user(subject).await {
+            Ok(u) => Ok(Some(ExternalAccount {
+                // Keycloak's UserRepresentation: `enabled` (absent means enabled).
+                enabled: u.0.get("enabled").and_then(Value::as_bool).unwrap_or(true),
+                tier: u
+                    .attribute("subscription_tier")
+                    .and_then(|t| Tier::from_str(&t).ok()),
+            })),
             Err(KeycloakError::NotFound) => Ok(None),
             Err(e) => Err(CoreError::Unavailable {
                 code: "identity_provider_unavailable",

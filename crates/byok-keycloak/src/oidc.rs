@@ -281,6 +281,7 @@ impl TokenVerifier for OidcVerifier {
         Ok(ExternalIdentity {
             user_id: external_user_id(&issuer, &subject),
             subject,
+            issuer: issuer.to_string(),
             email,
             tier: stated_tier(&claims, &self.settings),
             expires_at,

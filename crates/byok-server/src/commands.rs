@@ -211,11 +211,12 @@ async fn bootstrap_admin(state: &AppState, settings: &Settings) -> Result<(), Fa
         .await
         .map_err(core)?;
     let token = issued.token.expose_secret();
+    let expiry = expiry(&issued.record);
     let base = settings.bind.replace("0.0.0.0", "127.0.0.1");
     println!(
         "\n================================================================\n\
          First start: created the user {email} (tier enterprise).\n\
-         Its gateway token is shown this once:\n\n    {token}\n\n\
+         Its gateway token ({expiry}) is shown this once:\n\n    {token}\n\n\
          Try:   curl -H \"Authorization: Bearer {token}\" http://{base}/api/v1/byok/providers\n\
          More users:  byok-gateway user create --email you@example.com --tier starter\n\
          ================================================================\n"
@@ -348,6 +349,14 @@ fn parse_tier(t: &str) -> Result<Tier, Failure> {
     t.parse().map_err(core)
 }
 
+/// When a token expires, for people.
+fn expiry(token: &byok_core::GatewayToken) -> String {
+    match token.expires_at {
+        Some(at) => format!("expires {}", at.format("%Y-%m-%d %H:%M UTC")),
+        None => "never expires".into(),
+    }
+}
+
 pub async fn user(settings: Settings, cmd: UserCommand) -> Result<(), Failure> {
     let state = prepare(&settings).await?;
     match cmd {
@@ -364,7 +373,10 @@ pub async fn user(settings: Settings, cmd: UserCommand) -> Result<(), Failure> {
                 user.email, user.id, user.tier
             );
             println!("token: {}", issued.token.expose_secret());
-            println!("(the token is shown once; store it now)");
+            println!(
+                "(the token is shown once; store it now; it {})",
+                expiry(&issued.record)
+            );
         }
         UserCommand::SetTier { email, tier } => {
             let tier = parse_tier(&tier)?;
@@ -396,7 +408,10 @@ pub async fn token(settings: Settings, cmd: TokenCommand) -> Result<(), Failure>
                 .map_err(core)?;
             println!("token id {} for {}", issued.record.id, user.email);
             println!("token: {}", issued.token.expose_secret());
-            println!("(the token is shown once; store it now)");
+            println!(
+                "(the token is shown once; store it now; it {})",
+                expiry(&issued.record)
+            );
         }
         TokenCommand::List { email } => {
             let user = find_user(&state.tokens, &email).await?;

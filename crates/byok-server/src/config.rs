@@ -29,6 +29,11 @@
 //! | `BYOK_DOCKER_SOCKETS` | empty | comma-separated unix sockets (`/run/podman/podman.sock`) users may name as Docker endpoints |
 //! | `BYOK_DOCKER_ALLOW_PLAIN_TCP` | `false` | `true` allows plain `tcp://` Docker endpoints (through the target policy) |
 //! | `BYOK_ALLOW_LOCAL_EXECUTION` | `false` | `true` lets `enterprise` users run commands on this host (local servers) |
+//! | `BYOK_TOKEN_LIFETIME_DAYS` | `90` | lifetime of gateway tokens created without one (`0`: no expiry) |
+//! | `BYOK_IDENTITY_REFRESH_SECS` | `60` | how often the account (enabled, tier) of a Keycloak user is re-read for their gateway tokens |
+//! | `BYOK_LOCAL_SANDBOX_UID`, `BYOK_LOCAL_SANDBOX_GID` | `65534`, the uid | the unprivileged ids local commands run as (never 0) |
+//! | `BYOK_LOCAL_MAX_PROCESSES`, `BYOK_LOCAL_MAX_MEMORY_MB` | `64`, `1024` | processes of the sandbox uid; address space per process |
+//! | `BYOK_LOCAL_BWRAP` | `/usr/bin/bwrap` | the bubblewrap binary |
 //! | `BYOK_MAX_BODY_BYTES` | `16777216` | largest request body on `/v1/*` |
 //! | `AUTH_MODE` | `local` | `local` (gateway tokens), `keycloak` (Keycloak JWTs + gateway tokens, no bootstrap admin), `both` |
 //! | `KEYCLOAK_URL` | none | e.g. `https://sso.example.com` (needed for `AUTH_MODE=keycloak\|both` and the keycloak key store) |
@@ -176,6 +181,12 @@ pub struct Settings {
     pub upstream_max_stream: Duration,
     pub max_body_bytes: usize,
     pub allow_local_execution: bool,
+    /// `BYOK_TOKEN_LIFETIME_DAYS`: lifetime of tokens issued without one (`None`: no expiry).
+    pub token_lifetime: Option<chrono::Duration>,
+    /// `BYOK_IDENTITY_REFRESH_SECS`: how often the accounts of Keycloak users are re-read.
+    pub identity_refresh: Duration,
+    /// `BYOK_LOCAL_SANDBOX_*`: the sandbox local commands run in.
+    pub local_sandbox: byok_exec::LocalSandbox,
     pub docker_sockets: Vec<String>,
     pub docker_allow_plain_tcp: bool,
     pub auth_mode: AuthMode,
@@ -327,6 +338,43 @@ impl Settings {
             allow_local_execution: var("BYOK_ALLOW_LOCAL_EXECUTION").is_some_and(|v| {
                 matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
             }),
+            token_lifetime: match number("BYOK_TOKEN_LIFETIME_DAYS", 90u32)? {
+                0 => None,
+                d @ 1..=3650 => Some(chrono::Duration::days(i64::from(d))),
+                _ => {
+                    return Err(ConfigError(
+                        "BYOK_TOKEN_LIFETIME_DAYS must be between 0 (no expiry) and 3650".into(),
+                    ));
+                }
+            },
+            identity_refresh: Duration::from_secs(
+                number("BYOK_IDENTITY_REFRESH_SECS", 60u64)?.max(1),
+            ),
+            local_sandbox: {
+                let d = byok_exec::LocalSandbox::default();
+                let uid = number("BYOK_LOCAL_SANDBOX_UID", d.uid)?;
+                if uid == 0 {
+                    return Err(ConfigError(
+                        "BYOK_LOCAL_SANDBOX_UID must not be 0 (root)".into(),
+                    ));
+                }
+                let gid = number("BYOK_LOCAL_SANDBOX_GID", uid)?;
+                if gid == 0 {
+                    return Err(ConfigError(
+                        "BYOK_LOCAL_SANDBOX_GID must not be 0 (root)".into(),
+                    ));
+                }
+                byok_exec::LocalSandbox {
+                    uid,
+                    gid,
+                    max_processes: number("BYOK_LOCAL_MAX_PROCESSES", d.max_processes)?.max(1),
+                    max_memory_bytes: number("BYOK_LOCAL_MAX_MEMORY_MB", d.max_memory_bytes >> 20)?
+                        .max(16)
+                        << 20,
+                    bwrap: var("BYOK_LOCAL_BWRAP").map_or(d.bwrap.clone(), PathBuf::from),
+                    ..d
+                }
+            },
             max_body_bytes: number("BYOK_MAX_BODY_BYTES", 16usize * 1024 * 1024)?.max(1024),
             auth_mode,
             keycloak,

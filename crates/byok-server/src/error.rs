@@ -115,6 +115,23 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The status of an execution-server refusal, on `/api/v1/*` and on `/v1/*` (orchestrated
+/// requests) alike.
+pub fn exec_status(e: &byok_core::execution::ExecError) -> StatusCode {
+    use byok_core::execution::ExecError;
+    match e {
+        ExecError::HostKeyMismatch { .. } | ExecError::HostKeyUnverified { .. } => {
+            StatusCode::CONFLICT
+        }
+        ExecError::Unreachable(_) | ExecError::AuthFailed => StatusCode::BAD_GATEWAY,
+        ExecError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        // A permanent property of this service or server, not a failure.
+        ExecError::BackendUnavailable(_) | ExecError::ForbiddenTarget(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    }
+}
+
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         match e {
@@ -155,21 +172,7 @@ impl From<CoreError> for ApiError {
                 err.retry_after = Some(retry_after_secs);
                 err
             }
-            CoreError::Exec(e) => {
-                use byok_core::execution::ExecError;
-                let status = match &e {
-                    ExecError::HostKeyMismatch { .. } | ExecError::HostKeyUnverified { .. } => {
-                        StatusCode::CONFLICT
-                    }
-                    ExecError::Unreachable(_) | ExecError::AuthFailed => StatusCode::BAD_GATEWAY,
-                    ExecError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                    // A permanent property of this service or server, not a failure.
-                    ExecError::BackendUnavailable(_) | ExecError::ForbiddenTarget(_) => {
-                        StatusCode::UNPROCESSABLE_ENTITY
-                    }
-                };
-                Self::new(status, e.code(), e.to_string())
-            }
+            CoreError::Exec(e) => Self::new(exec_status(&e), e.code(), e.to_string()),
             CoreError::TargetForbidden(t) => {
                 if let byok_core::policy::TargetError::Forbidden { reason, .. } = &t {
                     tracing::info!(reason, "outbound target refused");

@@ -93,10 +93,20 @@ impl AppState {
             )),
         ];
         if settings.allow_local_execution {
+            let local = byok_exec::LocalBackend::new(settings.local_sandbox.clone());
+            // Never a silent fallback: no working sandbox, no start.
+            local.check().await.map_err(|why| {
+                ConfigError(format!(
+                    "BYOK_ALLOW_LOCAL_EXECUTION is on, but {why}; fix the sandbox or turn local \
+                     execution off"
+                ))
+            })?;
             tracing::warn!(
-                "BYOK_ALLOW_LOCAL_EXECUTION is on: enterprise users can run commands on this host"
+                uid = settings.local_sandbox.uid,
+                "BYOK_ALLOW_LOCAL_EXECUTION is on: enterprise users can run commands on this host, \
+                 sandboxed with bubblewrap"
             );
-            backends.push(Arc::new(byok_exec::LocalBackend));
+            backends.push(Arc::new(local));
         }
         let servers = ServerRegistry::new(shared.clone(), cipher.clone(), backends);
         let admin = match &settings.keycloak {
@@ -122,10 +132,18 @@ impl AppState {
         let vault = KeyVault::new(keys.clone(), cipher, Arc::new(prober))
             .with_credential_ttl(settings.credential_ttl)
             .with_notifier(notifier.clone());
-        let tokens = Arc::new(
+        let mut token_service =
             TokenService::new(shared.clone(), shared.clone(), settings.auth_cache_ttl)
-                .with_notifier(notifier.clone()),
-        );
+                .with_notifier(notifier.clone())
+                .with_default_lifetime(settings.token_lifetime);
+        if let (Some(admin), AuthMode::Keycloak | AuthMode::Both) = (&admin, settings.auth_mode) {
+            // Tokens of Keycloak users follow their account (disabled, deleted, tier changed).
+            token_service = token_service.with_identity_refresh(
+                admin.clone() as Arc<dyn byok_core::ports::TierSource>,
+                settings.identity_refresh,
+            );
+        }
+        let tokens = Arc::new(token_service);
         let external: Option<Arc<dyn Authenticator>> =
             match (&settings.keycloak, settings.auth_mode) {
                 (Some(k), AuthMode::Keycloak | AuthMode::Both) => {

@@ -65,9 +65,9 @@ pub(crate) fn db_err(e: DieselError) -> StoreError {
     }
 }
 
-type UserRow = (DbUuid, String, String, DateTime<Utc>);
+type UserRow = (DbUuid, String, String, DateTime<Utc>, Option<String>);
 
-fn user_from_row((id, email, tier, created_at): UserRow) -> Result<User, StoreError> {
+fn user_from_row((id, email, tier, created_at, origin): UserRow) -> Result<User, StoreError> {
     Ok(User {
         id: UserId(id.0),
         email,
@@ -75,6 +75,7 @@ fn user_from_row((id, email, tier, created_at): UserRow) -> Result<User, StoreEr
             .parse()
             .map_err(|_| StoreError::Corrupt("users.tier holds an unknown tier".into()))?,
         created_at,
+        origin: UserOrigin::from_stored(origin),
     })
 }
 
@@ -153,6 +154,7 @@ impl UserRepository for Database {
             email: email.to_string(),
             tier,
             created_at: now_micros(),
+            origin: UserOrigin::Local,
         };
         with_conn!(self, |conn, s| {
             diesel::insert_into(s::users::table)
@@ -161,6 +163,7 @@ impl UserRepository for Database {
                     s::users::email.eq(&user.email),
                     s::users::tier.eq(tier.as_str()),
                     s::users::created_at.eq(user.created_at),
+                    s::users::auth_source.eq(user.origin.as_stored()),
                 ))
                 .execute(conn)
                 .await
@@ -207,17 +210,53 @@ impl UserRepository for Database {
     async fn ensure_external(
         &self,
         id: UserId,
+        issuer: &str,
         email: &str,
         tier: Tier,
     ) -> Result<User, StoreError> {
+        let placeholder = format!("{}@external.invalid", id.0);
+        let wanted = email.trim().to_lowercase();
+        let other_source =
+            || StoreError::Conflict("the user id belongs to another identity source".into());
         if let Some(u) = UserRepository::get(self, id).await? {
+            match &u.origin {
+                UserOrigin::External { issuer: i } if i == issuer => {}
+                UserOrigin::Local | UserOrigin::External { .. } => return Err(other_source()),
+                UserOrigin::Unknown => {
+                    // Stored before origins were recorded: claimed only by the same email (or
+                    // the placeholder only this method writes), never by a bare id match.
+                    let same = u.email == placeholder
+                        || (!wanted.is_empty() && u.email.eq_ignore_ascii_case(&wanted));
+                    if !same {
+                        return Err(other_source());
+                    }
+                    let n = with_conn!(self, |conn, s| {
+                        diesel::update(
+                            s::users::table
+                                .filter(s::users::id.eq(DbUuid(id.0)))
+                                .filter(s::users::auth_source.is_null()),
+                        )
+                        .set(s::users::auth_source.eq(issuer))
+                        .execute(conn)
+                        .await
+                        .map_err(db_err)?
+                    });
+                    if n != 1 {
+                        return Err(other_source());
+                    }
+                }
+            }
             if u.tier != tier {
                 UserRepository::set_tier(self, id, tier).await?;
             }
-            return Ok(User { tier, ..u });
+            return Ok(User {
+                tier,
+                origin: UserOrigin::External {
+                    issuer: issuer.to_string(),
+                },
+                ..u
+            });
         }
-        let placeholder = format!("{}@external.invalid", id.0);
-        let wanted = email.trim().to_lowercase();
         let candidates = [wanted.as_str(), placeholder.as_str()];
         for address in candidates.into_iter().filter(|a| !a.is_empty()) {
             let created_at = now_micros();
@@ -230,6 +269,7 @@ impl UserRepository for Database {
                         s::users::email.eq(address),
                         s::users::tier.eq(tier.as_str()),
                         s::users::created_at.eq(created_at),
+                        s::users::auth_source.eq(issuer),
                     ))
                     .on_conflict_do_nothing()
                     .execute(conn)
@@ -237,7 +277,11 @@ impl UserRepository for Database {
                     .map_err(db_err)?;
             });
             if let Some(u) = UserRepository::get(self, id).await? {
-                return Ok(u);
+                // A concurrent first sight by another source may have won the race.
+                return match &u.origin {
+                    UserOrigin::External { issuer: i } if i == issuer => Ok(u),
+                    _ => Err(other_source()),
+                };
             }
         }
         Err(StoreError::Conflict(

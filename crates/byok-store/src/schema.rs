@@ -7,6 +7,7 @@ pub mod pg {
             email -> Text,
             tier -> Text,
             created_at -> Timestamptz,
+            auth_source -> Nullable<Text>,
         }
     }
 
@@ -96,6 +97,7 @@ pub mod sqlite {
             email -> Text,
             tier -> Text,
             created_at -> TimestamptzSqlite,
+            auth_source -> Nullable<Text>,
         }
     }
 

@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::domain::{Principal, Tier, UserId};
-use crate::error::CoreError;
+use crate::error::{CoreError, StoreError};
 use crate::ports::{Authenticator, TierSource, TokenVerifier, UserRepository};
 use crate::services::hash_token;
 
@@ -158,9 +158,22 @@ impl Authenticator for ExternalAuthenticator {
             .await;
         let known = lock(&self.provisioned).get(&identity.user_id);
         if known != Some(tier) {
-            self.users
-                .ensure_external(identity.user_id, &identity.email, tier)
-                .await?;
+            match self
+                .users
+                .ensure_external(identity.user_id, &identity.issuer, &identity.email, tier)
+                .await
+            {
+                Ok(_) => {}
+                Err(StoreError::Conflict(_)) => {
+                    // The subject names a local user or one of another issuer: never that user.
+                    tracing::warn!(
+                        user_id = %identity.user_id,
+                        "refused a token whose subject belongs to another identity source"
+                    );
+                    return Err(CoreError::Unauthenticated);
+                }
+                Err(e) => return Err(e.into()),
+            }
             lock(&self.provisioned).insert(identity.user_id, tier, Duration::from_secs(60));
         }
         let principal = Principal {

@@ -10,8 +10,9 @@ use uuid::Uuid;
 use crate::domain::*;
 use crate::error::{CoreError, StoreError};
 use crate::execution::{
-    ExecError, ExecRequest, ExecResult, ExecutionBackend, ExecutionServer, ServerTest, ServerType,
-    open_config, reveal_config, seal_config, validate_name, validate_workspace,
+    ExecError, ExecRequest, ExecResult, ExecutionBackend, ExecutionServer, OpenConfig, ServerTest,
+    ServerType, open_config, pinned_host_key, reveal_config, seal_config, validate_name,
+    validate_workspace,
 };
 use crate::ports::{NewServer, SecretCipher, ServerChanges, ServerRepository};
 
@@ -33,6 +34,15 @@ pub struct UpdateServer {
     pub workspace_path: Option<Option<String>>,
     pub is_default: Option<bool>,
     pub is_active: Option<bool>,
+}
+
+/// Why a stored server is about to be used (what the gate checks differs a little).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerUse {
+    Test,
+    Trust,
+    Exec,
+    Orchestrate,
 }
 
 /// Commands a user may start per minute (all their servers together).
@@ -105,12 +115,73 @@ impl ServerRegistry {
             })
     }
 
+    /// The one gate every use of a stored server goes through (test, trust, exec, hand-off to
+    /// the orchestrator): the tier (starter+, `local` enterprise and only when the operator
+    /// enabled it), active for exec and hand-off, the config opened, and the backend's
+    /// [`ExecutionBackend::admit`] (target policy on the resolved address, socket allow-list,
+    /// kubeconfig restrictions). For a hand-off an SSH server must also carry a trusted host-key
+    /// pin, which travels with it so the orchestrator verifies the same key.
+    async fn gate(
+        &self,
+        who: &Principal,
+        server: &ExecutionServer,
+        purpose: ServerUse,
+    ) -> Result<(&Arc<dyn ExecutionBackend>, OpenConfig), CoreError> {
+        let (backend, config) = self.open(who, server, purpose)?;
+        self.admit(backend, server, &config, purpose).await?;
+        Ok((backend, config))
+    }
+
+    /// The gate's first half: who may use the server at all, and its config opened.
+    fn open(
+        &self,
+        who: &Principal,
+        server: &ExecutionServer,
+        purpose: ServerUse,
+    ) -> Result<(&Arc<dyn ExecutionBackend>, OpenConfig), CoreError> {
+        who.tier.require(Tier::BYOK_MINIMUM)?;
+        let backend = self.backend(who, server.server_type)?;
+        if matches!(purpose, ServerUse::Exec | ServerUse::Orchestrate) && !server.is_active {
+            return Err(CoreError::Conflict {
+                code: "server_inactive",
+                message: "this execution server is deactivated".into(),
+            });
+        }
+        let config = open_config(&server.connection_config, self.cipher.as_ref())?;
+        Ok((backend, config))
+    }
+
+    /// The gate's second half: what the server names may be reached from here.
+    async fn admit(
+        &self,
+        backend: &Arc<dyn ExecutionBackend>,
+        server: &ExecutionServer,
+        config: &OpenConfig,
+        purpose: ServerUse,
+    ) -> Result<(), CoreError> {
+        backend.admit(server, config).await?;
+        if purpose == ServerUse::Orchestrate
+            && server.server_type == ServerType::Ssh
+            && pinned_host_key(&config.public).is_none()
+        {
+            // Tell the user which key to trust, as `test` does.
+            let fingerprint = backend.host_key(server, config).await?;
+            return Err(ExecError::HostKeyUnverified { fingerprint }.into());
+        }
+        Ok(())
+    }
+
     /// Tests the connection and stores the outcome (`last_tested_at`, `test_status`).
     pub async fn test(&self, who: &Principal, id: Uuid) -> Result<ServerTest, CoreError> {
         let server = self.get(who, id).await?;
-        let backend = self.backend(who, server.server_type)?;
-        let config = open_config(&server.connection_config, self.cipher.as_ref())?;
-        let outcome = match backend.test(&server, &config).await {
+        let (backend, config) = self.open(who, &server, ServerUse::Test)?;
+        let outcome = match self.admit(backend, &server, &config, ServerUse::Test).await {
+            Ok(()) => backend.test(&server, &config).await,
+            // A refused target is a test outcome, recorded like any other.
+            Err(CoreError::Exec(e)) => Err(e),
+            Err(e) => return Err(e),
+        };
+        let outcome = match outcome {
             Ok(t) => t,
             // A changed host key is a conflict the user must see as such (409).
             Err(e @ ExecError::HostKeyMismatch { .. }) => {
@@ -137,8 +208,7 @@ impl ServerRegistry {
         expected: Option<&str>,
     ) -> Result<ExecutionServer, CoreError> {
         let server = self.get(who, id).await?;
-        let backend = self.backend(who, server.server_type)?;
-        let config = open_config(&server.connection_config, self.cipher.as_ref())?;
+        let (backend, config) = self.gate(who, &server, ServerUse::Trust).await?;
         let presented = backend.host_key(&server, &config).await?;
         if let Some(e) = expected
             && e != presented
@@ -193,15 +263,8 @@ impl ServerRegistry {
         request: ExecRequest,
     ) -> Result<ExecResult, CoreError> {
         let server = self.get(who, id).await?;
-        if !server.is_active {
-            return Err(CoreError::Conflict {
-                code: "server_inactive",
-                message: "this execution server is deactivated".into(),
-            });
-        }
-        let backend = self.backend(who, server.server_type)?;
         self.admit_exec(who)?;
-        let config = open_config(&server.connection_config, self.cipher.as_ref())?;
+        let (backend, config) = self.gate(who, &server, ServerUse::Exec).await?;
         let result = backend.exec(&server, &config, &request).await?;
         tracing::info!(
             server_id = %id,
@@ -272,24 +335,17 @@ impl ServerRegistry {
         let servers = self.repo.list_servers(who.user_id).await?;
         let chosen = match selector.map(str::trim) {
             Some(s) if s.eq_ignore_ascii_case("none") => return Ok(None),
-            Some(s) => {
-                let found = servers
-                    .into_iter()
-                    .find(|x| x.id.to_string() == s || x.name == s)
-                    .ok_or_else(not_found)?;
-                if !found.is_active {
-                    return Err(CoreError::Conflict {
-                        code: "server_inactive",
-                        message: "this execution server is deactivated".into(),
-                    });
-                }
-                found
-            }
+            Some(s) => servers
+                .into_iter()
+                .find(|x| x.id.to_string() == s || x.name == s)
+                .ok_or_else(not_found)?,
             None => match servers.into_iter().find(|x| x.is_default && x.is_active) {
                 Some(s) => s,
                 None => return Ok(None),
             },
         };
+        // Every check a direct use would pass; refused → the orchestrator receives nothing.
+        self.gate(who, &chosen, ServerUse::Orchestrate).await?;
         let connection = reveal_config(&chosen.connection_config, self.cipher.as_ref())?;
         Ok(Some((chosen, connection)))
     }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::domain::*;
 use crate::error::{CoreError, StoreError};
-use crate::ports::{Authenticator, TokenRepository, UserRepository};
+use crate::ports::{Authenticator, ExternalAccount, TierSource, TokenRepository, UserRepository};
 use crate::services::invalidation::{CacheStats, ChangeNotifier, Invalidation, NoNotifier};
 
 const TOKEN_PREFIX: &str = "byok_";
@@ -48,8 +48,19 @@ pub struct IssuedToken {
     pub record: GatewayToken,
 }
 
-/// A cached accepted token: its owner, id and expiry.
-type Hit = (Principal, Uuid, Option<DateTime<Utc>>);
+/// A cached accepted token: its owner, id and expiry, and whether an identity provider
+/// vouches for the owner (whose account is then re-read, see
+/// [`TokenService::with_identity_refresh`]).
+#[derive(Debug, Clone)]
+struct Hit {
+    principal: Principal,
+    token: Uuid,
+    expires: Option<DateTime<Utc>>,
+    external: bool,
+}
+
+/// What was last read of an external account: `None` when the provider could not be asked.
+type AccountSnapshot = (Instant, Option<ExternalAccount>);
 
 /// Refusals are cached apart from hits, in a smaller map, so a flood of made-up tokens cannot
 /// push valid tokens out of the cache.
@@ -79,6 +90,11 @@ pub struct TokenService {
     notifier: Arc<dyn ChangeNotifier>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Lifetime of a token issued without one (`None`: tokens do not expire by default).
+    default_lifetime: Option<chrono::Duration>,
+    /// Where the accounts of externally authenticated users are re-read, and how often.
+    accounts: Option<(Arc<dyn TierSource>, Duration)>,
+    account_cache: Mutex<HashMap<UserId, AccountSnapshot>>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -107,7 +123,25 @@ impl TokenService {
             notifier: Arc::new(NoNotifier),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            default_lifetime: None,
+            accounts: None,
+            account_cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Tokens issued without an expiry get this lifetime (`None`: no expiry).
+    pub fn with_default_lifetime(mut self, lifetime: Option<chrono::Duration>) -> Self {
+        self.default_lifetime = lifetime.filter(|d| *d > chrono::Duration::zero());
+        self
+    }
+
+    /// Re-reads the account of every externally authenticated token owner from `source` at
+    /// most every `every` (per user): a disabled or deleted account's tokens are refused, a
+    /// changed tier applies, at the latest `every` after the change. While the provider cannot
+    /// be asked, the last answer (or the stored snapshot) stands.
+    pub fn with_identity_refresh(mut self, source: Arc<dyn TierSource>, every: Duration) -> Self {
+        self.accounts = Some((source, every));
+        self
     }
 
     /// Tells other replicas about revocations (see [`ChangeNotifier`]).
@@ -128,7 +162,7 @@ impl TokenService {
     pub fn forget_token(&self, id: Uuid) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.generation += 1;
-            cache.hits.retain(|_, (_, (_, tid, _))| *tid != id);
+            cache.hits.retain(|_, (_, hit)| hit.token != id);
         }
     }
 
@@ -136,7 +170,9 @@ impl TokenService {
     pub fn forget_user(&self, user: UserId) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.generation += 1;
-            cache.hits.retain(|_, (_, (p, _, _))| p.user_id != user);
+            cache
+                .hits
+                .retain(|_, (_, hit)| hit.principal.user_id != user);
         }
     }
 
@@ -176,12 +212,45 @@ impl TokenService {
         })
     }
 
-    /// Issues a token for `user`. `name` is 1–100 characters; `expires_in_days` 1–3650.
+    /// Issues a token for the caller: as [`Self::issue`], and never outliving the gateway
+    /// token the caller authenticated with (its expiry caps the new one's).
+    pub async fn issue_for(
+        &self,
+        who: &Principal,
+        name: &str,
+        expires_in_days: Option<u32>,
+    ) -> Result<IssuedToken, CoreError> {
+        let cap = match who.token_id {
+            None => None,
+            Some(id) => self
+                .tokens
+                .list(who.user_id)
+                .await?
+                .into_iter()
+                .find(|t| t.id == id)
+                .and_then(|t| t.expires_at),
+        };
+        self.issue_capped(who.user_id, name, expires_in_days, cap)
+            .await
+    }
+
+    /// Issues a token for `user`. `name` is 1–100 characters; `expires_in_days` 1–3650, or
+    /// the default lifetime when absent.
     pub async fn issue(
         &self,
         user: UserId,
         name: &str,
         expires_in_days: Option<u32>,
+    ) -> Result<IssuedToken, CoreError> {
+        self.issue_capped(user, name, expires_in_days, None).await
+    }
+
+    async fn issue_capped(
+        &self,
+        user: UserId,
+        name: &str,
+        expires_in_days: Option<u32>,
+        cap: Option<DateTime<Utc>>,
     ) -> Result<IssuedToken, CoreError> {
         let name = name.trim();
         if name.is_empty()
@@ -194,7 +263,7 @@ impl TokenService {
             });
         }
         let expires_at = match expires_in_days {
-            None => None,
+            None => self.default_lifetime.map(|d| Utc::now() + d),
             Some(d @ 1..=3650) => Some(Utc::now() + chrono::Duration::days(i64::from(d))),
             Some(_) => {
                 return Err(CoreError::InvalidInput {
@@ -202,6 +271,11 @@ impl TokenService {
                     message: "expires_in_days must be between 1 and 3650".into(),
                 });
             }
+        };
+        let expires_at = match (expires_at, cap) {
+            (Some(e), Some(c)) => Some(e.min(c)),
+            (None, c) => c,
+            (e, None) => e,
         };
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
@@ -322,9 +396,15 @@ impl Authenticator for TokenService {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 let hit = match self.tokens.find_by_hash(&hash).await? {
                     Some((t, u)) if t.is_active(now) => {
+                        let external = !matches!(u.origin, UserOrigin::Local);
                         let mut principal = Principal::from(u);
                         principal.token_id = Some(t.id);
-                        Some((principal, t.id, t.expires_at))
+                        Some(Hit {
+                            principal,
+                            token: t.id,
+                            expires: t.expires_at,
+                            external,
+                        })
                     }
                     _ => None,
                 };
@@ -333,9 +413,20 @@ impl Authenticator for TokenService {
             }
         };
         match hit {
-            Some((principal, id, expires)) if expires.is_none_or(|e| e > now) => {
-                if self.should_touch(id)
-                    && let Err(e) = self.tokens.touch(id, now).await
+            Some(hit) if hit.expires.is_none_or(|e| e > now) => {
+                let mut principal = hit.principal;
+                if hit.external
+                    && let Some(account) = self.account(&principal).await
+                {
+                    if !account.enabled {
+                        return Err(CoreError::Unauthenticated);
+                    }
+                    if let Some(tier) = account.tier {
+                        principal.tier = tier;
+                    }
+                }
+                if self.should_touch(hit.token)
+                    && let Err(e) = self.tokens.touch(hit.token, now).await
                 {
                     tracing::warn!(error = %e, "could not record token use");
                 }
@@ -344,6 +435,64 @@ impl Authenticator for TokenService {
             _ => Err(CoreError::Unauthenticated),
         }
     }
+}
+
+impl TokenService {
+    /// The owner's account at the identity provider, re-read at most every refresh interval.
+    /// `None`: no refresh configured, or the provider has never answered (the stored snapshot
+    /// stands). A changed tier is stored and announced.
+    async fn account(&self, who: &Principal) -> Option<ExternalAccount> {
+        let (source, every) = self.accounts.as_ref()?;
+        let cached = lock(&self.account_cache).get(&who.user_id).copied();
+        if let Some((at, account)) = cached
+            && at.elapsed() < *every
+        {
+            return account;
+        }
+        let read = match source.account(&who.user_id.0.to_string()).await {
+            Ok(Some(a)) => Some(a),
+            // Deleted at the provider: refused like a disabled account.
+            Ok(None) => Some(ExternalAccount {
+                enabled: false,
+                tier: None,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, user_id = %who.user_id,
+                    "the identity provider could not be asked; the last known account stands");
+                // Asked again after the interval, not on every request meanwhile.
+                let last = cached.and_then(|(_, a)| a);
+                self.remember_account(who.user_id, last);
+                return last;
+            }
+        };
+        self.remember_account(who.user_id, read);
+        if let Some(a) = read
+            && let Some(tier) = a.tier
+            && tier != who.tier
+        {
+            tracing::info!(user_id = %who.user_id, tier = tier.as_str(),
+                "tier changed at the identity provider");
+            if let Err(e) = self.set_tier(who.user_id, tier).await {
+                tracing::warn!(error = %e, "could not store the new tier snapshot");
+            }
+        }
+        if read.is_some_and(|a| !a.enabled) {
+            tracing::info!(user_id = %who.user_id, "refused a token of a disabled account");
+        }
+        read
+    }
+
+    fn remember_account(&self, user: UserId, account: Option<ExternalAccount>) {
+        let mut cache = lock(&self.account_cache);
+        if cache.len() >= MAX_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(user, (Instant::now(), account));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

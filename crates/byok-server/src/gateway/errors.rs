@@ -18,6 +18,9 @@ pub struct GatewayError {
     pub status: StatusCode,
     pub message: String,
     pub retry_after: Option<String>,
+    /// The service's own stable code, when it has one (`forbidden_target`, …): OpenAI's
+    /// `error.code`, and `error.code` beside Anthropic's `type`.
+    pub code: Option<&'static str>,
 }
 
 impl GatewayError {
@@ -26,7 +29,13 @@ impl GatewayError {
             status,
             message: message.into(),
             retry_after: None,
+            code: None,
         }
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -68,12 +77,19 @@ impl GatewayError {
             resp.insert_header(("retry-after", r.as_str()));
         }
         let body = match ingress {
-            Ingress::Anthropic => json!({
-                "type": "error",
-                "error": {"type": self.anthropic_type(), "message": self.message},
-            }),
+            Ingress::Anthropic => match self.code {
+                Some(code) => json!({
+                    "type": "error",
+                    "error": {"type": self.anthropic_type(), "message": self.message, "code": code},
+                }),
+                None => json!({
+                    "type": "error",
+                    "error": {"type": self.anthropic_type(), "message": self.message},
+                }),
+            },
             Ingress::OpenAi => {
                 let (kind, code) = self.openai_type();
+                let code = self.code.or(code);
                 json!({"error": {"message": self.message, "type": kind, "param": null, "code": code}})
             }
         };
@@ -87,12 +103,16 @@ impl From<CoreError> for GatewayError {
             CoreError::InvalidInput { message, .. } => Self::invalid(message),
             CoreError::UpgradeRequired { required, .. } => Self::new(
                 StatusCode::FORBIDDEN,
-                format!(
-                    "this model needs your own key, which requires the {required} tier or higher"
-                ),
-            ),
+                format!("this requires the {required} tier or higher"),
+            )
+            .with_code("upgrade_required"),
+            CoreError::Exec(e) => {
+                Self::new(crate::error::exec_status(&e), e.to_string()).with_code(e.code())
+            }
             CoreError::NotFound { message, .. } => Self::new(StatusCode::NOT_FOUND, message),
-            CoreError::Conflict { message, .. } => Self::new(StatusCode::CONFLICT, message),
+            CoreError::Conflict { message, code } => {
+                Self::new(StatusCode::CONFLICT, message).with_code(code)
+            }
             CoreError::Unauthenticated => {
                 Self::new(StatusCode::UNAUTHORIZED, "invalid or expired gateway token")
             }
@@ -100,6 +120,7 @@ impl From<CoreError> for GatewayError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 message: format!("rate limit reached; retry in {retry_after_secs} s"),
                 retry_after: Some(retry_after_secs.to_string()),
+                code: Some("rate_limited"),
             },
             CoreError::Unavailable { message, .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, message)

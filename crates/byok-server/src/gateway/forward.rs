@@ -290,6 +290,7 @@ fn from_upstream_status(
         status: client_status,
         message,
         retry_after: if status == 429 { retry_after } else { None },
+        code: None,
     }
 }
 

@@ -16,7 +16,9 @@ pub struct CreateTokenRequest {
     /// 1 to 100 characters.
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
-    /// Lifetime in days (1–3650); no expiry when absent.
+    /// Lifetime in days (1–3650). Absent: the service's default (`BYOK_TOKEN_LIFETIME_DAYS`,
+    /// 90 days unless the operator changed it). Never later than the expiry of the gateway
+    /// token this request is authenticated with.
     #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
 }
@@ -74,7 +76,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let issued = state
         .tokens
-        .issue(who.0.user_id, &body.name, body.expires_in_days)
+        .issue_for(&who.0, &body.name, body.expires_in_days)
         .await?;
     let r = issued.record;
     Ok(HttpResponse::Created().json(CreatedToken {
