@@ -81,7 +81,8 @@ have_pg_binaries() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
 
 install_missing() {
   local missing=()
-  if [ -z "${TEST_DATABASE_URL:-}" ] && ! have_pg_binaries; then
+  # Even with TEST_DATABASE_URL set: byok-store's pg_tls test starts a TLS cluster of its own.
+  if ! have_pg_binaries; then
     missing+=(postgresql)
   fi
   # `python3 -m venv --help` succeeds on Debian without python3-venv (venv is in the stdlib

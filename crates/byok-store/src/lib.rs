@@ -2,12 +2,14 @@
 
 mod legacy;
 mod notify;
+mod pg_tls;
 mod rate;
 mod repos;
 mod schema;
 mod servers;
 mod types;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use byok_core::StoreError;
@@ -19,6 +21,7 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use pg_tls::PgConnector;
 
 pub use notify::listen_invalidations;
 pub use rate::RedisRateLimiter;
@@ -72,9 +75,16 @@ pub(crate) enum DbPool {
 #[derive(Clone)]
 pub struct Database {
     pub(crate) pool: DbPool,
-    /// Connection string (may hold a password: never logged, never in `Debug`).
-    target: String,
+    /// Where to open a connection outside the pool (migrations).
+    target: Target,
     backend: Backend,
+}
+
+/// A parsed `DATABASE_URL` (may hold a password: never logged, never in `Debug`).
+#[derive(Clone)]
+enum Target {
+    Pg(Arc<PgConnector>),
+    Sqlite(String),
 }
 
 impl std::fmt::Debug for Database {
@@ -152,10 +162,23 @@ impl Database {
     /// A new SQLite file is created with mode 0600 (its directory too, if missing).
     pub async fn connect(url: &str, opts: &DbOptions) -> Result<Self, StoreError> {
         let (backend, target) = parse_url(url)?;
-        let pool = match backend {
+        let (pool, target) = match backend {
             Backend::Postgres => {
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&target);
-                DbPool::Pg(build_pool(manager, opts)?)
+                // Parsed once here, so a bad sslmode or sslrootcert fails at start.
+                let connector = Arc::new(PgConnector::parse(&target)?);
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                let setup = Arc::clone(&connector);
+                config.custom_setup = Box::new(move |_| {
+                    let setup = Arc::clone(&setup);
+                    Box::pin(async move { setup.connect().await })
+                });
+                // The URL is in `connector`; the manager never sees it.
+                let manager =
+                    AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config("", config);
+                (
+                    DbPool::Pg(build_pool(manager, opts)?),
+                    Target::Pg(connector),
+                )
             }
             Backend::Sqlite => {
                 let path = std::path::Path::new(&target);
@@ -176,7 +199,10 @@ impl Database {
                 });
                 let manager =
                     AsyncDieselConnectionManager::<SqliteConn>::new_with_config(&target, config);
-                DbPool::Sqlite(build_pool(manager, opts)?)
+                (
+                    DbPool::Sqlite(build_pool(manager, opts)?),
+                    Target::Sqlite(target),
+                )
             }
         };
         Ok(Self {
@@ -193,17 +219,13 @@ impl Database {
     /// Applies pending embedded migrations; returns how many ran. On PostgreSQL this holds an
     /// advisory lock, so several replicas starting at once apply each migration exactly once.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
-        let target = self.target.clone();
-        let backend = self.backend;
-        tokio::task::spawn_blocking(move || -> Result<usize, StoreError> {
-            let boxed = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Other(e);
-            match backend {
-                Backend::Postgres => {
-                    let mut conn =
-                        <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(
-                            &target,
-                        )
-                        .map_err(pool_err)?;
+        let boxed = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Other(e);
+        let migrated = match &self.target {
+            Target::Pg(connector) => {
+                // Connected here (with the URL's TLS settings), migrated on a blocking thread.
+                let conn = connector.connect().await.map_err(pool_err)?;
+                tokio::task::spawn_blocking(move || -> Result<usize, StoreError> {
+                    let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
                     lock_pg(&mut conn, true)?;
                     let applied = conn
                         .run_pending_migrations(PG_MIGRATIONS)
@@ -211,20 +233,24 @@ impl Database {
                         .map_err(boxed);
                     lock_pg(&mut conn, false)?;
                     applied
-                }
-                Backend::Sqlite => {
-                    let mut conn = SqliteConnection::establish(&target).map_err(pool_err)?;
+                })
+                .await
+            }
+            Target::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || -> Result<usize, StoreError> {
+                    let mut conn = SqliteConnection::establish(&path).map_err(pool_err)?;
                     diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)
                         .map_err(pool_err)?;
                     let applied = conn
                         .run_pending_migrations(SQLITE_MIGRATIONS)
                         .map_err(boxed)?;
                     Ok(applied.len())
-                }
+                })
+                .await
             }
-        })
-        .await
-        .map_err(|e| StoreError::Other(Box::new(e)))?
+        };
+        migrated.map_err(|e| StoreError::Other(Box::new(e)))?
     }
 
     /// One trivial query: is the database reachable? (`/readyz`)

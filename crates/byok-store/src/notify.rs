@@ -11,9 +11,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use byok_core::services::{ChangeNotifier, Invalidation};
 use diesel::sql_types::Text;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::StreamExt;
 
+use crate::pg_tls::{PgConnector, error_chain};
 use crate::{Database, DbPool};
 
 /// The notification channel.
@@ -53,13 +54,23 @@ impl ChangeNotifier for Database {
 
 /// Listens for invalidations until the process ends (PostgreSQL only; returns at once for
 /// any other `url`). Every event, and `Everything` after each (re)connection, goes to `apply`.
+/// The connection honours the URL's `sslmode` and `sslrootcert`, like the pool's.
 pub async fn listen_invalidations(url: String, apply: impl Fn(Invalidation) + Send + 'static) {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return;
     }
+    let connector = match PgConnector::parse(&url) {
+        Ok(c) => c,
+        Err(e) => {
+            // `Database::connect` refuses such a URL first; this is only a safety net.
+            tracing::error!(error = %error_chain(&e), "cannot listen for cache invalidations");
+            return;
+        }
+    };
+    drop(url);
     let mut backoff = Duration::from_secs(1);
     loop {
-        match AsyncPgConnection::establish(&url).await {
+        match connector.connect().await {
             Ok(mut conn) => match conn.batch_execute(&format!("LISTEN {CHANNEL}")).await {
                 Ok(()) => {
                     tracing::info!("listening for cache invalidations from other replicas");
