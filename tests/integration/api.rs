@@ -644,6 +644,92 @@ async fn custom_endpoints_pass_the_target_policy() {
     s.finish();
 }
 
+/// Security review, low 7 (and medium 3): a token created with `expires_in_days: 1` minted
+/// one with no expiry. Tokens now get a default lifetime, shown at creation, and a token never
+/// mints one that outlives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_never_outlive_the_token_that_minted_them() {
+    let (_setup, env) = setup(Kind::Sqlite).await;
+    let s = TestServer::start(env.clone());
+    let out = env.cli(&[
+        "user",
+        "create",
+        "--email",
+        "life@example.com",
+        "--tier",
+        "free",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        stdout.contains("it expires "),
+        "the lifetime is shown: {stdout}"
+    );
+    let t = byok_tests::server::token_from(&stdout);
+    let days = |r: &byok_tests::server::Resp| {
+        let at =
+            chrono::DateTime::parse_from_rfc3339(r.json["expires_at"].as_str().unwrap()).unwrap();
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_hours() as f64 / 24.0
+    };
+    // Without a lifetime: the default (90 days).
+    let r = s
+        .post("/api/v1/tokens", &t, json!({"name": "default"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!((89.0..=90.0).contains(&days(&r)), "{}", r.text);
+    // A one-day token...
+    let r = s
+        .post(
+            "/api/v1/tokens",
+            &t,
+            json!({"name": "short", "expires_in_days": 1}),
+        )
+        .await;
+    let short = r.json["token"].as_str().unwrap().to_string();
+    let short_expiry = r.json["expires_at"].as_str().unwrap().to_string();
+    // ...mints nothing that outlives it, asked or not.
+    for body in [
+        json!({"name": "child"}),
+        json!({"name": "child", "expires_in_days": 3650}),
+    ] {
+        let r = s.post("/api/v1/tokens", &short, body.clone()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert!(
+            r.json["expires_at"].as_str().unwrap() <= short_expiry.as_str(),
+            "{body}: {} outlives {short_expiry}",
+            r.text
+        );
+    }
+    // A shorter lifetime than the parent's stays shorter.
+    let r = s
+        .post(
+            "/api/v1/tokens",
+            &t,
+            json!({"name": "week", "expires_in_days": 7}),
+        )
+        .await;
+    let week = r.json["token"].as_str().unwrap().to_string();
+    let r = s
+        .post(
+            "/api/v1/tokens",
+            &week,
+            json!({"name": "day", "expires_in_days": 1}),
+        )
+        .await;
+    assert!(days(&r) <= 1.0, "{}", r.text);
+    s.finish();
+
+    // `0` turns the default off: tokens without a lifetime do not expire.
+    let env = env.clone().set("BYOK_TOKEN_LIFETIME_DAYS", "0");
+    let s = TestServer::start(env.clone());
+    let t = env.create_user("forever@example.com", "free");
+    let r = s
+        .post("/api/v1/tokens", &t, json!({"name": "forever"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!(r.json["expires_at"].is_null(), "{}", r.text);
+    s.finish();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_api_create_list_revoke() {
     let (_setup, env) = setup(Kind::Sqlite).await;

@@ -46,6 +46,8 @@ async fn jwts_are_verified_locally_and_every_forgery_is_refused() {
     );
 
     let sub = uuid();
+    // Keycloak knows every user whose tokens it signs (gateway tokens re-read the account).
+    kc.add_user(&sub, "good@example.com", json!({}));
     let good = kc.token(&sub, json!({"subscription_tier": "starter"}));
     let r = s.get("/api/v1/byok/stats", &good).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -183,6 +185,154 @@ async fn jwts_are_verified_locally_and_every_forgery_is_refused() {
 
 /// An OIDC server written by others (npm `oauth2-mock-server`, RS256, its own token
 /// endpoint), laid out like Keycloak: discovery, JWKS, tokens, and key rotation.
+/// Security review, medium 3: a gateway token minted under a `starter` JWT kept that tier, and
+/// kept working for a user disabled in Keycloak. Gateway tokens of Keycloak users now follow
+/// the account, re-read at most every `BYOK_IDENTITY_REFRESH_SECS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_tokens_follow_the_keycloak_account() {
+    let kc = KeycloakStandIn::start().await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let s = TestServer::start(
+        keycloak_env(&kc.url, data.path(), &db.url).set("BYOK_IDENTITY_REFRESH_SECS", "1"),
+    );
+    let sub = uuid();
+    kc.add_user(
+        &sub,
+        "dev@example.com",
+        json!({"subscription_tier": ["starter"]}),
+    );
+    let jwt = kc.token(&sub, json!({}));
+    let r = s.post("/api/v1/tokens", &jwt, json!({"name": "ci"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!(r.json["expires_at"].is_string(), "a default lifetime");
+    let token = r.json["token"].as_str().unwrap().to_string();
+    let tier_of = |t: String| {
+        let s = &s;
+        async move {
+            let r = s.get("/api/v1/byok/stats", &t).await;
+            (r.status, r.json["user_tier"].as_str().map(str::to_owned))
+        }
+    };
+    assert_eq!(
+        tier_of(token.clone()).await,
+        (StatusCode::OK, Some("starter".into()))
+    );
+    // Within the bound (1 s here), each change at Keycloak reaches the token.
+    let eventually = |want: (StatusCode, Option<String>)| {
+        let token = token.clone();
+        let tier_of = &tier_of;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let got = tier_of(token.clone()).await;
+                if got == want || std::time::Instant::now() > deadline {
+                    return got;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    kc.update_user(&sub, json!({"attributes": {"subscription_tier": ["free"]}}));
+    assert_eq!(
+        eventually((StatusCode::OK, Some("free".into()))).await,
+        (StatusCode::OK, Some("free".into())),
+        "downgraded"
+    );
+    let r = s.get("/api/v1/execution-servers", &token).await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("upgrade_required")),
+        "a free user has no execution servers: {}",
+        r.text
+    );
+    kc.update_user(&sub, json!({"enabled": false}));
+    assert_eq!(
+        eventually((StatusCode::UNAUTHORIZED, None)).await,
+        (StatusCode::UNAUTHORIZED, None),
+        "disabled"
+    );
+    kc.update_user(&sub, json!({"enabled": true}));
+    assert_eq!(
+        eventually((StatusCode::OK, Some("free".into()))).await,
+        (StatusCode::OK, Some("free".into())),
+        "enabled again"
+    );
+    kc.remove_user(&sub);
+    assert_eq!(
+        eventually((StatusCode::UNAUTHORIZED, None)).await,
+        (StatusCode::UNAUTHORIZED, None),
+        "deleted"
+    );
+    s.finish();
+}
+
+/// Security review, low 6: in `AUTH_MODE=both`, a JWT whose `sub` was a local user's id became
+/// that user. External subjects live in their own namespace now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_subject_never_becomes_a_local_user() {
+    let kc = KeycloakStandIn::start().await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let env = keycloak_env(&kc.url, data.path(), &db.url).set("AUTH_MODE", "both");
+    let s = TestServer::start(env.clone());
+    let out = env.cli(&[
+        "user",
+        "create",
+        "--email",
+        "admin@corp.example",
+        "--tier",
+        "enterprise",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let local_token = byok_tests::server::token_from(&stdout);
+    let local_id = stdout
+        .split("(id ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_string();
+    assert!(uuid::Uuid::parse_str(&local_id).is_ok(), "{stdout}");
+    // The local user's id as `sub`, with another email and with the same one.
+    for email in ["mallory@evil.example", "admin@corp.example"] {
+        kc.add_user(
+            &local_id,
+            email,
+            json!({"subscription_tier": ["enterprise"]}),
+        );
+        let jwt = kc.token(&local_id, json!({"email": email}));
+        for path in [
+            "/api/v1/tokens",
+            "/api/v1/byok/stats",
+            "/api/v1/execution-servers",
+        ] {
+            let r = s.get(path, &jwt).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{email} {path}: {}",
+                r.text
+            );
+        }
+    }
+    let r = s.get("/api/v1/tokens", &local_token).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.json.as_array().unwrap().len(),
+        1,
+        "nothing was minted for the JWT"
+    );
+    assert!(s.logs().contains("belongs to another identity source"));
+    // A genuine Keycloak user still signs in beside it.
+    let sub = uuid();
+    kc.add_user(&sub, "real@example.com", json!({}));
+    let r = s
+        .get("/api/v1/byok/stats", &kc.token(&sub, json!({})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    s.finish();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_of_an_independent_oidc_server() {
     let Some(oidc) = byok_tests::oidc::MockOidc::start() else {

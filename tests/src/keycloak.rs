@@ -175,6 +175,20 @@ impl KeycloakStandIn {
         );
     }
 
+    /// Changes a stored user (e.g. `enabled`, attributes), as an administrator would.
+    pub fn update_user(&self, id: &str, patch: Value) {
+        let mut s = self.state.lock().unwrap();
+        let user = s.users.get_mut(id).unwrap();
+        for (k, v) in patch.as_object().unwrap() {
+            user[k] = v.clone();
+        }
+    }
+
+    /// Deletes a user.
+    pub fn remove_user(&self, id: &str) {
+        self.state.lock().unwrap().users.remove(id);
+    }
+
     pub fn user(&self, id: &str) -> Value {
         self.state.lock().unwrap().users[id].clone()
     }
