@@ -644,6 +644,116 @@ async fn custom_endpoints_pass_the_target_policy() {
     s.finish();
 }
 
+/// Security review, low 8: validation errors echoed submitted values (`invalid type: string
+/// "sk-…"`). They name the field and the expected type, never the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_errors_name_the_field_never_the_value() {
+    let (_setup, env) = setup(Kind::Sqlite).await;
+    let s = TestServer::start(env.clone());
+    let t = env.create_user("val@example.com", "enterprise");
+    let key = canary::OPENAI;
+    let r = s
+        .post(
+            "/api/v1/execution-servers",
+            &t,
+            json!({"name": "here", "server_type": "ssh", "connection_config": {
+                "host": "h.example", "username": "u", "auth_method": "password", "password": "p"}}),
+        )
+        .await;
+    let server = r.json["id"].as_str().unwrap().to_string();
+    let cases: Vec<(Method, String, Value, &str)> = vec![
+        (
+            Method::POST,
+            "/api/v1/byok/keys/add".into(),
+            json!({"provider": key, "key": "x"}),
+            "unknown provider",
+        ),
+        (
+            Method::POST,
+            "/api/v1/byok/keys/add".into(),
+            json!({"provider": "openai", "key": [key]}),
+            "key: expected a string",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/byok/settings".into(),
+            json!({"fallback_policy": "user_only", key: 1}),
+            "unknown field",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/byok/settings".into(),
+            json!({"fallback_policy": key}),
+            "fallback_policy must be",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tokens".into(),
+            json!({"name": "x", "expires_in_days": key}),
+            "expires_in_days: expected",
+        ),
+        (
+            Method::POST,
+            "/api/v1/execution-servers".into(),
+            json!({"name": "x", "server_type": "ssh", "connection_config": {"host": "h", "username": "u",
+                "auth_method": "password", "password": "p", "port": key}}),
+            "connection_config.port: expected",
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/execution-servers/{server}"),
+            json!({"connection_config": {"host": "h", "username": "u", "auth_method": "password",
+                "password": "p", "extra": key}}),
+            "connection_config: unknown field `extra`",
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/execution-servers/{server}/exec"),
+            json!({"command": "true", "timeout_secs": key}),
+            "timeout_secs: expected",
+        ),
+        (
+            Method::POST,
+            "/v1/messages".into(),
+            json!({"model": "claude-sonnet-4-5", "max_tokens": key, "messages": []}),
+            "max_tokens",
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions".into(),
+            json!({"model": key, "messages": "nope"}),
+            "messages",
+        ),
+    ];
+    for (method, path, body, want) in cases {
+        let r = s.call(method, &path, Some(&t), Some(body.clone())).await;
+        assert!(r.status.is_client_error(), "{path} {body}: {}", r.text);
+        canary::assert_absent(&path, &r.text);
+        assert!(
+            r.text.contains(want),
+            "{path}: wanted {want:?} in {}",
+            r.text
+        );
+    }
+    // Not JSON at all: a 400 that says where, not what.
+    let r = s
+        .send(
+            s.http
+                .post(format!("{}/api/v1/byok/keys/add", s.base))
+                .bearer_auth(&t)
+                .header("content-type", "application/json")
+                .body(format!("{{\"provider\": \"openai\", \"key\": \"{key}")),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_json"))
+    );
+    canary::assert_absent("syntax error", &r.text);
+    let logs = s.finish();
+    canary::assert_absent("logs", &logs);
+}
+
 /// Security review, low 7 (and medium 3): a token created with `expires_in_days: 1` minted
 /// one with no expiry. Tokens now get a default lifetime, shown at creation, and a token never
 /// mints one that outlives it.

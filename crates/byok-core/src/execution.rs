@@ -234,10 +234,11 @@ fn validate(kind: ServerType, config: &Value, stored: Option<&Value>) -> Result<
             Incoming::Clear => false,
         })
     };
-    let parse_err = |e: serde_json::Error| bad_config(format!("connection_config: {e}"));
+    let parse_err = |p: crate::json::JsonProblem| bad_config(p.message);
     match kind {
         ServerType::Ssh => {
-            let c: SshInput = serde_json::from_value(config.clone()).map_err(parse_err)?;
+            let c: SshInput = crate::json::from_value_at(config.clone(), "connection_config")
+                .map_err(parse_err)?;
             if !host_ok(&c.host) {
                 return Err(bad_config("host must be a host name or address"));
             }
@@ -266,7 +267,8 @@ fn validate(kind: ServerType, config: &Value, stored: Option<&Value>) -> Result<
             }
         }
         ServerType::Docker => {
-            let c: DockerInput = serde_json::from_value(config.clone()).map_err(parse_err)?;
+            let c: DockerInput = crate::json::from_value_at(config.clone(), "connection_config")
+                .map_err(parse_err)?;
             if c.image.trim().is_empty()
                 || c.image.len() > 255
                 || c.image.contains(char::is_whitespace)
@@ -327,7 +329,9 @@ fn validate(kind: ServerType, config: &Value, stored: Option<&Value>) -> Result<
             }
         }
         ServerType::Kubernetes => {
-            let c: KubernetesInput = serde_json::from_value(config.clone()).map_err(parse_err)?;
+            let c: KubernetesInput =
+                crate::json::from_value_at(config.clone(), "connection_config")
+                    .map_err(parse_err)?;
             if !(c.cluster_url.starts_with("https://") || c.cluster_url.starts_with("http://"))
                 || c.cluster_url.len() > 2048
             {
@@ -349,7 +353,8 @@ fn validate(kind: ServerType, config: &Value, stored: Option<&Value>) -> Result<
             }
         }
         ServerType::Local => {
-            let _: LocalInput = serde_json::from_value(config.clone()).map_err(parse_err)?;
+            let _: LocalInput = crate::json::from_value_at(config.clone(), "connection_config")
+                .map_err(parse_err)?;
         }
     }
     Ok(())

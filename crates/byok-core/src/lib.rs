@@ -3,6 +3,7 @@
 pub mod domain;
 pub mod error;
 pub mod execution;
+pub mod json;
 pub mod policy;
 pub mod ports;
 pub mod routing;

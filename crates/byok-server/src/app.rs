@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::error::{PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, Next};
@@ -19,53 +19,6 @@ use crate::state::AppState;
 pub const JSON_LIMIT: usize = 64 * 1024;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Maps a JSON body error to a 4xx without echoing values from the body (a value could be a
-/// key sent in the wrong field).
-pub fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    let api = match &err {
-        JsonPayloadError::ContentType => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as application/json",
-        ),
-        JsonPayloadError::Overflow { limit }
-        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body must be at most {limit} bytes"),
-        ),
-        JsonPayloadError::Deserialize(e) if e.is_data() => {
-            let msg = e.to_string();
-            let safe = msg.starts_with("missing field") || msg.starts_with("unknown field");
-            let detail = if safe {
-                format!("invalid request body: {msg}")
-            } else {
-                format!(
-                    "invalid request body: a field has the wrong type (line {}, column {})",
-                    e.line(),
-                    e.column()
-                )
-            };
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", detail)
-        }
-        JsonPayloadError::Deserialize(e) => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!(
-                "the body is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        ),
-        _ => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "the body could not be read",
-        ),
-    };
-    api.into()
-}
 
 fn path_error(_: PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource").into()
@@ -192,11 +145,6 @@ pub fn build(
 > {
     App::new()
         .app_data(state)
-        .app_data(
-            web::JsonConfig::default()
-                .limit(JSON_LIMIT)
-                .error_handler(json_error),
-        )
         .app_data(web::PathConfig::default().error_handler(path_error))
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .configure(routes::configure)

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod gateway;
 pub mod metrics;
 pub mod openapi;

@@ -121,13 +121,8 @@ struct StreamOptions {
 }
 
 fn peek(body: &[u8], need_max_tokens: bool) -> Result<Peek<'_>, GatewayError> {
-    let p: Peek<'_> = serde_json::from_slice(body).map_err(|e| {
-        GatewayError::invalid(format!(
-            "the body is not a valid request (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let p: Peek<'_> = byok_core::json::from_slice(body)
+        .map_err(|p| GatewayError::invalid(format!("invalid request body: {p}")))?;
     match &p.model {
         Some(m) if !m.trim().is_empty() => {}
         _ => return Err(GatewayError::invalid("model: field required")),

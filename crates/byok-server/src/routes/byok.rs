@@ -166,7 +166,7 @@ pub struct AddKeyResponse {
 pub async fn add_key(
     state: web::Data<AppState>,
     who: Authenticated,
-    body: web::Json<AddKeyRequest>,
+    body: crate::extract::Json<AddKeyRequest>,
 ) -> Result<web::Json<AddKeyResponse>, ApiError> {
     let body = body.into_inner();
     let id = provider(&body.provider)?;
@@ -399,7 +399,7 @@ pub async fn get_settings(
 pub async fn put_settings(
     state: web::Data<AppState>,
     who: Authenticated,
-    body: web::Json<SettingsBody>,
+    body: crate::extract::Json<SettingsBody>,
 ) -> Result<web::Json<SettingsBody>, ApiError> {
     let policy: byok_core::FallbackPolicy = body.fallback_policy.parse()?;
     let s = state

@@ -34,11 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(servers::test)
                 .service(
                     web::resource("/{id}/exec")
-                        .app_data(
-                            web::JsonConfig::default()
-                                .limit(servers::EXEC_JSON_LIMIT)
-                                .error_handler(crate::app::json_error),
-                        )
+                        .app_data(crate::extract::JsonLimit(servers::EXEC_JSON_LIMIT))
                         .route(web::post().to(servers::exec)),
                 )
                 .service(servers::trust_host_key),

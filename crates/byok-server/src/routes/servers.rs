@@ -164,7 +164,7 @@ pub async fn list(
 pub async fn create(
     state: web::Data<AppState>,
     who: Authenticated,
-    body: web::Json<CreateServerRequest>,
+    body: crate::extract::Json<CreateServerRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let server = state
@@ -220,7 +220,7 @@ pub async fn update(
     state: web::Data<AppState>,
     who: Authenticated,
     path: web::Path<String>,
-    body: web::Json<UpdateServerRequest>,
+    body: crate::extract::Json<UpdateServerRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = server_id(&path)?;
     let b = body.into_inner();
@@ -379,7 +379,7 @@ pub async fn exec(
     state: web::Data<AppState>,
     who: Authenticated,
     path: web::Path<String>,
-    body: web::Json<ExecBody>,
+    body: crate::extract::Json<ExecBody>,
 ) -> Result<HttpResponse, ApiError> {
     use byok_core::execution::{CommandSpec, ExecRequest};
     use secrecy::SecretString;
@@ -478,7 +478,7 @@ pub async fn trust_host_key(
     state: web::Data<AppState>,
     who: Authenticated,
     path: web::Path<String>,
-    body: Option<web::Json<TrustHostKey>>,
+    body: Option<crate::extract::Json<TrustHostKey>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = server_id(&path)?;
     let expected = body.and_then(|b| b.into_inner().fingerprint);

@@ -72,7 +72,7 @@ pub struct TokenInfo {
 pub async fn create(
     state: web::Data<AppState>,
     who: Authenticated,
-    body: web::Json<CreateTokenRequest>,
+    body: crate::extract::Json<CreateTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let issued = state
         .tokens
