@@ -361,6 +361,145 @@ async fn errors_come_in_the_clients_format() {
     g2.s.finish();
 }
 
+/// Review finding 11: unknown paths under `/v1` answered `{"code":"not_found"}`, which no LLM
+/// client understands (Gemini CLI read it as "model not found"). Each client gets its own
+/// error shape, and the operator a log line naming what was tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_llm_endpoints_answer_in_the_clients_shape() {
+    let g = gateway(&[]).await;
+    let t = g.env.create_user("lost@example.com", "starter");
+    let http = &g.s.http;
+    let base = &g.s.base;
+    // OpenAI clients (Codex's Responses API, before it exists here).
+    let r =
+        g.s.send(
+            http.post(format!("{base}/v1/responses"))
+                .bearer_auth(&t)
+                .json(&json!({"model": "gpt-5"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (
+            r.json["error"]["type"].as_str(),
+            r.json["error"]["code"].as_str()
+        ),
+        (Some("invalid_request_error"), Some("unknown_endpoint")),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/chat/completions")
+    );
+    // Anthropic clients.
+    let r =
+        g.s.send(
+            http.post(format!("{base}/v1/messages/batches"))
+                .header("x-api-key", &t)
+                .header("anthropic-version", "2023-06-01")
+                .json(&json!({})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (r.json["type"].as_str(), r.json["error"]["type"].as_str()),
+        (Some("error"), Some("not_found_error")),
+        "{}",
+        r.text
+    );
+    // Gemini's API shape (`google.rpc.Status`), the key in the query never logged.
+    let r =
+        g.s.send(
+            http.post(format!(
+                "{base}/v1beta/models/gemini-2.5-pro:generateContent?key={}",
+                canary::OPENAI
+            ))
+            .header("x-goog-api-key", &t)
+            .json(&json!({"contents": []})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (
+            r.json["error"]["code"].as_u64(),
+            r.json["error"]["status"].as_str()
+        ),
+        (Some(404), Some("NOT_FOUND")),
+        "{}",
+        r.text
+    );
+    // A key pasted into the path is not logged either.
+    let r =
+        g.s.send(
+            http.get(format!("{base}/v1/{}/models", canary::OPENAI))
+                .bearer_auth(&t),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // The management API keeps its own shape.
+    let r = g.s.get("/api/v1/nowhere", &t).await;
+    assert_eq!(r.json["code"], "not_found");
+    let logs = g.s.finish();
+    for tried in [
+        "/v1/responses",
+        "/v1/messages/batches",
+        "/v1beta/models/gemini-2.5-pro:generateContent",
+        "/v1/[redacted]/models",
+    ] {
+        assert!(logs.contains(tried), "{tried} not in the log");
+    }
+    canary::assert_absent("logs", &logs);
+}
+
+/// Security review, low 9: the system default provider's error details reached any user (a
+/// provider that quotes key fragments leaked them to a free user). Users get a generic message
+/// and the request id; the detail goes to the log, scrubbed. A user's own key's errors still
+/// pass, scrubbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_credential_errors_stay_with_the_operator() {
+    let g = gateway(&[]).await;
+    let free = g.env.create_user("free@example.com", "free");
+    let system_fragment = &canary::SYSTEM[..12];
+    for ingress in ["anthropic", "openai"] {
+        let body = json!({"model": "openrouter/some-echokey-model", "max_tokens": 10,
+                          "messages": [{"role": "user", "content": "hi"}]});
+        let r = if ingress == "anthropic" {
+            g.messages(&free, body).await
+        } else {
+            g.s.post("/v1/chat/completions", &free, body).await
+        };
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+        let msg = r.json["error"]["message"].as_str().unwrap();
+        assert!(
+            !msg.contains(system_fragment) && !msg.contains("CANARYaccount"),
+            "{ingress}: {msg}"
+        );
+        assert!(msg.contains("x-request-id"), "{msg}");
+        assert!(r.headers.contains_key("x-request-id"));
+    }
+    // A user's own key: the provider's message is theirs to read.
+    let t = g.env.create_user("own@example.com", "starter");
+    g.add_key(&t, "openai", canary::OPENAI, None).await;
+    let r =
+        g.s.post(
+            "/v1/chat/completions",
+            &t,
+            json!({"model": "gpt-4o-echokey", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    let msg = r.json["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("CANARYaccount"), "{msg}");
+    let logs = g.s.finish();
+    assert!(
+        logs.contains("CANARYaccount"),
+        "the operator sees the detail"
+    );
+    canary::assert_absent("logs", &logs);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallback_policy_tier_and_key_changes() {
     let g = gateway(&[("BYOK_AUTH_CACHE_TTL_SECS", "1")]).await;

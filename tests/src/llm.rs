@@ -10,7 +10,8 @@
 //! Behaviour by model name: `tool` → a tool call (`get_weather` with `{"city":"Paris"}`),
 //! `slow` → waits 3 s, `truncate` → the stream stops mid-way (or the JSON body is cut),
 //! `midcut` → like `truncate`, but the connection drops in the middle of an event,
-//! `error500` → 500, `overloaded` → 529, `missing` → 404, `endless` → a stream that only ends
+//! `error500` → 500, `overloaded` → 529, `missing` → 404, `echokey` → 400 quoting the key's
+//! ends and the account, `endless` → a stream that only ends
 //! when the reader goes away, `drip` → a stream whose events come 150 ms apart. Anything else:
 //! a text answer.
 
@@ -152,6 +153,24 @@ async fn serve(
         Some(error(529, "overloaded_error", "Overloaded"))
     } else if model.contains("missing") {
         Some(error(404, "not_found_error", &format!("model: {model}")))
+    } else if model.contains("echokey") {
+        // As providers do: the key's ends and the account in the message.
+        let head: String = key.chars().take(12).collect();
+        let tail: String = key
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        Some(error(
+            400,
+            "invalid_request_error",
+            &format!(
+                "Key {head}...{tail} of organization org-CANARYaccount has no access to {model}"
+            ),
+        ))
     } else {
         None
     };

@@ -149,7 +149,12 @@ pub fn build(
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .configure(routes::configure)
         .configure(crate::gateway::configure)
-        .default_service(web::to(|| async {
+        .default_service(web::to(|req: HttpRequest| async move {
+            let path = req.path();
+            if path == "/v1" || path.starts_with("/v1/") || path.starts_with("/v1beta") {
+                // LLM clients read errors in their own API's shape only.
+                return crate::gateway::unknown_endpoint(&req);
+            }
             HttpResponse::NotFound().json(serde_json::json!({
                 "detail": "no such resource", "code": "not_found"
             }))

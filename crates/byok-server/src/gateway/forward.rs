@@ -228,10 +228,20 @@ fn from_upstream_status(
         })
         .map(|m| scrub(&m, route.api_key.as_ref().map(|k| k.expose())))
         .unwrap_or_default();
-    let detail = if upstream_msg.is_empty() {
-        String::new()
-    } else {
-        format!(": {upstream_msg}")
+    let detail = match route.credential {
+        _ if upstream_msg.is_empty() => String::new(),
+        CredentialKind::User => format!(": {upstream_msg}"),
+        // The operator's provider account is not the user's business: its messages (which
+        // can quote the key, the account or its limits) go to the log, scrubbed.
+        CredentialKind::System => {
+            tracing::warn!(
+                provider,
+                status,
+                upstream_message = %upstream_msg,
+                "the provider refused a request made with the system default credential"
+            );
+            " (the details are in the service's log under this request's x-request-id)".into()
+        }
     };
     let whose = match route.credential {
         CredentialKind::User => "your stored",

@@ -447,3 +447,31 @@ mod tests {
         assert!(peek(b"nope", false).is_err());
     }
 }
+
+/// What an LLM client gets for a path or method this gateway does not serve under `/v1` (or
+/// Gemini's `/v1beta`): a 404 in the shape its SDK parses (Anthropic when it sends Anthropic's
+/// headers or calls a messages path, Google's for Gemini, else OpenAI's), and one log line with
+/// the method and the path (query dropped, credential-shaped segments scrubbed, bounded) so an
+/// operator sees what a client tried.
+pub fn unknown_endpoint(req: &HttpRequest) -> HttpResponse {
+    let path = req.path();
+    let logged: String = scrub(path, None).chars().take(200).collect();
+    tracing::info!(method = %req.method().as_str().chars().take(16).collect::<String>(),
+        path = %logged, "an LLM client called an endpoint this gateway does not serve");
+    let message = "this gateway does not serve this endpoint; it serves POST /v1/messages, \
+                   /v1/messages/count_tokens, /v1/chat/completions and GET /v1/models";
+    let has = |h: &str| req.headers().contains_key(h);
+    if path.starts_with("/v1beta") || has("x-goog-api-key") {
+        return HttpResponse::NotFound().json(serde_json::json!({
+            "error": {"code": 404, "message": message, "status": "NOT_FOUND"}
+        }));
+    }
+    let ingress = if has("anthropic-version") || has("x-api-key") || path.contains("/messages") {
+        Ingress::Anthropic
+    } else {
+        Ingress::OpenAi
+    };
+    GatewayError::new(StatusCode::NOT_FOUND, message)
+        .with_code("unknown_endpoint")
+        .response(ingress)
+}
