@@ -286,3 +286,96 @@ async fn passphrase_protected_rsa_ecdsa_and_ed25519_keys() {
     let logs = s.finish();
     assert!(!logs.contains("PRIVATE KEY") && !logs.contains(PASSPHRASE));
 }
+
+/// Security review, low 5: SSH tests were not rate-limited and shared one session pool: 32
+/// parallel tests against a tarpit held another user's test for 19 s. Each user now holds at
+/// most a small share of the pool, and every server operation counts against their limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tarpit_holds_only_its_own_users_share() {
+    // Accepts connections and never says a word (an SSH client waits for the banner).
+    let tarpit = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tarpit_port = tarpit.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in tarpit.incoming().flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let sshd = Sshd::start();
+    let (s, env, _db, _data) = gateway();
+    let mallory = env.create_user("mallory@example.com", "starter");
+    let alice = env.create_user("alice@example.com", "starter");
+    let pit = create(
+        &s,
+        &mallory,
+        "pit",
+        json!({"host": "127.0.0.1", "port": tarpit_port, "username": "x",
+               "auth_method": "password", "password": "x"}),
+        None,
+    )
+    .await;
+    let good = create(
+        &s,
+        &alice,
+        "box",
+        json!({"host": "127.0.0.1", "port": sshd.port, "username": USER,
+               "auth_method": "password", "password": PASSWORD}),
+        None,
+    )
+    .await;
+    let r = s
+        .post(
+            &format!("/api/v1/execution-servers/{good}/trust-host-key"),
+            &alice,
+            json!({"fingerprint": sshd.fingerprint}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    // 32 tests at once against the tarpit.
+    let attacks: Vec<_> = (0..32)
+        .map(|_| {
+            let req = s
+                .http
+                .post(format!("{}/api/v1/execution-servers/{pit}/test", s.base))
+                .bearer_auth(&mallory);
+            tokio::spawn(async move { req.send().await.map(|r| r.status()) })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Alice's test is not stuck behind them: it succeeds while the tarpit still holds them.
+    let r = test_server(&s, &alice, &good).await;
+    assert_eq!(r.json["status"], "success", "{}", r.text);
+    let pending = attacks.iter().filter(|a| !a.is_finished()).count();
+    assert!(
+        pending >= 1,
+        "the tarpit still holds mallory's admitted tests"
+    );
+    let mut statuses = Vec::new();
+    for a in attacks {
+        statuses.push(a.await.unwrap().unwrap());
+    }
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    let admitted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(
+        (admitted, refused),
+        (4, 28),
+        "four in flight per user, the rest refused: {statuses:?}"
+    );
+    // Tests count against the per-minute budget of server operations too.
+    let mut limited = false;
+    for _ in 0..40 {
+        let r = test_server(&s, &alice, &good).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers.contains_key("retry-after"));
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the per-minute limit covers tests");
+    s.finish();
+}

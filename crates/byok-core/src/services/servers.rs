@@ -45,8 +45,32 @@ enum ServerUse {
     Orchestrate,
 }
 
-/// Commands a user may start per minute (all their servers together).
+/// Operations (test, trust, exec) a user may start per minute, all their servers together.
 pub const EXEC_PER_MINUTE: u32 = 30;
+/// Operations a user may have in flight at once (each can hold a backend session: the SSH
+/// backend's pool is shared by every user, so one user holds at most this share of it).
+pub const MAX_IN_FLIGHT_PER_USER: u32 = 4;
+
+/// One in-flight server operation of a user; dropping it ends it.
+struct InFlight {
+    counts: Arc<Mutex<HashMap<UserId, u32>>>,
+    user: UserId,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.user);
+            }
+        }
+    }
+}
 
 /// The registry service. Needs tier `starter`+ for everything; local servers run only when
 /// the operator enabled local execution, and only for `enterprise` users.
@@ -56,6 +80,7 @@ pub struct ServerRegistry {
     cipher: Arc<dyn SecretCipher>,
     backends: Vec<Arc<dyn ExecutionBackend>>,
     exec_windows: Arc<Mutex<HashMap<UserId, (Instant, u32)>>>,
+    in_flight: Arc<Mutex<HashMap<UserId, u32>>>,
 }
 
 impl std::fmt::Debug for ServerRegistry {
@@ -92,6 +117,7 @@ impl ServerRegistry {
             cipher,
             backends,
             exec_windows: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 
@@ -174,6 +200,8 @@ impl ServerRegistry {
     /// Tests the connection and stores the outcome (`last_tested_at`, `test_status`).
     pub async fn test(&self, who: &Principal, id: Uuid) -> Result<ServerTest, CoreError> {
         let server = self.get(who, id).await?;
+        let _running = self.begin(who)?;
+        self.admit_exec(who)?;
         let (backend, config) = self.open(who, &server, ServerUse::Test)?;
         let outcome = match self.admit(backend, &server, &config, ServerUse::Test).await {
             Ok(()) => backend.test(&server, &config).await,
@@ -208,6 +236,8 @@ impl ServerRegistry {
         expected: Option<&str>,
     ) -> Result<ExecutionServer, CoreError> {
         let server = self.get(who, id).await?;
+        let _running = self.begin(who)?;
+        self.admit_exec(who)?;
         let (backend, config) = self.gate(who, &server, ServerUse::Trust).await?;
         let presented = backend.host_key(&server, &config).await?;
         if let Some(e) = expected
@@ -234,6 +264,26 @@ impl ServerRegistry {
         self.get(who, id).await
     }
 
+    /// Starts an operation of `who`, refused (retry in a second) while they have
+    /// [`MAX_IN_FLIGHT_PER_USER`] running.
+    fn begin(&self, who: &Principal) -> Result<InFlight, CoreError> {
+        let mut counts = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = counts.entry(who.user_id).or_insert(0);
+        if *n >= MAX_IN_FLIGHT_PER_USER {
+            return Err(CoreError::RateLimited {
+                retry_after_secs: 1,
+            });
+        }
+        *n += 1;
+        Ok(InFlight {
+            counts: self.in_flight.clone(),
+            user: who.user_id,
+        })
+    }
+
     fn admit_exec(&self, who: &Principal) -> Result<(), CoreError> {
         let Ok(mut windows) = self.exec_windows.lock() else {
             return Ok(());
@@ -255,7 +305,8 @@ impl ServerRegistry {
         Ok(())
     }
 
-    /// Runs a command on one of the caller's servers (rate-limited per user).
+    /// Runs a command on one of the caller's servers (rate-limited per user, and at most
+    /// [`MAX_IN_FLIGHT_PER_USER`] operations of a user at once).
     pub async fn exec(
         &self,
         who: &Principal,
@@ -263,6 +314,7 @@ impl ServerRegistry {
         request: ExecRequest,
     ) -> Result<ExecResult, CoreError> {
         let server = self.get(who, id).await?;
+        let _running = self.begin(who)?;
         self.admit_exec(who)?;
         let (backend, config) = self.gate(who, &server, ServerUse::Exec).await?;
         let result = backend.exec(&server, &config, &request).await?;
@@ -345,7 +397,10 @@ impl ServerRegistry {
             },
         };
         // Every check a direct use would pass; refused → the orchestrator receives nothing.
-        self.gate(who, &chosen, ServerUse::Orchestrate).await?;
+        {
+            let _running = self.begin(who)?;
+            self.gate(who, &chosen, ServerUse::Orchestrate).await?;
+        }
         let connection = reveal_config(&chosen.connection_config, self.cipher.as_ref())?;
         Ok(Some((chosen, connection)))
     }
