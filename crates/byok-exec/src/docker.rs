@@ -81,7 +81,7 @@ pub struct DockerBackend {
 enum Endpoint {
     Unix(String),
     Plain(SocketAddr),
-    Tls(rustls::ClientConfig, String, SocketAddr),
+    Tls(Box<rustls::ClientConfig>, String, SocketAddr),
 }
 
 fn unreachable(e: impl std::fmt::Display) -> ExecError {
@@ -103,7 +103,7 @@ impl DockerBackend {
                 Docker::connect_with_http(&addr.to_string(), 120, bollard::API_DEFAULT_VERSION)
                     .map_err(unreachable)
             }
-            Endpoint::Tls(tls_config, host, addr) => connect_tls(tls_config, &host, addr),
+            Endpoint::Tls(tls_config, host, addr) => connect_tls(*tls_config, &host, addr),
         }
     }
 
@@ -162,7 +162,7 @@ impl DockerBackend {
             }
         };
         let tls_config = crate::tls::client_config(ca.expose_secret(), identity)?;
-        Ok(Endpoint::Tls(tls_config, host, addr))
+        Ok(Endpoint::Tls(Box::new(tls_config), host, addr))
     }
 
     /// Parses `host[:port]`, applies the target policy, and returns the host name (for TLS

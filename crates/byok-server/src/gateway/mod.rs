@@ -426,28 +426,6 @@ pub async fn models(state: web::Data<AppState>, req: HttpRequest) -> HttpRespons
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn estimate_is_documented_and_monotonic() {
-        let small = json!({"messages": [{"role": "user", "content": "hi"}]});
-        let large =
-            json!({"system": "x".repeat(400), "messages": [{"role": "user", "content": "hi"}]});
-        assert!(estimate_tokens(&large) >= estimate_tokens(&small) + 100);
-    }
-
-    #[test]
-    fn peek_validates_the_essentials() {
-        assert!(peek(br#"{"model":"m","messages":[],"max_tokens":5}"#, true).is_ok());
-        assert!(peek(br#"{"model":"m","messages":[]}"#, true).is_err());
-        assert!(peek(br#"{"model":"m","messages":{}}"#, false).is_err());
-        assert!(peek(br#"{"messages":[]}"#, false).is_err());
-        assert!(peek(b"nope", false).is_err());
-    }
-}
-
 /// What an LLM client gets for a path or method this gateway does not serve under `/v1` (or
 /// Gemini's `/v1beta`): a 404 in the shape its SDK parses (Anthropic when it sends Anthropic's
 /// headers or calls a messages path, Google's for Gemini, else OpenAI's), and one log line with
@@ -474,4 +452,26 @@ pub fn unknown_endpoint(req: &HttpRequest) -> HttpResponse {
     GatewayError::new(StatusCode::NOT_FOUND, message)
         .with_code("unknown_endpoint")
         .response(ingress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimate_is_documented_and_monotonic() {
+        let small = json!({"messages": [{"role": "user", "content": "hi"}]});
+        let large =
+            json!({"system": "x".repeat(400), "messages": [{"role": "user", "content": "hi"}]});
+        assert!(estimate_tokens(&large) >= estimate_tokens(&small) + 100);
+    }
+
+    #[test]
+    fn peek_validates_the_essentials() {
+        assert!(peek(br#"{"model":"m","messages":[],"max_tokens":5}"#, true).is_ok());
+        assert!(peek(br#"{"model":"m","messages":[]}"#, true).is_err());
+        assert!(peek(br#"{"model":"m","messages":{}}"#, false).is_err());
+        assert!(peek(br#"{"messages":[]}"#, false).is_err());
+        assert!(peek(b"nope", false).is_err());
+    }
 }
