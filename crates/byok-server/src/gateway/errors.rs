@@ -120,7 +120,8 @@ impl From<CoreError> for GatewayError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 message: format!("rate limit reached; retry in {retry_after_secs} s"),
                 retry_after: Some(retry_after_secs.to_string()),
-                code: Some("rate_limited"),
+                // OpenAI's own `rate_limit_exceeded`, which SDKs act on.
+                code: None,
             },
             CoreError::Unavailable { message, .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
