@@ -8,6 +8,7 @@ pub mod sse;
 pub mod stream;
 pub mod translate;
 pub mod upstream;
+pub mod usage;
 
 pub use catalogue::{AuthStyle, Catalogue, ChatWire, ProbeSpec, ProviderSpec, WireFormat};
 pub use probe::{HttpKeyProber, ProbeOptions};

@@ -284,8 +284,9 @@ pub fn anthropic_message_id(upstream: Option<&str>) -> String {
 
 /// OpenAI Chat Completions response → Anthropic Messages response (model = requested name).
 pub fn openai_response_to_anthropic(resp: &Value, model: &str) -> Value {
-    let choice = resp.pointer("/choices/0").cloned().unwrap_or(Value::Null);
-    let message = choice.get("message").cloned().unwrap_or(Value::Null);
+    // Borrowed, not cloned: a large answer is not copied more than once.
+    let choice = resp.pointer("/choices/0").unwrap_or(&Value::Null);
+    let message = choice.get("message").unwrap_or(&Value::Null);
     let mut content = Vec::new();
     if let Some(r) = message
         .get("reasoning_content")

@@ -91,7 +91,7 @@ async fn request_log(
         method = %req.method(),
         route = tracing::field::Empty,
         user_id = tracing::field::Empty,
-        // Filled in by the gateway for a non-streaming LLM call (see `log_and_record`).
+        // Filled in by the gateway for an LLM call answered before its head (see `log_and_record`).
         provider = tracing::field::Empty,
         model = tracing::field::Empty,
         credential = tracing::field::Empty,

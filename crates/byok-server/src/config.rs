@@ -35,6 +35,9 @@
 //! | `BYOK_LOCAL_MAX_PROCESSES`, `BYOK_LOCAL_MAX_MEMORY_MB` | `64`, `1024` | processes of the sandbox uid; address space per process |
 //! | `BYOK_LOCAL_BWRAP` | `/usr/bin/bwrap` | the bubblewrap binary |
 //! | `BYOK_MAX_BODY_BYTES` | `16777216` | largest request body on `/v1/*` |
+//! | `BYOK_MAX_CONCURRENT_PER_USER` | `32` | LLM requests one user may have in flight at once on this replica, streams included (`0`: unlimited); over it → 429 |
+//! | `BYOK_MAX_TRANSLATED_BODY_BYTES` | `16777216` | largest non-streaming answer translated between API formats (it must be buffered whole); over it → 502. Same-format answers are streamed through, whatever their size |
+//! | `BYOK_RESPONSE_BUFFER_BUDGET_MB` | `128` | memory (MiB) all requests together may hold for answers being translated (their bytes, then their parsed form while translated); when spent → 503 |
 //! | `AUTH_MODE` | `local` | `local` (gateway tokens), `keycloak` (Keycloak JWTs + gateway tokens, no bootstrap admin), `both` |
 //! | `KEYCLOAK_URL` | none | e.g. `https://sso.example.com` (needed for `AUTH_MODE=keycloak\|both` and the keycloak key store) |
 //! | `KEYCLOAK_REALM` | none | the realm |
@@ -180,6 +183,12 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     pub upstream_max_stream: Duration,
     pub max_body_bytes: usize,
+    /// `BYOK_MAX_CONCURRENT_PER_USER` (0: unlimited).
+    pub max_concurrent_per_user: usize,
+    /// `BYOK_MAX_TRANSLATED_BODY_BYTES`.
+    pub max_translated_body_bytes: usize,
+    /// `BYOK_RESPONSE_BUFFER_BUDGET_MB`, in bytes.
+    pub response_buffer_budget: usize,
     pub allow_local_execution: bool,
     /// `BYOK_TOKEN_LIFETIME_DAYS`: lifetime of tokens issued without one (`None`: no expiry).
     pub token_lifetime: Option<chrono::Duration>,
@@ -376,6 +385,15 @@ impl Settings {
                 }
             },
             max_body_bytes: number("BYOK_MAX_BODY_BYTES", 16usize * 1024 * 1024)?.max(1024),
+            max_concurrent_per_user: number("BYOK_MAX_CONCURRENT_PER_USER", 32usize)?,
+            max_translated_body_bytes: number(
+                "BYOK_MAX_TRANSLATED_BODY_BYTES",
+                16usize * 1024 * 1024,
+            )?
+            .max(64 * 1024),
+            response_buffer_budget: number("BYOK_RESPONSE_BUFFER_BUDGET_MB", 128usize)?
+                .clamp(1, 1 << 30)
+                << 20,
             auth_mode,
             keycloak,
             tier_cache_ttl: Duration::from_secs(number("KEYCLOAK_TIER_CACHE_SECS", 60u64)?),

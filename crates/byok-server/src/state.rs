@@ -32,6 +32,10 @@ pub struct AppState {
     pub orchestrator: Option<Arc<dyn byok_core::ports::Orchestrator>>,
     /// Largest accepted request body on `/v1/*`.
     pub max_body_bytes: usize,
+    /// Concurrent LLM requests per user, in this process.
+    pub in_flight: Arc<byok_core::services::ConcurrencyLimit>,
+    /// Answers buffered to be translated: the cap of one, the budget of all.
+    pub response_budget: Arc<crate::gateway::ResponseBudget>,
     /// The usage writer, flushed at shutdown.
     pub usage_writer: Arc<crate::usage::UsageWriter>,
     /// Set when a shutdown signal arrived: `/readyz` answers 503 so load balancers drain.
@@ -229,6 +233,13 @@ impl AppState {
             usage,
             orchestrator,
             max_body_bytes: settings.max_body_bytes,
+            in_flight: Arc::new(byok_core::services::ConcurrencyLimit::new(
+                settings.max_concurrent_per_user,
+            )),
+            response_budget: Arc::new(crate::gateway::ResponseBudget::new(
+                settings.max_translated_body_bytes,
+                settings.response_buffer_budget,
+            )),
             usage_writer,
             draining: Arc::default(),
             metrics: Arc::new(metrics),

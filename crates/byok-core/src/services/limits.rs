@@ -9,12 +9,12 @@
 //! window boundary, never more than `limit` inside one window.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::domain::{Principal, Tier};
+use crate::domain::{Principal, Tier, UserId};
 use crate::error::CoreError;
 
 /// What a counter said about one request.
@@ -180,6 +180,77 @@ impl RateLimits {
     }
 }
 
+/// Concurrent LLM requests per user, counted in this process: a replica admits up to `max`
+/// requests of one user at a time (so a cluster of N replicas up to N × `max`). A slot is held
+/// by an [`InFlight`] guard until the request ends, streams and client disconnects included;
+/// a user's entry goes away when their last request ends.
+#[derive(Debug)]
+pub struct ConcurrencyLimit {
+    max: Option<usize>,
+    counts: Counts,
+}
+
+/// Requests in flight per user (users with none have no entry).
+type Counts = Arc<Mutex<HashMap<UserId, usize>>>;
+
+impl ConcurrencyLimit {
+    /// `max` concurrent requests per user; 0 means unlimited.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: (max > 0).then_some(max),
+            counts: Arc::default(),
+        }
+    }
+
+    /// The limit (`None`: unlimited).
+    pub fn max(&self) -> Option<usize> {
+        self.max
+    }
+
+    /// A slot for one more request of `user`, or `None` when they already have `max` in
+    /// flight.
+    pub fn try_acquire(&self, user: UserId) -> Option<InFlight> {
+        let Some(max) = self.max else {
+            return Some(InFlight { slot: None });
+        };
+        // A poisoned lock only means another request panicked while counting: keep counting.
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(user).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight {
+            slot: Some((self.counts.clone(), user)),
+        })
+    }
+
+    /// Users with at least one request in flight.
+    pub fn users(&self) -> usize {
+        self.counts.lock().map(|c| c.len()).unwrap_or(0)
+    }
+}
+
+/// One request's slot; given back when dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    slot: Option<(Counts, UserId)>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some((counts, user)) = self.slot.take() {
+            let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = counts.get_mut(&user) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(&user);
+                }
+            }
+        }
+    }
+}
+
 fn limited(retry_after: Duration) -> CoreError {
     CoreError::RateLimited {
         retry_after_secs: retry_after.as_secs_f64().ceil() as u64,
@@ -189,6 +260,27 @@ fn limited(retry_after: Duration) -> CoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrency_is_capped_per_user_and_entries_go_away() {
+        let limit = ConcurrencyLimit::new(2);
+        let (a, b) = (UserId(uuid::Uuid::new_v4()), UserId(uuid::Uuid::new_v4()));
+        let a1 = limit.try_acquire(a).unwrap();
+        let a2 = limit.try_acquire(a).unwrap();
+        assert!(limit.try_acquire(a).is_none(), "a third is refused");
+        let b1 = limit.try_acquire(b).unwrap();
+        assert_eq!(limit.users(), 2);
+        drop(a1);
+        let a3 = limit.try_acquire(a).unwrap();
+        drop((a2, a3, b1));
+        assert_eq!(limit.users(), 0, "no entry is left behind");
+        let unlimited = ConcurrencyLimit::new(0);
+        let held: Vec<_> = (0..100)
+            .map(|_| unlimited.try_acquire(a).unwrap())
+            .collect();
+        assert_eq!(held.len(), 100);
+        assert_eq!(unlimited.users(), 0);
+    }
 
     #[test]
     fn windows_align_to_the_clock() {

@@ -16,7 +16,8 @@ pub use identity::{ChainAuthenticator, ExternalAuthenticator, external_user_id};
 pub use import::{ImportReport, LegacyKey, import_legacy_keys};
 pub use invalidation::{CacheStats, ChangeNotifier, Invalidation, NoNotifier};
 pub use limits::{
-    LocalRateLimiter, RateDecision, RateLimiter, RateLimits, decide as rate_decision, window_of,
+    ConcurrencyLimit, InFlight, LocalRateLimiter, RateDecision, RateLimiter, RateLimits,
+    decide as rate_decision, window_of,
 };
 pub use orchestration::{
     EXECUTION_SERVER_HEADER, LlmTarget, ORCHESTRATION_HEADER, ORCHESTRATION_PREFIX,

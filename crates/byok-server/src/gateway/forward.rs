@@ -4,24 +4,29 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::HttpResponse;
+use actix_web::body::{BoxBody, SizedStream};
 use actix_web::http::StatusCode;
-use actix_web::web::{self, Bytes};
+use actix_web::web::Bytes;
 use byok_core::services::Route;
 use byok_core::{CredentialKind, Principal, UsageRecord};
 use byok_providers::ChatWire;
 use byok_providers::stream::StreamTranslator;
 use byok_providers::translate;
 use byok_providers::upstream::{ChatTarget, UpstreamError, UpstreamResponse};
+use byok_providers::usage::UsageScanner;
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use super::body::{self, Held, Refusal};
 use super::errors::{GatewayError, Ingress, scrub};
 use crate::state::AppState;
 
 /// Largest upstream error body read (the rest is ignored).
 const MAX_ERROR_BODY: usize = 64 * 1024;
-/// Largest non-streaming upstream response accepted (a user endpoint could send without end).
-const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
+/// What parsing an answer costs per JSON value beyond its bytes (a `serde_json::Value` is 32
+/// bytes, plus its slot in an array or a map node and a key): charged to the response budget
+/// before a translated answer is parsed.
+const VALUE_COST: usize = 64;
 
 /// The request as the handler parsed it.
 #[derive(Debug)]
@@ -182,33 +187,6 @@ fn upstream_error(e: UpstreamError, provider: &str) -> GatewayError {
     }
 }
 
-/// The whole body, or `Err` when it fails or exceeds `limit`.
-async fn read_capped(resp: UpstreamResponse, limit: usize) -> Result<Bytes, ()> {
-    let mut out = web::BytesMut::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| ())?;
-        if out.len() + chunk.len() > limit {
-            return Err(());
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out.freeze())
-}
-
-async fn read_limited(resp: UpstreamResponse, limit: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        let room = limit.saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= limit {
-            break;
-        }
-    }
-    out
-}
-
 /// Maps an upstream error status to what the client gets.
 fn from_upstream_status(
     status: u16,
@@ -307,16 +285,36 @@ fn from_upstream_status(
 /// The request's log fields and usage record (never the key; the model name scrubbed, as
 /// it is client input).
 ///
-/// A non-streaming answer is logged once, by the request middleware: the LLM fields are
-/// recorded on the request's span and appear on its `request` line (one formatted line and one
-/// `write` per request instead of two). A stream ends after its response head was logged, so it
-/// gets its own `llm request` line with the whole stream's latency.
+/// A non-streaming answer built before its response head (translated, or an error) is logged
+/// once, by the request middleware: the LLM fields are recorded on the request's span and
+/// appear on its `request` line (one formatted line and one `write` per request instead of
+/// two). A stream, and a same-format answer streamed through, end after their response head was
+/// logged, so they get their own `llm request` line with the whole latency.
 #[expect(clippy::too_many_arguments, reason = "one flat record of a request")]
 pub(crate) fn log_and_record(
     state: &AppState,
     user: byok_core::UserId,
     route: &Route,
     stream: bool,
+    status: u16,
+    input: u64,
+    output: u64,
+    started: Instant,
+) {
+    log_and_record_line(
+        state, user, route, stream, stream, status, input, output, started,
+    );
+}
+
+/// [`log_and_record`], with its own `llm request` line when `own_line` (the response head was
+/// logged before the answer ended: streams, and non-streaming answers streamed through).
+#[expect(clippy::too_many_arguments, reason = "one flat record of a request")]
+fn log_and_record_line(
+    state: &AppState,
+    user: byok_core::UserId,
+    route: &Route,
+    stream: bool,
+    own_line: bool,
     status: u16,
     input: u64,
     output: u64,
@@ -333,7 +331,7 @@ pub(crate) fn log_and_record(
     );
     let model = scrub(&route.model, None);
     let byok = route.credential == CredentialKind::User;
-    if stream {
+    if own_line {
         tracing::info!(
             provider = route.provider.as_str(),
             model = %model,
@@ -413,59 +411,6 @@ pub fn error_response(err: &GatewayError, ingress: Ingress, route: Option<&Route
     resp
 }
 
-/// The `usage` member of a provider's answer, everything else skipped unparsed.
-#[derive(serde::Deserialize)]
-struct UsageOnly {
-    usage: Option<UsageFields>,
-}
-
-/// Token counts in either format (OpenAI `prompt_tokens`/`completion_tokens`, Anthropic
-/// `input_tokens` + cache reads/writes, `output_tokens`).
-#[derive(serde::Deserialize, Default)]
-struct UsageFields {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    #[serde(default)]
-    input_tokens: u64,
-    #[serde(default)]
-    cache_read_input_tokens: u64,
-    #[serde(default)]
-    cache_creation_input_tokens: u64,
-    #[serde(default)]
-    output_tokens: u64,
-}
-
-impl UsageFields {
-    fn totals(&self) -> (u64, u64) {
-        match self.prompt_tokens {
-            Some(p) => (p, self.completion_tokens.unwrap_or(0)),
-            None => (
-                self.input_tokens + self.cache_read_input_tokens + self.cache_creation_input_tokens,
-                self.output_tokens,
-            ),
-        }
-    }
-}
-
-fn usage_of(v: &Value) -> (u64, u64) {
-    let u = v.get("usage");
-    let get = |k: &str| {
-        u.and_then(|u| u.get(k))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
-    if u.is_some_and(|u| u.get("prompt_tokens").is_some()) {
-        (get("prompt_tokens"), get("completion_tokens"))
-    } else {
-        (
-            get("input_tokens")
-                + get("cache_read_input_tokens")
-                + get("cache_creation_input_tokens"),
-            get("output_tokens"),
-        )
-    }
-}
-
 /// Tries `route`. Errors before anything was sent to the client come back as `Err` (or as
 /// `Retryable` for a user key that may fall back).
 pub async fn attempt(
@@ -509,7 +454,7 @@ pub async fn attempt(
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = read_limited(resp, MAX_ERROR_BODY).await;
+        let body = body::read_limited(resp, MAX_ERROR_BODY).await;
         let err = from_upstream_status(status, &body, retry_after, route);
         if route.credential == CredentialKind::User
             && byok_core::services::is_fallback_status(status)
@@ -524,51 +469,186 @@ pub async fn attempt(
             state, call, route, resp, same_wire,
         )));
     }
-    let bytes = read_capped(resp, MAX_RESPONSE_BODY).await.map_err(|_| {
+    if same_wire {
+        return Ok(Attempt::Done(pass_through(state, call, route, resp)));
+    }
+    translated_response(state, call, route, resp)
+        .await
+        .map(Attempt::Done)
+}
+
+/// The client's error for a translated answer that could not be buffered.
+fn refused(why: Refusal, provider: &str, max_body: usize) -> GatewayError {
+    match why {
+        Refusal::TooLarge => GatewayError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "{provider}'s answer is too large to translate between API formats \
+                 (limit: {max_body} bytes)"
+            ),
+        )
+        .with_code("upstream_response_too_large"),
+        Refusal::Busy => GatewayError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the gateway is holding too many large answers at the moment; retry shortly"
+                .into(),
+            retry_after: Some("1".into()),
+            code: Some("response_buffer_exhausted"),
+        },
+        Refusal::Broken => GatewayError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("{provider} sent an incomplete response"),
+        ),
+    }
+}
+
+/// A non-streaming answer in the other API's format: buffered whole (it must be, to be
+/// translated) under the per-answer cap and the process-wide budget, then translated.
+async fn translated_response(
+    state: &AppState,
+    call: &Call<'_>,
+    route: &Route,
+    resp: UpstreamResponse,
+) -> Result<HttpResponse, GatewayError> {
+    let provider_name = route.provider.display_name();
+    let budget = &state.response_budget;
+    let refuse = |why| refused(why, provider_name, budget.max_body());
+    let mut charge = budget.charge();
+    let mut scanner = UsageScanner::new();
+    let raw = body::read_budgeted(resp, budget, &mut charge, |chunk| scanner.feed(chunk))
+        .await
+        .map_err(refuse)?;
+    // Before parsing: the tree and the translated copy, charged as well.
+    let parsing = raw
+        .capacity()
+        .saturating_add(raw.len().saturating_mul(2))
+        .saturating_add(VALUE_COST.saturating_mul(scanner.structure() as usize));
+    charge.cover(parsing).map_err(refuse)?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| {
         GatewayError::new(
             StatusCode::BAD_GATEWAY,
-            format!("{provider_name} sent an incomplete response"),
+            format!("{provider_name} sent a response that is not JSON"),
         )
     })?;
-    // Same format: only `usage` is read (no tree of the whole answer is built).
-    let (input, output, parsed) = if same_wire {
-        let u = serde_json::from_slice::<UsageOnly>(&bytes)
-            .ok()
-            .and_then(|o| o.usage)
-            .unwrap_or_default();
-        let (i, o) = u.totals();
-        (i, o, None)
-    } else {
-        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
-        let (i, o) = parsed.as_ref().map(usage_of).unwrap_or((0, 0));
-        (i, o, parsed)
+    drop(raw);
+    let out = match call.ingress {
+        Ingress::Anthropic => translate::openai_response_to_anthropic(&v, call.requested_model),
+        Ingress::OpenAi => {
+            let created = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            translate::anthropic_response_to_openai(&v, call.requested_model, created)
+        }
     };
-    let body = if same_wire {
-        bytes
-    } else {
-        let v = parsed.ok_or_else(|| {
-            GatewayError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("{provider_name} sent a response that is not JSON"),
-            )
-        })?;
-        let out = match call.ingress {
-            Ingress::Anthropic => translate::openai_response_to_anthropic(&v, call.requested_model),
-            Ingress::OpenAi => {
-                let created = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                translate::anthropic_response_to_openai(&v, call.requested_model, created)
-            }
-        };
-        Bytes::from(out.to_string())
-    };
-    record(state, call, route, 200, input, output);
+    drop(v);
+    let body = serde_json::to_vec(&out)
+        .map_err(|_| GatewayError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
+    drop(out);
+    // Until the client has it, the answer's bytes stay charged.
+    charge.shrink_to(body.len());
+    let usage = scanner.usage();
+    record(
+        state,
+        call,
+        route,
+        200,
+        usage.input_tokens,
+        usage.output_tokens,
+    );
     let mut resp = HttpResponse::Ok();
     resp.content_type("application/json");
     with_route_headers(&mut resp, route);
-    Ok(Attempt::Done(resp.body(body)))
+    Ok(resp.body(Held::new(BoxBody::new(body), charge)))
+}
+
+/// Records a streamed-through answer when its body ends, however it ends (client gone
+/// included), with the usage read from its bytes.
+struct PassGuard {
+    scanner: UsageScanner,
+    state: AppState,
+    user: byok_core::UserId,
+    route: Route,
+    started: Instant,
+    /// 200 once the body ended, 502 if the provider's connection failed, else the client
+    /// went away (499).
+    status: u16,
+}
+
+impl PassGuard {
+    /// How the body ended (recorded when the guard is dropped, right after).
+    fn end(&mut self, status: u16) {
+        self.status = status;
+    }
+}
+
+impl Drop for PassGuard {
+    fn drop(&mut self) {
+        let usage = self.scanner.usage();
+        log_and_record_line(
+            &self.state,
+            self.user,
+            &self.route,
+            false,
+            true,
+            self.status,
+            usage.input_tokens,
+            usage.output_tokens,
+            self.started,
+        );
+    }
+}
+
+/// A non-streaming answer in the client's format: forwarded chunk by chunk as it arrives (with
+/// the provider's length when it gave one), its usage read from the bytes as they pass. The
+/// gateway holds at most a chunk of it, whatever its size.
+fn pass_through(
+    state: &AppState,
+    call: &Call<'_>,
+    route: &Route,
+    resp: UpstreamResponse,
+) -> HttpResponse {
+    let length = resp.content_length();
+    let guard = PassGuard {
+        scanner: UsageScanner::new(),
+        state: state.clone(),
+        user: call.who.user_id,
+        route: route.clone(),
+        started: call.started,
+        status: 499,
+    };
+    let body = futures_util::stream::unfold(
+        (resp.bytes_stream(), guard, false),
+        |(mut up, mut guard, ended)| async move {
+            if ended {
+                return None;
+            }
+            match up.next().await {
+                Some(Ok(chunk)) => {
+                    guard.scanner.feed(&chunk);
+                    Some((Ok(chunk), (up, guard, false)))
+                }
+                Some(Err(_)) => {
+                    // Too late for an error body: the connection is closed short, which the
+                    // client sees (chunked or content-length framing).
+                    guard.end(502);
+                    let cut = std::io::Error::other("the provider's answer was cut off");
+                    Some((Err(cut), (up, guard, true)))
+                }
+                None => {
+                    guard.end(200);
+                    None
+                }
+            }
+        },
+    );
+    let mut resp = HttpResponse::Ok();
+    resp.content_type("application/json");
+    with_route_headers(&mut resp, route);
+    match length {
+        Some(n) => resp.body(SizedStream::new(n, body)),
+        None => resp.streaming(body),
+    }
 }
 
 /// Records usage when the stream ends, however it ends (client gone included).

@@ -1,5 +1,6 @@
 //! `/v1/*`: the LLM gateway (Anthropic Messages and OpenAI Chat Completions ingress).
 
+mod body;
 mod errors;
 mod forward;
 mod orchestrate;
@@ -14,11 +15,16 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub use body::ResponseBudget;
+use byok_core::services::InFlight;
 pub use errors::{GatewayError, Ingress, scrub};
 use forward::{Attempt, Call, attempt, error_response, record_error};
 
 use crate::auth::presented_credential;
 use crate::state::AppState;
+
+/// Largest `count_tokens` answer read from a provider (it is `{"input_tokens": N}`).
+const MAX_COUNT_TOKENS_BODY: usize = 64 * 1024;
 
 /// Registers the gateway routes (query strings such as `?beta=true` are accepted and ignored).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -71,19 +77,46 @@ fn reject(err: GatewayError, ingress: Ingress, model: Option<&str>) -> HttpRespo
     err.response(ingress)
 }
 
-/// Authenticates the caller, counts the request against its rate limits when `limited`, then
-/// reads the body (in that order: an unauthenticated or limited client cannot make the service
-/// buffer a large body). Errors come in the client's format.
+/// The refusal of a request over `BYOK_MAX_CONCURRENT_PER_USER`.
+fn too_many_in_flight(max: usize) -> GatewayError {
+    GatewayError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        message: format!(
+            "too many concurrent requests: at most {max} at a time per user; retry in 1 s"
+        ),
+        retry_after: Some("1".into()),
+        code: None,
+    }
+}
+
+/// Authenticates the caller, takes one of its concurrent-request slots and counts the request
+/// against its rate limits when `limited`, then reads the body (in that order: an
+/// unauthenticated or limited client cannot make the service buffer a large body). Errors come
+/// in the client's format. The slot is held until the answer has been sent.
 async fn admit(
     state: &AppState,
     req: &HttpRequest,
     payload: web::Payload,
     ingress: Ingress,
     limited: bool,
-) -> Result<(Principal, Bytes), HttpResponse> {
+) -> Result<(Principal, Bytes, Option<InFlight>), HttpResponse> {
     let who = authenticate(req, state)
         .await
         .map_err(|e| reject(e, ingress, None))?;
+    let slot = match state.in_flight.max() {
+        Some(max) if limited => match state.in_flight.try_acquire(who.user_id) {
+            Some(slot) => Some(slot),
+            None => {
+                state
+                    .metrics
+                    .rate_limited
+                    .with_label_values(&["concurrency"])
+                    .inc();
+                return Err(reject(too_many_in_flight(max), ingress, None));
+            }
+        },
+        _ => None,
+    };
     if limited
         && state.rate_limits.any()
         && let Err((scope, e)) = state.rate_limits.admit(state.limiter.as_ref(), &who).await
@@ -94,7 +127,7 @@ async fn admit(
     let body = read_body(payload, state.max_body_bytes)
         .await
         .map_err(|e| reject(e, ingress, None))?;
-    Ok((who, body))
+    Ok((who, body, slot))
 }
 
 fn header(req: &HttpRequest, name: &str) -> Option<String> {
@@ -148,31 +181,47 @@ async fn serve(
     ingress: Ingress,
 ) -> HttpResponse {
     let started = Instant::now();
-    let (who, body) = match admit(&state, &req, payload, ingress, true).await {
+    let (who, body, slot) = match admit(&state, &req, payload, ingress, true).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let p = match peek(&body, ingress == Ingress::Anthropic) {
+    let resp = answer(&state, &req, &who, &body, ingress, started).await;
+    match slot {
+        Some(slot) => body::hold_while_streaming(resp, slot),
+        None => resp,
+    }
+}
+
+/// Serves an admitted request.
+async fn answer(
+    state: &AppState,
+    req: &HttpRequest,
+    who: &Principal,
+    body: &Bytes,
+    ingress: Ingress,
+    started: Instant,
+) -> HttpResponse {
+    let p = match peek(body, ingress == Ingress::Anthropic) {
         Ok(p) => p,
         Err(e) => return reject(e, ingress, None),
     };
     let model = p.model.clone().unwrap_or_default();
     if ingress == Ingress::Anthropic
         && byok_core::services::orchestration_requested(
-            header(&req, byok_core::services::ORCHESTRATION_HEADER).as_deref(),
+            header(req, byok_core::services::ORCHESTRATION_HEADER).as_deref(),
             &model,
         )
     {
         let stream = p.stream.unwrap_or(false);
-        return orchestrate::serve(&state, &req, &who, &body, &model, stream, started).await;
+        return orchestrate::serve(state, req, who, body, &model, stream, started).await;
     }
-    let resolution = match state.gateway.resolve(&who, &model).await {
+    let resolution = match state.gateway.resolve(who, &model).await {
         Ok(r) => r,
         Err(e) => return reject(e.into(), ingress, Some(&model)),
     };
     let call = Call {
         ingress,
-        who: &who,
+        who,
         requested_model: &model,
         stream: p.stream.unwrap_or(false),
         include_usage: p
@@ -180,9 +229,9 @@ async fn serve(
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
-        body: &body,
-        anthropic_version: header(&req, "anthropic-version"),
-        anthropic_beta: header(&req, "anthropic-beta"),
+        body,
+        anthropic_version: header(req, "anthropic-version"),
+        anthropic_beta: header(req, "anthropic-beta"),
         traceparent: req
             .extensions()
             .get::<crate::app::TraceContext>()
@@ -192,10 +241,10 @@ async fn serve(
     let routes = std::iter::once(&resolution.primary).chain(resolution.fallback.iter());
     let mut last: Option<(GatewayError, &byok_core::services::Route)> = None;
     for route in routes {
-        match attempt(&state, &call, route).await {
+        match attempt(state, &call, route).await {
             Ok(Attempt::Done(resp)) => return resp,
             Ok(Attempt::Retryable(err)) => {
-                record_error(&state, &call, route, err.status);
+                record_error(state, &call, route, err.status);
                 if resolution.fallback.is_some() && std::ptr::eq(route, &resolution.primary) {
                     state.metrics.fallbacks.inc();
                 }
@@ -207,7 +256,7 @@ async fn serve(
                 last = Some((err, route));
             }
             Err(err) => {
-                record_error(&state, &call, route, err.status);
+                record_error(state, &call, route, err.status);
                 return error_response(&err, ingress, Some(route));
             }
         }
@@ -281,7 +330,7 @@ pub async fn count_tokens(
 ) -> HttpResponse {
     let ingress = Ingress::Anthropic;
     // Counting tokens costs nothing upstream: not rate-limited.
-    let (who, body) = match admit(&state, &req, payload, ingress, false).await {
+    let (who, body, _) = match admit(&state, &req, payload, ingress, false).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
@@ -328,7 +377,7 @@ pub async fn count_tokens(
             .await
         {
             Ok(resp) if resp.status().is_success() => {
-                if let Ok(bytes) = resp.bytes().await {
+                if let Some(bytes) = body::read_small(resp, MAX_COUNT_TOKENS_BODY).await {
                     return HttpResponse::Ok()
                         .content_type("application/json")
                         .insert_header(("x-byok-provider", route.provider.as_str()))
