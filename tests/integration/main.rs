@@ -11,6 +11,7 @@ mod docker;
 mod gateway;
 mod keycloak;
 mod kubernetes;
+mod outage;
 mod repos;
 mod scale;
 mod sdk;

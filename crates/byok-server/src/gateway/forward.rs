@@ -346,6 +346,8 @@ pub(crate) fn log_and_record(
         span.record("output_tokens", output);
     }
     state.usage.record(UsageRecord {
+        // Time-ordered, so the unique index grows at its end.
+        id: uuid::Uuid::now_v7(),
         user_id: user,
         provider: route.provider,
         model,
