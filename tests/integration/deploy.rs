@@ -149,10 +149,29 @@ fn kustomize_renders_a_production_ready_deployment() {
             .map(|m| m.mount_path)
             .collect();
         assert!(mounts.contains(&"/data".to_string()) && mounts.contains(&"/tmp".to_string()));
+        // The usage spool (a database outage) fits in the data volume: an emptyDir over its
+        // sizeLimit gets the pod evicted.
+        let data_mib: u64 = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "data")
+            .and_then(|v| v.empty_dir.as_ref())
+            .and_then(|e| e.size_limit.as_ref())
+            .and_then(|q| q.0.strip_suffix("Mi"))
+            .expect("the data emptyDir has a sizeLimit in Mi")
+            .parse()
+            .unwrap();
 
         let cm: ConfigMap = typed(&objects, "ConfigMap/byok-gateway-config");
         let data = cm.data.unwrap();
         assert_eq!(data["BYOK_BOOTSTRAP_ADMIN"], "false");
+        let spool_mib: u64 = data["BYOK_USAGE_SPOOL_MAX_MB"].parse().unwrap();
+        assert!(
+            spool_mib + 16 <= data_mib,
+            "the usage spool ({spool_mib} MiB) must fit in the data volume ({data_mib} Mi)"
+        );
         let drain: u32 = data["BYOK_SHUTDOWN_DRAIN_SECS"].parse().unwrap();
         let timeout: u32 = data["BYOK_SHUTDOWN_TIMEOUT_SECS"].parse().unwrap();
         // + up to 10 s for the last usage flush.

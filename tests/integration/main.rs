@@ -12,6 +12,7 @@ mod gateway;
 mod keycloak;
 mod kubernetes;
 mod memory;
+mod outage;
 mod repos;
 mod scale;
 mod sdk;

@@ -458,6 +458,7 @@ async fn usage_batches_and_summary(kind: Kind) {
     let db = t.open().await;
     let (u, other) = (UserId::new_random(), UserId::new_random());
     let rec = |user, provider, credential, status, i, o| UsageRecord {
+        id: uuid::Uuid::new_v4(),
         user_id: user,
         provider,
         model: "m".into(),
@@ -498,8 +499,13 @@ async fn usage_batches_and_summary(kind: Kind) {
     )])
     .await
     .unwrap();
+    // Written again (a retried batch, a replayed spool), in part and in whole: stored once.
+    db.insert_usage(&batch[..100]).await.unwrap();
+    let mut again = batch.clone();
+    again.push(again[0].clone());
+    db.insert_usage(&again).await.unwrap();
     let s = db.usage_summary(u).await.unwrap();
-    assert_eq!(s.requests, 300);
+    assert_eq!(s.requests, 300, "every record id is stored once");
     assert_eq!((s.byok_requests, s.system_requests), (200, 100));
     assert_eq!(s.errors, 100);
     assert_eq!(

@@ -14,6 +14,7 @@ pub mod k8s;
 pub mod keycloak;
 pub mod llm;
 pub mod oidc;
+pub mod pg;
 pub mod redis;
 pub mod server;
 pub mod sshd;

@@ -632,6 +632,9 @@ impl CredentialKind {
 /// One gateway request, as recorded for usage statistics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRecord {
+    /// Unique per served request, made when it is served: a record written twice (a retried
+    /// batch whose commit was not acknowledged, a replayed spool) is stored once.
+    pub id: Uuid,
     pub user_id: UserId,
     pub provider: ProviderId,
     pub model: String,

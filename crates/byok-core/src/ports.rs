@@ -201,7 +201,8 @@ pub trait SettingsRepository: Send + Sync + 'static {
 /// Usage records, written in batches off the hot path.
 #[async_trait]
 pub trait UsageRepository: Send + Sync + 'static {
-    /// Inserts all records (one statement or one transaction).
+    /// Inserts all records (one statement or one transaction). A record whose `id` is already
+    /// stored is skipped, so a batch whose outcome is unknown may be written again.
     async fn insert_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError>;
     /// The user's totals, and per provider ordered by provider id.
     async fn usage_summary(&self, user: UserId) -> Result<UsageSummary, StoreError>;

@@ -59,6 +59,20 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
             "GET /metrics answers anyone who reaches this port (set BYOK_METRICS_TOKEN to require a token)"
         );
     }
+    // The database's reachability, for /readyz, metrics and the usage writer.
+    actix_web::rt::spawn(crate::db_health::monitor(
+        state.db_health.clone(),
+        state.db.clone(),
+    ));
+    // Usage records a previous process spooled during an outage are written now.
+    let spooled = crate::usage::spool::size(&crate::usage::spool::path_in(&settings.data_dir));
+    if spooled > 0 {
+        tracing::info!(
+            bytes = spooled,
+            "usage records spooled by an earlier run are being written to the database"
+        );
+    }
+    state.usage_writer.replay_spool();
     let listening = state.clone();
     actix_web::rt::spawn(byok_store::listen_invalidations(
         settings.database_url.expose_secret().to_string(),

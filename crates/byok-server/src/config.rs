@@ -3,7 +3,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `BYOK_BIND` | `127.0.0.1:8080` | address `serve` listens on (port 0 picks a free port) |
-//! | `BYOK_DATA_DIR` | `./data` | where the embedded defaults live (`byok.db`, `encryption.key`) |
+//! | `BYOK_DATA_DIR` | `./data` | where the embedded defaults live (`byok.db`, `encryption.key`), and the usage spool file (`usage-spool.jsonl`) |
 //! | `DATABASE_URL` | `sqlite://$BYOK_DATA_DIR/byok.db` | `postgres://…` or `sqlite://path` |
 //! | `ENCRYPTION_KEY` | generated into `$BYOK_DATA_DIR/encryption.key` (0600) | comma-separated Fernet keys; the first encrypts |
 //! | `BYOK_DB_MAX_CONNECTIONS` | `10` | database pool size |
@@ -22,6 +22,9 @@
 //! | `DEFAULT_LLM_BASE_URL` | the provider's base URL | base URL for system-default calls |
 //! | `BYOK_MODEL_ALIASES` | empty | `alias=provider/model,…` applied before routing |
 //! | `BYOK_CREDENTIAL_CACHE_TTL_SECS` | `30` | how long a resolved key or setting is cached (other processes see changes within it) |
+//! | `BYOK_STALE_IF_ERROR_SECS` | `900` | while the database cannot be read: how old (since its last successful read) a cached token check, credential or setting may be and still be used (`0`: never; requests then fail with 503) |
+//! | `BYOK_USAGE_MEMORY_RECORDS` | `50000` | usage records kept in memory while they cannot be written; beyond, they go to the spool file |
+//! | `BYOK_USAGE_SPOOL_MAX_MB` | `1024` | largest size of the usage spool file `$BYOK_DATA_DIR/usage-spool.jsonl`; records beyond are dropped (and counted) |
 //! | `BYOK_UPSTREAM_CONNECT_TIMEOUT_SECS` | `10` | provider connect timeout |
 //! | `BYOK_UPSTREAM_IDLE_TIMEOUT_SECS` | `300` | longest silence between two reads from a provider |
 //! | `BYOK_UPSTREAM_TIMEOUT_SECS` | `600` | whole-request limit for non-streaming calls |
@@ -178,6 +181,12 @@ pub struct Settings {
     pub system_base_url: Option<String>,
     pub model_aliases: HashMap<String, String>,
     pub credential_ttl: Duration,
+    /// `BYOK_STALE_IF_ERROR_SECS`: how old a cached value may be when the database fails.
+    pub stale_if_error: Duration,
+    /// `BYOK_USAGE_MEMORY_RECORDS`: unwritten usage records kept in memory.
+    pub usage_memory_records: usize,
+    /// `BYOK_USAGE_SPOOL_MAX_MB`, in bytes: the largest usage spool file.
+    pub usage_spool_max_bytes: u64,
     pub upstream_connect_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     pub upstream_timeout: Duration,
@@ -323,6 +332,13 @@ impl Settings {
             system_base_url,
             model_aliases,
             credential_ttl: Duration::from_secs(number("BYOK_CREDENTIAL_CACHE_TTL_SECS", 30u64)?),
+            stale_if_error: Duration::from_secs(number(
+                "BYOK_STALE_IF_ERROR_SECS",
+                byok_core::services::DEFAULT_STALE_IF_ERROR.as_secs(),
+            )?),
+            usage_memory_records: number("BYOK_USAGE_MEMORY_RECORDS", 50_000usize)?,
+            usage_spool_max_bytes: number("BYOK_USAGE_SPOOL_MAX_MB", 1024u64)?
+                .saturating_mul(1 << 20),
             upstream_connect_timeout: Duration::from_secs(
                 number("BYOK_UPSTREAM_CONNECT_TIMEOUT_SECS", 10u64)?.max(1),
             ),

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod db_health;
 pub mod error;
 pub mod extract;
 pub mod gateway;

@@ -54,6 +54,13 @@ pub struct Metrics {
     adoption: IntGaugeVec,
     keys_by_provider: IntGaugeVec,
     db_pool: IntGaugeVec,
+    database_up: IntGauge,
+    stale_served: IntCounterVec,
+    usage_buffered: IntGauge,
+    usage_spool_bytes: IntGauge,
+    usage_spooled: IntCounter,
+    usage_replayed: IntCounter,
+    usage_write_failures: IntCounter,
     usage_dropped: IntGauge,
     rate_limit_fallbacks: IntCounter,
     adoption_at: Mutex<Option<Instant>>,
@@ -83,6 +90,18 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Made<Hist
     )?;
     r.register(Box::new(h.clone()))?;
     Ok(h)
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str) -> Made<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn int_counter(r: &Registry, name: &str, help: &str) -> Made<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Made<IntGaugeVec> {
@@ -181,14 +200,48 @@ impl Metrics {
                 "Database pool: open, idle, maximum and waiting callers",
                 &["state"],
             )?,
-            usage_dropped: {
-                let g = IntGauge::new(
-                    "byok_usage_records_dropped",
-                    "Usage records dropped because the write queue was full (since start)",
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
+            database_up: int_gauge(
+                &r,
+                "byok_database_up",
+                "1 when the database answers this process's health check, 0 while it does not",
+            )?,
+            stale_served: counter(
+                &r,
+                "byok_stale_served_total",
+                "Cached values used because the database could not be read (stale-if-error), by cache",
+                &["cache"],
+            )?,
+            usage_buffered: int_gauge(
+                &r,
+                "byok_usage_records_buffered",
+                "Usage records in memory waiting for the database",
+            )?,
+            usage_spool_bytes: int_gauge(
+                &r,
+                "byok_usage_spool_bytes",
+                "Size of the usage spool file (records waiting for the database on disk)",
+            )?,
+            usage_spooled: int_counter(
+                &r,
+                "byok_usage_records_spooled_total",
+                "Usage records written to the spool file because the database could not take them",
+            )?,
+            usage_replayed: int_counter(
+                &r,
+                "byok_usage_records_replayed_total",
+                "Usage records written to the database from the spool file",
+            )?,
+            usage_write_failures: int_counter(
+                &r,
+                "byok_usage_write_failures_total",
+                "Failed attempts to write a batch of usage records (retried)",
+            )?,
+            usage_dropped: int_gauge(
+                &r,
+                "byok_usage_records_dropped",
+                "Usage records dropped since start: the write queue was full, or the spool file \
+                 was full or could not be written",
+            )?,
             rate_limit_fallbacks: {
                 let c = IntCounter::new(
                     "byok_rate_limit_fallbacks_total",
@@ -262,8 +315,24 @@ impl Metrics {
                 c.inc_by(n.saturating_sub(c.get()));
             }
         }
-        self.usage_dropped
-            .set(i64::try_from(state.usage.dropped()).unwrap_or(i64::MAX));
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.database_up.set(i64::from(state.db_health.is_up()));
+        for (kind, count) in state.stale.served() {
+            let c = self.stale_served.with_label_values(&[kind.as_str()]);
+            c.inc_by(count.saturating_sub(c.get()));
+        }
+        let usage = state.usage_writer.stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        self.usage_buffered.set(n(load(&usage.buffered)));
+        self.usage_spool_bytes.set(n(load(&usage.spool_bytes)));
+        for (c, v) in [
+            (&self.usage_spooled, load(&usage.spooled)),
+            (&self.usage_replayed, load(&usage.replayed)),
+            (&self.usage_write_failures, load(&usage.write_failures)),
+        ] {
+            c.inc_by(v.saturating_sub(c.get()));
+        }
+        self.usage_dropped.set(n(state.usage.dropped()));
         if let Some(redis) = &state.redis {
             let c = &self.rate_limit_fallbacks;
             c.inc_by(redis.fallbacks().saturating_sub(c.get()));

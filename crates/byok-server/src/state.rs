@@ -5,7 +5,8 @@ use std::sync::Arc;
 use byok_core::ports::{Authenticator, KeyRepository, UsageSink};
 use byok_core::routing::ModelRouter;
 use byok_core::services::{
-    ChainAuthenticator, ExternalAuthenticator, Gateway, KeyVault, ServerRegistry, TokenService,
+    ChainAuthenticator, ExternalAuthenticator, Gateway, KeyVault, ServerRegistry, StaleIfError,
+    TokenService,
 };
 use byok_providers::upstream::{UpstreamClient, UpstreamOptions};
 use byok_providers::{HttpKeyProber, ProbeOptions};
@@ -40,6 +41,10 @@ pub struct AppState {
     pub usage_writer: Arc<crate::usage::UsageWriter>,
     /// Set when a shutdown signal arrived: `/readyz` answers 503 so load balancers drain.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the database answers (reported by `/readyz` and metrics; never fails readiness).
+    pub db_health: Arc<crate::db_health::DbHealth>,
+    /// Stale-if-error: the bound and counters shared by every cache of the hot path.
+    pub stale: Arc<byok_core::services::StaleIfError>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// `BYOK_METRICS_TOKEN`: required on `/metrics` when set.
     pub metrics_token: Option<secrecy::SecretString>,
@@ -133,11 +138,16 @@ impl AppState {
         // Changes made here are announced to the other replicas (PostgreSQL NOTIFY; a no-op
         // on SQLite); `listen_invalidations` applies theirs.
         let notifier: Arc<dyn byok_core::services::ChangeNotifier> = shared.clone();
+        // While the database cannot be read, the caches below answer with what they last read,
+        // up to this age (invalidated entries excepted).
+        let stale = Arc::new(StaleIfError::new(settings.stale_if_error));
         let vault = KeyVault::new(keys.clone(), cipher, Arc::new(prober))
+            .with_stale_if_error(stale.clone())
             .with_credential_ttl(settings.credential_ttl)
             .with_notifier(notifier.clone());
         let mut token_service =
             TokenService::new(shared.clone(), shared.clone(), settings.auth_cache_ttl)
+                .with_stale_if_error(stale.clone())
                 .with_notifier(notifier.clone())
                 .with_default_lifetime(settings.token_lifetime);
         if let (Some(admin), AuthMode::Keycloak | AuthMode::Both) = (&admin, settings.auth_mode) {
@@ -156,15 +166,18 @@ impl AppState {
                     let tiers = admin
                         .clone()
                         .map(|a| a as Arc<dyn byok_core::ports::TierSource>);
-                    Some(Arc::new(ExternalAuthenticator::new(
-                        Arc::new(verifier),
-                        tiers,
-                        shared.clone(),
-                        settings
-                            .auth_cache_ttl
-                            .max(std::time::Duration::from_secs(1)),
-                        settings.tier_cache_ttl,
-                    )))
+                    Some(Arc::new(
+                        ExternalAuthenticator::new(
+                            Arc::new(verifier),
+                            tiers,
+                            shared.clone(),
+                            settings
+                                .auth_cache_ttl
+                                .max(std::time::Duration::from_secs(1)),
+                            settings.tier_cache_ttl,
+                        )
+                        .with_stale_if_error(stale.clone()),
+                    ))
                 }
                 _ => None,
             };
@@ -178,6 +191,7 @@ impl AppState {
                 shared.clone(),
                 settings.credential_ttl,
             )
+            .with_stale_if_error(stale.clone())
             .with_notifier(notifier),
         );
         let upstream = UpstreamClient::new(
@@ -208,7 +222,16 @@ impl AppState {
             }
             None => None,
         };
-        let (usage, usage_writer) = crate::usage::start(shared);
+        let db_health = Arc::new(crate::db_health::DbHealth::new());
+        let (usage, usage_writer) = crate::usage::start(
+            shared,
+            crate::usage::UsageOptions {
+                memory_records: settings.usage_memory_records,
+                spool_path: crate::usage::spool::path_in(&settings.data_dir),
+                spool_max_bytes: settings.usage_spool_max_bytes,
+            },
+            db_health.clone(),
+        );
         let metrics =
             crate::metrics::Metrics::new().map_err(|e| ConfigError(format!("metrics: {e}")))?;
         let redis = match &settings.redis_url {
@@ -242,6 +265,8 @@ impl AppState {
             )),
             usage_writer,
             draining: Arc::default(),
+            db_health,
+            stale,
             metrics: Arc::new(metrics),
             metrics_token: settings.metrics_token.clone(),
             rate_limits: Arc::new(settings.rate_limits.clone()),

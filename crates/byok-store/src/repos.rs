@@ -51,7 +51,17 @@ pub(crate) fn db_err(e: DieselError) -> StoreError {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
             StoreError::Conflict(info.constraint_name().unwrap_or("unique").to_string())
         }
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+        // The connection broke (the server went away mid-query): transient, like a refused
+        // connection.
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => StoreError::Unavailable(Box::new(e)),
+        // The server is shutting down, starting up or in recovery (SQLSTATE class 57P).
+        DieselError::DatabaseError(_, ref info)
+            if info.message().starts_with("terminating connection due to")
+                || info.message().starts_with("the database system is") =>
+        {
             StoreError::Unavailable(Box::new(e))
         }
         // SQLite lock contention that outlasted busy_timeout: a transient condition (503).
@@ -664,6 +674,7 @@ impl UsageRepository for Database {
                             t::output_tokens.eq(clamp(r.output_tokens)),
                             t::latency_ms.eq(clamp(r.latency_ms)),
                             t::created_at.eq(r.at),
+                            t::record_id.eq(Some(DbUuid(r.id))),
                         )
                     })
                     .collect::<Vec<_>>()
@@ -675,6 +686,8 @@ impl UsageRepository for Database {
                 let mut conn = pool.get().await.map_err(pool_err)?;
                 diesel::insert_into(s::usage_records::table)
                     .values(rows!(s, records))
+                    .on_conflict(s::usage_records::record_id)
+                    .do_nothing()
                     .execute(&mut conn)
                     .await
                     .map_err(db_err)?;
@@ -689,7 +702,10 @@ impl UsageRepository for Database {
                 conn.spawn_blocking(move |c| {
                     c.immediate_transaction(|c| {
                         diesel::RunQueryDsl::execute(
-                            diesel::insert_into(s::usage_records::table).values(rows!(s, owned)),
+                            diesel::insert_into(s::usage_records::table)
+                                .values(rows!(s, owned))
+                                .on_conflict(s::usage_records::record_id)
+                                .do_nothing(),
                             c,
                         )
                         .map(|_| ())

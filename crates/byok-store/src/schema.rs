@@ -59,6 +59,7 @@ pub mod pg {
             output_tokens -> Int8,
             latency_ms -> Int8,
             created_at -> Timestamptz,
+            record_id -> Nullable<Uuid>,
         }
     }
 
@@ -149,6 +150,7 @@ pub mod sqlite {
             output_tokens -> BigInt,
             latency_ms -> BigInt,
             created_at -> TimestamptzSqlite,
+            record_id -> Nullable<Text>,
         }
     }
 

@@ -1,15 +1,14 @@
 //! Per-request resolution for the LLM gateway: which provider, which model name, whose key.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::domain::*;
 use crate::error::CoreError;
 use crate::ports::SettingsRepository;
 use crate::routing::{ModelRouter, RoutedModel};
 use crate::services::KeyVault;
+use crate::services::cache::{StaleIfError, StaleKind, TtlCache};
 use crate::services::invalidation::{ChangeNotifier, Invalidation, NoNotifier};
 
 /// The operator's system default (`DEFAULT_LLM_PROVIDER`, `DEFAULT_LLM_API_KEY`).
@@ -54,10 +53,11 @@ pub struct Gateway {
     router: ModelRouter,
     system: SystemDefault,
     settings: Arc<dyn SettingsRepository>,
-    settings_cache: Mutex<HashMap<UserId, (Instant, UserSettings)>>,
+    /// A change invalidates the entry (and a read that started before it does not store its
+    /// answer); while the store cannot be read the last answer stands (stale-if-error).
+    settings_cache: TtlCache<UserId, UserSettings>,
     settings_ttl: Duration,
-    /// Bumped by every change; a read that started before one does not cache its answer.
-    settings_generation: AtomicU64,
+    stale: Arc<StaleIfError>,
     notifier: Arc<dyn ChangeNotifier>,
 }
 
@@ -77,14 +77,15 @@ impl Gateway {
         settings: Arc<dyn SettingsRepository>,
         settings_ttl: Duration,
     ) -> Self {
+        let stale = Arc::new(StaleIfError::default());
         Self {
             vault,
             router,
             system,
             settings,
-            settings_cache: Mutex::new(HashMap::new()),
+            settings_cache: TtlCache::new(settings_ttl, stale.max_age(), MAX_CACHED_SETTINGS),
             settings_ttl,
-            settings_generation: AtomicU64::new(0),
+            stale,
             notifier: Arc::new(NoNotifier),
         }
     }
@@ -176,28 +177,29 @@ impl Gateway {
         })
     }
 
-    /// The user's settings (cached for the settings TTL; defaults when never saved).
+    /// The user's settings (cached for the settings TTL; defaults when never saved; the last
+    /// answer, within the stale-if-error bound, when the store cannot be read).
     pub async fn settings(&self, who: &Principal) -> Result<UserSettings, CoreError> {
-        if let Ok(c) = self.settings_cache.lock()
-            && let Some((at, s)) = c.get(&who.user_id)
-            && at.elapsed() < self.settings_ttl
-        {
-            return Ok(*s);
-        }
-        let generation = self.settings_generation.load(Ordering::Acquire);
-        let s = self
-            .settings
-            .get_settings(who.user_id)
-            .await?
-            .unwrap_or_default();
-        if let Ok(mut c) = self.settings_cache.lock()
-            && self.settings_generation.load(Ordering::Acquire) == generation
-        {
-            if c.len() >= MAX_CACHED_SETTINGS {
-                c.clear();
+        let generation = match self.settings_cache.lookup(&who.user_id) {
+            Ok(s) => return Ok(s),
+            Err(generation) => generation,
+        };
+        let s = match self.settings.get_settings(who.user_id).await {
+            Ok(s) => {
+                self.stale.answered();
+                s.unwrap_or_default()
             }
-            c.insert(who.user_id, (Instant::now(), s));
-        }
+            Err(e) => {
+                return match self.settings_cache.stale(&who.user_id) {
+                    Some(s) => {
+                        self.stale.serving(StaleKind::Settings, &e);
+                        Ok(s)
+                    }
+                    None => Err(e.into()),
+                };
+            }
+        };
+        self.settings_cache.store(who.user_id, s, generation);
         Ok(s)
     }
 
@@ -208,10 +210,7 @@ impl Gateway {
         settings: UserSettings,
     ) -> Result<UserSettings, CoreError> {
         self.settings.put_settings(who.user_id, &settings).await?;
-        self.settings_generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut c) = self.settings_cache.lock() {
-            c.insert(who.user_id, (Instant::now(), settings));
-        }
+        self.settings_cache.put(who.user_id, settings);
         self.notifier
             .publish(Invalidation::Settings { user: who.user_id })
             .await;
@@ -220,18 +219,21 @@ impl Gateway {
 
     /// Drops a user's cached settings (changed by another replica).
     pub fn forget_settings(&self, user: UserId) {
-        self.settings_generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut c) = self.settings_cache.lock() {
-            c.remove(&user);
-        }
+        self.settings_cache.invalidate(&user);
     }
 
     /// Drops every cached setting.
     pub fn forget_all(&self) {
-        self.settings_generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut c) = self.settings_cache.lock() {
-            c.clear();
-        }
+        self.settings_cache.clear();
+    }
+
+    /// How old cached settings may be when they are used because the store cannot be read
+    /// (shared with the other caches of the process).
+    pub fn with_stale_if_error(mut self, stale: Arc<StaleIfError>) -> Self {
+        self.settings_cache =
+            TtlCache::new(self.settings_ttl, stale.max_age(), MAX_CACHED_SETTINGS);
+        self.stale = stale;
+        self
     }
 
     /// Tells other replicas about settings changes (see [`ChangeNotifier`]).

@@ -21,10 +21,13 @@ use uuid::Uuid;
 use crate::domain::{Principal, Tier, UserId};
 use crate::error::{CoreError, StoreError};
 use crate::ports::{Authenticator, TierSource, TokenVerifier, UserRepository};
+use crate::services::cache::{StaleIfError, StaleKind, TtlCache};
 use crate::services::hash_token;
 
 /// Upper bound on cached tokens, tiers and provisioned users; a full map is cleared.
 const MAX_ENTRIES: usize = 100_000;
+/// How long a user provisioned (or re-checked) here is not provisioned again.
+const PROVISIONED_TTL: Duration = Duration::from_secs(60);
 
 /// The local user id of an external subject: the subject itself when it is a UUID (Keycloak
 /// user ids are), else a UUIDv5 of `issuer#subject` (stable, and distinct per issuer).
@@ -83,7 +86,10 @@ pub struct ExternalAuthenticator {
     tier_ttl: Duration,
     accepted: Mutex<TtlMap<String, Principal>>,
     tier_cache: Mutex<TtlMap<String, Option<Tier>>>,
-    provisioned: Mutex<TtlMap<UserId, Tier>>,
+    /// Users provisioned here, with the tier stored; while the database cannot be written, a
+    /// user provisioned within the stale-if-error bound is let in with a newly verified token.
+    provisioned: TtlCache<UserId, Tier>,
+    stale: Arc<StaleIfError>,
 }
 
 impl std::fmt::Debug for ExternalAuthenticator {
@@ -105,6 +111,7 @@ impl ExternalAuthenticator {
         cache_ttl: Duration,
         tier_ttl: Duration,
     ) -> Self {
+        let stale = Arc::new(StaleIfError::default());
         Self {
             verifier,
             tiers,
@@ -113,8 +120,17 @@ impl ExternalAuthenticator {
             tier_ttl,
             accepted: Mutex::new(TtlMap::new()),
             tier_cache: Mutex::new(TtlMap::new()),
-            provisioned: Mutex::new(TtlMap::new()),
+            provisioned: TtlCache::new(PROVISIONED_TTL, stale.max_age(), MAX_ENTRIES),
+            stale,
         }
+    }
+
+    /// How long ago a user may have been provisioned here to be let in while the database
+    /// cannot be written (shared with the other caches of the process).
+    pub fn with_stale_if_error(mut self, stale: Arc<StaleIfError>) -> Self {
+        self.provisioned = TtlCache::new(PROVISIONED_TTL, stale.max_age(), MAX_ENTRIES);
+        self.stale = stale;
+        self
     }
 
     async fn tier_of(&self, user: UserId, subject: &str, stated: Option<Tier>) -> Tier {
@@ -156,14 +172,21 @@ impl Authenticator for ExternalAuthenticator {
         let tier = self
             .tier_of(identity.user_id, &identity.subject, identity.tier)
             .await;
-        let known = lock(&self.provisioned).get(&identity.user_id);
-        if known != Some(tier) {
+        let known = self.provisioned.lookup(&identity.user_id);
+        if known != Ok(tier) {
+            let generation = known.err();
             match self
                 .users
                 .ensure_external(identity.user_id, &identity.issuer, &identity.email, tier)
                 .await
             {
-                Ok(_) => {}
+                Ok(_) => {
+                    self.stale.answered();
+                    match generation {
+                        Some(g) => self.provisioned.store(identity.user_id, tier, g),
+                        None => self.provisioned.put(identity.user_id, tier),
+                    }
+                }
                 Err(StoreError::Conflict(_)) => {
                     // The subject names a local user or one of another issuer: never that user.
                     tracing::warn!(
@@ -172,9 +195,13 @@ impl Authenticator for ExternalAuthenticator {
                     );
                     return Err(CoreError::Unauthenticated);
                 }
-                Err(e) => return Err(e.into()),
+                // The database cannot be written: a user provisioned here before (so known
+                // not to belong to another identity source) is let in, within the bound.
+                Err(e) => match self.provisioned.stale(&identity.user_id) {
+                    Some(_) => self.stale.serving(StaleKind::Identity, &e),
+                    None => return Err(e.into()),
+                },
             }
-            lock(&self.provisioned).insert(identity.user_id, tier, Duration::from_secs(60));
         }
         let principal = Principal {
             user_id: identity.user_id,
@@ -229,6 +256,109 @@ impl Authenticator for ChainAuthenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{User, UserOrigin};
+    use crate::ports::ExternalIdentity;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Accepts any token `jwt:<subject>:<tier>` as that user with that tier, for an hour.
+    struct AnyToken;
+
+    #[async_trait]
+    impl TokenVerifier for AnyToken {
+        async fn verify(&self, token: &str) -> Result<ExternalIdentity, CoreError> {
+            let mut parts = token.split(':').skip(1);
+            let sub = parts.next().unwrap_or_default().to_string();
+            let tier = parts.next().and_then(|t| t.parse().ok());
+            Ok(ExternalIdentity {
+                user_id: external_user_id("https://idp", &sub),
+                subject: sub,
+                issuer: "https://idp".into(),
+                email: "e@example.com".into(),
+                tier,
+                expires_at: Utc::now() + chrono::Duration::hours(1),
+            })
+        }
+    }
+
+    /// Users that can be switched off like a lost database.
+    #[derive(Default)]
+    struct Users(AtomicBool);
+
+    #[async_trait]
+    impl UserRepository for Users {
+        async fn create(&self, _: &str, _: Tier) -> Result<User, StoreError> {
+            Err(StoreError::Conflict("unused".into()))
+        }
+        async fn get(&self, _: UserId) -> Result<Option<User>, StoreError> {
+            Ok(None)
+        }
+        async fn find_by_email(&self, _: &str) -> Result<Option<User>, StoreError> {
+            Ok(None)
+        }
+        async fn set_tier(&self, _: UserId, _: Tier) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+        async fn count(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn ensure_external(
+            &self,
+            id: UserId,
+            issuer: &str,
+            email: &str,
+            tier: Tier,
+        ) -> Result<User, StoreError> {
+            if self.0.load(Ordering::Relaxed) {
+                return Err(StoreError::Unavailable("down".into()));
+            }
+            Ok(User {
+                id,
+                email: email.into(),
+                tier,
+                created_at: Utc::now(),
+                origin: UserOrigin::External {
+                    issuer: issuer.into(),
+                },
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_lets_in_users_provisioned_before_only() {
+        let users = Arc::new(Users::default());
+        let stale = Arc::new(StaleIfError::new(Duration::from_secs(60)));
+        // Accepted tokens are not cached (TTL zero): every call provisions or falls back.
+        let auth = ExternalAuthenticator::new(
+            Arc::new(AnyToken),
+            None,
+            users.clone(),
+            Duration::ZERO,
+            Duration::ZERO,
+        )
+        .with_stale_if_error(stale.clone());
+        let known = "6f1c2a0e-8d3b-4e5f-9a7b-0c1d2e3f4a5b";
+        let new = "7f1c2a0e-8d3b-4e5f-9a7b-0c1d2e3f4a5b";
+        auth.authenticate(&format!("jwt:{known}:starter").into())
+            .await
+            .unwrap();
+        users.0.store(true, Ordering::Relaxed);
+        // A new token of the same user with another tier: the snapshot cannot be stored, the
+        // user was provisioned before, so the verified token is accepted.
+        let who = auth
+            .authenticate(&format!("jwt:{known}:professional").into())
+            .await
+            .unwrap();
+        assert_eq!(who.tier, Tier::Professional);
+        assert_eq!(stale.served()[3].1, 1);
+        assert!(
+            matches!(
+                auth.authenticate(&format!("jwt:{new}:starter").into())
+                    .await,
+                Err(CoreError::Store(StoreError::Unavailable(_)))
+            ),
+            "a user never provisioned cannot be checked against other identity sources"
+        );
+    }
 
     #[test]
     fn uuid_subjects_are_kept_and_others_are_derived_per_issuer() {

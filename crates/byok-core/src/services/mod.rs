@@ -1,5 +1,6 @@
 //! Services: the business rules, written against the ports.
 
+mod cache;
 mod gateway;
 mod identity;
 mod import;
@@ -11,6 +12,7 @@ mod servers;
 mod tokens;
 mod vault;
 
+pub use cache::{DEFAULT_STALE_IF_ERROR, StaleIfError, StaleKind};
 pub use gateway::{Gateway, Resolution, Route, SystemDefault, is_fallback_status};
 pub use identity::{ChainAuthenticator, ExternalAuthenticator, external_user_id};
 pub use import::{ImportReport, LegacyKey, import_legacy_keys};

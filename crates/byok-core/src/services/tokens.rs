@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::domain::*;
 use crate::error::{CoreError, StoreError};
 use crate::ports::{Authenticator, ExternalAccount, TierSource, TokenRepository, UserRepository};
+use crate::services::cache::{Generation, StaleIfError, StaleKind, TtlCache};
 use crate::services::invalidation::{CacheStats, ChangeNotifier, Invalidation, NoNotifier};
 
 const TOKEN_PREFIX: &str = "byok_";
@@ -66,13 +67,21 @@ type AccountSnapshot = (Instant, Option<ExternalAccount>);
 /// push valid tokens out of the cache.
 const MAX_REFUSED_ENTRIES: usize = 10_000;
 
-#[derive(Debug, Default)]
+/// Accepted and refused token checks by token hash. A revocation invalidates the acceptance
+/// (and a lookup that started before it does not store its answer).
+#[derive(Debug)]
 struct Cache {
-    hits: HashMap<String, (Instant, Hit)>,
-    refused: HashMap<String, Instant>,
-    /// Bumped by every revocation; a lookup that started before a revocation does not cache
-    /// its (possibly stale) answer.
-    generation: u64,
+    hits: TtlCache<String, Hit>,
+    refused: TtlCache<String, ()>,
+}
+
+impl Cache {
+    fn new(ttl: Duration, stale: &StaleIfError) -> Self {
+        Self {
+            hits: TtlCache::new(ttl, stale.max_age(), MAX_CACHE_ENTRIES),
+            refused: TtlCache::new(ttl, stale.max_age(), MAX_REFUSED_ENTRIES),
+        }
+    }
 }
 
 /// Issues and checks gateway tokens.
@@ -80,11 +89,13 @@ struct Cache {
 /// Authentication is cached for `cache_ttl` per token hash (refusals too), so the steady
 /// state does no database round trip; a revocation made through this service takes effect
 /// at once in this process and, in others, when the [`ChangeNotifier`] reaches them (at the
-/// latest within `cache_ttl`).
+/// latest within `cache_ttl`). While the database cannot be read, the last answer for a token
+/// stands (stale-if-error, see [`StaleIfError`]); a token revoked before is refused.
 pub struct TokenService {
     tokens: Arc<dyn TokenRepository>,
     users: Arc<dyn UserRepository>,
-    cache: Mutex<Cache>,
+    cache: Cache,
+    stale: Arc<StaleIfError>,
     touched: Mutex<HashMap<Uuid, Instant>>,
     cache_ttl: Duration,
     notifier: Arc<dyn ChangeNotifier>,
@@ -114,10 +125,12 @@ impl TokenService {
         users: Arc<dyn UserRepository>,
         cache_ttl: Duration,
     ) -> Self {
+        let stale = Arc::new(StaleIfError::default());
         Self {
             tokens,
             users,
-            cache: Mutex::new(Cache::default()),
+            cache: Cache::new(cache_ttl, &stale),
+            stale,
             touched: Mutex::new(HashMap::new()),
             cache_ttl,
             notifier: Arc::new(NoNotifier),
@@ -144,6 +157,14 @@ impl TokenService {
         self
     }
 
+    /// How old a cached token check may be when it is used because the database cannot be read
+    /// (shared with the other caches of the process).
+    pub fn with_stale_if_error(mut self, stale: Arc<StaleIfError>) -> Self {
+        self.cache = Cache::new(self.cache_ttl, &stale);
+        self.stale = stale;
+        self
+    }
+
     /// Tells other replicas about revocations (see [`ChangeNotifier`]).
     pub fn with_notifier(mut self, notifier: Arc<dyn ChangeNotifier>) -> Self {
         self.notifier = notifier;
@@ -159,21 +180,20 @@ impl TokenService {
     }
 
     /// Drops a token's cached acceptance (a revocation made here or by another replica).
+    /// A token seen here is then remembered as refused, so it is refused (not merely unchecked)
+    /// while the database cannot be read.
     pub fn forget_token(&self, id: Uuid) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.generation += 1;
-            cache.hits.retain(|_, (_, hit)| hit.token != id);
+        for hash in self.cache.hits.invalidate_where(|_, hit| hit.token == id) {
+            self.cache.refused.put(hash, ());
         }
     }
 
     /// Drops the cached checks of a user's tokens (their tier changed here or elsewhere).
     pub fn forget_user(&self, user: UserId) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.generation += 1;
-            cache
-                .hits
-                .retain(|_, (_, hit)| hit.principal.user_id != user);
-        }
+        let _ = self
+            .cache
+            .hits
+            .invalidate_where(|_, hit| hit.principal.user_id == user);
     }
 
     /// Changes a user's tier; effective at once here and, through the notifier, in the other
@@ -189,11 +209,8 @@ impl TokenService {
 
     /// Drops every cached token check.
     pub fn forget_all(&self) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.generation += 1;
-            cache.hits.clear();
-            cache.refused.clear();
-        }
+        self.cache.hits.clear();
+        self.cache.refused.clear();
     }
 
     pub fn users(&self) -> &Arc<dyn UserRepository> {
@@ -319,46 +336,43 @@ impl TokenService {
         Ok(())
     }
 
-    /// `Some(Some(hit))`, `Some(None)` (a cached refusal) or `None` (not cached), plus the
-    /// cache generation the answer belongs to.
-    fn cached(&self, hash: &str) -> (Option<Option<Hit>>, u64) {
-        let Ok(cache) = self.cache.lock() else {
-            return (None, 0);
+    /// `Ok(Some(hit))`, `Ok(None)` (a cached refusal) or, not cached, the generations of the
+    /// two maps the answer must be stored under.
+    fn cached(&self, hash: &String) -> Result<Option<Hit>, (Generation, Generation)> {
+        let hits = match self.cache.hits.lookup(hash) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(g) => g,
         };
-        let fresh = |at: &Instant| at.elapsed() < self.cache_ttl;
-        if let Some((at, hit)) = cache.hits.get(hash)
-            && fresh(at)
-        {
-            return (Some(Some(hit.clone())), cache.generation);
+        match self.cache.refused.lookup(hash) {
+            Ok(()) => Ok(None),
+            Err(refused) => Err((hits, refused)),
         }
-        if cache.refused.get(hash).is_some_and(fresh) {
-            return (Some(None), cache.generation);
-        }
-        (None, cache.generation)
     }
 
-    fn remember(&self, hash: String, hit: Option<Hit>, generation: u64) {
-        let Ok(mut cache) = self.cache.lock() else {
-            return;
-        };
-        if cache.generation != generation {
-            return;
-        }
-        let now = Instant::now();
+    fn remember(&self, hash: String, hit: Option<Hit>, (hits, refused): (Generation, Generation)) {
         match hit {
-            Some(hit) => {
-                if cache.hits.len() >= MAX_CACHE_ENTRIES {
-                    cache.hits.clear();
-                }
-                cache.hits.insert(hash, (now, hit));
-            }
+            Some(hit) => self.cache.hits.store(hash, hit, hits),
             None => {
-                if cache.refused.len() >= MAX_REFUSED_ENTRIES {
-                    cache.refused.clear();
-                }
-                cache.refused.insert(hash, now);
+                // A refusal supersedes an acceptance read earlier (the token was revoked, or
+                // expired): the acceptance must not come back as a stale answer later.
+                self.cache.hits.discard(&hash);
+                self.cache.refused.store(hash, (), refused);
             }
         }
+    }
+
+    /// Stale-if-error: the last answer for this token (acceptance or refusal), if read within
+    /// the bound; `None` when there is none.
+    fn stale(&self, hash: &String, error: &StoreError) -> Option<Option<Hit>> {
+        let answer = if let Some(hit) = self.cache.hits.stale(hash) {
+            Some(hit)
+        } else if self.cache.refused.stale(hash).is_some() {
+            None
+        } else {
+            return None;
+        };
+        self.stale.serving(StaleKind::Token, error);
+        Some(answer)
     }
 
     fn should_touch(&self, id: Uuid) -> bool {
@@ -388,13 +402,27 @@ impl Authenticator for TokenService {
         let hash = hash_token(presented);
         let now = Utc::now();
         let hit = match self.cached(&hash) {
-            (Some(hit), _) => {
+            Ok(hit) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 hit
             }
-            (None, generation) => {
+            Err(generations) => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                let hit = match self.tokens.find_by_hash(&hash).await? {
+                let found = match self.tokens.find_by_hash(&hash).await {
+                    Ok(found) => {
+                        self.stale.answered();
+                        found
+                    }
+                    Err(e) => {
+                        // The database cannot be read: the last answer for this token stands
+                        // (within the bound); a token never seen cannot be checked (503).
+                        return match self.stale(&hash, &e) {
+                            Some(hit) => self.accept(hit, now).await,
+                            None => Err(e.into()),
+                        };
+                    }
+                };
+                let hit = match found {
                     Some((t, u)) if t.is_active(now) => {
                         let external = !matches!(u.origin, UserOrigin::Local);
                         let mut principal = Principal::from(u);
@@ -408,10 +436,18 @@ impl Authenticator for TokenService {
                     }
                     _ => None,
                 };
-                self.remember(hash, hit.clone(), generation);
+                self.remember(hash, hit.clone(), generations);
                 hit
             }
         };
+        self.accept(hit, now).await
+    }
+}
+
+impl TokenService {
+    /// The principal of an accepted (and unexpired) token, after the identity refresh of
+    /// externally authenticated owners; records the token's use at most once a minute.
+    async fn accept(&self, hit: Option<Hit>, now: DateTime<Utc>) -> Result<Principal, CoreError> {
         match hit {
             Some(hit) if hit.expires.is_none_or(|e| e > now) => {
                 let mut principal = hit.principal;
@@ -425,7 +461,9 @@ impl Authenticator for TokenService {
                         principal.tier = tier;
                     }
                 }
-                if self.should_touch(hit.token)
+                // Never fails the request; skipped while the store is known to be failing.
+                if !self.stale.failing()
+                    && self.should_touch(hit.token)
                     && let Err(e) = self.tokens.touch(hit.token, now).await
                 {
                     tracing::warn!(error = %e, "could not record token use");
@@ -435,9 +473,7 @@ impl Authenticator for TokenService {
             _ => Err(CoreError::Unauthenticated),
         }
     }
-}
 
-impl TokenService {
     /// The owner's account at the identity provider, re-read at most every refresh interval.
     /// `None`: no refresh configured, or the provider has never answered (the stored snapshot
     /// stands). A changed tier is stored and announced.
@@ -498,12 +534,200 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
     #[test]
     fn hash_is_sha256_hex() {
         assert_eq!(
             hash_token("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    /// Tokens and users in memory; `down` makes every call fail like a lost database.
+    #[derive(Default)]
+    struct Mem {
+        tokens: Mutex<Vec<(String, GatewayToken)>>,
+        user: Mutex<Option<User>>,
+        down: AtomicBool,
+    }
+
+    impl Mem {
+        fn check(&self) -> Result<(), StoreError> {
+            if self.down.load(Ordering::Relaxed) {
+                Err(StoreError::Unavailable("down".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait]
+    impl TokenRepository for Mem {
+        async fn create(&self, t: NewGatewayToken) -> Result<GatewayToken, StoreError> {
+            self.check()?;
+            let token = GatewayToken {
+                id: t.id,
+                user_id: t.user_id,
+                name: t.name,
+                prefix: t.prefix,
+                created_at: Utc::now(),
+                last_used_at: None,
+                expires_at: t.expires_at,
+                revoked_at: None,
+            };
+            self.tokens.lock().unwrap().push((t.hash, token.clone()));
+            Ok(token)
+        }
+        async fn find_by_hash(
+            &self,
+            hash: &str,
+        ) -> Result<Option<(GatewayToken, User)>, StoreError> {
+            self.check()?;
+            let user = self.user.lock().unwrap().clone();
+            Ok(self
+                .tokens
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(h, _)| h == hash)
+                .and_then(|(_, t)| Some((t.clone(), user?))))
+        }
+        async fn list(&self, _: UserId) -> Result<Vec<GatewayToken>, StoreError> {
+            self.check()?;
+            Ok(self
+                .tokens
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, t)| t.clone())
+                .collect())
+        }
+        async fn revoke(&self, _: UserId, id: Uuid) -> Result<bool, StoreError> {
+            self.check()?;
+            let mut tokens = self.tokens.lock().unwrap();
+            let t = tokens.iter_mut().find(|(_, t)| t.id == id);
+            Ok(t.map(|(_, t)| t.revoked_at = Some(Utc::now())).is_some())
+        }
+        async fn touch(&self, _: Uuid, _: DateTime<Utc>) -> Result<(), StoreError> {
+            self.check()
+        }
+    }
+
+    #[async_trait]
+    impl UserRepository for Mem {
+        async fn create(&self, email: &str, tier: Tier) -> Result<User, StoreError> {
+            self.check()?;
+            let u = User {
+                id: UserId::new_random(),
+                email: email.into(),
+                tier,
+                created_at: Utc::now(),
+                origin: UserOrigin::Local,
+            };
+            *self.user.lock().unwrap() = Some(u.clone());
+            Ok(u)
+        }
+        async fn get(&self, _: UserId) -> Result<Option<User>, StoreError> {
+            self.check()?;
+            Ok(self.user.lock().unwrap().clone())
+        }
+        async fn find_by_email(&self, _: &str) -> Result<Option<User>, StoreError> {
+            self.check()?;
+            Ok(self.user.lock().unwrap().clone())
+        }
+        async fn set_tier(&self, _: UserId, _: Tier) -> Result<bool, StoreError> {
+            self.check()?;
+            Ok(true)
+        }
+        async fn count(&self) -> Result<u64, StoreError> {
+            Ok(1)
+        }
+        async fn ensure_external(
+            &self,
+            _: UserId,
+            _: &str,
+            _: &str,
+            _: Tier,
+        ) -> Result<User, StoreError> {
+            Err(StoreError::Conflict("local".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_keeps_known_tokens_and_revocations() {
+        let mem = Arc::new(Mem::default());
+        let stale = Arc::new(StaleIfError::new(Duration::from_secs(60)));
+        // TTL zero: every check asks the store, so every check during the outage is stale.
+        let svc = TokenService::new(mem.clone(), mem.clone(), Duration::ZERO)
+            .with_stale_if_error(stale.clone());
+        let user = svc
+            .create_user("a@example.com", Tier::Starter)
+            .await
+            .unwrap();
+        let kept = svc.issue(user.id, "kept", None).await.unwrap();
+        let revoked = svc.issue(user.id, "revoked", None).await.unwrap();
+        let unseen = svc.issue(user.id, "unseen", None).await.unwrap();
+        let junk = SecretString::from(format!("byok_{}", "x".repeat(43)));
+        for t in [&kept.token, &revoked.token] {
+            svc.authenticate(t).await.unwrap();
+        }
+        assert!(svc.authenticate(&junk).await.is_err());
+        svc.revoke(user.id, revoked.record.id).await.unwrap();
+
+        mem.down.store(true, Ordering::Relaxed);
+        let who = svc.authenticate(&kept.token).await.unwrap();
+        assert_eq!(who.user_id, user.id, "a token seen before the outage works");
+        assert!(
+            matches!(
+                svc.authenticate(&revoked.token).await,
+                Err(CoreError::Unauthenticated)
+            ),
+            "a revocation seen before the outage holds"
+        );
+        assert!(
+            matches!(
+                svc.authenticate(&junk).await,
+                Err(CoreError::Unauthenticated)
+            ),
+            "a refusal stands too"
+        );
+        assert!(
+            matches!(
+                svc.authenticate(&unseen.token).await,
+                Err(CoreError::Store(StoreError::Unavailable(_)))
+            ),
+            "a token never seen cannot be checked"
+        );
+        assert_eq!(stale.served()[0].1, 3);
+        assert!(stale.failing());
+
+        mem.down.store(false, Ordering::Relaxed);
+        svc.authenticate(&unseen.token).await.unwrap();
+        assert!(!stale.failing(), "the store answers again");
+    }
+
+    #[tokio::test]
+    async fn a_revocation_read_from_the_store_replaces_the_cached_acceptance() {
+        let mem = Arc::new(Mem::default());
+        let svc = TokenService::new(mem.clone(), mem.clone(), Duration::ZERO)
+            .with_stale_if_error(Arc::new(StaleIfError::new(Duration::from_secs(60))));
+        let user = svc
+            .create_user("a@example.com", Tier::Starter)
+            .await
+            .unwrap();
+        let t = svc.issue(user.id, "t", None).await.unwrap();
+        svc.authenticate(&t.token).await.unwrap();
+        // Revoked behind this process's back (another replica, its notification missed).
+        mem.revoke(user.id, t.record.id).await.unwrap();
+        assert!(svc.authenticate(&t.token).await.is_err());
+        mem.down.store(true, Ordering::Relaxed);
+        assert!(
+            matches!(
+                svc.authenticate(&t.token).await,
+                Err(CoreError::Unauthenticated)
+            ),
+            "the acceptance read before the revocation never comes back"
         );
     }
 }

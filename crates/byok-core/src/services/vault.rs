@@ -1,9 +1,8 @@
 //! The key vault: users' provider keys, encrypted at rest.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
@@ -11,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::domain::*;
 use crate::error::CoreError;
 use crate::ports::{KeyProber, KeyRepository, ProbeOutcome, SecretCipher};
+use crate::services::cache::{StaleIfError, StaleKind, TtlCache};
 use crate::services::invalidation::{CacheStats, ChangeNotifier, Invalidation, NoNotifier};
 
 /// Longest label accepted.
@@ -95,14 +95,9 @@ pub fn validate_endpoint(raw: &str) -> Result<String, CoreError> {
 }
 
 /// Decrypted credentials by (user, provider), `None` meaning "no usable key". Bounded; cleared
-/// when full.
-#[derive(Default)]
-struct CredentialCache {
-    entries: HashMap<(UserId, ProviderId), (Instant, Option<UserCredential>)>,
-    /// Bumped by every change; a lookup that started before a change does not cache its
-    /// (possibly stale) answer.
-    generation: u64,
-}
+/// when full. A change invalidates the entry (and a lookup that started before it does not
+/// store its answer).
+type CredentialCache = TtlCache<(UserId, ProviderId), Option<UserCredential>>;
 
 const MAX_CACHED_CREDENTIALS: usize = 100_000;
 
@@ -113,14 +108,17 @@ pub const DEFAULT_CREDENTIAL_TTL: Duration = Duration::from_secs(30);
 ///
 /// [`KeyVault::resolve`] is on the gateway's hot path: it answers from an in-memory cache
 /// (decrypted keys held as secrets, and "no key" answers too) for `credential_ttl`; adding or
-/// deleting a key through this vault drops the entry at once.
+/// deleting a key through this vault drops the entry at once. While the key store cannot be
+/// read, the last answer stands (stale-if-error, see [`StaleIfError`]); a key deleted or
+/// replaced before is not used.
 #[derive(Clone)]
 pub struct KeyVault {
     keys: Arc<dyn KeyRepository>,
     cipher: Arc<dyn SecretCipher>,
     prober: Arc<dyn KeyProber>,
-    cache: Arc<Mutex<CredentialCache>>,
+    cache: Arc<CredentialCache>,
     credential_ttl: Duration,
+    stale: Arc<StaleIfError>,
     notifier: Arc<dyn ChangeNotifier>,
     stats: Arc<(AtomicU64, AtomicU64)>,
 }
@@ -137,12 +135,18 @@ impl KeyVault {
         cipher: Arc<dyn SecretCipher>,
         prober: Arc<dyn KeyProber>,
     ) -> Self {
+        let stale = Arc::new(StaleIfError::default());
         Self {
             keys,
             cipher,
             prober,
-            cache: Arc::default(),
+            cache: Arc::new(CredentialCache::new(
+                DEFAULT_CREDENTIAL_TTL,
+                stale.max_age(),
+                MAX_CACHED_CREDENTIALS,
+            )),
             credential_ttl: DEFAULT_CREDENTIAL_TTL,
+            stale,
             notifier: Arc::new(NoNotifier),
             stats: Arc::default(),
         }
@@ -164,10 +168,7 @@ impl KeyVault {
 
     /// Drops every cached credential.
     pub fn forget_all(&self) {
-        if let Ok(mut c) = self.cache.lock() {
-            c.generation += 1;
-            c.entries.clear();
-        }
+        self.cache.clear();
     }
 
     /// Drops the local entry and tells the other replicas.
@@ -181,16 +182,30 @@ impl KeyVault {
     /// Sets how long resolved credentials are cached (0 disables the cache).
     pub fn with_credential_ttl(mut self, ttl: Duration) -> Self {
         self.credential_ttl = ttl;
+        self.cache = Arc::new(CredentialCache::new(
+            ttl,
+            self.stale.max_age(),
+            MAX_CACHED_CREDENTIALS,
+        ));
+        self
+    }
+
+    /// How old a cached credential may be when it is used because the key store cannot be
+    /// read (shared with the other caches of the process).
+    pub fn with_stale_if_error(mut self, stale: Arc<StaleIfError>) -> Self {
+        self.cache = Arc::new(CredentialCache::new(
+            self.credential_ttl,
+            stale.max_age(),
+            MAX_CACHED_CREDENTIALS,
+        ));
+        self.stale = stale;
         self
     }
 
     /// Drops the cached credential of (user, provider): a change made here or by another
     /// replica.
     pub fn forget_credential(&self, user: UserId, provider: ProviderId) {
-        if let Ok(mut c) = self.cache.lock() {
-            c.generation += 1;
-            c.entries.remove(&(user, provider));
-        }
+        self.cache.invalidate(&(user, provider));
     }
 
     /// Decrypts up to `sample` stored keys (any users'); returns (sampled, readable). A ring
@@ -364,7 +379,7 @@ impl KeyVault {
 
     /// The caller's own credential for `provider`, decrypted, if their tier allows BYOK and
     /// they stored an enabled key. `Ok(None)` means "use the system default". Cached (see the
-    /// type's documentation); the tier is checked on every call.
+    /// type's documentation, stale-if-error included); the tier is checked on every call.
     pub async fn resolve(
         &self,
         who: &Principal,
@@ -374,18 +389,30 @@ impl KeyVault {
             return Ok(None);
         }
         let slot = (who.user_id, provider);
-        let mut generation = 0;
-        if let Ok(c) = self.cache.lock() {
-            if let Some((at, cred)) = c.entries.get(&slot)
-                && at.elapsed() < self.credential_ttl
-            {
+        let generation = match self.cache.lookup(&slot) {
+            Ok(cred) => {
                 self.stats.0.fetch_add(1, Ordering::Relaxed);
-                return Ok(cred.clone());
+                return Ok(cred);
             }
-            generation = c.generation;
-        }
+            Err(generation) => generation,
+        };
         self.stats.1.fetch_add(1, Ordering::Relaxed);
-        let cred = match self.keys.get(who.user_id, provider).await? {
+        let stored = match self.keys.get(who.user_id, provider).await {
+            Ok(stored) => {
+                self.stale.answered();
+                stored
+            }
+            Err(e) => {
+                return match self.cache.stale(&slot) {
+                    Some(cred) => {
+                        self.stale.serving(StaleKind::Credential, &e);
+                        Ok(cred)
+                    }
+                    None => Err(e.into()),
+                };
+            }
+        };
+        let cred = match stored {
             Some(stored) if stored.enabled => {
                 let secret: SecretString = self.cipher.decrypt(&stored.ciphertext)?;
                 Some(UserCredential {
@@ -396,15 +423,7 @@ impl KeyVault {
             }
             _ => None,
         };
-        if !self.credential_ttl.is_zero()
-            && let Ok(mut c) = self.cache.lock()
-            && c.generation == generation
-        {
-            if c.entries.len() >= MAX_CACHED_CREDENTIALS {
-                c.entries.clear();
-            }
-            c.entries.insert(slot, (Instant::now(), cred.clone()));
-        }
+        self.cache.store(slot, cred.clone(), generation);
         Ok(cred)
     }
 }
@@ -427,12 +446,27 @@ mod tests {
     use std::sync::Mutex;
     use uuid::Uuid;
 
+    /// Keys in memory; the flag makes reads and writes fail like a lost database.
     #[derive(Default)]
-    struct MemKeys(Mutex<HashMap<(UserId, ProviderId), StoredKey>>);
+    struct MemKeys(
+        Mutex<HashMap<(UserId, ProviderId), StoredKey>>,
+        std::sync::atomic::AtomicBool,
+    );
+
+    impl MemKeys {
+        fn check(&self) -> Result<(), StoreError> {
+            if self.1.load(Ordering::Relaxed) {
+                Err(StoreError::Unavailable("down".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
 
     #[async_trait]
     impl KeyRepository for MemKeys {
         async fn upsert(&self, k: NewStoredKey) -> Result<(), StoreError> {
+            self.check()?;
             let now = Utc::now();
             self.0.lock().unwrap().insert(
                 (k.user_id, k.provider),
@@ -463,9 +497,11 @@ mod tests {
             Ok(v)
         }
         async fn get(&self, u: UserId, p: ProviderId) -> Result<Option<StoredKey>, StoreError> {
+            self.check()?;
             Ok(self.0.lock().unwrap().get(&(u, p)).cloned())
         }
         async fn delete(&self, u: UserId, p: ProviderId) -> Result<bool, StoreError> {
+            self.check()?;
             Ok(self.0.lock().unwrap().remove(&(u, p)).is_some())
         }
         async fn record_test(
@@ -589,6 +625,41 @@ mod tests {
             v.delete(&u, ProviderId::Openai).await,
             Err(CoreError::NotFound { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn an_outage_uses_the_last_credential_but_never_a_deleted_one() {
+        let keys = Arc::new(MemKeys::default());
+        let stale = Arc::new(StaleIfError::new(Duration::from_secs(60)));
+        // TTL zero: every resolution asks the store.
+        let v = KeyVault::new(keys.clone(), Arc::new(Rot), Arc::new(AlwaysValid))
+            .with_stale_if_error(stale.clone())
+            .with_credential_ttl(Duration::ZERO);
+        let (kept, deleted) = (user(Tier::Starter), user(Tier::Starter));
+        for u in [&kept, &deleted] {
+            v.add(u, add(ProviderId::Openai, OPENAI)).await.unwrap();
+            assert!(v.resolve(u, ProviderId::Openai).await.unwrap().is_some());
+        }
+        v.delete(&deleted, ProviderId::Openai).await.unwrap();
+        keys.1.store(true, Ordering::Relaxed);
+        let cred = v.resolve(&kept, ProviderId::Openai).await.unwrap().unwrap();
+        assert_eq!(cred.key.expose(), OPENAI);
+        assert!(
+            v.resolve(&deleted, ProviderId::Openai).await.is_err(),
+            "a deleted key does not come back as a stale answer"
+        );
+        assert!(
+            matches!(
+                v.add(&kept, add(ProviderId::Openai, OPENAI)).await,
+                Err(CoreError::Store(StoreError::Unavailable(_)))
+            ),
+            "writes fail"
+        );
+        assert_eq!(stale.served()[1].1, 1);
+        let off = KeyVault::new(keys.clone(), Arc::new(Rot), Arc::new(AlwaysValid))
+            .with_stale_if_error(Arc::new(StaleIfError::disabled()))
+            .with_credential_ttl(Duration::ZERO);
+        assert!(off.resolve(&kept, ProviderId::Openai).await.is_err());
     }
 
     #[tokio::test]

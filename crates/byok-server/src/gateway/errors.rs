@@ -146,6 +146,7 @@ impl From<CoreError> for GatewayError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the service's database is unavailable",
                 )
+                .with_code("database_unavailable")
             }
             other => {
                 tracing::error!(error = %other, "internal error");

@@ -354,6 +354,8 @@ fn log_and_record_line(
         span.record("output_tokens", output);
     }
     state.usage.record(UsageRecord {
+        // Time-ordered, so the unique index grows at its end.
+        id: uuid::Uuid::now_v7(),
         user_id: user,
         provider: route.provider,
         model,

@@ -8,8 +8,8 @@ use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok`, `ready`, `degraded` (ready, but the orchestrator does not answer), `unavailable`,
-    /// or `draining` (shutting down: finishing in-flight requests, taking no new ones).
+    /// `ok` (liveness), `ready`, `degraded` (ready, but the database or the orchestrator does not
+    /// answer), or `draining` (shutting down: finishing in-flight requests, taking no new ones).
     pub status: String,
     /// `ok` or `unreachable` (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -17,6 +17,19 @@ pub struct Health {
     /// `ok` or `unreachable`, when an orchestrator is configured (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub brigade: Option<String>,
+    /// Usage records waiting for the database: in memory and in the spool file (readiness
+    /// only, when there are any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_pending: Option<UsagePending>,
+}
+
+/// Usage records not yet written.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsagePending {
+    /// Records held in memory.
+    pub buffered: u64,
+    /// Size of the spool file in bytes.
+    pub spool_bytes: u64,
 }
 
 /// The process is up.
@@ -27,14 +40,23 @@ pub async fn healthz() -> HttpResponse {
         status: "ok".into(),
         database: None,
         brigade: None,
+        usage_pending: None,
     })
 }
 
-/// The service can serve requests (the database answers); the orchestrator's reachability is
-/// reported, and only degrades the status.
+/// This process can take requests (503 only while it drains after a shutdown signal).
+///
+/// Shared dependencies are reported, not failed: with the database down the status is
+/// `degraded` and `database` is `unreachable` (LLM traffic goes on from cached identities and
+/// credentials, management writes answer 503 `database_unavailable`, usage records are kept and
+/// written later); an unreachable orchestrator also only degrades the status. Failing readiness
+/// for a shared dependency would take every replica out of the load balancer at once.
 #[utoipa::path(
     get, path = "/readyz", tag = "health",
-    responses((status = 200, body = Health), (status = 503, body = Health))
+    responses(
+        (status = 200, body = Health, description = "ready (`ready` or `degraded`)"),
+        (status = 503, body = Health, description = "draining"),
+    )
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -43,34 +65,34 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             status: "draining".into(),
             database: None,
             brigade: None,
+            usage_pending: None,
         });
     }
-    let brigade = match &state.orchestrator {
-        Some(o) => Some(o.ready().await),
-        None => None,
-    };
-    let brigade_text = brigade.map(|ok| if ok { "ok" } else { "unreachable" }.to_string());
-    match state.db.ping().await {
-        Ok(()) => HttpResponse::Ok().json(Health {
-            // The orchestrator is optional for most requests: degraded, not down.
-            status: if brigade == Some(false) {
-                "degraded"
-            } else {
-                "ready"
-            }
-            .into(),
-            database: Some("ok".into()),
-            brigade: brigade_text,
-        }),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            HttpResponse::ServiceUnavailable().json(Health {
-                status: "unavailable".into(),
-                database: Some("unreachable".into()),
-                brigade: brigade_text,
-            })
+    let (database, brigade) = match &state.orchestrator {
+        Some(o) => {
+            let (db, brigade) = futures_util::join!(state.db_health.check(&state.db), o.ready());
+            (db, Some(brigade))
         }
-    }
+        None => (state.db_health.check(&state.db).await, None),
+    };
+    let text = |ok: bool| if ok { "ok" } else { "unreachable" }.to_string();
+    let stats = state.usage_writer.stats();
+    let buffered = stats.buffered.load(std::sync::atomic::Ordering::Relaxed);
+    let spool_bytes = stats.spool_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    HttpResponse::Ok().json(Health {
+        status: if database && brigade != Some(false) {
+            "ready"
+        } else {
+            "degraded"
+        }
+        .into(),
+        database: Some(text(database)),
+        brigade: brigade.map(text),
+        usage_pending: (buffered > 0 || spool_bytes > 0).then_some(UsagePending {
+            buffered,
+            spool_bytes,
+        }),
+    })
 }
 
 /// Prometheus metrics (text format 0.0.4). With `BYOK_METRICS_TOKEN` set, the scraper must

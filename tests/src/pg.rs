@@ -1,0 +1,194 @@
+//! A throwaway PostgreSQL cluster of a test's own, on a free port, that the test can stop (an
+//! outage) and start again. Needs the PostgreSQL server binaries (`/usr/lib/postgresql/*/bin`,
+//! installed by `make test`); as root, they run as the `postgres` user (initdb refuses root).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Runs a PostgreSQL binary, as the `postgres` user when we are root.
+fn run_pg(bin: &Path, args: &[&str]) -> Output {
+    let mut cmd = if is_root() {
+        let line = std::iter::once(bin.to_string_lossy().into_owned())
+            .chain(args.iter().map(|a| a.to_string()))
+            .map(|a| sh_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut c = Command::new("su");
+        c.args(["postgres", "-s", "/bin/bash", "-c", &line]);
+        c
+    } else {
+        let mut c = Command::new(bin);
+        c.args(args);
+        c
+    };
+    cmd.output().unwrap()
+}
+
+/// The newest `/usr/lib/postgresql/*/bin` that has `initdb`.
+pub fn pg_bin() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+/// A cluster (trust authentication on 127.0.0.1, no TLS, `fsync` off); stopped and removed on
+/// drop.
+pub struct PgCluster {
+    bin: PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PgCluster {
+    /// Creates and starts a cluster.
+    pub fn start() -> Self {
+        let bin = pg_bin().expect(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql (make test installs them)",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chown to postgres failed");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Self { bin, port, dir };
+        let data = cluster.data();
+        let out = run_pg(
+            &cluster.bin.join("initdb"),
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+        );
+        assert!(out.status.success(), "initdb failed: {out:?}");
+        std::fs::write(
+            Path::new(&data).join("pg_hba.conf"),
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        cluster.start_again();
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn log(&self) -> String {
+        self.dir.path().join("log").display().to_string()
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts the (stopped) cluster and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = run_pg(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &self.log(),
+                "-w",
+                "-o",
+                &opts,
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {out:?}\n{}",
+            std::fs::read_to_string(self.log()).unwrap_or_default()
+        );
+    }
+
+    /// Stops the cluster at once (`-m immediate`: connections are cut, as in a crash).
+    pub fn stop(&self) {
+        let out = run_pg(
+            &self.bin.join("pg_ctl"),
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+        assert!(out.status.success(), "pg_ctl stop failed: {out:?}");
+    }
+
+    /// Runs one SQL statement with `psql` and returns its unaligned, tuples-only output.
+    pub fn psql(&self, sql: &str) -> String {
+        let port = self.port.to_string();
+        let out = run_pg(
+            &self.bin.join("psql"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+        );
+        assert!(out.status.success(), "psql failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = run_pg(
+            &self.bin.join("pg_ctl"),
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
