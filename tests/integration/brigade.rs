@@ -185,6 +185,11 @@ async fn tasks_carry_the_contract_and_answers_reach_the_sdk() {
         sshd.fingerprint.as_str(),
         "the pin travels with the server, for Brigade to verify"
     );
+    assert_eq!(
+        es["connection"]["checked_address"],
+        format!("127.0.0.1:{}", sshd.port),
+        "the address the target policy passed, for Brigade to connect to"
+    );
     assert_eq!(task["metadata"]["stream"], false);
     assert_eq!(
         task["metadata"]["anthropic_request_id"],
@@ -393,6 +398,35 @@ async fn the_hand_off_refuses_every_server_a_direct_use_refuses() {
         );
         assert_eq!(r.json["type"], "error", "in the Anthropic shape");
     }
+    assert!(
+        brigade.tasks().is_empty(),
+        "the orchestrator received nothing"
+    );
+    // An enterprise user's local server runs here, sandboxed, never through Brigade.
+    let boss = env.create_user("boss@example.com", "enterprise");
+    let r = s
+        .post(
+            "/api/v1/execution-servers",
+            &boss,
+            json!({"name": "here", "server_type": "local", "connection_config": {}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = s
+        .send(
+            s.http_post("/v1/messages", &boss, request("x"))
+                .header("x-byok-execution-server", "here"),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["error"]["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("backend_unavailable")
+        ),
+        "{}",
+        r.text
+    );
     assert!(
         brigade.tasks().is_empty(),
         "the orchestrator received nothing"

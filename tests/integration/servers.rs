@@ -251,7 +251,9 @@ async fn concurrent_make_default_postgres() {
 async fn local_execution_test_exec_limits_and_policy() {
     let db = TestDb::sqlite();
     let data = tempfile::tempdir().unwrap();
-    let env = Env::new(data.path(), &db.url).set("BYOK_ALLOW_LOCAL_EXECUTION", "true");
+    let env = Env::new(data.path(), &db.url)
+        .set("BYOK_ALLOW_LOCAL_EXECUTION", "true")
+        .set("BYOK_LOCAL_SANDBOX_UID", "61100");
     let s = TestServer::start(env.clone());
     let t = env.create_user("ent@example.com", "enterprise");
     let r = s
@@ -377,12 +379,13 @@ async fn local_execution_test_exec_limits_and_policy() {
 /// PID/mount namespaces, no data directory, a private /tmp, a process limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_commands_cannot_see_the_gateway() {
-    const SANDBOX_UID: &str = "61020";
+    /// The sandbox range: 61020 to 61027 (8 runs at once by default).
+    const SANDBOX_UIDS: std::ops::Range<u32> = 61_020..61_028;
     let db = TestDb::sqlite();
     let data = tempfile::tempdir().unwrap();
     let env = Env::new(data.path(), &db.url)
         .set("BYOK_ALLOW_LOCAL_EXECUTION", "true")
-        .set("BYOK_LOCAL_SANDBOX_UID", SANDBOX_UID)
+        .set("BYOK_LOCAL_SANDBOX_UID", "61020")
         .set("BYOK_LOCAL_MAX_PROCESSES", "32")
         .set("DEFAULT_LLM_API_KEY", byok_tests::canary::SYSTEM);
     let s = TestServer::start(env.clone());
@@ -430,20 +433,39 @@ async fn local_commands_cannot_see_the_gateway() {
     }
     let key = std::fs::read_to_string(&key_file).unwrap();
     let r = exec("ls /".into(), 10).await;
-    assert_eq!(
-        r.json["stdout"], "bin\ndev\netc\nlib\nlib64\nproc\nsbin\ntmp\nusr\nwork\n",
-        "only the system's programs and the sandbox's own directories: {}",
-        r.text
+    let listed: Vec<&str> = r.json["stdout"].as_str().unwrap().lines().collect();
+    let allowed = [
+        "bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr",
+        "work",
+    ];
+    assert!(
+        listed.iter().all(|d| allowed.contains(d)) && listed.contains(&"usr"),
+        "only the system's programs and the sandbox's own directories: {listed:?}"
     );
 
     // Another uid and gid, nothing privileged.
     let r = exec("id -u; id -g; id -G; hostname".into(), 10).await;
+    let out: Vec<String> = r.json["stdout"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let uid: u32 = out[0].parse().unwrap();
+    assert!(SANDBOX_UIDS.contains(&uid), "{out:?}");
     assert_eq!(
-        r.json["stdout"],
-        format!("{SANDBOX_UID}\n{SANDBOX_UID}\n{SANDBOX_UID}\nbyok-sandbox\n"),
-        "{}",
-        r.text
+        out[1..],
+        [uid.to_string(), uid.to_string(), "byok-sandbox".to_string()]
     );
+    // The launcher's environment is not the user's to change.
+    let r = s
+        .post(
+            &exec_path,
+            &t,
+            json!({"command": "true", "env": {"LD_PRELOAD": "/usr/lib/x.so"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     let r = exec("cat /proc/self/status | grep -E '^Cap(Eff|Prm)'".into(), 10).await;
     assert!(
         r.json["stdout"]
@@ -474,26 +496,62 @@ async fn local_commands_cannot_see_the_gateway() {
             &t,
             json!({"command": "b() { b | b & }; b", "timeout_secs": 5}),
         );
-        async move { req.send().await.map(|r| r.status()) }
+        async move {
+            let r = req.send().await?;
+            let status = r.status();
+            r.text().await.map(|text| (status, text))
+        }
     });
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let count = || {
-        std::process::Command::new("pgrep")
-            .args(["-c", "-u", SANDBOX_UID])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .trim()
-                    .parse::<u32>()
+        SANDBOX_UIDS
+            .map(|uid| {
+                std::process::Command::new("pgrep")
+                    .args(["-c", "-u", &uid.to_string()])
+                    .output()
+                    .map(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .trim()
+                            .parse::<u32>()
+                            .unwrap_or(0)
+                    })
                     .unwrap_or(0)
             })
-            .unwrap_or(0)
+            .sum::<u32>()
     };
     let during = count();
     assert!(during <= 32, "the process limit holds: {during} processes");
+    // Another tenant's run is not affected: it has a uid (and a process count) of its own.
+    let other = env.create_user("other@example.com", "enterprise");
+    let r = s
+        .post(
+            "/api/v1/execution-servers",
+            &other,
+            json!({"name": "mine", "server_type": "local", "connection_config": {}}),
+        )
+        .await;
+    let theirs = format!(
+        "/api/v1/execution-servers/{}/exec",
+        r.json["id"].as_str().unwrap()
+    );
+    let r = s
+        .post(
+            &theirs,
+            &other,
+            json!({"command": "echo fine; ls /proc | wc -l"}),
+        )
+        .await;
+    assert_eq!(r.json["exit_code"], 0, "{}", r.text);
+    assert!(r.json["stdout"].as_str().unwrap().starts_with("fine\n"));
     let r = s.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(r.status, StatusCode::OK, "the service keeps answering");
-    assert_eq!(bomb.await.unwrap().unwrap(), StatusCode::OK);
+    let bombed = bomb.await.unwrap().unwrap();
+    assert_eq!(bombed.0, StatusCode::OK);
+    assert!(
+        bombed.1.contains("fork") || bombed.1.contains("Resource temporarily unavailable"),
+        "the bomb ran into the process limit: {}",
+        bombed.1
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while count() > 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

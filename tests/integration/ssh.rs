@@ -66,6 +66,48 @@ async fn password_auth_trust_on_first_use_and_exec() {
         (StatusCode::CONFLICT, Some("host_key_unverified"))
     );
 
+    // A body that is there but wrong never means "trust what is presented" (review): a typo,
+    // a form body, a wrong type are refused and nothing is pinned.
+    let trust_path = format!("{}/api/v1/execution-servers/{id}/trust-host-key", s.base);
+    for (content_type, body, status) in [
+        (
+            "application/json",
+            r#"{"fingerprnt": "SHA256:x"}"#.to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "application/json",
+            r#"{"fingerprint": 5}"#.to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "application/json",
+            "{not json".to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            format!("fingerprint={}", sshd.fingerprint),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ] {
+        let r = s
+            .send(
+                s.http
+                    .post(&trust_path)
+                    .bearer_auth(&t)
+                    .header("content-type", content_type)
+                    .body(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, status, "{body}: {}", r.text);
+    }
+    let r = test_server(&s, &t, &id).await;
+    assert_eq!(
+        r.json["details"]["code"], "host_key_unverified",
+        "nothing was pinned"
+    );
+
     // Trusting another fingerprint than the presented one is refused.
     let r = s
         .post(

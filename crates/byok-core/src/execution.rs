@@ -900,15 +900,21 @@ impl ExecError {
 #[async_trait::async_trait]
 pub trait ExecutionBackend: Send + Sync + 'static {
     fn kind(&self) -> ServerType;
-    /// Is the server reachable, does authentication work, what is there. MUST NOT fail for
-    /// an unreachable server: that is a `ServerTest` with status `error` or `failed`.
     /// Whether this server may be used from this service at all, without running anything:
     /// the address it names, resolved, through the outbound target policy; the endpoint against
     /// the operator's allow-lists; the credentials' restrictions (no kubeconfig that runs
     /// programs or reads local files). The registry calls it before every use of a stored server
     /// (test, exec, trust, hand-off to the orchestrator); `test`/`exec` still check again at
     /// connection time and connect to the checked address.
-    async fn admit(&self, server: &ExecutionServer, config: &OpenConfig) -> Result<(), ExecError>;
+    /// Returns the checked address the server's connections go to (`None` for servers without
+    /// one: a unix socket, the local host), which the orchestrator is told to connect to.
+    async fn admit(
+        &self,
+        server: &ExecutionServer,
+        config: &OpenConfig,
+    ) -> Result<Option<std::net::SocketAddr>, ExecError>;
+    /// Is the server reachable, does authentication work, what is there. MUST NOT fail for
+    /// an unreachable server: that is a `ServerTest` with status `error` or `failed`.
     async fn test(
         &self,
         server: &ExecutionServer,

@@ -109,8 +109,11 @@ fn describe_at(
         } else {
             "unknown field".to_string()
         }
-    } else if let Some((_, expected)) = text.split_once(", expected ") {
-        // `invalid type: string "…", expected u32`: keep what was expected, drop what came.
+    } else if let Some((_, expected)) = text.rsplit_once(", expected ")
+        && !expected.contains('"')
+    {
+        // `invalid type: string "…", expected u32`: keep what was expected, drop what came
+        // (the last `, expected`: the value itself may contain one).
         format!("expected {expected}")
     } else {
         "invalid value".to_string()
@@ -207,6 +210,19 @@ mod tests {
             assert!(got.starts_with(want), "{got} (wanted {want})");
             assert!(!got.contains("CANARY"), "{got}");
         }
+        // A value that imitates serde's wording is not taken for it.
+        let tricky = format!("x, expected {SECRET}");
+        let got = problem(
+            json!({"name": "n", "inner": {"port": tricky, "mode": "user_only"}, "list": []}),
+        );
+        assert_eq!(got, "inner.port: expected u32");
+        let got = problem(
+            json!({"name": "n", "inner": {"port": 1, "mode": format!("{tricky}\"")}, "list": []}),
+        );
+        assert!(!got.contains("CANARY"), "{got}");
+        let p = from_value_at::<Inner>(json!({"port": SECRET, "mode": "user_only"}), "config")
+            .unwrap_err();
+        assert_eq!(p.message, "config.port: expected u32");
         let bytes = format!(
             r#"{{"name": "n", "inner": {{"port": "{SECRET}", "mode": "user_only"}}, "list": []}}"#
         );

@@ -328,8 +328,15 @@ impl ExecutionBackend for DockerBackend {
         ServerType::Docker
     }
 
-    async fn admit(&self, _: &ExecutionServer, config: &OpenConfig) -> Result<(), ExecError> {
-        self.endpoint(config).await.map(drop)
+    async fn admit(
+        &self,
+        _: &ExecutionServer,
+        config: &OpenConfig,
+    ) -> Result<Option<SocketAddr>, ExecError> {
+        Ok(match self.endpoint(config).await? {
+            Endpoint::Unix(_) => None,
+            Endpoint::Plain(addr) | Endpoint::Tls(_, _, addr) => Some(addr),
+        })
     }
 
     async fn test(

@@ -60,14 +60,17 @@ impl KubernetesBackend {
     }
 
     async fn client(&self, config: &OpenConfig) -> Result<(Client, String), ExecError> {
-        let (cfg, namespace) = self.checked_config(config).await?;
+        let (cfg, namespace, _) = self.checked_config(config).await?;
         let client = Client::try_from(cfg).map_err(unreachable)?;
         Ok((client, namespace))
     }
 
     /// The client configuration for the server, checked: only inline kubeconfig credentials,
     /// the API server's address through the target policy and pinned to the checked address.
-    async fn checked_config(&self, config: &OpenConfig) -> Result<(Config, String), ExecError> {
+    async fn checked_config(
+        &self,
+        config: &OpenConfig,
+    ) -> Result<(Config, String, std::net::SocketAddr), ExecError> {
         let namespace = config
             .public
             .get("namespace")
@@ -131,7 +134,7 @@ impl KubernetesBackend {
             }
             cfg.cluster_url = pinned_url(&cfg.cluster_url, ip, port)?;
         }
-        Ok((cfg, namespace))
+        Ok((cfg, namespace, checked))
     }
 }
 
@@ -250,8 +253,14 @@ impl ExecutionBackend for KubernetesBackend {
         ServerType::Kubernetes
     }
 
-    async fn admit(&self, _: &ExecutionServer, config: &OpenConfig) -> Result<(), ExecError> {
-        self.checked_config(config).await.map(drop)
+    async fn admit(
+        &self,
+        _: &ExecutionServer,
+        config: &OpenConfig,
+    ) -> Result<Option<std::net::SocketAddr>, ExecError> {
+        self.checked_config(config)
+            .await
+            .map(|(_, _, addr)| Some(addr))
     }
 
     async fn test(

@@ -317,8 +317,12 @@ impl ExecutionBackend for SshBackend {
         ServerType::Ssh
     }
 
-    async fn admit(&self, _: &ExecutionServer, config: &OpenConfig) -> Result<(), ExecError> {
-        self.checked_addr(&config.public).await.map(drop)
+    async fn admit(
+        &self,
+        _: &ExecutionServer,
+        config: &OpenConfig,
+    ) -> Result<Option<SocketAddr>, ExecError> {
+        self.checked_addr(&config.public).await.map(Some)
     }
 
     async fn test(

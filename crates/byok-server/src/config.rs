@@ -34,8 +34,9 @@
 //! | `BYOK_ALLOW_LOCAL_EXECUTION` | `false` | `true` lets `enterprise` users run commands on this host (local servers) |
 //! | `BYOK_TOKEN_LIFETIME_DAYS` | `90` | lifetime of gateway tokens created without one (`0`: no expiry) |
 //! | `BYOK_IDENTITY_REFRESH_SECS` | `60` | how often the account (enabled, tier) of a Keycloak user is re-read for their gateway tokens |
-//! | `BYOK_LOCAL_SANDBOX_UID`, `BYOK_LOCAL_SANDBOX_GID` | `65534`, the uid | the unprivileged ids local commands run as (never 0) |
-//! | `BYOK_LOCAL_MAX_PROCESSES`, `BYOK_LOCAL_MAX_MEMORY_MB` | `64`, `1024` | processes of the sandbox uid; address space per process |
+//! | `BYOK_LOCAL_SANDBOX_UID`, `BYOK_LOCAL_SANDBOX_GID` | `990000`, the uid | the first of the unprivileged ids local runs take (one each; never 0) |
+//! | `BYOK_LOCAL_SANDBOXES` | `8` | local runs at once on this host (each with its own uid/gid; more wait) |
+//! | `BYOK_LOCAL_MAX_PROCESSES`, `BYOK_LOCAL_MAX_MEMORY_MB` | `64`, `1024` | processes of one run; address space per process |
 //! | `BYOK_LOCAL_BWRAP` | `/usr/bin/bwrap` | the bubblewrap binary |
 //! | `BYOK_MAX_BODY_BYTES` | `16777216` | largest request body on `/v1/*` |
 //! | `BYOK_MAX_CONCURRENT_PER_USER` | `32` | LLM requests one user may have in flight at once on this replica, streams included (`0`: unlimited); over it → 429 |
@@ -392,6 +393,7 @@ impl Settings {
                 byok_exec::LocalSandbox {
                     uid,
                     gid,
+                    sandboxes: number("BYOK_LOCAL_SANDBOXES", d.sandboxes)?.clamp(1, 1024),
                     max_processes: number("BYOK_LOCAL_MAX_PROCESSES", d.max_processes)?.max(1),
                     max_memory_bytes: number("BYOK_LOCAL_MAX_MEMORY_MB", d.max_memory_bytes >> 20)?
                         .max(16)

@@ -1,13 +1,18 @@
-//! `Json<T>`: a management-API body, read without ever quoting it back.
+//! Management-API bodies, read without ever quoting them back.
 //!
 //! actix's own `web::Json` reports serde's message, which carries the offending value
-//! (`invalid type: string "sk-…"`); a value can be a key sent in the wrong field. This extractor
-//! reads the body (bounded), then [`byok_core::json::from_slice`] names the field and the
-//! expected type instead.
+//! (`invalid type: string "sk-…"`); a value can be a key sent in the wrong field. These
+//! extractors read the body (decompressed as `Content-Encoding` says, bounded after
+//! decompression), then [`byok_core::json::from_slice`] names the field and the expected type
+//! instead.
+//!
+//! - [`Json<T>`]: a required JSON body.
+//! - [`OptionalJson<T>`]: no body at all is `None`; a body that is there must be valid (an
+//!   optional body that is wrong is never taken for an absent one).
 
 use std::ops::Deref;
 
-use actix_web::dev::Payload;
+use actix_web::dev::{Decompress, Payload};
 use actix_web::http::StatusCode;
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
@@ -38,69 +43,126 @@ impl<T> Deref for Json<T> {
     }
 }
 
+/// An optional JSON request body: `None` when none was sent.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T> OptionalJson<T> {
+    pub fn into_inner(self) -> Option<T> {
+        self.0
+    }
+}
+
+/// What a body read needs from the request, taken before the future runs.
+struct BodyRead {
+    limit: usize,
+    is_json: bool,
+    declared: Option<usize>,
+    payload: Decompress<Payload>,
+}
+
+impl BodyRead {
+    fn new(req: &HttpRequest, payload: &mut Payload) -> Self {
+        let content_type = req.content_type().trim().to_ascii_lowercase();
+        Self {
+            limit: req
+                .app_data::<JsonLimit>()
+                .map_or(crate::app::JSON_LIMIT, |l| l.0),
+            is_json: content_type == "application/json" || content_type.ends_with("+json"),
+            declared: req
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok()),
+            payload: Decompress::from_headers(payload.take(), req.headers()),
+        }
+    }
+
+    fn too_large(&self) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body must be at most {} bytes", self.limit),
+        )
+    }
+
+    /// The whole (decompressed) body, at most `limit` bytes.
+    async fn bytes(mut self) -> Result<web::BytesMut, ApiError> {
+        if self.declared.is_some_and(|n| n > self.limit) {
+            return Err(self.too_large());
+        }
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = self.payload.next().await {
+            let chunk = chunk.map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "the body could not be read",
+                )
+            })?;
+            if body.len() + chunk.len() > self.limit {
+                return Err(self.too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+fn not_json() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "send the body as application/json",
+    )
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    byok_core::json::from_slice::<T>(body).map_err(|p| {
+        if p.syntax {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", p.message)
+        } else {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                format!("invalid request body: {p}"),
+            )
+        }
+    })
+}
+
 impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Error = actix_web::Error;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
-            .app_data::<JsonLimit>()
-            .map_or(crate::app::JSON_LIMIT, |l| l.0);
-        let content_type = req.content_type();
-        let is_json = content_type == "application/json" || content_type.ends_with("+json");
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let mut payload = payload.take();
+        let read = BodyRead::new(req, payload);
         Box::pin(async move {
+            if !read.is_json {
+                return Err(not_json().into());
+            }
+            let body = read.bytes().await?;
+            Ok(Json(parse(&body)?))
+        })
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let read = BodyRead::new(req, payload);
+        Box::pin(async move {
+            let is_json = read.is_json;
+            let body = read.bytes().await?;
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(OptionalJson(None));
+            }
             if !is_json {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "send the body as application/json",
-                )
-                .into());
+                return Err(not_json().into());
             }
-            let too_large = || {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the body must be at most {limit} bytes"),
-                )
-            };
-            if declared.is_some_and(|n| n > limit) {
-                return Err(too_large().into());
-            }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|_| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_body",
-                        "the body could not be read",
-                    )
-                })?;
-                if body.len() + chunk.len() > limit {
-                    return Err(too_large().into());
-                }
-                body.extend_from_slice(&chunk);
-            }
-            byok_core::json::from_slice::<T>(&body)
-                .map(Json)
-                .map_err(|p| {
-                    if p.syntax {
-                        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", p.message)
-                    } else {
-                        ApiError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "invalid_request",
-                            format!("invalid request body: {p}"),
-                        )
-                    }
-                    .into()
-                })
+            Ok(OptionalJson(Some(parse(&body)?)))
         })
     }
 }

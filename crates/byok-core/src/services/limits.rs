@@ -180,11 +180,12 @@ impl RateLimits {
     }
 }
 
-/// Concurrent LLM requests per user, counted in this process: a replica admits up to `max`
-/// requests of one user at a time (so a cluster of N replicas up to N × `max`). A slot is held
-/// by an [`InFlight`] guard until the request ends, streams and client disconnects included;
-/// a user's entry goes away when their last request ends.
-#[derive(Debug)]
+/// Concurrent operations per user (LLM requests; execution-server operations), counted in this
+/// process: a replica admits up to `max` of one user at a time (so a cluster of N replicas up to
+/// N × `max`). A slot is held by an [`InFlight`] guard until the operation ends, streams and
+/// client disconnects included; a user's entry goes away when their last one ends. Clones share
+/// the counts.
+#[derive(Debug, Clone)]
 pub struct ConcurrencyLimit {
     max: Option<usize>,
     counts: Counts,

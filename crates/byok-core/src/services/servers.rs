@@ -15,6 +15,7 @@ use crate::execution::{
     validate_workspace,
 };
 use crate::ports::{NewServer, SecretCipher, ServerChanges, ServerRepository};
+use crate::services::limits::{ConcurrencyLimit, InFlight};
 
 /// What a client asks to create.
 #[derive(Debug)]
@@ -36,6 +37,10 @@ pub struct UpdateServer {
     pub is_active: Option<bool>,
 }
 
+/// Where the checked address of a server handed to the orchestrator travels, in its
+/// `connection` (`"203.0.113.7:22"`, `"[2001:db8::1]:6443"`).
+pub const CHECKED_ADDRESS_FIELD: &str = "checked_address";
+
 /// Why a stored server is about to be used (what the gate checks differs a little).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ServerUse {
@@ -49,28 +54,7 @@ enum ServerUse {
 pub const EXEC_PER_MINUTE: u32 = 30;
 /// Operations a user may have in flight at once (each can hold a backend session: the SSH
 /// backend's pool is shared by every user, so one user holds at most this share of it).
-pub const MAX_IN_FLIGHT_PER_USER: u32 = 4;
-
-/// One in-flight server operation of a user; dropping it ends it.
-struct InFlight {
-    counts: Arc<Mutex<HashMap<UserId, u32>>>,
-    user: UserId,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = counts.get_mut(&self.user) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(&self.user);
-            }
-        }
-    }
-}
+pub const MAX_IN_FLIGHT_PER_USER: usize = 4;
 
 /// The registry service. Needs tier `starter`+ for everything; local servers run only when
 /// the operator enabled local execution, and only for `enterprise` users.
@@ -80,7 +64,7 @@ pub struct ServerRegistry {
     cipher: Arc<dyn SecretCipher>,
     backends: Vec<Arc<dyn ExecutionBackend>>,
     exec_windows: Arc<Mutex<HashMap<UserId, (Instant, u32)>>>,
-    in_flight: Arc<Mutex<HashMap<UserId, u32>>>,
+    in_flight: ConcurrencyLimit,
 }
 
 impl std::fmt::Debug for ServerRegistry {
@@ -117,7 +101,7 @@ impl ServerRegistry {
             cipher,
             backends,
             exec_windows: Arc::default(),
-            in_flight: Arc::default(),
+            in_flight: ConcurrencyLimit::new(MAX_IN_FLIGHT_PER_USER),
         }
     }
 
@@ -154,7 +138,7 @@ impl ServerRegistry {
         purpose: ServerUse,
     ) -> Result<(&Arc<dyn ExecutionBackend>, OpenConfig), CoreError> {
         let (backend, config) = self.open(who, server, purpose)?;
-        self.admit(backend, server, &config, purpose).await?;
+        self.admit(who, backend, server, &config, purpose).await?;
         Ok((backend, config))
     }
 
@@ -177,24 +161,36 @@ impl ServerRegistry {
         Ok((backend, config))
     }
 
-    /// The gate's second half: what the server names may be reached from here.
+    /// The gate's second half: what the server names may be reached from here. Returns the
+    /// checked address its connections go to, if it has one.
     async fn admit(
         &self,
+        who: &Principal,
         backend: &Arc<dyn ExecutionBackend>,
         server: &ExecutionServer,
         config: &OpenConfig,
         purpose: ServerUse,
-    ) -> Result<(), CoreError> {
-        backend.admit(server, config).await?;
+    ) -> Result<Option<std::net::SocketAddr>, CoreError> {
+        if purpose == ServerUse::Orchestrate && server.server_type == ServerType::Local {
+            // This service's sandbox is not the orchestrator's: a local server runs only here.
+            return Err(ExecError::BackendUnavailable(
+                "local servers run only through this service's exec endpoint, not through the \
+                 orchestrator"
+                    .into(),
+            )
+            .into());
+        }
+        let checked = backend.admit(server, config).await?;
         if purpose == ServerUse::Orchestrate
             && server.server_type == ServerType::Ssh
             && pinned_host_key(&config.public).is_none()
         {
-            // Tell the user which key to trust, as `test` does.
+            // Tell the user which key to trust, as `test` does; the probe is an operation.
+            self.admit_exec(who)?;
             let fingerprint = backend.host_key(server, config).await?;
             return Err(ExecError::HostKeyUnverified { fingerprint }.into());
         }
-        Ok(())
+        Ok(checked)
     }
 
     /// Tests the connection and stores the outcome (`last_tested_at`, `test_status`).
@@ -203,8 +199,11 @@ impl ServerRegistry {
         let _running = self.begin(who)?;
         self.admit_exec(who)?;
         let (backend, config) = self.open(who, &server, ServerUse::Test)?;
-        let outcome = match self.admit(backend, &server, &config, ServerUse::Test).await {
-            Ok(()) => backend.test(&server, &config).await,
+        let outcome = match self
+            .admit(who, backend, &server, &config, ServerUse::Test)
+            .await
+        {
+            Ok(_) => backend.test(&server, &config).await,
             // A refused target is a test outcome, recorded like any other.
             Err(CoreError::Exec(e)) => Err(e),
             Err(e) => return Err(e),
@@ -267,21 +266,11 @@ impl ServerRegistry {
     /// Starts an operation of `who`, refused (retry in a second) while they have
     /// [`MAX_IN_FLIGHT_PER_USER`] running.
     fn begin(&self, who: &Principal) -> Result<InFlight, CoreError> {
-        let mut counts = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = counts.entry(who.user_id).or_insert(0);
-        if *n >= MAX_IN_FLIGHT_PER_USER {
-            return Err(CoreError::RateLimited {
+        self.in_flight
+            .try_acquire(who.user_id)
+            .ok_or(CoreError::RateLimited {
                 retry_after_secs: 1,
-            });
-        }
-        *n += 1;
-        Ok(InFlight {
-            counts: self.in_flight.clone(),
-            user: who.user_id,
-        })
+            })
     }
 
     fn admit_exec(&self, who: &Principal) -> Result<(), CoreError> {
@@ -397,11 +386,21 @@ impl ServerRegistry {
             },
         };
         // Every check a direct use would pass; refused → the orchestrator receives nothing.
-        {
+        let checked = {
             let _running = self.begin(who)?;
-            self.gate(who, &chosen, ServerUse::Orchestrate).await?;
+            let (backend, config) = self.open(who, &chosen, ServerUse::Orchestrate)?;
+            self.admit(who, backend, &chosen, &config, ServerUse::Orchestrate)
+                .await?
+        };
+        let mut connection = reveal_config(&chosen.connection_config, self.cipher.as_ref())?;
+        if let (Some(addr), Some(c)) = (checked, connection.as_object_mut()) {
+            // The address the target policy passed: the orchestrator connects there, so a DNS
+            // answer that changed since cannot send it elsewhere.
+            c.insert(
+                CHECKED_ADDRESS_FIELD.into(),
+                Value::String(addr.to_string()),
+            );
         }
-        let connection = reveal_config(&chosen.connection_config, self.cipher.as_ref())?;
         Ok(Some((chosen, connection)))
     }
 

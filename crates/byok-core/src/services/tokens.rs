@@ -424,7 +424,12 @@ impl Authenticator for TokenService {
                 };
                 let hit = match found {
                     Some((t, u)) if t.is_active(now) => {
-                        let external = !matches!(u.origin, UserOrigin::Local);
+                        // Only users an issuer created are re-read there: local users and
+                        // rows from before origins were recorded are not the provider's, and
+                        // a subject that was not a UUID (its id derived, version 5) cannot be
+                        // looked up by id.
+                        let external = matches!(u.origin, UserOrigin::External { .. })
+                            && u.id.0.get_version_num() != 5;
                         let mut principal = Principal::from(u);
                         principal.token_id = Some(t.id);
                         Some(Hit {
@@ -651,6 +656,49 @@ mod tests {
             _: Tier,
         ) -> Result<User, StoreError> {
             Err(StoreError::Conflict("local".into()))
+        }
+    }
+
+    /// Answers every account lookup with "no such account".
+    struct NoAccounts;
+
+    #[async_trait]
+    impl TierSource for NoAccounts {
+        async fn tier(&self, _: &str) -> Result<Option<Tier>, CoreError> {
+            Ok(None)
+        }
+        async fn account(&self, _: &str) -> Result<Option<ExternalAccount>, CoreError> {
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn only_users_an_issuer_created_follow_its_accounts() {
+        for (origin, refused) in [
+            (UserOrigin::Local, false),
+            // Stored before origins were recorded: the bootstrap admin of an upgraded service.
+            (UserOrigin::Unknown, false),
+            (
+                UserOrigin::External {
+                    issuer: "https://kc/realms/r".into(),
+                },
+                true,
+            ),
+        ] {
+            let mem = Arc::new(Mem::default());
+            let svc = TokenService::new(mem.clone(), mem.clone(), Duration::ZERO)
+                .with_identity_refresh(Arc::new(NoAccounts), Duration::from_secs(60));
+            let user = svc
+                .create_user("a@example.com", Tier::Starter)
+                .await
+                .unwrap();
+            mem.user.lock().unwrap().as_mut().unwrap().origin = origin.clone();
+            let t = svc.issue(user.id, "t", None).await.unwrap();
+            assert_eq!(
+                svc.authenticate(&t.token).await.is_err(),
+                refused,
+                "{origin:?}"
+            );
         }
     }
 

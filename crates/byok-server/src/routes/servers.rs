@@ -478,10 +478,11 @@ pub async fn trust_host_key(
     state: web::Data<AppState>,
     who: Authenticated,
     path: web::Path<String>,
-    body: Option<crate::extract::Json<TrustHostKey>>,
+    body: crate::extract::OptionalJson<TrustHostKey>,
 ) -> Result<HttpResponse, ApiError> {
     let id = server_id(&path)?;
-    let expected = body.and_then(|b| b.into_inner().fingerprint);
+    // A body that is there but wrong is refused, never taken for "trust what is presented".
+    let expected = body.into_inner().and_then(|b| b.fingerprint);
     let server = state
         .servers
         .trust_host_key(&who.0, id, expected.as_deref())
