@@ -331,6 +331,23 @@ async fn a_jwt_subject_never_becomes_a_local_user() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     s.finish();
+
+    // A user stored before origins were recorded (the bootstrap admin of an upgraded service)
+    // is not Keycloak's: its tokens are not re-read there (it has no account) and keep working.
+    kc.remove_user(&local_id);
+    let path = db.url.trim_start_matches("sqlite://");
+    byok_tests::run_python(
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+         c.execute('UPDATE users SET auth_source = NULL'); c.commit()",
+        &[path],
+    );
+    let s = TestServer::start(env.clone().set("BYOK_IDENTITY_REFRESH_SECS", "1"));
+    for _ in 0..3 {
+        let r = s.get("/api/v1/tokens", &local_token).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    s.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
