@@ -350,6 +350,93 @@ async fn a_jwt_subject_never_becomes_a_local_user() {
     s.finish();
 }
 
+/// An email the identity provider does not vouch for (`email_verified` absent or false) is
+/// never stored where it could be looked up: an operator's `--email` does not find that user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_email_is_not_linked_to_the_user() {
+    let kc = KeycloakStandIn::start().await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let env = keycloak_env(&kc.url, data.path(), &db.url);
+    let s = TestServer::start(env.clone());
+    let (mallory, alice) = (uuid(), uuid());
+    for (sub, verified, email) in [
+        (&mallory, json!(false), "boss@corp.example"),
+        (&alice, json!(true), "alice@corp.example"),
+    ] {
+        kc.add_user(sub, email, json!({}));
+        let jwt = kc.token(sub, json!({"email": email, "email_verified": verified}));
+        let r = s.get("/api/v1/byok/stats", &jwt).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let set_tier =
+        |email: &str| env.cli(&["user", "set-tier", "--email", email, "--tier", "enterprise"]);
+    let out = set_tier("boss@corp.example");
+    assert!(!out.status.success(), "the unverified email found a user");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no user with email"),
+        "{out:?}"
+    );
+    assert!(set_tier("alice@corp.example").status.success());
+    s.finish();
+}
+
+/// The identity provider's issuer URL changed (a new Keycloak hostname) but its user ids did
+/// not: its users are refused as another identity source until `user rehome-issuer` moves
+/// them to the new issuer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_issuer_url_is_adopted_with_rehome_issuer() {
+    let old = KeycloakStandIn::start().await;
+    let new = KeycloakStandIn::start().await;
+    assert_ne!(old.issuer(), new.issuer());
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let sub = uuid();
+    for kc in [&old, &new] {
+        kc.add_user(
+            &sub,
+            "moved@example.com",
+            json!({"subscription_tier": ["starter"]}),
+        );
+    }
+    let s = TestServer::start(keycloak_env(&old.url, data.path(), &db.url));
+    let r = s
+        .get("/api/v1/byok/stats", &old.token(&sub, json!({})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    s.finish();
+
+    let env = keycloak_env(&new.url, data.path(), &db.url);
+    let s = TestServer::start(env.clone());
+    let jwt = new.token(&sub, json!({}));
+    let r = s.get("/api/v1/byok/stats", &jwt).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    assert!(s.logs().contains("belongs to another identity source"));
+
+    let rehome = |from: &str, to: &str| {
+        let out = env.cli(&["user", "rehome-issuer", "--from", from, "--to", to]);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        (out, stdout)
+    };
+    let (out, stdout) = rehome(&old.issuer(), &new.issuer());
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("moved=1"), "{stdout}");
+    let r = s.get("/api/v1/byok/stats", &jwt).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["user_tier"], "starter");
+    // Nothing is left to move; `local` and non-URLs are refused.
+    let (out, stdout) = rehome(&old.issuer(), &new.issuer());
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("moved=0"), "{stdout}");
+    let (out, _) = rehome("local", &new.issuer());
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not an issuer URL"),
+        "{out:?}"
+    );
+    s.finish();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_of_an_independent_oidc_server() {
     let Some(oidc) = byok_tests::oidc::MockOidc::start() else {

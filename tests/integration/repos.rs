@@ -49,6 +49,11 @@ both_backends!(
     servers_crud_and_name_uniqueness,
     concurrent_defaults_leave_exactly_one,
     server_pages_and_sealed_config_swap,
+    external_users_keep_to_their_issuer,
+    unknown_origin_rows_are_claimed_by_verified_email_or_placeholder,
+    concurrent_first_sights_leave_one_row,
+    concurrent_claims_of_an_unknown_origin_row_all_succeed,
+    rehome_issuer_moves_only_that_issuer,
 );
 
 fn new_key(user: UserId, provider: ProviderId, ciphertext: &str) -> NewStoredKey {
@@ -706,4 +711,321 @@ async fn server_pages_and_sealed_config_swap(kind: Kind) {
             .await
             .unwrap()
     );
+}
+
+const ISSUER_A: &str = "https://sso-a.example/realms/byok";
+const ISSUER_B: &str = "https://sso-b.example/realms/byok";
+
+/// Runs `sql` on the test database through a connection of its own.
+async fn raw_sql(t: &TestDb, sql: &str) {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    match t.kind {
+        Kind::Postgres => {
+            let mut c = diesel_async::AsyncPgConnection::establish(&t.url)
+                .await
+                .unwrap();
+            c.batch_execute(sql).await.unwrap();
+        }
+        Kind::Sqlite => {
+            let path = t.sqlite_path().unwrap();
+            let mut c = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
+                diesel::SqliteConnection,
+            >::establish(path.to_str().unwrap())
+            .await
+            .unwrap();
+            c.batch_execute(sql).await.unwrap();
+        }
+    }
+}
+
+/// A user as stored before origins were recorded (`auth_source` NULL), tier `free`.
+async fn insert_unknown_origin(t: &TestDb, id: UserId, email: &str) {
+    raw_sql(
+        t,
+        &format!(
+            "INSERT INTO users (id, email, tier, created_at, auth_source) \
+             VALUES ('{}', '{email}', 'free', '2024-05-01T10:00:00+00:00', NULL)",
+            id.0
+        ),
+    )
+    .await;
+}
+
+fn placeholder(id: UserId) -> String {
+    format!("{}@external.invalid", id.0)
+}
+
+fn external(issuer: &str) -> UserOrigin {
+    UserOrigin::External {
+        issuer: issuer.into(),
+    }
+}
+
+fn is_conflict(r: Result<User, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Conflict(_)))
+}
+
+async fn external_users_keep_to_their_issuer(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    // A local user's id presented by an issuer, with its own (verified) email or another.
+    let local = UserRepository::create(&db, "admin@corp.example", Tier::Enterprise)
+        .await
+        .unwrap();
+    for email in ["admin@corp.example", "mallory@evil.example"] {
+        let r = db
+            .ensure_external(local.id, ISSUER_A, email, true, Tier::Free)
+            .await;
+        assert!(is_conflict(r), "a local user is never claimed ({email})");
+    }
+    assert_eq!(
+        UserRepository::get(&db, local.id).await.unwrap().unwrap(),
+        local,
+        "nothing changed"
+    );
+
+    // First sight: created with the verified email and the issuer as its origin.
+    let id = UserId::new_random();
+    let u = db
+        .ensure_external(id, ISSUER_A, "Ext@Example.com", true, Tier::Starter)
+        .await
+        .unwrap();
+    assert_eq!(u.email, "ext@example.com");
+    assert_eq!(u.origin, external(ISSUER_A));
+    assert_eq!(UserRepository::get(&db, id).await.unwrap().unwrap(), u);
+    // Another issuer presenting the same id: refused, nothing changed.
+    let r = db
+        .ensure_external(id, ISSUER_B, "ext@example.com", true, Tier::Enterprise)
+        .await;
+    assert!(is_conflict(r), "a user of another issuer is never claimed");
+    assert_eq!(UserRepository::get(&db, id).await.unwrap().unwrap(), u);
+    // The same issuer again: accepted, the tier snapshot updated.
+    let again = db
+        .ensure_external(id, ISSUER_A, "ext@example.com", true, Tier::Professional)
+        .await
+        .unwrap();
+    assert_eq!(again.tier, Tier::Professional);
+    assert_eq!(again.origin, external(ISSUER_A));
+    assert_eq!(
+        UserRepository::get(&db, id).await.unwrap().unwrap().tier,
+        Tier::Professional
+    );
+
+    // An email another user holds is not linked: the new user gets the placeholder.
+    let twin = UserId::new_random();
+    let u = db
+        .ensure_external(twin, ISSUER_B, "admin@corp.example", true, Tier::Free)
+        .await
+        .unwrap();
+    assert_eq!(u.email, placeholder(twin));
+    assert_eq!(u.origin, external(ISSUER_B));
+    // An unverified email is never stored where it could be looked up.
+    let unverified = UserId::new_random();
+    let u = db
+        .ensure_external(unverified, ISSUER_A, "ceo@corp.example", false, Tier::Free)
+        .await
+        .unwrap();
+    assert_eq!(u.email, placeholder(unverified));
+    assert!(
+        db.find_by_email("ceo@corp.example")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(UserRepository::count(&db).await.unwrap(), 4);
+}
+
+async fn unknown_origin_rows_are_claimed_by_verified_email_or_placeholder(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    let (same, unverified, other, held) = (
+        UserId::new_random(),
+        UserId::new_random(),
+        UserId::new_random(),
+        UserId::new_random(),
+    );
+    insert_unknown_origin(&t, same, "same@example.com").await;
+    insert_unknown_origin(&t, unverified, "unverified@example.com").await;
+    insert_unknown_origin(&t, other, "other@example.com").await;
+    insert_unknown_origin(&t, held, &placeholder(held)).await;
+    for id in [same, unverified, other, held] {
+        let u = UserRepository::get(&db, id).await.unwrap().unwrap();
+        assert_eq!(u.origin, UserOrigin::Unknown);
+    }
+
+    // The same email, verified (case-insensitive): claimed, tier snapshot stored.
+    let u = db
+        .ensure_external(same, ISSUER_A, "Same@Example.com", true, Tier::Starter)
+        .await
+        .unwrap();
+    assert_eq!(u.origin, external(ISSUER_A));
+    let stored = UserRepository::get(&db, same).await.unwrap().unwrap();
+    assert_eq!(stored.origin, external(ISSUER_A));
+    assert_eq!(stored.tier, Tier::Starter);
+    assert_eq!(stored.email, "same@example.com");
+    // From now on it is an issuer A user: issuer B is refused.
+    let r = db
+        .ensure_external(same, ISSUER_B, "same@example.com", true, Tier::Free)
+        .await;
+    assert!(is_conflict(r));
+
+    // The same email, not verified: refused, the row stays unclaimed.
+    let r = db
+        .ensure_external(
+            unverified,
+            ISSUER_A,
+            "unverified@example.com",
+            false,
+            Tier::Enterprise,
+        )
+        .await;
+    assert!(is_conflict(r), "an unverified email links nothing");
+    // Another email, verified or not: refused.
+    for verified in [true, false] {
+        let r = db
+            .ensure_external(other, ISSUER_A, "someone@example.com", verified, Tier::Free)
+            .await;
+        assert!(is_conflict(r), "another email (verified: {verified})");
+    }
+    for id in [unverified, other] {
+        let u = UserRepository::get(&db, id).await.unwrap().unwrap();
+        assert_eq!(u.origin, UserOrigin::Unknown, "unchanged");
+        assert_eq!(u.tier, Tier::Free, "unchanged");
+    }
+
+    // The placeholder only ensure_external writes: claimed, whatever the token's email.
+    let u = db
+        .ensure_external(held, ISSUER_B, "whoever@example.com", false, Tier::Free)
+        .await
+        .unwrap();
+    assert_eq!(u.origin, external(ISSUER_B));
+    assert_eq!(
+        UserRepository::get(&db, held)
+            .await
+            .unwrap()
+            .unwrap()
+            .origin,
+        external(ISSUER_B)
+    );
+}
+
+async fn concurrent_first_sights_leave_one_row(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = Arc::new(t.open().await);
+    let id = UserId::new_random();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.ensure_external(id, ISSUER_A, "first@example.com", true, Tier::Starter)
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let u = task.await.unwrap().unwrap();
+        assert_eq!(u.id, id);
+        assert_eq!(u.origin, external(ISSUER_A));
+    }
+    assert_eq!(UserRepository::count(db.as_ref()).await.unwrap(), 1);
+    let u = UserRepository::get(db.as_ref(), id).await.unwrap().unwrap();
+    assert_eq!(u.email, "first@example.com");
+    assert_eq!(u.origin, external(ISSUER_A));
+}
+
+async fn concurrent_claims_of_an_unknown_origin_row_all_succeed(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = Arc::new(t.open().await);
+    // Several rows, so that the claims race on some of them whatever the scheduling.
+    let ids: Vec<UserId> = (0..4).map(|_| UserId::new_random()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        insert_unknown_origin(&t, *id, &format!("old{i}@example.com")).await;
+    }
+    for (i, id) in ids.iter().copied().enumerate() {
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let db = db.clone();
+                let email = format!("old{i}@example.com");
+                tokio::spawn(async move {
+                    db.ensure_external(id, ISSUER_A, &email, true, Tier::Starter)
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            let r = task.await.unwrap();
+            assert!(
+                matches!(&r, Ok(u) if u.origin == external(ISSUER_A)),
+                "every concurrent claim by the same issuer succeeds: {r:?}"
+            );
+        }
+        let u = UserRepository::get(db.as_ref(), id).await.unwrap().unwrap();
+        assert_eq!(u.origin, external(ISSUER_A));
+        assert_eq!(u.tier, Tier::Starter);
+    }
+    assert_eq!(UserRepository::count(db.as_ref()).await.unwrap(), 4);
+}
+
+async fn rehome_issuer_moves_only_that_issuer(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    const ISSUER_C: &str = "https://sso-new.example/realms/byok";
+    let (a1, a2, b, unknown) = (
+        UserId::new_random(),
+        UserId::new_random(),
+        UserId::new_random(),
+        UserId::new_random(),
+    );
+    for (id, issuer) in [(a1, ISSUER_A), (a2, ISSUER_A), (b, ISSUER_B)] {
+        db.ensure_external(id, issuer, "", false, Tier::Starter)
+            .await
+            .unwrap();
+    }
+    let local = UserRepository::create(&db, "admin@corp.example", Tier::Enterprise)
+        .await
+        .unwrap();
+    insert_unknown_origin(&t, unknown, "old@example.com").await;
+
+    // Before: the new issuer's tokens are refused as another identity source.
+    let r = db
+        .ensure_external(a1, ISSUER_C, "", false, Tier::Starter)
+        .await;
+    assert!(is_conflict(r));
+
+    assert_eq!(db.rehome_issuer(ISSUER_A, ISSUER_C).await.unwrap(), 2);
+    let origin = |id| {
+        let db = &db;
+        async move { UserRepository::get(db, id).await.unwrap().unwrap().origin }
+    };
+    assert_eq!(origin(a1).await, external(ISSUER_C));
+    assert_eq!(origin(a2).await, external(ISSUER_C));
+    assert_eq!(origin(b).await, external(ISSUER_B), "another issuer stays");
+    assert_eq!(origin(local.id).await, UserOrigin::Local, "local stays");
+    assert_eq!(origin(unknown).await, UserOrigin::Unknown, "unknown stays");
+    // After: the new issuer is accepted, the old one refused.
+    db.ensure_external(a1, ISSUER_C, "", false, Tier::Starter)
+        .await
+        .unwrap();
+    let r = db
+        .ensure_external(a2, ISSUER_A, "", false, Tier::Starter)
+        .await;
+    assert!(is_conflict(r));
+    // Nothing left to move; the same issuer twice moves nothing.
+    assert_eq!(db.rehome_issuer(ISSUER_A, ISSUER_C).await.unwrap(), 0);
+    assert_eq!(db.rehome_issuer(ISSUER_B, ISSUER_B).await.unwrap(), 0);
+    // Local users are never a source nor a target; nor is an empty issuer.
+    for (from, to) in [
+        ("local", ISSUER_C),
+        (ISSUER_C, "local"),
+        ("", ISSUER_C),
+        (ISSUER_C, " "),
+    ] {
+        let r = db.rehome_issuer(from, to).await;
+        assert!(
+            matches!(r, Err(StoreError::Conflict(_))),
+            "{from:?} → {to:?}: {r:?}"
+        );
+    }
+    assert_eq!(origin(local.id).await, UserOrigin::Local);
+    assert_eq!(origin(a1).await, external(ISSUER_C));
 }

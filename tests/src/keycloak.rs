@@ -147,13 +147,13 @@ impl KeycloakStandIn {
         key
     }
 
-    /// Standard claims for `sub`, valid for an hour; `extra` is merged in.
+    /// Standard claims for `sub` (a verified email), valid for an hour; `extra` is merged in.
     pub fn claims(&self, sub: &str, extra: Value) -> Value {
         let now = chrono::Utc::now().timestamp();
         let mut c = json!({"iss": self.issuer(), "sub": sub, "aud": CLIENT_ID, "azp": CLIENT_ID,
                            "exp": now + 3600, "iat": now, "nbf": now - 5,
                            "email": format!("{}@example.com", &sub[..8.min(sub.len())]),
-                           "typ": "Bearer"});
+                           "email_verified": true, "typ": "Bearer"});
         for (k, v) in extra.as_object().unwrap() {
             c[k] = v.clone();
         }

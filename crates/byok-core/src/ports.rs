@@ -31,20 +31,34 @@ pub trait UserRepository: Send + Sync + 'static {
     async fn set_tier(&self, id: UserId, tier: Tier) -> Result<bool, StoreError>;
     async fn count(&self) -> Result<u64, StoreError>;
     /// Makes sure the user `id` authenticated by `issuer` exists, with `tier` as its snapshot,
-    /// and returns it. Creates it on first sight with `email`, or with the placeholder
-    /// `{id}@external.invalid` when another user holds that email (identities are never
-    /// linked by email), recording `issuer` as its origin. Concurrent first sights MUST leave
-    /// one row. MUST return [`StoreError::Conflict`] when `id` is a local user or a user of
-    /// another issuer. A user stored before origins were recorded ([`UserOrigin::Unknown`]) is
-    /// claimed for `issuer` only when its email is `email` (case-insensitive) or the
-    /// placeholder; else `Conflict`.
+    /// and returns it.
+    ///
+    /// - First sight: creates it, recording `issuer` as its origin, with `email` when
+    ///   `email_verified` and no other user holds that email, else with the placeholder
+    ///   `{id}@external.invalid` (identities are never linked by email, and an unverified
+    ///   email is never stored where it could be looked up). Concurrent first sights MUST
+    ///   leave one row and all succeed when they name the same issuer.
+    /// - `id` is a local user or a user of another issuer: MUST return
+    ///   [`StoreError::Conflict`], changing nothing.
+    /// - `id` is a user of `issuer`: its tier snapshot becomes `tier`.
+    /// - `id` was stored before origins were recorded ([`UserOrigin::Unknown`]): claimed for
+    ///   `issuer` (its origin becomes `issuer`) only when its email is the placeholder, or is
+    ///   `email` (case-insensitive) and `email_verified`; else `Conflict`. Concurrent claims
+    ///   by the same issuer MUST all succeed.
     async fn ensure_external(
         &self,
         id: UserId,
         issuer: &str,
         email: &str,
+        email_verified: bool,
         tier: Tier,
     ) -> Result<User, StoreError>;
+    /// Moves every user whose origin is the issuer `from` to the issuer `to` (the identity
+    /// provider's issuer URL changed, its subjects did not) and returns how many moved.
+    /// Local users and users stored before origins were recorded are never touched, nor are
+    /// users of any other issuer. Neither issuer may be empty or `local` (the marker of local
+    /// users): MUST return [`StoreError::Conflict`] then, changing nothing.
+    async fn rehome_issuer(&self, from: &str, to: &str) -> Result<u64, StoreError>;
 }
 
 /// Gateway tokens, stored only as SHA-256 hashes.
@@ -148,7 +162,11 @@ pub struct ExternalIdentity {
     pub subject: String,
     /// The issuer that signed the token (the user's origin).
     pub issuer: String,
+    /// The `email` claim, empty when absent.
     pub email: String,
+    /// Whether the provider vouches for `email` (the `email_verified` claim is `true`); false
+    /// when the claim is absent or anything else. An unverified email never links identities.
+    pub email_verified: bool,
     /// The tier the token states (a claim or a role mapping), if any.
     pub tier: Option<Tier>,
     /// When the token expires.

@@ -211,6 +211,12 @@ fn stated_tier(claims: &Value, settings: &KeycloakSettings) -> Option<Tier> {
         .reduce(|best, t| if t.allows(best) { t } else { best })
 }
 
+/// Whether the provider vouches for the `email` claim: only a JSON `true` counts (absent,
+/// `false`, `"true"` or anything else do not).
+fn email_verified(claims: &Value) -> bool {
+    claims.get("email_verified") == Some(&Value::Bool(true))
+}
+
 fn audience_ok(claims: &Value, audience: &str) -> bool {
     let in_aud = match claims.get("aud") {
         Some(Value::String(a)) => a == audience,
@@ -273,6 +279,7 @@ impl TokenVerifier for OidcVerifier {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
+        let email_verified = email_verified(&claims);
         let expires_at = claims
             .get("exp")
             .and_then(Value::as_i64)
@@ -283,6 +290,7 @@ impl TokenVerifier for OidcVerifier {
             subject,
             issuer: issuer.to_string(),
             email,
+            email_verified,
             tier: stated_tier(&claims, &self.settings),
             expires_at,
         })
@@ -296,6 +304,20 @@ pub const DEFAULT_JWKS_MIN_REFRESH: Duration = Duration::from_secs(30);
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_a_json_true_verifies_the_email() {
+        assert!(email_verified(&json!({"email_verified": true})));
+        for claims in [
+            json!({}),
+            json!({"email_verified": false}),
+            json!({"email_verified": "true"}),
+            json!({"email_verified": 1}),
+            json!({"email_verified": null}),
+        ] {
+            assert!(!email_verified(&claims), "{claims}");
+        }
+    }
 
     #[test]
     fn audience_is_aud_or_azp() {

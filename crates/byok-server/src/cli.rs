@@ -73,6 +73,17 @@ pub enum UserCommand {
         #[arg(long)]
         tier: String,
     },
+    /// Move every user of one OIDC issuer to another, when the identity provider's issuer URL
+    /// changed but its user ids did not (e.g. a new Keycloak hostname). Prints how many moved.
+    RehomeIssuer {
+        /// The old issuer, exactly as tokens carried it (`iss`), e.g.
+        /// https://old-sso.example.com/realms/byok.
+        #[arg(long, value_name = "ISSUER")]
+        from: String,
+        /// The new issuer, exactly as its tokens carry it.
+        #[arg(long, value_name = "ISSUER")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! What each subcommand does.
 
 use actix_web::{HttpServer, web};
+use byok_core::ports::UserRepository;
 use byok_core::services::{TokenService, rotate_all, rotate_servers};
 use byok_core::{CoreError, Tier, User, normalize_email};
 use secrecy::ExposeSecret;
@@ -401,6 +402,23 @@ pub async fn user(settings: Settings, cmd: UserCommand) -> Result<(), Failure> {
                  BYOK_AUTH_CACHE_TTL_SECS)",
                 user.email
             );
+        }
+        UserCommand::RehomeIssuer { from, to } => {
+            for issuer in [&from, &to] {
+                if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+                    return Err(Failure(format!(
+                        "{issuer:?} is not an issuer URL (e.g. https://sso.example.com/realms/byok)"
+                    )));
+                }
+            }
+            let moved = UserRepository::rehome_issuer(&state.db, &from, &to).await?;
+            println!("rehome-issuer: moved={moved} from={from} to={to}");
+            if moved == 0 {
+                println!(
+                    "(no user had the origin {from}; the issuer must match exactly, as the \
+                     `iss` claim of its tokens)"
+                );
+            }
         }
     }
     Ok(())

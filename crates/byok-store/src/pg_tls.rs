@@ -10,9 +10,12 @@
 //! | `disable` | never | - |
 //! | `prefer` (default) | if the server offers it | only with `sslrootcert`: the chain |
 //! | `require` | always | only with `sslrootcert`: the chain |
-//! | `verify-ca` | always | the chain (`sslrootcert`, else the webpki roots) |
-//! | `verify-full` | always | the chain and the host name |
+//! | `verify-ca` | always | the chain, against the `sslrootcert` file |
+//! | `verify-full` | always | the chain (the `sslrootcert` file, or `system`) and the host name |
 //!
+//! `verify-ca` and `verify-full` need `sslrootcert`: without it they are refused at start (libpq
+//! refuses them too when its default `~/.postgresql/root.crt` is missing; a silent fallback to
+//! public roots would let any holder of a public certificate pass `verify-ca`).
 //! `sslrootcert=system` means the webpki (Mozilla) roots and, as in libpq, requires
 //! `verify-full` (which it implies when `sslmode` is absent). TLS is never attempted over a Unix
 //! socket (libpq ignores `sslmode` there too).
@@ -176,6 +179,19 @@ impl PgConnector {
         let mode = match (mode, &root) {
             (None, RootSource::System) => SslMode::VerifyFull,
             (None, _) => SslMode::Prefer,
+            (Some(SslMode::VerifyCa), RootSource::Unset) => {
+                return Err(config_err(
+                    "DATABASE_URL: sslmode=verify-ca needs sslrootcert=PATH, a PEM file of the CA \
+                     that signed the server's certificate",
+                ));
+            }
+            (Some(SslMode::VerifyFull), RootSource::Unset) => {
+                return Err(config_err(
+                    "DATABASE_URL: sslmode=verify-full needs sslrootcert=PATH, a PEM file of the \
+                     CA that signed the server's certificate (or sslrootcert=system for a \
+                     certificate from a public CA)",
+                ));
+            }
             (Some(SslMode::VerifyFull), _) => SslMode::VerifyFull,
             (Some(m), RootSource::System) => {
                 return Err(config_err(format!(
@@ -255,17 +271,16 @@ fn client_config(mode: SslMode, root: &RootSource) -> Result<ClientConfig, Store
         .with_safe_default_protocol_versions()
         .map_err(|e| config_err(format!("TLS set-up failed: {e}")))?;
     let roots = load_roots(root)?;
+    // `parse` refuses verify-ca / verify-full without `sslrootcert`; never fall back to a
+    // default set of roots here.
+    let needed = || config_err(format!("sslmode={} needs sslrootcert", mode.as_str()));
     let config = match mode {
         SslMode::VerifyFull => {
-            let roots = roots.unwrap_or_else(|| RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            });
+            let roots = roots.ok_or_else(needed)?;
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         SslMode::VerifyCa => {
-            let roots = roots.unwrap_or_else(|| RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            });
+            let roots = roots.ok_or_else(needed)?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(ChainVerifier {
@@ -380,15 +395,11 @@ mod tests {
             Ok((SslMode::Require, PgSslMode::Require))
         );
         assert_eq!(
-            mode("?sslmode=verify-ca"),
-            Ok((SslMode::VerifyCa, PgSslMode::Require))
-        );
-        assert_eq!(
-            mode("?connect_timeout=3&sslmode=verify-full"),
+            mode("?sslrootcert=system"),
             Ok((SslMode::VerifyFull, PgSslMode::Require))
         );
         assert_eq!(
-            mode("?sslrootcert=system"),
+            mode("?connect_timeout=3&sslmode=verify-full&sslrootcert=system"),
             Ok((SslMode::VerifyFull, PgSslMode::Require))
         );
         // A Unix socket never uses TLS.
@@ -409,6 +420,26 @@ mod tests {
             "{e}"
         );
         let e = err("postgres://u:s3cret@db.example/app?sslmode=require&sslrootcert=system");
+        assert!(
+            e.contains("sslrootcert=system needs sslmode=verify-full"),
+            "{e}"
+        );
+        // verify-ca / verify-full never fall back to public roots: no sslrootcert, no start.
+        for q in ["sslmode=verify-ca", "sslmode=verify-ca&sslrootcert="] {
+            let e = err(&format!("postgres://u:s3cret@db.example/app?{q}"));
+            assert!(
+                e.contains("sslmode=verify-ca needs sslrootcert=PATH"),
+                "{e}"
+            );
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        let e = err("postgres://u:s3cret@db.example/app?sslmode=verify-full");
+        assert!(
+            e.contains("sslmode=verify-full needs sslrootcert=PATH"),
+            "{e}"
+        );
+        assert!(e.contains("sslrootcert=system"), "{e}");
+        let e = err("postgres://u:s3cret@db.example/app?sslmode=verify-ca&sslrootcert=system");
         assert!(
             e.contains("sslrootcert=system needs sslmode=verify-full"),
             "{e}"

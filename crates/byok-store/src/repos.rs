@@ -222,19 +222,28 @@ impl UserRepository for Database {
         id: UserId,
         issuer: &str,
         email: &str,
+        email_verified: bool,
         tier: Tier,
     ) -> Result<User, StoreError> {
         let placeholder = format!("{}@external.invalid", id.0);
-        let wanted = email.trim().to_lowercase();
+        // An unverified email is never stored or compared: it links nothing.
+        let wanted = if email_verified {
+            email.trim().to_lowercase()
+        } else {
+            String::new()
+        };
         let other_source =
             || StoreError::Conflict("the user id belongs to another identity source".into());
+        let ours =
+            |u: &User| matches!(&u.origin, UserOrigin::External { issuer: i } if i == issuer);
         if let Some(u) = UserRepository::get(self, id).await? {
             match &u.origin {
                 UserOrigin::External { issuer: i } if i == issuer => {}
                 UserOrigin::Local | UserOrigin::External { .. } => return Err(other_source()),
                 UserOrigin::Unknown => {
-                    // Stored before origins were recorded: claimed only by the same email (or
-                    // the placeholder only this method writes), never by a bare id match.
+                    // Stored before origins were recorded: claimed only by the same verified
+                    // email (or the placeholder only this method writes), never by a bare id
+                    // match.
                     let same = u.email == placeholder
                         || (!wanted.is_empty() && u.email.eq_ignore_ascii_case(&wanted));
                     if !same {
@@ -251,7 +260,13 @@ impl UserRepository for Database {
                         .await
                         .map_err(db_err)?
                     });
-                    if n != 1 {
+                    // Nothing updated: a concurrent request claimed the row first. That is
+                    // fine when it claimed it for this issuer.
+                    if n != 1
+                        && !UserRepository::get(self, id)
+                            .await?
+                            .is_some_and(|u| ours(&u))
+                    {
                         return Err(other_source());
                     }
                 }
@@ -288,15 +303,34 @@ impl UserRepository for Database {
             });
             if let Some(u) = UserRepository::get(self, id).await? {
                 // A concurrent first sight by another source may have won the race.
-                return match &u.origin {
-                    UserOrigin::External { issuer: i } if i == issuer => Ok(u),
-                    _ => Err(other_source()),
-                };
+                return if ours(&u) { Ok(u) } else { Err(other_source()) };
             }
         }
         Err(StoreError::Conflict(
             "the external user could not be created".into(),
         ))
+    }
+
+    async fn rehome_issuer(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        let local = UserOrigin::Local;
+        for issuer in [from, to] {
+            if issuer.trim().is_empty() || Some(issuer) == local.as_stored() {
+                return Err(StoreError::Conflict(
+                    "an issuer must be a non-empty issuer URL, never `local`".into(),
+                ));
+            }
+        }
+        if from == to {
+            return Ok(0);
+        }
+        let n = with_conn!(self, |conn, s| {
+            diesel::update(s::users::table.filter(s::users::auth_source.eq(from)))
+                .set(s::users::auth_source.eq(to))
+                .execute(conn)
+                .await
+                .map_err(db_err)?
+        });
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn count(&self) -> Result<u64, StoreError> {

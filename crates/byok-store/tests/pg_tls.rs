@@ -308,6 +308,24 @@ async fn sslmode_against_a_tls_only_postgres() {
     .await;
     assert!(e.contains("UnknownIssuer"), "{e}");
 
+    // verify-ca / verify-full without sslrootcert are refused at start (as libpq does without
+    // root.crt), never checked against public roots that anyone's certificate chains to.
+    for (host, mode) in [("127.0.0.1", "verify-ca"), ("localhost", "verify-full")] {
+        let e = fails(&pg.url(host, &format!("?sslmode={mode}"))).await;
+        assert!(
+            e.contains(&format!("sslmode={mode} needs sslrootcert=PATH")),
+            "{e}"
+        );
+    }
+    let e = fails(&pg.url("127.0.0.1", "?sslmode=verify-ca&sslrootcert=system")).await;
+    assert!(
+        e.contains("sslrootcert=system needs sslmode=verify-full"),
+        "{e}"
+    );
+    // verify-full against the public roots: this server's private CA is not among them.
+    let e = fails(&pg.url("localhost", "?sslmode=verify-full&sslrootcert=system")).await;
+    assert!(e.contains("UnknownIssuer"), "{e}");
+
     // require without a CA takes the certificate as it is; with one it checks the chain (libpq).
     try_use(&pg.url("127.0.0.1", "?sslmode=require"))
         .await

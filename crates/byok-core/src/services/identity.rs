@@ -3,8 +3,9 @@
 //! [`ExternalAuthenticator`] turns a token a [`TokenVerifier`] accepts into a [`Principal`]:
 //! the tier is the one the token states, else the provider's own record ([`TierSource`],
 //! cached), else the last snapshot stored locally, else `free`. Users are created locally on
-//! first sight (id, email, tier snapshot). Accepted tokens are cached (never past their
-//! expiry) so the steady state does neither signature checks nor database round trips.
+//! first sight (id, email when verified, tier snapshot, origin). Accepted tokens are cached
+//! (never past their expiry) so the steady state does neither signature checks nor database
+//! round trips.
 //!
 //! [`ChainAuthenticator`] sends `byok_…` gateway tokens to the token service and anything
 //! else to the external authenticator.
@@ -177,7 +178,13 @@ impl Authenticator for ExternalAuthenticator {
             let generation = known.err();
             match self
                 .users
-                .ensure_external(identity.user_id, &identity.issuer, &identity.email, tier)
+                .ensure_external(
+                    identity.user_id,
+                    &identity.issuer,
+                    &identity.email,
+                    identity.email_verified,
+                    tier,
+                )
                 .await
             {
                 Ok(_) => {
@@ -260,7 +267,8 @@ mod tests {
     use crate::ports::ExternalIdentity;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    /// Accepts any token `jwt:<subject>:<tier>` as that user with that tier, for an hour.
+    /// Accepts any token `jwt:<subject>:<tier>[:unverified]` as that user with that tier, for
+    /// an hour; the email is verified unless the token says `unverified`.
     struct AnyToken;
 
     #[async_trait]
@@ -269,20 +277,23 @@ mod tests {
             let mut parts = token.split(':').skip(1);
             let sub = parts.next().unwrap_or_default().to_string();
             let tier = parts.next().and_then(|t| t.parse().ok());
+            let email_verified = parts.next() != Some("unverified");
             Ok(ExternalIdentity {
                 user_id: external_user_id("https://idp", &sub),
                 subject: sub,
                 issuer: "https://idp".into(),
                 email: "e@example.com".into(),
+                email_verified,
                 tier,
                 expires_at: Utc::now() + chrono::Duration::hours(1),
             })
         }
     }
 
-    /// Users that can be switched off like a lost database.
+    /// Users that can be switched off like a lost database; records the `email_verified`
+    /// each `ensure_external` was given.
     #[derive(Default)]
-    struct Users(AtomicBool);
+    struct Users(AtomicBool, Mutex<Vec<bool>>);
 
     #[async_trait]
     impl UserRepository for Users {
@@ -301,13 +312,18 @@ mod tests {
         async fn count(&self) -> Result<u64, StoreError> {
             Ok(0)
         }
+        async fn rehome_issuer(&self, _: &str, _: &str) -> Result<u64, StoreError> {
+            Ok(0)
+        }
         async fn ensure_external(
             &self,
             id: UserId,
             issuer: &str,
             email: &str,
+            email_verified: bool,
             tier: Tier,
         ) -> Result<User, StoreError> {
+            lock(&self.1).push(email_verified);
             if self.0.load(Ordering::Relaxed) {
                 return Err(StoreError::Unavailable("down".into()));
             }
@@ -358,6 +374,27 @@ mod tests {
             ),
             "a user never provisioned cannot be checked against other identity sources"
         );
+    }
+
+    #[tokio::test]
+    async fn whether_the_email_is_verified_reaches_the_repository() {
+        let users = Arc::new(Users::default());
+        let auth = ExternalAuthenticator::new(
+            Arc::new(AnyToken),
+            None,
+            users.clone(),
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        let a = "6f1c2a0e-8d3b-4e5f-9a7b-0c1d2e3f4a5b";
+        let b = "7f1c2a0e-8d3b-4e5f-9a7b-0c1d2e3f4a5b";
+        auth.authenticate(&format!("jwt:{a}:starter").into())
+            .await
+            .unwrap();
+        auth.authenticate(&format!("jwt:{b}:starter:unverified").into())
+            .await
+            .unwrap();
+        assert_eq!(*lock(&users.1), vec![true, false]);
     }
 
     #[test]

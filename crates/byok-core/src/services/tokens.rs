@@ -653,9 +653,13 @@ mod tests {
             _: UserId,
             _: &str,
             _: &str,
+            _: bool,
             _: Tier,
         ) -> Result<User, StoreError> {
             Err(StoreError::Conflict("local".into()))
+        }
+        async fn rehome_issuer(&self, _: &str, _: &str) -> Result<u64, StoreError> {
+            Ok(0)
         }
     }
 
