@@ -286,6 +286,35 @@ async fn errors_come_in_the_clients_format() {
         r.text
     );
 
+    // A model that needs the user's own key, for a tier that cannot have one: the hint
+    // says so (review #23), on every route that resolves a model.
+    let free = g.env.create_user("tierless@example.com", "free");
+    let count =
+        g.s.send(
+            g.s.http
+                .post(format!("{}/v1/messages/count_tokens", g.s.base))
+                .header("x-api-key", &free)
+                .header("anthropic-version", "2023-06-01")
+                .json(
+                    &json!({"model": "custom/x", "messages": [{"role": "user", "content": "hi"}]}),
+                ),
+        )
+        .await;
+    for r in [
+        g.chat(&free, openai_req("custom/x", false)).await,
+        g.messages(&free, anthropic_req("custom/x", false)).await,
+        count,
+    ] {
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+        assert_eq!(r.json["error"]["type"], "permission_error", "{}", r.text);
+        assert_eq!(r.json["error"]["code"], "upgrade_required", "{}", r.text);
+        let msg = r.json["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("this model needs your own key, which requires the starter tier"),
+            "{msg}"
+        );
+    }
+
     // 429 from the user's key: passed on with retry-after (policy user_only, the default).
     let r = g.chat(&t, openai_req("gpt-4o", false)).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
@@ -439,6 +468,23 @@ async fn unknown_llm_endpoints_answer_in_the_clients_shape() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Nor a percent-encoded key, a JWT, or a bare alphanumeric key (Mistral, Together or
+    // Cohere style) in a segment.
+    let encoded = canary::OPENAI.replace('-', "%2D");
+    const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJDQU5BUllqd3QifQ.c2ln";
+    const BARE: &str = "CANARYbare0123456789abcdefghijklmnopqrst";
+    assert_eq!(BARE.len(), 40);
+    for path in [
+        format!("/v1/{encoded}/models"),
+        format!("/v1/models/{JWT}"),
+        format!("/v1/engines/{BARE}/completions"),
+        format!("/v1/models/x:{BARE}"),
+    ] {
+        let r =
+            g.s.send(http.get(format!("{base}{path}")).bearer_auth(&t))
+                .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
     // The management API keeps its own shape.
     let r = g.s.get("/api/v1/nowhere", &t).await;
     assert_eq!(r.json["code"], "not_found");
@@ -448,10 +494,16 @@ async fn unknown_llm_endpoints_answer_in_the_clients_shape() {
         "/v1/messages/batches",
         "/v1beta/models/gemini-2.5-pro:generateContent",
         "/v1/[redacted]/models",
+        "/v1/models/[redacted]",
+        "/v1/engines/[redacted]/completions",
+        "/v1/models/x:[redacted]",
     ] {
         assert!(logs.contains(tried), "{tried} not in the log");
     }
     canary::assert_absent("logs", &logs);
+    for secret in ["eyJhbGci", "eyJzdWIi", "CANARYbare"] {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs");
+    }
 }
 
 /// Security review, low 9: the system default provider's error details reached any user (a
@@ -477,10 +529,82 @@ async fn system_credential_errors_stay_with_the_operator() {
             !msg.contains(system_fragment) && !msg.contains("CANARYaccount"),
             "{ingress}: {msg}"
         );
-        assert!(msg.contains("x-request-id"), "{msg}");
-        assert!(r.headers.contains_key("x-request-id"));
+        let id = r.headers["x-request-id"].to_str().unwrap();
+        assert!(msg.contains(id), "the request id itself is in {msg}");
     }
-    // A user's own key: the provider's message is theirs to read.
+    // Mid-stream errors (OpenRouter reports failures as HTTP 200 and an error chunk): the
+    // default provider here speaks OpenAI, so OpenAI clients get the stream passed through and
+    // Anthropic clients get it translated.
+    let g2 = gateway(&[("DEFAULT_LLM_PROVIDER", "anthropic")]).await;
+    let free2 = g2.env.create_user("free2@example.com", "free");
+    for (gw, token, model, ingress, kind) in [
+        (
+            &g,
+            &free,
+            "openrouter/x-streamerror",
+            "openai",
+            "same format",
+        ),
+        (
+            &g,
+            &free,
+            "openrouter/x-streamerror",
+            "anthropic",
+            "translated",
+        ),
+        (
+            &g2,
+            &free2,
+            "claude-streamerror",
+            "anthropic",
+            "same format",
+        ),
+        (&g2, &free2, "claude-streamerror", "openai", "translated"),
+    ] {
+        let body = json!({"model": model, "max_tokens": 10, "stream": true,
+                          "messages": [{"role": "user", "content": "hi"}]});
+        let r = if ingress == "anthropic" {
+            gw.messages(token, body).await
+        } else {
+            gw.s.post("/v1/chat/completions", token, body).await
+        };
+        assert_eq!(r.status, StatusCode::OK, "{ingress} {kind}: {}", r.text);
+        assert_eq!(r.headers["x-byok-credential"], "system");
+        let id = r.headers["x-request-id"].to_str().unwrap();
+        let text = &r.text;
+        assert!(
+            !text.contains(system_fragment) && !text.contains("CANARYaccount"),
+            "{ingress} {kind}: {text}"
+        );
+        let error = text
+            .split("\n\n")
+            .find(|ev| ev.contains("\"error\""))
+            .unwrap_or_else(|| panic!("{ingress} {kind}: no error event in {text}"));
+        let data: Value = serde_json::from_str(
+            error
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap(),
+        )
+        .unwrap();
+        let msg = data["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(id),
+            "{ingress} {kind}: the request id is in {msg}"
+        );
+        if ingress == "anthropic" {
+            assert!(error.starts_with("event: error"), "{error}");
+            assert_eq!(data["type"], "error");
+            assert_eq!(
+                sse_names(text).last().map(String::as_str),
+                Some("error"),
+                "{text}"
+            );
+        } else {
+            assert!(!text.contains("[DONE]"), "{text}");
+        }
+    }
+    // A user's own key: the provider's message is theirs to read, streams included.
     let t = g.env.create_user("own@example.com", "starter");
     g.add_key(&t, "openai", canary::OPENAI, None).await;
     let r =
@@ -492,10 +616,31 @@ async fn system_credential_errors_stay_with_the_operator() {
         .await;
     let msg = r.json["error"]["message"].as_str().unwrap();
     assert!(msg.contains("CANARYaccount"), "{msg}");
+    for ingress in ["openai", "anthropic"] {
+        let body = json!({"model": "gpt-4o-streamerror", "max_tokens": 10, "stream": true,
+                          "messages": [{"role": "user", "content": "hi"}]});
+        let r = if ingress == "anthropic" {
+            g.messages(&t, body).await
+        } else {
+            g.s.post("/v1/chat/completions", &t, body).await
+        };
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert!(r.text.contains("CANARYaccount"), "{ingress}: {}", r.text);
+    }
     let logs = g.s.finish();
     assert!(
         logs.contains("CANARYaccount"),
         "the operator sees the detail"
+    );
+    assert!(
+        logs.matches("CANARYaccount").count() >= 4,
+        "the stream errors are logged too"
+    );
+    canary::assert_absent("logs", &logs);
+    let logs = g2.s.finish();
+    assert!(
+        logs.matches("CANARYaccount").count() >= 2,
+        "the operator sees the stream errors: {logs}"
     );
     canary::assert_absent("logs", &logs);
 }

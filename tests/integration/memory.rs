@@ -450,6 +450,24 @@ async fn each_user_has_a_cap_on_concurrent_requests() {
         "{}",
         short(&r.text)
     );
+    // count_tokens takes a slot too (it read bodies up to BYOK_MAX_BODY_BYTES with no cap).
+    let r =
+        g.s.send(
+            g.s.http
+                .post(format!("{}/v1/messages/count_tokens", g.s.base))
+                .header("x-api-key", &t)
+                .header("anthropic-version", "2023-06-01")
+                .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        short(&r.text)
+    );
+    assert_eq!(r.headers["retry-after"], "1");
+    assert_eq!(r.json["error"]["type"], "rate_limit_error", "{}", r.text);
     // Nothing was sent upstream for them.
     assert!(
         g.llm
@@ -499,5 +517,144 @@ async fn each_user_has_a_cap_on_concurrent_requests() {
         g.s.send(chat("gpt-4o", false))
     );
     assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
+    g.s.finish();
+}
+
+/// A JSON request body of exactly `size` bytes (one long user message).
+fn big_request(model: &str, size: usize) -> Vec<u8> {
+    let head =
+        format!(r#"{{"model":"{model}","max_tokens":16,"messages":[{{"role":"user","content":""#);
+    let tail = r#""}]}"#;
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(head.as_bytes());
+    out.resize(size - tail.len(), b'x');
+    out.extend_from_slice(tail.as_bytes());
+    out
+}
+
+/// What a raw client got: the status (0 when the connection closed before a response head),
+/// the lower-cased head and the body.
+struct RawReply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// POSTs `body` over a plain connection, 1 MiB every 20 ms (a client on a slow link), while
+/// reading the answer: a server that refuses early answers before the body is all sent.
+async fn slow_post(addr: &str, path: &str, token: &str, body: Arc<Vec<u8>>) -> RawReply {
+    use tokio::io::AsyncReadExt;
+    let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = sock.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nx-api-key: {token}\r\n\
+         anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let writer = tokio::spawn(async move {
+        w.write_all(head.as_bytes()).await?;
+        for piece in body.chunks(MIB) {
+            w.write_all(piece).await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The write half stays open until the answer is read.
+        Ok::<_, std::io::Error>(w)
+    });
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut got)).await;
+    writer.abort();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    RawReply {
+        status,
+        head: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    }
+}
+
+/// Review #6 (issue 13): the request side was unbounded: `count_tokens` took no concurrency slot,
+/// and every admitted request buffered its body (up to `BYOK_MAX_BODY_BYTES`) outside any
+/// budget, so one user could make the gateway hold 32 × 16 MiB of `/v1/messages` bodies plus any
+/// number of `count_tokens` ones. Request bodies are now charged to the process-wide buffer
+/// budget as they are read; when it is spent the client gets 503 + retry-after in its format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_bodies_share_the_buffer_budget() {
+    let g = gateway(&[
+        ("BYOK_RESPONSE_BUFFER_BUDGET_MB", "40"),
+        ("BYOK_MAX_CONCURRENT_PER_USER", "4"),
+        ("BYOK_UPSTREAM_TIMEOUT_SECS", "30"),
+        ("RUST_LOG", "info"),
+    ])
+    .await;
+    let t = g.env.create_user("bodies@example.com", "starter");
+    g.add_key(&t, "openai", canary::OPENAI, None).await;
+    let addr = g.s.base.trim_start_matches("http://").to_string();
+    let pid = g.s.pid();
+    let (rss_before, _) = rss_kib(pid);
+    // 8 MiB each: a translated /v1/messages (to OpenAI) and a count_tokens estimate.
+    let body = Arc::new(big_request("gpt-4o", 8 * MIB));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_rss(pid, stop.clone());
+    let replies = futures_util::future::join_all((0..40).map(|i| {
+        let path = if i % 2 == 0 {
+            "/v1/messages"
+        } else {
+            "/v1/messages/count_tokens"
+        };
+        slow_post(&addr, path, &t, body.clone())
+    }))
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let max_rss = sampler.await.unwrap();
+    let (_, hwm) = rss_kib(pid);
+    let (mut ok, mut busy, mut limited) = (0, 0, 0);
+    for r in &replies {
+        match r.status {
+            200 => ok += 1,
+            503 => {
+                assert!(r.head.contains("retry-after: 1"), "{}", r.head);
+                let v: Value = serde_json::from_str(&r.body).unwrap();
+                assert_eq!(v["type"], "error", "{}", r.body);
+                assert_eq!(v["error"]["type"], "overloaded_error", "{}", r.body);
+                assert_eq!(v["error"]["code"], "request_buffer_exhausted", "{}", r.body);
+                busy += 1;
+            }
+            429 => {
+                assert!(r.head.contains("retry-after: 1"), "{}", r.head);
+                limited += 1;
+            }
+            s => panic!("unexpected {s}: {} {}", r.head, short(&r.body)),
+        }
+    }
+    eprintln!(
+        "40 × 8 MiB request bodies: {ok} served, {busy} over the budget (503), {limited} over the \
+         per-user cap (429); VmRSS before {rss_before} KiB, max sampled {max_rss} KiB, VmHWM {hwm} KiB"
+    );
+    // Four slots, five bodies' worth of budget (40 MiB), each body needing twice more to be
+    // parsed: the admitted ones that cannot be parsed at once are refused (which ones depends
+    // on timing), the others are over the cap.
+    assert!(busy >= 1, "the budget refused some");
+    assert!(
+        limited >= 1,
+        "the per-user cap (count_tokens included) refused some"
+    );
+    assert!(
+        hwm < MAX_PEAK_KIB,
+        "peak RSS {hwm} KiB (limit {MAX_PEAK_KIB} KiB)"
+    );
+    // The budget was given back.
+    let r = g
+        .messages(
+            &t,
+            json!({"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", short(&r.text));
     g.s.finish();
 }

@@ -11,7 +11,10 @@
 //! `slow` → waits 3 s, `truncate` → the stream stops mid-way (or the JSON body is cut),
 //! `midcut` → like `truncate`, but the connection drops in the middle of an event,
 //! `error500` → 500, `overloaded` → 529, `missing` → 404, `echokey` → 400 quoting the key's
-//! ends and the account, `endless` → a stream that only ends
+//! ends and the account, `streamerror` → a 200 stream that fails after its first frames with
+//! the provider's in-stream error (Anthropic `event: error`; OpenAI/OpenRouter style `data:
+//! {"error": {...}}` without `[DONE]`) quoting the key's ends and the account, as OpenRouter
+//! reports failures mid-stream, `endless` → a stream that only ends
 //! when the reader goes away, `drip` → a stream whose events come 150 ms apart. Anything else:
 //! a text answer.
 
@@ -154,23 +157,7 @@ async fn serve(
     } else if model.contains("missing") {
         Some(error(404, "not_found_error", &format!("model: {model}")))
     } else if model.contains("echokey") {
-        // As providers do: the key's ends and the account in the message.
-        let head: String = key.chars().take(12).collect();
-        let tail: String = key
-            .chars()
-            .rev()
-            .take(4)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        Some(error(
-            400,
-            "invalid_request_error",
-            &format!(
-                "Key {head}...{tail} of organization org-CANARYaccount has no access to {model}"
-            ),
-        ))
+        Some(error(400, "invalid_request_error", &echo_key(&key, &model)))
     } else {
         None
     };
@@ -250,7 +237,7 @@ async fn serve(
     } else {
         openai_frames(&model, tool, include_usage)
     };
-    let cut = if truncate {
+    let cut = if truncate || model.contains("streamerror") {
         frames.len() / 2
     } else {
         frames.len()
@@ -261,6 +248,27 @@ async fn serve(
         w.flush().await?;
         tokio::time::sleep(gap).await;
     }
+    if model.contains("streamerror") {
+        // The provider's own in-stream error, then the end of the stream.
+        let msg = echo_key(&key, &model);
+        let frame = if anthropic {
+            format!(
+                "event: error\ndata: {}\n\n",
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": msg}})
+            )
+        } else {
+            // OpenRouter's shape: a chunk with a top-level `error` and a `finish_reason`.
+            format!(
+                "data: {}\n\n",
+                json!({"id": "chatcmpl-standin", "object": "chat.completion.chunk",
+                       "created": 1_700_000_000u64, "model": model,
+                       "error": {"code": 502, "message": msg},
+                       "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]})
+            )
+        };
+        w.write_all(frame.as_bytes()).await?;
+        w.flush().await?;
+    }
     if model.contains("midcut") {
         // The connection drops in the middle of an event.
         let half = &frames[cut.min(frames.len() - 1)];
@@ -268,6 +276,20 @@ async fn serve(
         w.flush().await?;
     }
     w.shutdown().await
+}
+
+/// What providers put in an error message: the key's ends and the account.
+fn echo_key(key: &str, model: &str) -> String {
+    let head: String = key.chars().take(12).collect();
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("Key {head}...{tail} of organization org-CANARYaccount has no access to {model}")
 }
 
 fn openai_json(model: &str, tool: bool) -> Value {

@@ -49,6 +49,50 @@ pub struct BrigadeConfigError(pub String);
 
 /// How long a health answer is reused.
 const HEALTH_TTL: Duration = Duration::from_secs(10);
+/// Largest reply (a non-streaming task's JSON) read from Brigade.
+pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+/// Largest error body read from Brigade (only its message is used; the rest is not read).
+pub const MAX_ERROR_BYTES: usize = 64 * 1024;
+/// Largest stream event held while it arrives.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// A whole body up to `limit` bytes (an announced length over it is refused before reading),
+/// else `Err` with what was read so far dropped.
+async fn read_capped(resp: reqwest::Response, limit: usize) -> Result<Bytes, ReadError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut out = BytesMut::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(ReadError::Http)?;
+        if out.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// At most `limit` bytes of a body (the rest is not read); for error bodies.
+async fn read_prefix(resp: reqwest::Response, limit: usize) -> Bytes {
+    let mut out = BytesMut::new();
+    let mut body = resp.bytes_stream();
+    while let Some(Ok(chunk)) = body.next().await {
+        let room = limit - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out.freeze()
+}
+
+#[derive(Debug)]
+enum ReadError {
+    TooLarge,
+    Http(reqwest::Error),
+}
 
 /// The orchestrator over HTTP.
 pub struct BrigadeClient {
@@ -176,23 +220,28 @@ pub fn parse_event(data: &str) -> Option<Result<OrchestratorEvent, OrchestratorE
     }
 }
 
-/// Splits complete SSE events off `buf`, returning their joined `data:` lines.
-fn take_events(buf: &mut BytesMut) -> Vec<String> {
+/// Splits complete SSE events off `buf`, returning their joined `data:` lines. `scanned`: the
+/// bytes of `buf` already searched without finding an event's end (each byte is searched about
+/// once, however an event is chunked).
+fn take_events(buf: &mut BytesMut, scanned: &mut usize) -> Vec<String> {
     let mut out = Vec::new();
     loop {
-        let text = &buf[..];
+        let from = (*scanned).saturating_sub(3).min(buf.len());
+        let text = &buf[from..];
         let end = text
             .windows(2)
             .position(|w| w == b"\n\n")
-            .map(|i| (i, 2))
+            .map(|i| (from + i, 2))
             .or_else(|| {
                 text.windows(4)
                     .position(|w| w == b"\r\n\r\n")
-                    .map(|i| (i, 4))
+                    .map(|i| (from + i, 4))
             });
         let Some((at, len)) = end else {
+            *scanned = buf.len();
             return out;
         };
+        *scanned = 0;
         let event = buf.split_to(at + len);
         let event = String::from_utf8_lossy(&event);
         let data: Vec<&str> = event
@@ -210,6 +259,8 @@ fn take_events(buf: &mut BytesMut) -> Vec<String> {
 struct Reader {
     body: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
     buf: BytesMut,
+    /// Bytes of `buf` searched for an event's end already.
+    scanned: usize,
     pending: std::collections::VecDeque<Result<OrchestratorEvent, OrchestratorError>>,
     finished: bool,
     idle: Duration,
@@ -273,7 +324,7 @@ impl BrigadeClient {
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
         if !status.is_success() {
-            let body = resp.bytes().await.unwrap_or_default();
+            let body = read_prefix(resp, MAX_ERROR_BYTES).await;
             return Err(OrchestratorError::Failed {
                 status: status.as_u16(),
                 message: failure_message(&body),
@@ -289,7 +340,15 @@ impl Orchestrator for BrigadeClient {
         let resp = self
             .post("/api/tasks", task, Some(self.settings.timeout))
             .await?;
-        let body = resp.bytes().await.map_err(unreachable)?;
+        let body = read_capped(resp, MAX_REPLY_BYTES)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge => OrchestratorError::Protocol(format!(
+                    "the reply exceeds the gateway's limit of {} MiB",
+                    MAX_REPLY_BYTES / (1024 * 1024)
+                )),
+                ReadError::Http(e) => unreachable(e),
+            })?;
         let v: Value = serde_json::from_slice(&body)
             .map_err(|_| OrchestratorError::Protocol("the answer is not JSON".into()))?;
         parse_reply(&v)
@@ -308,6 +367,7 @@ impl Orchestrator for BrigadeClient {
         let reader = Reader {
             body: resp.bytes_stream().boxed(),
             buf: BytesMut::new(),
+            scanned: 0,
             pending: Default::default(),
             finished: false,
             idle: self.settings.idle_timeout,
@@ -336,10 +396,18 @@ impl Orchestrator for BrigadeClient {
                     }
                     Ok(Some(Ok(chunk))) => {
                         r.buf.extend_from_slice(&chunk);
-                        for data in take_events(&mut r.buf) {
+                        for data in take_events(&mut r.buf, &mut r.scanned) {
                             if let Some(ev) = parse_event(&data) {
                                 r.pending.push_back(ev);
                             }
+                        }
+                        if r.buf.len() > MAX_EVENT_BYTES {
+                            r.buf = BytesMut::new();
+                            r.scanned = 0;
+                            r.pending.push_back(Err(OrchestratorError::Protocol(format!(
+                                "a stream event exceeds the gateway's limit of {} MiB",
+                                MAX_EVENT_BYTES / (1024 * 1024)
+                            ))));
                         }
                     }
                     Ok(Some(Err(e))) => {
@@ -395,13 +463,14 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"event: text\ndata: {\"type\":\"text\",\"text\":\"Hel\"}\n\ndata: {\"type\":\"te"[..],
         );
-        let evs = take_events(&mut buf);
+        let mut scanned = 0;
+        let evs = take_events(&mut buf, &mut scanned);
         assert_eq!(
             evs,
             vec!["{\"type\":\"text\",\"text\":\"Hel\"}".to_string()]
         );
         buf.extend_from_slice(b"xt\",\"text\":\"lo\"}\r\n\r\n");
-        assert_eq!(take_events(&mut buf).len(), 1);
+        assert_eq!(take_events(&mut buf, &mut scanned).len(), 1);
         assert!(buf.is_empty());
         assert_eq!(
             parse_event(
@@ -433,6 +502,124 @@ mod tests {
             Err(OrchestratorError::Failed { message, .. }) if message == "agent crashed"
         ));
         assert!(parse_reply(&json!({"status": "completed"})).is_err());
+    }
+
+    /// A loopback server answering every request with `status` and `body` (chunked when
+    /// `chunked`); returns its URL.
+    async fn answering(status: u16, body: Vec<u8>, chunked: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let body = std::sync::Arc::new(body);
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if sock.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    // The request body is read too (a close with unread bytes resets).
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    let mut request = vec![0; length];
+                    if sock.read_exact(&mut request).await.is_err() {
+                        return;
+                    }
+                    let framing = if chunked {
+                        "transfer-encoding: chunked".to_string()
+                    } else {
+                        format!("content-length: {}", body.len())
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{framing}\r\nconnection: close\r\n\r\n"
+                    );
+                    if sock.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    for piece in body.chunks(1 << 20) {
+                        let sent = if chunked {
+                            let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
+                            framed.extend_from_slice(piece);
+                            framed.extend_from_slice(b"\r\n");
+                            sock.write_all(&framed).await
+                        } else {
+                            sock.write_all(piece).await
+                        };
+                        if sent.is_err() {
+                            return;
+                        }
+                    }
+                    if chunked {
+                        let _ = sock.write_all(b"0\r\n\r\n").await;
+                    }
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        url
+    }
+
+    fn client(url: &str) -> BrigadeClient {
+        let mut s = BrigadeSettings::new(url);
+        s.allow_http = true;
+        BrigadeClient::new(s).unwrap()
+    }
+
+    fn task(stream: bool) -> OrchestratorTask {
+        OrchestratorTask {
+            task_id: "t".into(),
+            body: json!({}),
+            stream,
+        }
+    }
+
+    /// A valid reply padded to more than 16 MiB.
+    fn huge_reply() -> Vec<u8> {
+        let pad = "x".repeat(MAX_REPLY_BYTES + 1);
+        json!({"status": "completed", "result": {"content": [{"type": "text", "text": pad}]}})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn replies_and_error_bodies_are_read_under_caps() {
+        for chunked in [false, true] {
+            let c = client(&answering(200, huge_reply(), chunked).await);
+            match c.run(&task(false)).await {
+                Err(OrchestratorError::Protocol(m)) => assert!(m.contains("16 MiB"), "{m}"),
+                other => panic!("chunked {chunked}: {other:?}"),
+            }
+        }
+        // An error body: its first 64 KiB at most are read (a message past them is not seen).
+        let mut body = br#"{"padding":""#.to_vec();
+        body.resize(1 << 20, b'x');
+        body.extend_from_slice(br#"","error":{"message":"far away"}}"#);
+        let c = client(&answering(500, body, true).await);
+        match c.run(&task(false)).await {
+            Err(OrchestratorError::Failed {
+                status: 500,
+                message,
+            }) => {
+                assert_eq!(message, "no details");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A stream event that never ends.
+        let c = client(&answering(200, vec![b'x'; MAX_EVENT_BYTES + (2 << 20)], true).await);
+        let mut events = c.run_stream(&task(true)).await.unwrap();
+        match events.next().await {
+            Some(Err(OrchestratorError::Protocol(m))) => assert!(m.contains("16 MiB"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

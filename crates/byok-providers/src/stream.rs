@@ -81,6 +81,11 @@ pub struct StreamTranslator {
     usage: StreamUsage,
     complete: bool,
     failed: bool,
+    /// When set, the provider's own error events are replaced by this message (the system
+    /// default credential: its errors can quote the operator's key, account or limits).
+    private_errors: Option<String>,
+    /// The provider's error message withheld from the client, for the operator's log.
+    withheld: Option<String>,
 }
 
 impl StreamTranslator {
@@ -92,7 +97,22 @@ impl StreamTranslator {
             usage: StreamUsage::default(),
             complete: false,
             failed: false,
+            private_errors: None,
+            withheld: None,
         }
+    }
+
+    /// The provider's error events (pass-through and translated alike) reach the client as an
+    /// error event carrying `message` instead of the provider's; the provider's message is
+    /// kept for [`Self::take_withheld`]. Events before the error pass as usual, nothing after it.
+    pub fn with_private_errors(mut self, message: String) -> Self {
+        self.private_errors = Some(message);
+        self
+    }
+
+    /// The provider's error message that was replaced (unscrubbed: scrub before logging it).
+    pub fn take_withheld(&mut self) -> Option<String> {
+        self.withheld.take()
     }
 
     pub fn passthrough_anthropic() -> Self {
@@ -152,7 +172,9 @@ impl StreamTranslator {
     /// [`Self::observe`] instead).
     pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         if self.is_passthrough() {
-            out.extend_from_slice(chunk);
+            let ready = self.pass_chunk(bytes::Bytes::copy_from_slice(chunk));
+            out.extend_from_slice(&ready);
+            return;
         }
         for ev in self.parser.feed(chunk) {
             self.on_event(&ev, out);
@@ -163,9 +185,19 @@ impl StreamTranslator {
     /// complete event, untouched (the chunk itself, without a copy, when it ends on an event
     /// boundary); the bytes of an unfinished event wait for the rest.
     pub fn pass_chunk(&mut self, chunk: bytes::Bytes) -> bytes::Bytes {
+        if self.failed && self.private_errors.is_some() {
+            // Nothing of the provider's after its withheld error.
+            return bytes::Bytes::new();
+        }
         let mut sink = Vec::new();
-        for ev in self.parser.feed(&chunk) {
-            self.on_event(&ev, &mut sink);
+        let was_failed = self.failed;
+        let events = self.parser.feed(&chunk);
+        for ev in &events {
+            self.on_event(ev, &mut sink);
+        }
+        if !was_failed && self.failed && self.private_errors.is_some() {
+            // Rare: only a chunk that completes an error event is rewritten.
+            return bytes::Bytes::from(self.withhold_error(&events));
         }
         if matches!(self.mode, Mode::PassOpenAi { strip_usage: true }) {
             self.pending.extend_from_slice(&chunk);
@@ -204,6 +236,51 @@ impl StreamTranslator {
         self.parser.overflowed()
     }
 
+    /// Pass-through with private errors, for the chunk that completed the provider's error
+    /// event: the events before it (as parsed, re-framed), then the generic error event.
+    fn withhold_error(&mut self, events: &[SseEvent]) -> Vec<u8> {
+        self.pending.clear();
+        let strip_usage = matches!(self.mode, Mode::PassOpenAi { strip_usage: true });
+        let mut out = Vec::new();
+        let mut kind = None;
+        for ev in events {
+            let v = if ev.data.contains("\"error\"") || ev.data.contains("\"usage\"") {
+                serde_json::from_str::<Value>(&ev.data).ok()
+            } else {
+                None
+            };
+            if let Some(k) = v.as_ref().and_then(error_of) {
+                kind = ANTHROPIC_ERROR_TYPES.iter().copied().find(|t| *t == k);
+                break;
+            }
+            if ev.event.as_deref() == Some("error") {
+                break;
+            }
+            if strip_usage && v.as_ref().is_some_and(is_usage_only) {
+                continue;
+            }
+            if let Some(name) = &ev.event {
+                out.extend_from_slice(b"event: ");
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'\n');
+            }
+            for line in ev.data.split('\n') {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+            }
+            out.push(b'\n');
+        }
+        let message = self.private_errors.as_deref().unwrap_or("upstream error");
+        match self.mode {
+            Mode::PassAnthropic => {
+                anthropic_error_event(&mut out, kind.unwrap_or("api_error"), message)
+            }
+            _ => openai_error_event(&mut out, "server_error", message),
+        }
+        out
+    }
+
     fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<u8>) {
         if self.complete {
             return;
@@ -227,6 +304,7 @@ impl StreamTranslator {
                     Some("error") => {
                         self.complete = true;
                         self.failed = true;
+                        self.withhold(&v, &ev.data);
                     }
                     _ => {}
                 }
@@ -243,20 +321,28 @@ impl StreamTranslator {
                 let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
                     return;
                 };
-                if v.get("error").is_some() {
+                if v.get("error").is_some_and(|e| !e.is_null()) {
                     self.complete = true;
                     self.failed = true;
+                    self.withhold(&v, &ev.data);
                 }
                 observe_openai(&v, &mut self.usage);
             }
             Mode::OpenAiToAnthropic(t) => {
-                let state = t.on_event(ev, out, &mut self.usage);
+                let state = t.on_event(ev, out, &mut self.usage, self.private_errors.as_deref());
                 self.apply(state);
             }
             Mode::AnthropicToOpenAi(t) => {
-                let state = t.on_event(ev, out, &mut self.usage);
+                let state = t.on_event(ev, out, &mut self.usage, self.private_errors.as_deref());
                 self.apply(state);
             }
+        }
+    }
+
+    /// Keeps the provider's error message for the log when errors are private.
+    fn withhold(&mut self, v: &Value, data: &str) {
+        if self.private_errors.is_some() {
+            self.withheld = Some(provider_message(v, data));
         }
     }
 
@@ -264,9 +350,12 @@ impl StreamTranslator {
         match state {
             Progress::Going => {}
             Progress::Done => self.complete = true,
-            Progress::Failed => {
+            Progress::Failed(withheld) => {
                 self.complete = true;
                 self.failed = true;
+                if withheld.is_some() {
+                    self.withheld = withheld;
+                }
             }
         }
     }
@@ -311,6 +400,50 @@ impl StreamTranslator {
     }
 }
 
+/// Anthropic's documented `error.type`s (a withheld error keeps its type: clients retry on
+/// `overloaded_error`).
+const ANTHROPIC_ERROR_TYPES: [&str; 9] = [
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "request_too_large",
+    "rate_limit_error",
+    "api_error",
+    "overloaded_error",
+    "timeout_error",
+];
+
+/// The error type of a parsed event that reports an error (Anthropic `{"type": "error"}`,
+/// OpenAI/OpenRouter `{"error": {...}}`), `""` when it has none.
+fn error_of(v: &Value) -> Option<&str> {
+    let err = v.get("error").filter(|e| !e.is_null())?;
+    if v.get("type").is_some_and(|t| t != "error") && v.get("choices").is_none() {
+        // An Anthropic event that is not an error but carries an `error` member.
+        return None;
+    }
+    Some(err.get("type").and_then(Value::as_str).unwrap_or(""))
+}
+
+/// A chunk with `"choices": []` and a `usage` object.
+fn is_usage_only(v: &Value) -> bool {
+    v.get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+        && v.get("usage").is_some_and(Value::is_object)
+}
+
+/// The provider's message in an error event (its `error.message`, else the event's data), cut
+/// to 2,000 characters.
+fn provider_message(v: &Value, data: &str) -> String {
+    v.pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or(data)
+        .chars()
+        .take(2000)
+        .collect()
+}
+
 /// Drops the usage-only chunks (`"choices": []` with `usage`) from whole events.
 fn strip_usage_chunks(events: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(events);
@@ -323,12 +456,7 @@ fn strip_usage_chunks(events: &[u8]) -> Vec<u8> {
             .collect::<Vec<_>>()
             .join("\n");
         let usage_only = data.contains("\"usage\"")
-            && serde_json::from_str::<Value>(&data).is_ok_and(|v| {
-                v.get("choices")
-                    .and_then(Value::as_array)
-                    .is_some_and(Vec::is_empty)
-                    && v.get("usage").is_some_and(Value::is_object)
-            });
+            && serde_json::from_str::<Value>(&data).is_ok_and(|v| is_usage_only(&v));
         if !usage_only {
             out.push_str(ev);
         }
@@ -367,7 +495,8 @@ fn observe_openai(v: &Value, usage: &mut StreamUsage) {
 enum Progress {
     Going,
     Done,
-    Failed,
+    /// An error event was written; with the provider's message when it was withheld.
+    Failed(Option<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -476,7 +605,13 @@ impl OpenAiToAnthropic {
         anthropic_event(out, "message_stop", &json!({"type": "message_stop"}));
     }
 
-    fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<u8>, usage: &mut StreamUsage) -> Progress {
+    fn on_event(
+        &mut self,
+        ev: &SseEvent,
+        out: &mut Vec<u8>,
+        usage: &mut StreamUsage,
+        private: Option<&str>,
+    ) -> Progress {
         let data = ev.data.trim();
         if data == "[DONE]" {
             if !self.started {
@@ -488,14 +623,18 @@ impl OpenAiToAnthropic {
         let Ok(chunk) = serde_json::from_str::<Value>(data) else {
             return Progress::Going;
         };
-        if let Some(err) = chunk.get("error") {
+        if let Some(err) = chunk.get("error").filter(|e| !e.is_null()) {
             let msg = err
                 .get("message")
                 .and_then(Value::as_str)
                 .unwrap_or("upstream error");
+            if let Some(generic) = private {
+                anthropic_error_event(out, "api_error", generic);
+                return Progress::Failed(Some(provider_message(&chunk, data)));
+            }
             let msg = &scrub(msg, None);
             anthropic_error_event(out, "api_error", msg);
-            return Progress::Failed;
+            return Progress::Failed(None);
         }
         observe_openai(&chunk, usage);
         self.start(&chunk, out, usage);
@@ -606,7 +745,13 @@ impl AnthropicToOpenAi {
         );
     }
 
-    fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<u8>, usage: &mut StreamUsage) -> Progress {
+    fn on_event(
+        &mut self,
+        ev: &SseEvent,
+        out: &mut Vec<u8>,
+        usage: &mut StreamUsage,
+        private: Option<&str>,
+    ) -> Progress {
         let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
             return Progress::Going;
         };
@@ -691,13 +836,17 @@ impl AnthropicToOpenAi {
                 return Progress::Done;
             }
             Some("error") => {
+                if let Some(generic) = private {
+                    openai_error_event(out, "server_error", generic);
+                    return Progress::Failed(Some(provider_message(&v, &ev.data)));
+                }
                 let msg = v
                     .pointer("/error/message")
                     .and_then(Value::as_str)
                     .unwrap_or("upstream error");
                 let msg = &scrub(msg, None);
                 openai_error_event(out, "server_error", msg);
-                return Progress::Failed;
+                return Progress::Failed(None);
             }
             _ => {}
         }
@@ -856,6 +1005,79 @@ mod tests {
             !s.contains("secretsecret") && s.contains("[redacted]"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn private_errors_replace_the_providers_message_in_every_mode() {
+        const SECRET: &str = "Key sk-or-v1-abc...wxyz of org-ACME is over its limit";
+        let generic = "the provider failed; see request id r-123".to_string();
+        // Anthropic pass-through: the events before pass, the error is replaced, its type kept.
+        let mut p = StreamTranslator::passthrough_anthropic().with_private_errors(generic.clone());
+        let first = p.pass_chunk(bytes::Bytes::from_static(
+            b"event: ping\ndata: {\"type\":\"ping\"}\n\n",
+        ));
+        assert_eq!(&first[..], b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
+        let chunk = format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\"}}\n\n\
+             event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"overloaded_error\",\"message\":\"{SECRET}\"}}}}\n\n\
+             event: ping\ndata: {{}}\n\n"
+        );
+        let out = p.pass_chunk(bytes::Bytes::from(chunk));
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(!text.contains("ACME") && text.contains("r-123"), "{text}");
+        assert!(text.starts_with("event: content_block_delta\n"), "{text}");
+        let evs = events(text.as_bytes());
+        assert_eq!(evs.len(), 2, "nothing after the error: {text}");
+        let v: Value = serde_json::from_str(&evs[1].data).unwrap();
+        assert_eq!(v["error"]["type"], "overloaded_error");
+        assert_eq!(p.take_withheld().as_deref(), Some(SECRET));
+        assert!(p.failed() && p.is_complete());
+        assert!(
+            p.pass_chunk(bytes::Bytes::from_static(b"data: late\n\n"))
+                .is_empty()
+        );
+
+        // OpenRouter's mid-stream error, passed through to an OpenAI client.
+        let mut p = StreamTranslator::passthrough_openai_without_usage()
+            .with_private_errors(generic.clone());
+        let chunk = format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"a\"}}}}]}}\n\n\
+             data: {{\"object\":\"chat.completion.chunk\",\"error\":{{\"code\":502,\"message\":\"{SECRET}\"}},\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"error\"}}]}}\n\n"
+        );
+        let out = p.pass_chunk(bytes::Bytes::from(chunk));
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(!text.contains("ACME") && text.contains("r-123"), "{text}");
+        assert!(text.contains("\"content\":\"a\""), "{text}");
+        assert_eq!(p.take_withheld().as_deref(), Some(SECRET));
+
+        // Translated, both ways.
+        let mut t =
+            StreamTranslator::openai_to_anthropic("m", 0).with_private_errors(generic.clone());
+        let mut out = Vec::new();
+        t.on_chunk(
+            format!("data: {{\"error\":{{\"message\":\"{SECRET}\"}}}}\n\n").as_bytes(),
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("ACME") && text.contains("r-123"), "{text}");
+        assert_eq!(t.take_withheld().as_deref(), Some(SECRET));
+        let mut t =
+            StreamTranslator::anthropic_to_openai("m", 1, false).with_private_errors(generic);
+        let mut out = Vec::new();
+        t.on_chunk(
+            format!("event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"{SECRET}\"}}}}\n\n").as_bytes(),
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("ACME") && text.contains("r-123"), "{text}");
+        assert_eq!(t.take_withheld().as_deref(), Some(SECRET));
+
+        // Without private errors (a user's own key), the provider's message passes.
+        let mut p = StreamTranslator::passthrough_openai();
+        let chunk = format!("data: {{\"error\":{{\"message\":\"{SECRET}\"}}}}\n\n");
+        let out = p.pass_chunk(bytes::Bytes::from(chunk.clone()));
+        assert_eq!(&out[..], chunk.as_bytes());
+        assert!(p.failed() && p.take_withheld().is_none());
     }
 
     #[test]

@@ -41,7 +41,7 @@
 //! | `BYOK_MAX_BODY_BYTES` | `16777216` | largest request body on `/v1/*` |
 //! | `BYOK_MAX_CONCURRENT_PER_USER` | `32` | LLM requests one user may have in flight at once on this replica, streams included (`0`: unlimited); over it → 429 |
 //! | `BYOK_MAX_TRANSLATED_BODY_BYTES` | `16777216` | largest non-streaming answer translated between API formats (it must be buffered whole); over it → 502. Same-format answers are streamed through, whatever their size |
-//! | `BYOK_RESPONSE_BUFFER_BUDGET_MB` | `128` | memory (MiB) all requests together may hold for answers being translated (their bytes, then their parsed form while translated); when spent → 503 |
+//! | `BYOK_RESPONSE_BUFFER_BUDGET_MB` | `128` | memory (MiB) all requests together may hold for request bodies as they are read (and their rewritten, parsed or translated copies) and for answers being translated (their bytes, then their parsed form while translated); when spent → 503 |
 //! | `AUTH_MODE` | `local` | `local` (gateway tokens), `keycloak` (Keycloak JWTs + gateway tokens, no bootstrap admin), `both` |
 //! | `KEYCLOAK_URL` | none | e.g. `https://sso.example.com` (needed for `AUTH_MODE=keycloak\|both` and the keycloak key store) |
 //! | `KEYCLOAK_REALM` | none | the realm |

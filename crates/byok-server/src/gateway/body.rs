@@ -1,6 +1,6 @@
-//! What the gateway holds while an answer is on its way: guards that live as long as a
-//! response body, the process-wide budget of bytes buffered for translation, and capped reads
-//! of upstream bodies.
+//! What the gateway holds while a request is served: guards that live as long as a response
+//! body, the process-wide budget of bytes buffered (request bodies, and answers that must be
+//! whole to be translated), and capped reads of request and upstream bodies.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -69,8 +69,9 @@ pub(crate) enum Refusal {
     Broken,
 }
 
-/// The bytes of answers buffered at once across all requests (those that must be whole to be
-/// translated), in KiB, and the cap of one answer.
+/// The bytes buffered at once across all requests, in KiB (`BYOK_RESPONSE_BUFFER_BUDGET_MB`):
+/// request bodies as they are read (and their parsed and translated copies), and answers that
+/// must be whole to be translated; plus the cap of one such answer.
 #[derive(Debug)]
 pub struct ResponseBudget {
     kib: Arc<Semaphore>,
@@ -155,6 +156,68 @@ impl Charge {
             }
         }
     }
+}
+
+/// What parsing `json` into a `serde_json::Value` and serialising a translated copy costs
+/// beyond its bytes: the tree (`VALUE_COST` per JSON value) and a copy of about its size,
+/// twice over for slack. One pass over the bytes; only paid where a body is parsed whole.
+pub(crate) fn parse_cost(json: &[u8]) -> usize {
+    let mut scanner = byok_providers::usage::UsageScanner::new();
+    scanner.feed(json);
+    json.len()
+        .saturating_mul(2)
+        .saturating_add(VALUE_COST.saturating_mul(scanner.structure() as usize))
+}
+
+/// What a JSON value costs once parsed, beyond its bytes (a `serde_json::Value` is 32 bytes,
+/// plus its slot in an array or a map node and a key).
+pub(crate) const VALUE_COST: usize = 64;
+
+/// Reads a request body up to `limit` bytes, charging `charge` for the memory it takes as it
+/// grows (the announced length at once, else by doubling), so that all requests together never
+/// hold more than the budget. Never waits for the budget: a spent budget is refused at once.
+pub(crate) async fn read_request(
+    mut payload: actix_web::web::Payload,
+    announced: Option<usize>,
+    limit: usize,
+    charge: &mut Charge,
+) -> Result<Bytes, RequestRefusal> {
+    if announced.is_some_and(|n| n > limit) {
+        return Err(RequestRefusal::OverLimit);
+    }
+    let mut out: Vec<u8> = Vec::new();
+    if let Some(n) = announced {
+        charge.cover(n).map_err(RequestRefusal::Budget)?;
+        out.reserve_exact(n);
+    }
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| RequestRefusal::Broken)?;
+        let len = out.len() + chunk.len();
+        if len > limit {
+            return Err(RequestRefusal::OverLimit);
+        }
+        if len > out.capacity() {
+            let target = len
+                .max(out.capacity().saturating_mul(2))
+                .max(8 * 1024)
+                .min(limit);
+            charge.cover(target).map_err(RequestRefusal::Budget)?;
+            out.reserve_exact(target - out.len());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Why a request body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestRefusal {
+    /// Over `BYOK_MAX_BODY_BYTES`.
+    OverLimit,
+    /// The buffer budget is spent ([`Refusal::Busy`]) or too small for it ([`Refusal::TooLarge`]).
+    Budget(Refusal),
+    /// The client's connection failed.
+    Broken,
 }
 
 /// At most `limit` bytes of a body (the rest is not read); for error bodies.

@@ -97,13 +97,35 @@ impl GatewayError {
     }
 }
 
+/// What the caller was doing when core refused: chooses the wording of a refusal, never its
+/// status or code (those are decided once, in [`GatewayError::from_core`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Doing {
+    /// Resolving the requested model to a route (`Gateway::resolve`).
+    ResolvingModel,
+    /// Anything else (an execution server for an orchestrated request, the model list, …).
+    Other,
+}
+
 impl From<CoreError> for GatewayError {
     fn from(e: CoreError) -> Self {
+        Self::from_core(e, Doing::Other)
+    }
+}
+
+impl GatewayError {
+    /// A core error as the client sees it; `doing` words a tier refusal for the situation.
+    pub fn from_core(e: CoreError, doing: Doing) -> Self {
         match e {
             CoreError::InvalidInput { message, .. } => Self::invalid(message),
             CoreError::UpgradeRequired { required, .. } => Self::new(
                 StatusCode::FORBIDDEN,
-                format!("this requires the {required} tier or higher"),
+                match doing {
+                    Doing::ResolvingModel => format!(
+                        "this model needs your own key, which requires the {required} tier or higher"
+                    ),
+                    Doing::Other => format!("this requires the {required} tier or higher"),
+                },
             )
             .with_code("upgrade_required"),
             CoreError::Exec(e) => {
@@ -161,6 +183,23 @@ pub use byok_providers::redact::scrub;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tier_refusals_are_worded_by_the_caller_with_one_status() {
+        let refusal = || CoreError::UpgradeRequired {
+            current: byok_core::Tier::Free,
+            required: byok_core::Tier::Starter,
+        };
+        let model = GatewayError::from_core(refusal(), Doing::ResolvingModel);
+        let other = GatewayError::from(refusal());
+        assert_eq!(
+            model.message,
+            "this model needs your own key, which requires the starter tier or higher"
+        );
+        assert_eq!(other.message, "this requires the starter tier or higher");
+        assert_eq!((model.status, model.code), (other.status, other.code));
+        assert_eq!(model.status, StatusCode::FORBIDDEN);
+    }
 
     #[test]
     fn error_bodies_per_ingress() {

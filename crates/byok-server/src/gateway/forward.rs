@@ -17,16 +17,12 @@ use byok_providers::usage::UsageScanner;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::body::{self, Held, Refusal};
+use super::body::{self, Charge, Held, Refusal, VALUE_COST};
 use super::errors::{GatewayError, Ingress, scrub};
 use crate::state::AppState;
 
 /// Largest upstream error body read (the rest is ignored).
 const MAX_ERROR_BODY: usize = 64 * 1024;
-/// What parsing an answer costs per JSON value beyond its bytes (a `serde_json::Value` is 32
-/// bytes, plus its slot in an array or a map node and a key): charged to the response budget
-/// before a translated answer is parsed.
-const VALUE_COST: usize = 64;
 
 /// The request as the handler parsed it.
 #[derive(Debug)]
@@ -42,6 +38,8 @@ pub struct Call<'a> {
     pub anthropic_beta: Option<String>,
     /// W3C `traceparent` for the upstream call (this request as the parent).
     pub traceparent: Option<String>,
+    /// The id the request is logged under: what a user quotes to the operator.
+    pub request_id: String,
     pub started: Instant,
 }
 
@@ -113,10 +111,13 @@ pub fn rewrite_members(
     Ok(out)
 }
 
+/// The body for the provider. A copy (rewritten or translated) is charged to the request's
+/// part of the buffer budget first: the copy, and for a translation the parsed tree as well.
 fn upstream_body(
     call: &Call<'_>,
     route: &Route,
     target: &ChatTarget,
+    charge: &mut Charge,
 ) -> Result<Bytes, GatewayError> {
     if wire_of(call.ingress) == target.wire {
         let rename = (route.model != call.requested_model).then_some(route.model.as_str());
@@ -124,8 +125,12 @@ fn upstream_body(
         if rename.is_none() && !ask_usage {
             return Ok(call.body.clone());
         }
+        charge
+            .cover(call.body.len().saturating_mul(2).saturating_add(4096))
+            .map_err(super::buffer_refused)?;
         return rewrite_members(call.body, rename, ask_usage).map(Bytes::from);
     }
+    super::charge_parse(charge, call.body)?;
     let v: Value = serde_json::from_slice(call.body)
         .map_err(|_| GatewayError::invalid("the body is not valid JSON"))?;
     let translated = match call.ingress {
@@ -193,6 +198,7 @@ fn from_upstream_status(
     body: &[u8],
     retry_after: Option<String>,
     route: &Route,
+    request_id: &str,
 ) -> GatewayError {
     let provider = route.provider.display_name();
     let upstream_msg = serde_json::from_slice::<Value>(body)
@@ -218,7 +224,7 @@ fn from_upstream_status(
                 upstream_message = %upstream_msg,
                 "the provider refused a request made with the system default credential"
             );
-            " (the details are in the service's log under this request's x-request-id)".into()
+            format!(" ({})", logged_under(request_id))
         }
     };
     let whose = match route.credential {
@@ -234,7 +240,10 @@ fn from_upstream_status(
             );
             (
                 StatusCode::BAD_GATEWAY,
-                format!("{provider} rejected the service's default credential"),
+                format!(
+                    "{provider} rejected the service's default credential ({})",
+                    logged_under(request_id)
+                ),
             )
         }
         401 => (
@@ -280,6 +289,11 @@ fn from_upstream_status(
         retry_after: if status == 429 { retry_after } else { None },
         code: None,
     }
+}
+
+/// Where a user is told to look for what the system default's provider said.
+fn logged_under(request_id: &str) -> String {
+    format!("the details are in the service's log under request id {request_id}")
 }
 
 /// The request's log fields and usage record (never the key; the model name scrubbed, as
@@ -419,6 +433,7 @@ pub async fn attempt(
     state: &AppState,
     call: &Call<'_>,
     route: &Route,
+    charge: &mut Charge,
 ) -> Result<Attempt, GatewayError> {
     let target = state
         .upstream
@@ -428,7 +443,7 @@ pub async fn attempt(
             route.credential == CredentialKind::System,
         )
         .map_err(GatewayError::from)?;
-    let body = upstream_body(call, route, &target)?;
+    let body = upstream_body(call, route, &target, charge)?;
     let headers = headers_for(call, &target);
     let provider_name = route.provider.display_name();
     let sent = Instant::now();
@@ -457,7 +472,7 @@ pub async fn attempt(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let body = body::read_limited(resp, MAX_ERROR_BODY).await;
-        let err = from_upstream_status(status, &body, retry_after, route);
+        let err = from_upstream_status(status, &body, retry_after, route, &call.request_id);
         if route.credential == CredentialKind::User
             && byok_core::services::is_fallback_status(status)
         {
@@ -661,6 +676,8 @@ struct StreamGuard {
     route: Route,
     stream: bool,
     started: Instant,
+    /// For the log line of a withheld provider error (the body outlives the request's span).
+    request_id: String,
 }
 
 impl Drop for StreamGuard {
@@ -713,6 +730,17 @@ fn stream_response(
             StreamTranslator::anthropic_to_openai(call.requested_model, created, call.include_usage)
         }
     };
+    // The system default's provider may quote the operator's key, account or limits in its
+    // in-stream errors: the user reads a generic message naming the request, the operator the
+    // detail (scrubbed) in the log.
+    let translator = match route.credential {
+        CredentialKind::System => translator.with_private_errors(format!(
+            "{} reported an error during the answer ({})",
+            route.provider.display_name(),
+            logged_under(&call.request_id)
+        )),
+        CredentialKind::User => translator,
+    };
     let guard = StreamGuard {
         translator,
         state: state.clone(),
@@ -720,6 +748,7 @@ fn stream_response(
         route: route.clone(),
         stream: true,
         started: call.started,
+        request_id: call.request_id.clone(),
     };
     let upstream = resp.bytes_stream();
     let idle = state.upstream.options().idle_timeout;
@@ -755,6 +784,16 @@ fn stream_response(
                             guard.translator.on_chunk(&chunk, &mut out);
                             Bytes::from(out)
                         };
+                        if let Some(detail) = guard.translator.take_withheld() {
+                            let key = guard.route.api_key.as_ref().map(|k| k.expose());
+                            tracing::warn!(
+                                request_id = %guard.request_id,
+                                provider = guard.route.provider.as_str(),
+                                upstream_message = %scrub(&detail, key),
+                                "the provider reported an error mid-stream on the system \
+                                 default credential"
+                            );
+                        }
                         if guard.translator.overflowed() {
                             let mut tail = out.to_vec();
                             guard

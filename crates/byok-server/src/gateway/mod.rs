@@ -11,12 +11,13 @@ use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use byok_core::{CredentialKind, Principal, ProviderId};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub use body::ResponseBudget;
+use body::{Charge, Refusal, RequestRefusal};
 use byok_core::services::InFlight;
+use errors::Doing;
 pub use errors::{GatewayError, Ingress, scrub};
 use forward::{Attempt, Call, attempt, error_response, record_error};
 
@@ -49,21 +50,42 @@ async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Principal, 
     Ok(who)
 }
 
-/// Reads the body up to the configured limit.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, GatewayError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|_| GatewayError::invalid("the request body could not be read"))?;
-        if body.len() + chunk.len() > limit {
-            return Err(GatewayError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body exceeds {limit} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
+/// Why a request body was not read, as the client sees it.
+fn body_refused(why: RequestRefusal, limit: usize) -> GatewayError {
+    match why {
+        RequestRefusal::OverLimit => GatewayError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body exceeds {limit} bytes"),
+        ),
+        RequestRefusal::Broken => GatewayError::invalid("the request body could not be read"),
+        RequestRefusal::Budget(why) => buffer_refused(why),
     }
-    Ok(body.freeze())
+}
+
+/// The client's error when the process-wide buffer budget cannot hold what a request needs
+/// (its body, or the copies made to translate it).
+fn buffer_refused(why: Refusal) -> GatewayError {
+    match why {
+        Refusal::Busy | Refusal::Broken => GatewayError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the gateway is holding too many large requests at the moment; retry shortly"
+                .into(),
+            retry_after: Some("1".into()),
+            code: Some("request_buffer_exhausted"),
+        },
+        Refusal::TooLarge => GatewayError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request is larger than this gateway can hold at once (its buffer budget)",
+        )
+        .with_code("request_buffer_exhausted"),
+    }
+}
+
+/// Charges `charge` for parsing `body` whole (and for the translated or rewritten copy).
+fn charge_parse(charge: &mut Charge, body: &[u8]) -> Result<(), GatewayError> {
+    charge
+        .cover(body.len().saturating_add(body::parse_cost(body)))
+        .map_err(buffer_refused)
 }
 
 /// Answers a request refused before any provider was called, with its log line (the model
@@ -89,22 +111,32 @@ fn too_many_in_flight(max: usize) -> GatewayError {
     }
 }
 
-/// Authenticates the caller, takes one of its concurrent-request slots and counts the request
-/// against its rate limits when `limited`, then reads the body (in that order: an
-/// unauthenticated or limited client cannot make the service buffer a large body). Errors come
-/// in the client's format. The slot is held until the answer has been sent.
+/// What an admitted request holds until it is served: its caller, its body, its concurrency
+/// slot (until the answer has been sent) and the part of the buffer budget its body takes (until
+/// the body is dropped, when the answer starts).
+struct Admitted {
+    who: Principal,
+    body: Bytes,
+    slot: Option<InFlight>,
+    charge: Charge,
+}
+
+/// Authenticates the caller, takes one of its concurrent-request slots, counts the request
+/// against its rate limits when `rate_limited`, then reads the body, charged to the buffer
+/// budget as it grows (in that order: an unauthenticated, limited or over-budget client cannot
+/// make the service buffer a large body). Errors come in the client's format.
 async fn admit(
     state: &AppState,
     req: &HttpRequest,
     payload: web::Payload,
     ingress: Ingress,
-    limited: bool,
-) -> Result<(Principal, Bytes, Option<InFlight>), HttpResponse> {
+    rate_limited: bool,
+) -> Result<Admitted, HttpResponse> {
     let who = authenticate(req, state)
         .await
         .map_err(|e| reject(e, ingress, None))?;
     let slot = match state.in_flight.max() {
-        Some(max) if limited => match state.in_flight.try_acquire(who.user_id) {
+        Some(max) => match state.in_flight.try_acquire(who.user_id) {
             Some(slot) => Some(slot),
             None => {
                 state
@@ -115,19 +147,47 @@ async fn admit(
                 return Err(reject(too_many_in_flight(max), ingress, None));
             }
         },
-        _ => None,
+        None => None,
     };
-    if limited
+    if rate_limited
         && state.rate_limits.any()
         && let Err((scope, e)) = state.rate_limits.admit(state.limiter.as_ref(), &who).await
     {
         state.metrics.rate_limited.with_label_values(&[scope]).inc();
         return Err(reject(e.into(), ingress, None));
     }
-    let body = read_body(payload, state.max_body_bytes)
+    let announced = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut charge = state.response_budget.charge();
+    let body = body::read_request(payload, announced, state.max_body_bytes, &mut charge)
         .await
-        .map_err(|e| reject(e, ingress, None))?;
-    Ok((who, body, slot))
+        .map_err(|why| {
+            if matches!(why, RequestRefusal::Budget(_)) {
+                state
+                    .metrics
+                    .rate_limited
+                    .with_label_values(&["buffer"])
+                    .inc();
+            }
+            reject(body_refused(why, state.max_body_bytes), ingress, None)
+        })?;
+    Ok(Admitted {
+        who,
+        body,
+        slot,
+        charge,
+    })
+}
+
+/// The id the request is logged under (validated or generated by the request middleware).
+fn request_id(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<crate::app::RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default()
 }
 
 fn header(req: &HttpRequest, name: &str) -> Option<String> {
@@ -181,11 +241,19 @@ async fn serve(
     ingress: Ingress,
 ) -> HttpResponse {
     let started = Instant::now();
-    let (who, body, slot) = match admit(&state, &req, payload, ingress, true).await {
+    let Admitted {
+        who,
+        body,
+        slot,
+        mut charge,
+    } = match admit(&state, &req, payload, ingress, true).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let resp = answer(&state, &req, &who, &body, ingress, started).await;
+    let resp = answer(&state, &req, &who, &body, &mut charge, ingress, started).await;
+    // The body (and its copies) are no longer held once the answer starts.
+    drop(body);
+    drop(charge);
     match slot {
         Some(slot) => body::hold_while_streaming(resp, slot),
         None => resp,
@@ -198,6 +266,7 @@ async fn answer(
     req: &HttpRequest,
     who: &Principal,
     body: &Bytes,
+    charge: &mut Charge,
     ingress: Ingress,
     started: Instant,
 ) -> HttpResponse {
@@ -213,11 +282,17 @@ async fn answer(
         )
     {
         let stream = p.stream.unwrap_or(false);
-        return orchestrate::serve(state, req, who, body, &model, stream, started).await;
+        return orchestrate::serve(state, req, who, body, charge, &model, stream, started).await;
     }
     let resolution = match state.gateway.resolve(who, &model).await {
         Ok(r) => r,
-        Err(e) => return reject(e.into(), ingress, Some(&model)),
+        Err(e) => {
+            return reject(
+                GatewayError::from_core(e, Doing::ResolvingModel),
+                ingress,
+                Some(&model),
+            );
+        }
     };
     let call = Call {
         ingress,
@@ -236,12 +311,13 @@ async fn answer(
             .extensions()
             .get::<crate::app::TraceContext>()
             .map(crate::app::TraceContext::traceparent),
+        request_id: request_id(req),
         started,
     };
     let routes = std::iter::once(&resolution.primary).chain(resolution.fallback.iter());
     let mut last: Option<(GatewayError, &byok_core::services::Route)> = None;
     for route in routes {
-        match attempt(state, &call, route).await {
+        match attempt(state, &call, route, charge).await {
             Ok(Attempt::Done(resp)) => return resp,
             Ok(Attempt::Retryable(err)) => {
                 record_error(state, &call, route, err.status);
@@ -329,18 +405,43 @@ pub async fn count_tokens(
     payload: web::Payload,
 ) -> HttpResponse {
     let ingress = Ingress::Anthropic;
-    // Counting tokens costs nothing upstream: not rate-limited.
-    let (who, body, _) = match admit(&state, &req, payload, ingress, false).await {
+    // Counting tokens is free at the providers, and clients such as Claude Code count before
+    // many of their messages: counting them against the rate limits would halve a user's
+    // effective limit for no protection. It takes a concurrency slot and its body is charged to
+    // the buffer budget like any other request, so memory and concurrency stay bounded.
+    let Admitted {
+        who,
+        body,
+        slot,
+        mut charge,
+    } = match admit(&state, &req, payload, ingress, false).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let model = match peek(&body, false) {
+    let resp = count(&state, &req, &who, &body, &mut charge).await;
+    drop((body, charge));
+    match slot {
+        Some(slot) => body::hold_while_streaming(resp, slot),
+        None => resp,
+    }
+}
+
+/// Serves an admitted `count_tokens` request.
+async fn count(
+    state: &AppState,
+    req: &HttpRequest,
+    who: &Principal,
+    body: &Bytes,
+    charge: &mut Charge,
+) -> HttpResponse {
+    let ingress = Ingress::Anthropic;
+    let model = match peek(body, false) {
         Ok(p) => p.model.unwrap_or_default(),
         Err(e) => return e.response(ingress),
     };
-    let resolution = match state.gateway.resolve(&who, &model).await {
+    let resolution = match state.gateway.resolve(who, &model).await {
         Ok(r) => r,
-        Err(e) => return GatewayError::from(e).response(ingress),
+        Err(e) => return GatewayError::from_core(e, Doing::ResolvingModel).response(ingress),
     };
     let route = &resolution.primary;
     if let Ok(target) = state.upstream.target(
@@ -352,16 +453,23 @@ pub async fn count_tokens(
         let upstream_body = if route.model == model {
             body.clone()
         } else {
-            match forward::rewrite_model(&body, &route.model) {
+            // A copy with the model renamed.
+            if let Err(e) = charge
+                .cover(body.len().saturating_mul(2))
+                .map_err(buffer_refused)
+            {
+                return e.response(ingress);
+            }
+            match forward::rewrite_model(body, &route.model) {
                 Ok(b) => Bytes::from(b),
                 Err(e) => return e.response(ingress),
             }
         };
         let mut headers = vec![(
             "anthropic-version",
-            header(&req, "anthropic-version").unwrap_or_else(|| "2023-06-01".into()),
+            header(req, "anthropic-version").unwrap_or_else(|| "2023-06-01".into()),
         )];
-        if let Some(b) = header(&req, "anthropic-beta") {
+        if let Some(b) = header(req, "anthropic-beta") {
             headers.push(("anthropic-beta", b));
         }
         match state
@@ -395,7 +503,11 @@ pub async fn count_tokens(
             Err(e) => tracing::info!(error = %e, "upstream count_tokens failed; estimating"),
         }
     }
-    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // The estimate parses the body whole.
+    if let Err(e) = charge_parse(charge, body) {
+        return e.response(ingress);
+    }
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     HttpResponse::Ok()
         .insert_header(("x-byok-provider", route.provider.as_str()))
         .insert_header(("x-byok-credential", route.credential.as_str()))
@@ -482,7 +594,7 @@ pub async fn models(state: web::Data<AppState>, req: HttpRequest) -> HttpRespons
 /// operator sees what a client tried.
 pub fn unknown_endpoint(req: &HttpRequest) -> HttpResponse {
     let path = req.path();
-    let logged: String = scrub(path, None).chars().take(200).collect();
+    let logged = loggable_path(path);
     tracing::info!(method = %req.method().as_str().chars().take(16).collect::<String>(),
         path = %logged, "an LLM client called an endpoint this gateway does not serve");
     let message = "this gateway does not serve this endpoint; it serves POST /v1/messages, \
@@ -503,9 +615,111 @@ pub fn unknown_endpoint(req: &HttpRequest) -> HttpResponse {
         .response(ingress)
 }
 
+/// `%XX` escapes decoded (invalid ones kept as they are), lossily as UTF-8.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a path segment may be a credential: a run of 20 or more characters of the alphabet
+/// keys are written in (`[A-Za-z0-9_.-]`: OpenAI-style, Mistral/Together/Cohere-style bare
+/// alphanumerics, JWTs), or a JWT's `eyJ` start.
+fn key_shaped(segment: &str) -> bool {
+    const MIN_RUN: usize = 20;
+    if segment.starts_with("eyJ") {
+        return true;
+    }
+    let mut run = 0;
+    for c in segment.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+            run += 1;
+            if run >= MIN_RUN {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
+/// A path as the unknown-endpoint log line shows it: percent-decoded (until stable, so an
+/// encoded key is seen as one), each segment between `/` and `:` that may be a credential
+/// replaced by `[redacted]`, other credential shapes scrubbed, at most 200 characters.
+/// `v1`, `models`, `gemini-2.5-pro:generateContent` stay readable.
+fn loggable_path(path: &str) -> String {
+    let mut decoded = path.to_string();
+    for _ in 0..3 {
+        let next = percent_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    let mut out = String::with_capacity(decoded.len().min(256));
+    for piece in decoded.split_inclusive(['/', ':']) {
+        let (segment, sep) = match piece.strip_suffix(['/', ':']) {
+            Some(seg) => (seg, &piece[seg.len()..]),
+            None => (piece, ""),
+        };
+        if key_shaped(segment) {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(segment);
+        }
+        out.push_str(sep);
+    }
+    scrub(&out, None).chars().take(200).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_paths_keep_endpoints_and_lose_keys() {
+        assert_eq!(
+            loggable_path("/v1beta/models/gemini-2.5-pro:generateContent"),
+            "/v1beta/models/gemini-2.5-pro:generateContent"
+        );
+        assert_eq!(loggable_path("/v1/responses"), "/v1/responses");
+        assert_eq!(
+            loggable_path("/v1/sk%2Dproj%2DABCDEFabcdef0123456789/models"),
+            "/v1/[redacted]/models"
+        );
+        assert_eq!(
+            loggable_path("/v1/sk%252Dproj%252DABCDEFabcdef0123456789/models"),
+            "/v1/[redacted]/models",
+            "encoded twice"
+        );
+        assert_eq!(
+            loggable_path("/v1/models/eyJhbGc.x.y"),
+            "/v1/models/[redacted]"
+        );
+        assert_eq!(
+            loggable_path("/v1/x:AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcd/y"),
+            "/v1/x:[redacted]/y"
+        );
+        assert_eq!(loggable_path("/v1/a%2"), "/v1/a%2");
+        assert!(loggable_path(&"/v1/a".repeat(100)).chars().count() <= 200);
+    }
 
     #[test]
     fn estimate_is_documented_and_monotonic() {

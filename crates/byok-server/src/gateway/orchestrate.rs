@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use byok_core::Principal;
 use byok_core::ports::{OrchestratorError, OrchestratorEvent, OrchestratorReply, ReplyBlock};
 use byok_core::services::{
@@ -19,6 +19,8 @@ use byok_providers::ChatWire;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use super::body::Charge;
+use super::errors::Doing;
 use super::forward::log_and_record;
 use super::{GatewayError, Ingress, header, scrub};
 use crate::state::AppState;
@@ -187,11 +189,16 @@ impl SseWriter {
 }
 
 /// Serves an orchestrated `/v1/messages` request.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the admitted request, as the handler holds it"
+)]
 pub async fn serve(
     state: &AppState,
     req: &HttpRequest,
     who: &Principal,
     body: &Bytes,
+    charge: &mut Charge,
     model: &str,
     stream: bool,
     started: Instant,
@@ -203,6 +210,10 @@ pub async fn serve(
         )
         .response(ingress);
     };
+    // The task is built from the parsed request: charged to the buffer budget first.
+    if let Err(e) = super::charge_parse(charge, body) {
+        return e.response(ingress);
+    }
     let request: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(_) => return GatewayError::invalid("the body is not valid JSON").response(ingress),
@@ -210,7 +221,7 @@ pub async fn serve(
     let wanted = strip_orchestration_prefix(model);
     let resolution = match state.gateway.resolve(who, wanted).await {
         Ok(r) => r,
-        Err(e) => return GatewayError::from(e).response(ingress),
+        Err(e) => return GatewayError::from_core(e, Doing::ResolvingModel).response(ingress),
     };
     let route: Route = resolution.primary;
     let key: Option<String> = route.api_key.as_ref().map(|k| k.expose().to_string());
@@ -247,11 +258,7 @@ pub async fn serve(
         Err(e) => return GatewayError::from(e).response(ingress),
     };
     // The id the request is logged under (the middleware validated or generated it).
-    let request_id = req
-        .extensions()
-        .get::<crate::app::RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
+    let request_id = super::request_id(req);
     let task = build_task(&request, who, &route, &target, server, &request_id, stream);
     tracing::info!(
         task_id = %task.task_id,
