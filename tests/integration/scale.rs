@@ -637,7 +637,19 @@ async fn trace_context_is_continued_logged_and_propagated() {
         .unwrap_or_else(|| panic!("no request line:\n{logs}"));
     let text = line.to_string();
     assert!(text.contains(TRACE), "{text}");
-    assert!(text.contains(r#""provider":"openrouter""#), "{text}");
+    // The answer is streamed through, so its LLM fields (usage is known at its end) come on the
+    // request's own `llm request` line, in the same trace.
+    let llm_line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "llm request")
+        .unwrap_or_else(|| panic!("no llm request line:\n{logs}"))
+        .to_string();
+    assert!(llm_line.contains(TRACE), "{llm_line}");
+    assert!(
+        llm_line.contains(r#""provider":"openrouter""#),
+        "{llm_line}"
+    );
     // Without a traceparent, a new trace is started (and still propagated).
     let _ = chat(&s, &t, "openai/gpt-4o-mini").await;
     let fresh = llm.last().headers["traceparent"].clone();

@@ -590,6 +590,8 @@ struct PassGuard {
     /// 200 once the body ended, 502 if the provider's connection failed, else the client
     /// went away (499).
     status: u16,
+    /// The request's span (request id, trace id, user): the body outlives it.
+    span: tracing::Span,
 }
 
 impl PassGuard {
@@ -601,6 +603,7 @@ impl PassGuard {
 
 impl Drop for PassGuard {
     fn drop(&mut self) {
+        let _request = self.span.enter();
         let usage = self.scanner.usage();
         log_and_record_line(
             &self.state,
@@ -633,6 +636,7 @@ fn pass_through(
         route: route.clone(),
         started: call.started,
         status: 499,
+        span: tracing::Span::current(),
     };
     let body = futures_util::stream::unfold(
         (resp.bytes_stream(), guard, false),
@@ -678,10 +682,13 @@ struct StreamGuard {
     started: Instant,
     /// For the log line of a withheld provider error (the body outlives the request's span).
     request_id: String,
+    /// The request's span (request id, trace id, user), entered for the final log line.
+    span: tracing::Span,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
+        let _request = self.span.enter();
         let usage = self.translator.usage();
         let status = if self.translator.is_complete() && !self.translator.failed() {
             200
@@ -749,6 +756,7 @@ fn stream_response(
         stream: true,
         started: call.started,
         request_id: call.request_id.clone(),
+        span: tracing::Span::current(),
     };
     let upstream = resp.bytes_stream();
     let idle = state.upstream.options().idle_timeout;
