@@ -750,6 +750,28 @@ async fn validation_errors_name_the_field_never_the_value() {
         (StatusCode::BAD_REQUEST, Some("invalid_json"))
     );
     canary::assert_absent("syntax error", &r.text);
+    // A compressed body is refused before anything is decoded (a few kilobytes of zstd can
+    // expand to gigabytes), with or without a valid token.
+    for token in [t.as_str(), "byok_not-a-real-token-000000000000000000000000"] {
+        let r = s
+            .send(
+                s.http
+                    .post(format!("{}/api/v1/byok/keys/add", s.base))
+                    .bearer_auth(token)
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "zstd")
+                    .body(vec![0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0]),
+            )
+            .await;
+        assert!(
+            r.status == StatusCode::UNSUPPORTED_MEDIA_TYPE || r.status == StatusCode::UNAUTHORIZED,
+            "{}",
+            r.text
+        );
+        if token == t {
+            assert_eq!(r.json["code"], "unsupported_content_encoding");
+        }
+    }
     let logs = s.finish();
     canary::assert_absent("logs", &logs);
 }

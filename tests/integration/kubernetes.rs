@@ -195,6 +195,51 @@ async fn pods_are_created_locked_down_read_and_deleted() {
         )
         .await;
     assert_eq!(r.json["status"], "success", "{}", r.text);
+    // A kubeconfig must name exactly the cluster cluster_url names (what is checked, and handed
+    // to an orchestrator with its checked address, is what it can reach).
+    let second = kubeconfig.replace(
+        "clusters:\n",
+        "clusters:\n- name: inside\n  cluster:\n    server: https://kubernetes.default.svc\n",
+    );
+    for (name, cluster_url, kc) in [
+        ("two-clusters", api.base.clone(), second),
+        (
+            "other-url",
+            "https://k8s.example.com".to_string(),
+            kubeconfig.clone(),
+        ),
+    ] {
+        let r = s
+            .post(
+                "/api/v1/execution-servers",
+                &t,
+                json!({"name": name, "server_type": "kubernetes",
+                       "connection_config": {"cluster_url": cluster_url, "kubeconfig": kc}}),
+            )
+            .await;
+        let id = r.json["id"].as_str().unwrap().to_string();
+        let r = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/execution-servers/{id}/test"),
+                Some(&t),
+                None,
+            )
+            .await;
+        assert_eq!(
+            r.json["details"]["code"], "backend_unavailable",
+            "{name}: {}",
+            r.text
+        );
+        assert!(
+            r.json["message"]
+                .as_str()
+                .unwrap()
+                .contains("exactly one cluster"),
+            "{name}: {}",
+            r.text
+        );
+    }
     // A namespace the cluster does not have: the API's 404 comes back as unreachable (502).
     let r = s
         .post("/api/v1/execution-servers", &t,

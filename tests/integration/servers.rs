@@ -494,7 +494,7 @@ async fn local_commands_cannot_see_the_gateway() {
         let req = s.http_post(
             &exec_path,
             &t,
-            json!({"command": "b() { b | b & }; b", "timeout_secs": 5}),
+            json!({"command": "b() { b | b & }; b; sleep 3", "timeout_secs": 5}),
         );
         async move {
             let r = req.send().await?;

@@ -82,6 +82,10 @@ impl KubernetesBackend {
                 ExecError::BackendUnavailable("the kubeconfig cannot be parsed".into())
             })?;
             inline_only(&parsed)?;
+            one_cluster(
+                &parsed,
+                config.public.get("cluster_url").and_then(Value::as_str),
+            )?;
             Config::from_custom_kubeconfig(parsed, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|_| {
@@ -173,6 +177,27 @@ fn inline_only(kc: &kube::config::Kubeconfig) -> Result<(), ExecError> {
         }
     }
     Ok(())
+}
+
+/// Refuses a kubeconfig that names more than one cluster, or another one than `cluster_url`:
+/// what is checked (and handed to the orchestrator with its checked address) is then exactly
+/// what the kubeconfig can reach.
+fn one_cluster(kc: &kube::config::Kubeconfig, cluster_url: Option<&str>) -> Result<(), ExecError> {
+    let refuse = || {
+        Err(ExecError::BackendUnavailable(
+            "the kubeconfig must name exactly one cluster, the one cluster_url names".into(),
+        ))
+    };
+    let servers: Vec<&str> = kc
+        .clusters
+        .iter()
+        .filter_map(|c| c.cluster.as_ref()?.server.as_deref())
+        .collect();
+    let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    match (servers.as_slice(), cluster_url) {
+        ([server], Some(url)) if kc.clusters.len() == 1 && same(server, url) => Ok(()),
+        _ => refuse(),
+    }
 }
 
 /// `url` with its host replaced by `ip` (path kept: some clusters sit behind a path prefix).

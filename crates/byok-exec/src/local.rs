@@ -259,8 +259,8 @@ impl LocalBackend {
             .arg(format!("--fsize={}", s.max_file_bytes))
             .arg("--nofile=1024")
             .arg("--core=0")
-            // CPU seconds: the wall-clock limit bounds it anyway; this stops a spinning child
-            // that escaped the process group from running on.
+            // CPU seconds per process: the wall-clock limit ends the run anyway; this is a
+            // second bound should the kill ever fail.
             .arg(format!("--cpu={}", timeout_secs.saturating_add(5)))
             .arg("--")
             .arg(&s.bwrap)
@@ -349,10 +349,15 @@ impl ExecutionBackend for LocalBackend {
             )));
         }
         // A uid of its own for this run; waiting for one counts against the command's time.
+        let asked = Instant::now();
         let Some(lease) = self.lease(request.timeout).await else {
             return Err(ExecError::Timeout);
         };
-        let mut cmd = self.command(&request.command, request.timeout.as_secs(), &lease);
+        let timeout = request.timeout.saturating_sub(asked.elapsed());
+        if timeout.is_zero() {
+            return Err(ExecError::Timeout);
+        }
+        let mut cmd = self.command(&request.command, timeout.as_secs().max(1), &lease);
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", "/work")
@@ -384,8 +389,7 @@ impl ExecutionBackend for LocalBackend {
         let cap = request.max_output;
         let out_task = tokio::spawn(capped(out, cap));
         let err_task = tokio::spawn(capped(err, cap));
-        let (exit_code, timed_out) = match tokio::time::timeout(request.timeout, child.wait()).await
-        {
+        let (exit_code, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
             Ok(Ok(status)) => (status.code(), false),
             Ok(Err(e)) => return Err(ExecError::BackendUnavailable(format!("wait failed: {e}"))),
             Err(_) => {

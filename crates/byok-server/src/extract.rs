@@ -2,9 +2,9 @@
 //!
 //! actix's own `web::Json` reports serde's message, which carries the offending value
 //! (`invalid type: string "sk-…"`); a value can be a key sent in the wrong field. These
-//! extractors read the body (decompressed as `Content-Encoding` says, bounded after
-//! decompression), then [`byok_core::json::from_slice`] names the field and the expected type
-//! instead.
+//! extractors read the body (bounded; a compressed body is refused with 415: a few kilobytes of
+//! zstd or gzip can expand to gigabytes before any limit could apply, and these bodies are
+//! small), then [`byok_core::json::from_slice`] names the field and the expected type instead.
 //!
 //! - [`Json<T>`]: a required JSON body.
 //! - [`OptionalJson<T>`]: no body at all is `None`; a body that is there must be valid (an
@@ -12,9 +12,9 @@
 
 use std::ops::Deref;
 
-use actix_web::dev::{Decompress, Payload};
+use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
@@ -57,8 +57,10 @@ impl<T> OptionalJson<T> {
 struct BodyRead {
     limit: usize,
     is_json: bool,
+    /// Sent with a `Content-Encoding` other than `identity`.
+    encoded: bool,
     declared: Option<usize>,
-    payload: Decompress<Payload>,
+    payload: Payload,
 }
 
 impl BodyRead {
@@ -74,7 +76,11 @@ impl BodyRead {
                 .get(CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<usize>().ok()),
-            payload: Decompress::from_headers(payload.take(), req.headers()),
+            encoded: req.headers().get(CONTENT_ENCODING).is_some_and(|v| {
+                !v.to_str()
+                    .is_ok_and(|e| e.trim().eq_ignore_ascii_case("identity"))
+            }),
+            payload: payload.take(),
         }
     }
 
@@ -86,8 +92,15 @@ impl BodyRead {
         )
     }
 
-    /// The whole (decompressed) body, at most `limit` bytes.
+    /// The whole body, at most `limit` bytes.
     async fn bytes(mut self) -> Result<web::BytesMut, ApiError> {
+        if self.encoded {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_content_encoding",
+                "send the body uncompressed (no Content-Encoding)",
+            ));
+        }
         if self.declared.is_some_and(|n| n > self.limit) {
             return Err(self.too_large());
         }

@@ -38,7 +38,40 @@ const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = 
 /// Key for `pg_advisory_lock` around migrations ("byok" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x62796f6b;
 
-pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection, Detached>;
+
+/// Runs SQLite's blocking calls on tokio's blocking pool, like diesel-async's default, except
+/// that a caller that goes away (a client disconnecting, an extractor of the same request
+/// failing) detaches from the call instead of waiting for it with `block_in_place`, which
+/// panics on a current-thread runtime — every actix worker is one. The call finishes in the
+/// background, holding the connection's lock until it does, so the next user waits for it.
+pub(crate) struct Detached(Option<tokio::runtime::Handle>);
+
+impl diesel_async::sync_connection_wrapper::SpawnBlocking for Detached {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> futures_util::future::BoxFuture<'a, Result<R, Box<dyn std::error::Error + Send + Sync>>>
+    where
+        R: Send + 'static,
+    {
+        use futures_util::FutureExt;
+        match &self.0 {
+            Some(handle) => handle
+                .spawn_blocking(task)
+                .map(|r| r.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>))
+                .boxed(),
+            None => {
+                futures_util::future::ready(Err("SQLite is used outside a tokio runtime".into()))
+                    .boxed()
+            }
+        }
+    }
+
+    fn get_runtime() -> Self {
+        Self(tokio::runtime::Handle::try_current().ok())
+    }
+}
 
 /// Which database a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

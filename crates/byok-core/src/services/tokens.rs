@@ -49,15 +49,28 @@ pub struct IssuedToken {
     pub record: GatewayToken,
 }
 
-/// A cached accepted token: its owner, id and expiry, and whether an identity provider
-/// vouches for the owner (whose account is then re-read, see
-/// [`TokenService::with_identity_refresh`]).
+/// A cached accepted token: its owner, id and expiry, and whether the owner's account is
+/// re-read at the identity provider (see [`TokenService::with_identity_refresh`]).
 #[derive(Debug, Clone)]
 struct Hit {
     principal: Principal,
     token: Uuid,
     expires: Option<DateTime<Utc>>,
-    external: bool,
+    refresh: Refresh,
+}
+
+/// Whose accounts are re-read at the identity provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    /// Local users, and subjects that were not UUIDs (their id is derived, version 5, and
+    /// cannot be looked up): never.
+    No,
+    /// Users an issuer created: the provider's answer stands, "no such account" included
+    /// (deleted: refused).
+    Owned,
+    /// Users stored before origins were recorded (local or the provider's, unknown): re-read;
+    /// an account the provider has applies, "no such account" means not the provider's user.
+    IfFound,
 }
 
 /// What was last read of an external account: `None` when the provider could not be asked.
@@ -424,19 +437,19 @@ impl Authenticator for TokenService {
                 };
                 let hit = match found {
                     Some((t, u)) if t.is_active(now) => {
-                        // Only users an issuer created are re-read there: local users and
-                        // rows from before origins were recorded are not the provider's, and
-                        // a subject that was not a UUID (its id derived, version 5) cannot be
-                        // looked up by id.
-                        let external = matches!(u.origin, UserOrigin::External { .. })
-                            && u.id.0.get_version_num() != 5;
+                        let refresh = match u.origin {
+                            _ if u.id.0.get_version_num() == 5 => Refresh::No,
+                            UserOrigin::Local => Refresh::No,
+                            UserOrigin::External { .. } => Refresh::Owned,
+                            UserOrigin::Unknown => Refresh::IfFound,
+                        };
                         let mut principal = Principal::from(u);
                         principal.token_id = Some(t.id);
                         Some(Hit {
                             principal,
                             token: t.id,
                             expires: t.expires_at,
-                            external,
+                            refresh,
                         })
                     }
                     _ => None,
@@ -456,8 +469,8 @@ impl TokenService {
         match hit {
             Some(hit) if hit.expires.is_none_or(|e| e > now) => {
                 let mut principal = hit.principal;
-                if hit.external
-                    && let Some(account) = self.account(&principal).await
+                if hit.refresh != Refresh::No
+                    && let Some(account) = self.account(&principal, hit.refresh).await
                 {
                     if !account.enabled {
                         return Err(CoreError::Unauthenticated);
@@ -482,7 +495,7 @@ impl TokenService {
     /// The owner's account at the identity provider, re-read at most every refresh interval.
     /// `None`: no refresh configured, or the provider has never answered (the stored snapshot
     /// stands). A changed tier is stored and announced.
-    async fn account(&self, who: &Principal) -> Option<ExternalAccount> {
+    async fn account(&self, who: &Principal, refresh: Refresh) -> Option<ExternalAccount> {
         let (source, every) = self.accounts.as_ref()?;
         let cached = lock(&self.account_cache).get(&who.user_id).copied();
         if let Some((at, account)) = cached
@@ -493,10 +506,12 @@ impl TokenService {
         let read = match source.account(&who.user_id.0.to_string()).await {
             Ok(Some(a)) => Some(a),
             // Deleted at the provider: refused like a disabled account.
-            Ok(None) => Some(ExternalAccount {
+            Ok(None) if refresh == Refresh::Owned => Some(ExternalAccount {
                 enabled: false,
                 tier: None,
             }),
+            // Not the provider's user (a local user stored before origins were recorded).
+            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(error = %e, user_id = %who.user_id,
                     "the identity provider could not be asked; the last known account stands");
@@ -676,22 +691,43 @@ mod tests {
         }
     }
 
+    /// Knows every account, disabled.
+    struct DisabledAccounts;
+
+    #[async_trait]
+    impl TierSource for DisabledAccounts {
+        async fn tier(&self, _: &str) -> Result<Option<Tier>, CoreError> {
+            Ok(None)
+        }
+        async fn account(&self, _: &str) -> Result<Option<ExternalAccount>, CoreError> {
+            Ok(Some(ExternalAccount {
+                enabled: false,
+                tier: None,
+            }))
+        }
+    }
+
     #[tokio::test]
-    async fn only_users_an_issuer_created_follow_its_accounts() {
-        for (origin, refused) in [
-            (UserOrigin::Local, false),
-            // Stored before origins were recorded: the bootstrap admin of an upgraded service.
-            (UserOrigin::Unknown, false),
-            (
-                UserOrigin::External {
-                    issuer: "https://kc/realms/r".into(),
-                },
-                true,
-            ),
+    async fn only_users_an_issuer_may_own_follow_its_accounts() {
+        let external = UserOrigin::External {
+            issuer: "https://kc/realms/r".into(),
+        };
+        let none: Arc<dyn TierSource> = Arc::new(NoAccounts);
+        let disabled: Arc<dyn TierSource> = Arc::new(DisabledAccounts);
+        for (origin, source, refused) in [
+            (UserOrigin::Local, &none, false),
+            (UserOrigin::Local, &disabled, false),
+            // Stored before origins were recorded: the bootstrap admin of an upgraded service
+            // (no account at the provider) keeps working ...
+            (UserOrigin::Unknown, &none, false),
+            // ... and a Keycloak user from before the upgrade, disabled there, is refused.
+            (UserOrigin::Unknown, &disabled, true),
+            (external.clone(), &none, true),
+            (external.clone(), &disabled, true),
         ] {
             let mem = Arc::new(Mem::default());
             let svc = TokenService::new(mem.clone(), mem.clone(), Duration::ZERO)
-                .with_identity_refresh(Arc::new(NoAccounts), Duration::from_secs(60));
+                .with_identity_refresh(source.clone(), Duration::from_secs(60));
             let user = svc
                 .create_user("a@example.com", Tier::Starter)
                 .await
