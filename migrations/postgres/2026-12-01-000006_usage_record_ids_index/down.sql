@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS usage_records_record_id;
