@@ -39,6 +39,8 @@ async fn chat(s: &TestServer, token: &str) -> Resp {
 /// user (the system default). Counts the 200s; anything else is a failure.
 struct Traffic {
     served: AtomicU64,
+    /// The slowest answer, in milliseconds.
+    slowest_ms: AtomicU64,
     failures: std::sync::Mutex<Vec<String>>,
     stop: AtomicBool,
 }
@@ -47,6 +49,7 @@ impl Traffic {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             served: AtomicU64::new(0),
+            slowest_ms: AtomicU64::new(0),
             failures: std::sync::Mutex::default(),
             stop: AtomicBool::new(false),
         })
@@ -68,7 +71,10 @@ impl Traffic {
         tokio::spawn(async move {
             while !me.stop.load(Ordering::SeqCst) {
                 for (token, credential) in [(&byok, "user"), (&free, "system")] {
+                    let sent = Instant::now();
                     let r = chat(&s, token).await;
+                    let ms = u64::try_from(sent.elapsed().as_millis()).unwrap();
+                    me.slowest_ms.fetch_max(ms, Ordering::SeqCst);
                     let served_by = r
                         .headers
                         .get("x-byok-credential")
@@ -86,6 +92,10 @@ impl Traffic {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
+    }
+
+    fn slowest(&self) -> Duration {
+        Duration::from_millis(self.slowest_ms.swap(0, Ordering::SeqCst))
     }
 
     fn fail(&self, what: String) {
@@ -242,6 +252,11 @@ async fn a_database_outage_keeps_llm_traffic_and_every_usage_record() {
         "{}",
         r.text
     );
+    assert_eq!(
+        r.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("5"),
+        "a 503 database_unavailable says when to retry"
+    );
 
     let m = metrics(&s).await;
     assert_eq!(metric(&m, "byok_database_up"), 0.0);
@@ -341,4 +356,85 @@ async fn a_database_outage_keeps_llm_traffic_and_every_usage_record() {
     assert!(logs.contains("could not write usage records"), "{logs}");
     let logs = s2.finish();
     assert!(logs.contains("the usage spool file is written"), "{logs}");
+}
+
+/// A database that hangs instead of refusing (every process of the cluster stopped with
+/// SIGSTOP: connections are accepted by the kernel and never answered, as behind a partition
+/// or during a failover that drops packets). Reads, `last_used_at` writes and usage inserts are
+/// bounded (`DbOptions`), so LLM requests keep being served from the stale caches with every
+/// answer within seconds, and the usage writer does not hang: after the thaw every served
+/// request has exactly one usage row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hanging_database_keeps_llm_traffic_fast_and_every_usage_record() {
+    /// A correctness bound (no request waits for TCP's retransmission timeout), not a benchmark.
+    const MAX_LATENCY: Duration = Duration::from_secs(10);
+    const FREEZE: Duration = Duration::from_secs(20);
+    let pg = PgCluster::start();
+    let llm = LlmStandIn::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut env = Env::new(data.path(), &pg.url())
+        .set("RUST_LOG", "info")
+        .set("DEFAULT_LLM_API_KEY", canary::SYSTEM)
+        // Several TTLs fit in the freeze; each expired entry costs one bounded read per TTL.
+        .set("BYOK_AUTH_CACHE_TTL_SECS", "4")
+        .set("BYOK_CREDENTIAL_CACHE_TTL_SECS", "4")
+        .set("BYOK_STALE_IF_ERROR_SECS", "120")
+        .set("BYOK_SHUTDOWN_TIMEOUT_SECS", "5");
+    for id in ["OPENAI", "OPENROUTER"] {
+        env = env.set(&format!("BYOK_PROVIDER_{id}_BASE_URL"), &llm.base);
+    }
+    let byok = env.create_user("byok@example.com", "starter");
+    let free = env.create_user("free@example.com", "free");
+    let s = Arc::new(TestServer::start(env.clone()));
+    let r = s
+        .post(
+            "/api/v1/byok/keys/add",
+            &byok,
+            json!({"provider": "openai", "key": canary::OPENAI}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    let traffic = Traffic::new();
+    let task = traffic.run(s.clone(), byok.clone(), free.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = traffic.served();
+    let slowest_before = traffic.slowest();
+    pg.freeze();
+    let frozen = Instant::now();
+    tokio::time::sleep(FREEZE).await;
+    let during = traffic.served() - before;
+    let slowest_during = traffic.slowest();
+    let m = metrics(&s).await;
+    pg.thaw();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    traffic.halt(task).await;
+    let served = traffic.served();
+    let stored_after = until_usage(&pg, served).await;
+    println!(
+        "freeze: {during} LLM requests served during the {} s freeze (slowest {} ms; before it \
+         {} ms), {served} in all; {served} usage rows, {:.1} s after the thaw + 2 s of traffic",
+        FREEZE.as_secs(),
+        slowest_during.as_millis(),
+        slowest_before.as_millis(),
+        stored_after.as_secs_f32(),
+    );
+    assert!(frozen.elapsed() >= FREEZE);
+    assert!(
+        slowest_during < MAX_LATENCY,
+        "a request took {slowest_during:?} while the database hung"
+    );
+    assert!(
+        during > 20,
+        "too little traffic during the freeze: {during}"
+    );
+    assert_eq!(metric(&m, "byok_database_up"), 0.0);
+    for cache in ["token", "credential", "settings"] {
+        let n = metric(&m, &format!("byok_stale_served_total{{cache=\"{cache}\"}}"));
+        assert!(n > 0.0, "no stale {cache} answers: {n}");
+    }
+    assert_eq!(llm.count() as u64, served);
+    let m = metrics(&s).await;
+    assert_eq!(metric(&m, "byok_usage_records_dropped"), 0.0);
+    drop(s);
 }

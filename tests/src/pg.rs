@@ -158,6 +158,53 @@ impl PgCluster {
         assert!(out.status.success(), "pg_ctl stop failed: {out:?}");
     }
 
+    /// The postmaster's process id (first line of this cluster's `postmaster.pid`).
+    fn postmaster(&self) -> String {
+        let pid = std::fs::read_to_string(Path::new(&self.data()).join("postmaster.pid"))
+            .expect("the cluster is running");
+        let pid = pid.lines().next().unwrap_or_default().trim().to_string();
+        assert!(pid.parse::<u32>().is_ok(), "postmaster.pid: {pid:?}");
+        pid
+    }
+
+    /// Sends `signal` to this cluster's postmaster and its children (backends and auxiliary
+    /// processes), found by the postmaster's pid: never to another cluster on the machine.
+    fn signal_all(&self, signal: &str) {
+        let postmaster = self.postmaster();
+        let out = Command::new("pgrep")
+            .args(["-P", &postmaster])
+            .output()
+            .unwrap();
+        let children: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        // Stopped: the postmaster first (it forks nothing more); resumed: it last.
+        let mut pids = vec![postmaster];
+        pids.extend(children);
+        if signal == "CONT" {
+            pids.reverse();
+        }
+        let ok = Command::new("kill")
+            .args(["-s", signal])
+            .args(&pids)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -s {signal} {pids:?} failed");
+    }
+
+    /// Freezes the cluster (SIGSTOP to every process of it): it accepts TCP connections (the
+    /// kernel does) and data, and answers nothing, like a database behind a partition or in a
+    /// failover that drops packets.
+    pub fn freeze(&self) {
+        self.signal_all("STOP");
+    }
+
+    /// Resumes a frozen cluster (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal_all("CONT");
+    }
+
     /// Runs one SQL statement with `psql` and returns its unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> String {
         let port = self.port.to_string();

@@ -61,6 +61,10 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// `retry-after` (seconds) of a 503 `database_unavailable`: a failover takes seconds to tens of
+/// seconds; clients that honour it do not hammer a recovering database.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
         Self {
@@ -195,11 +199,13 @@ impl From<CoreError> for ApiError {
             CoreError::Crypto(c) => Self::internal(&c),
             CoreError::Store(StoreError::Unavailable(cause)) => {
                 tracing::error!(error = %cause, "database unavailable");
-                Self::new(
+                let mut e = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "database_unavailable",
                     "the database is unavailable; try again shortly",
-                )
+                );
+                e.retry_after = Some(DATABASE_RETRY_AFTER_SECS);
+                e
             }
             CoreError::Store(StoreError::Conflict(_)) => Self::new(
                 StatusCode::CONFLICT,

@@ -87,6 +87,17 @@ pub struct DbOptions {
     pub max_connections: usize,
     /// How long a request waits for a free connection before failing with `Unavailable`.
     pub acquire_timeout: Duration,
+    /// PostgreSQL: the longest one repository operation (waiting for a connection, checking
+    /// it, the query) may take before it fails with `Unavailable`. This bounds the token,
+    /// credential and settings reads that stale-if-error covers, `last_used_at` writes, and
+    /// management reads and writes: a database that hangs (a failover, a partition dropping
+    /// packets) answers like one that refuses, after this long.
+    pub query_timeout: Duration,
+    /// PostgreSQL: the same bound for one usage batch insert.
+    pub usage_write_timeout: Duration,
+    /// PostgreSQL: the same bound for the few reads that may legitimately take long (usage
+    /// summaries, adoption metrics, a key rotation's pages).
+    pub slow_query_timeout: Duration,
 }
 
 impl Default for DbOptions {
@@ -94,8 +105,48 @@ impl Default for DbOptions {
         Self {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(2),
+            usage_write_timeout: Duration::from_secs(10),
+            slow_query_timeout: Duration::from_secs(60),
         }
     }
+}
+
+/// The bounds of [`DbOptions`], kept by [`Database`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub(crate) query: Duration,
+    pub(crate) usage_write: Duration,
+    pub(crate) slow: Duration,
+}
+
+/// How long a pooled connection's check (`SELECT 1`, run by every `get`) may take before the
+/// connection is dropped and another one is tried.
+const RECYCLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs `op` (a PostgreSQL operation, pool wait included) for at most `bound`; past it, the
+/// operation is dropped (its connection is then checked again, or discarded, before reuse) and
+/// the answer is `Unavailable`, as for a database that refuses connections. No allocation:
+/// one timer entry.
+#[inline]
+pub(crate) async fn bounded<T>(
+    bound: Duration,
+    op: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(bound, op).await {
+        Ok(result) => result,
+        Err(_) => Err(timed_out(bound)),
+    }
+}
+
+fn timed_out(bound: Duration) -> StoreError {
+    StoreError::Unavailable(
+        format!(
+            "the database did not answer within {} ms",
+            bound.as_millis()
+        )
+        .into(),
+    )
 }
 
 #[derive(Clone)]
@@ -111,6 +162,7 @@ pub struct Database {
     /// Where to open a connection outside the pool (migrations).
     target: Target,
     backend: Backend,
+    pub(crate) bounds: Bounds,
 }
 
 /// A parsed `DATABASE_URL` (may hold a password: never logged, never in `Debug`).
@@ -185,6 +237,7 @@ where
         .max_size(opts.max_connections)
         .wait_timeout(Some(opts.acquire_timeout))
         .create_timeout(Some(opts.acquire_timeout))
+        .recycle_timeout(Some(RECYCLE_TIMEOUT.min(opts.acquire_timeout)))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(build_err)
@@ -242,6 +295,11 @@ impl Database {
             pool,
             target,
             backend,
+            bounds: Bounds {
+                query: opts.query_timeout,
+                usage_write: opts.usage_write_timeout,
+                slow: opts.slow_query_timeout,
+            },
         })
     }
 
@@ -290,8 +348,11 @@ impl Database {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match &self.pool {
             DbPool::Pg(p) => {
-                let mut c = p.get().await.map_err(pool_err)?;
-                c.batch_execute("SELECT 1").await.map_err(repos::db_err)
+                bounded(self.bounds.query, async {
+                    let mut c = p.get().await.map_err(pool_err)?;
+                    c.batch_execute("SELECT 1").await.map_err(repos::db_err)
+                })
+                .await
             }
             DbPool::Sqlite(p) => {
                 let mut c = p.get().await.map_err(pool_err)?;
@@ -391,8 +452,11 @@ impl Database {
         }
         let (eligible, with_keys, per) = match &self.pool {
             DbPool::Pg(p) => {
-                let mut c = p.get().await.map_err(pool_err)?;
-                stats!(pg, &mut c)
+                bounded(self.bounds.slow, async {
+                    let mut c = p.get().await.map_err(pool_err)?;
+                    Ok::<_, StoreError>(stats!(pg, &mut c))
+                })
+                .await?
             }
             DbPool::Sqlite(p) => {
                 let mut c = p.get().await.map_err(pool_err)?;

@@ -33,16 +33,17 @@ impl ChangeNotifier for Database {
             return;
         };
         let payload = change.encode();
-        let sent = async {
-            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        let sent = crate::bounded(self.bounds.query, async {
+            let mut conn = pool.get().await.map_err(crate::pool_err)?;
             diesel::sql_query("SELECT pg_notify($1, $2)")
                 .bind::<Text, _>(CHANNEL)
                 .bind::<Text, _>(&payload)
                 .execute(&mut conn)
                 .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
+                .map_err(crate::repos::db_err)
+        })
+        .await
+        .map_err(|e| crate::pg_tls::error_chain(&e));
         if let Err(e) = sent {
             tracing::warn!(
                 error = %e,

@@ -22,6 +22,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use byok_core::StoreError;
 use diesel::{ConnectionError, ConnectionResult};
@@ -223,6 +224,7 @@ impl PgConnector {
             SslMode::Prefer => PgSslMode::Prefer,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
         });
+        bound_network_waits(&mut config);
         let tls = MakeRustlsConnect::new(client_config(mode, &root)?);
         Ok(Self { config, tls, mode })
     }
@@ -237,6 +239,40 @@ impl PgConnector {
             ))
         })?;
         AsyncPgConnection::try_from_client_and_connection(client, connection).await
+    }
+}
+
+/// Connecting may take this long (libpq's `connect_timeout`; the URL's own value wins).
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An idle connection is probed after this long, then every [`KEEPALIVE_INTERVAL`].
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// Data sent and not acknowledged for this long closes the connection (`TCP_USER_TIMEOUT`,
+/// Linux), instead of about 15 minutes of retransmissions.
+pub(crate) const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every connection (the pool's, the migrations', the LISTEN one) notices a database that
+/// stopped answering (dropped packets: a failover, a partition) within seconds rather than
+/// after TCP's retransmission timeout. Values the URL sets itself are kept.
+fn bound_network_waits(config: &mut tokio_postgres::Config) {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if config.get_keepalives() {
+        // tokio-postgres' default idle time is libpq's: 2 hours.
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVE_INTERVAL);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(KEEPALIVE_RETRIES);
+        }
     }
 }
 
@@ -406,6 +442,27 @@ mod tests {
         let unix = PgConnector::parse("postgres://u@%2Frun%2Fpostgresql/app?sslmode=require")
             .map(|c| c.config.get_ssl_mode());
         assert!(matches!(unix, Ok(PgSslMode::Disable)));
+    }
+
+    #[test]
+    fn network_waits_are_bounded() {
+        let c = PgConnector::parse("postgres://u@db.example/app").map(|c| c.config);
+        let Ok(c) = c else { panic!("parsed") };
+        assert_eq!(c.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert!(c.get_keepalives());
+        assert_eq!(c.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(c.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(c.get_keepalives_retries(), Some(KEEPALIVE_RETRIES));
+        // The URL's own values win.
+        let c = PgConnector::parse(
+            "postgres://u@db.example/app?connect_timeout=2&keepalives_idle=30&tcp_user_timeout=20",
+        )
+        .map(|c| c.config);
+        let Ok(c) = c else { panic!("parsed") };
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(2)));
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(20)));
     }
 
     #[test]

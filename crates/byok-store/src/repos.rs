@@ -17,15 +17,24 @@ use crate::types::{DbJson, DbUuid};
 use crate::{Database, DbPool, SqliteConn, pool_err};
 
 /// Runs `$body` with `$conn` bound to a pooled connection and `$s` to that backend's schema.
-/// The body is compiled once per backend.
+/// The body is compiled once per backend. On PostgreSQL the whole of it (pool wait, the
+/// connection's check, the body) is bounded by `$bound` (default: the query bound), past which
+/// it fails with `Unavailable`: a database that hangs costs at most that, not minutes of TCP
+/// retransmissions. (SQLite has its `busy_timeout` and no network.)
 macro_rules! with_conn {
-    ($db:expr, |$conn:ident, $s:ident| $body:block) => {{
+    ($db:expr, |$conn:ident, $s:ident| $body:block) => {
+        crate::repos::with_conn!($db, $db.bounds.query, |$conn, $s| $body)
+    };
+    ($db:expr, $bound:expr, |$conn:ident, $s:ident| $body:block) => {{
         match &$db.pool {
             DbPool::Pg(pool) => {
-                let mut guard = pool.get().await.map_err(pool_err)?;
-                let $conn: &mut AsyncPgConnection = &mut guard;
-                use crate::schema::pg as $s;
-                $body
+                crate::bounded($bound, async {
+                    let mut guard = pool.get().await.map_err(pool_err)?;
+                    let $conn: &mut AsyncPgConnection = &mut guard;
+                    use crate::schema::pg as $s;
+                    Ok::<_, StoreError>($body)
+                })
+                .await?
             }
             DbPool::Sqlite(pool) => {
                 let mut guard = pool.get().await.map_err(pool_err)?;
@@ -574,7 +583,7 @@ impl KeyRepository for Database {
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<CiphertextRow>, StoreError> {
-        let rows: Vec<(DbUuid, String)> = with_conn!(self, |conn, s| {
+        let rows: Vec<(DbUuid, String)> = with_conn!(self, self.bounds.slow, |conn, s| {
             use s::user_provider_keys as t;
             let mut q = t::table
                 .select((t::id, t::api_key_encrypted))
@@ -717,14 +726,20 @@ impl UsageRepository for Database {
         match &self.pool {
             DbPool::Pg(pool) => {
                 use crate::schema::pg as s;
-                let mut conn = pool.get().await.map_err(pool_err)?;
-                diesel::insert_into(s::usage_records::table)
-                    .values(rows!(s, records))
-                    .on_conflict(s::usage_records::record_id)
-                    .do_nothing()
-                    .execute(&mut conn)
-                    .await
-                    .map_err(db_err)?;
+                // Bounded: a hanging database must not hold the usage writer (its queue would
+                // fill). A batch whose acknowledgement is lost this way is stored once anyway
+                // (record ids, ON CONFLICT DO NOTHING).
+                crate::bounded(self.bounds.usage_write, async {
+                    let mut conn = pool.get().await.map_err(pool_err)?;
+                    diesel::insert_into(s::usage_records::table)
+                        .values(rows!(s, records))
+                        .on_conflict(s::usage_records::record_id)
+                        .do_nothing()
+                        .execute(&mut conn)
+                        .await
+                        .map_err(db_err)
+                })
+                .await?;
             }
             DbPool::Sqlite(pool) => {
                 // One blocking task for the whole batch: through the async wrapper every
@@ -757,12 +772,15 @@ impl UsageRepository for Database {
         let user = user.to_string();
         let groups: Vec<UsageGroup> = match &self.pool {
             DbPool::Pg(pool) => {
-                let mut conn = pool.get().await.map_err(pool_err)?;
-                diesel::sql_query(USAGE_SUMMARY_SQL.replace("PARAM", "$1"))
-                    .bind::<Text, _>(&user)
-                    .load(&mut conn)
-                    .await
-                    .map_err(db_err)?
+                crate::bounded(self.bounds.slow, async {
+                    let mut conn = pool.get().await.map_err(pool_err)?;
+                    diesel::sql_query(USAGE_SUMMARY_SQL.replace("PARAM", "$1"))
+                        .bind::<Text, _>(&user)
+                        .load(&mut conn)
+                        .await
+                        .map_err(db_err)
+                })
+                .await?
             }
             DbPool::Sqlite(pool) => {
                 let mut conn = pool.get().await.map_err(pool_err)?;

@@ -181,6 +181,7 @@ fn opts() -> DbOptions {
     DbOptions {
         max_connections: 2,
         acquire_timeout: Duration::from_secs(10),
+        ..DbOptions::default()
     }
 }
 

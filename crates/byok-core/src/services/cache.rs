@@ -32,6 +32,10 @@ struct Entry<V> {
     /// When the entry was last confirmed: by the store, or served stale while the store
     /// failed (the store is then asked again only after the TTL, not on every request).
     checked: Instant,
+    /// Served stale since its last read: when it expires again, one caller asks the store and
+    /// the others keep the stale value meanwhile (a hanging store costs one slow request per
+    /// entry per TTL, not every request that arrives while that read waits).
+    stale: bool,
 }
 
 struct State<K, V> {
@@ -74,11 +78,29 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
 
     /// The fresh value for `key`, or the generation a later [`Self::store`] must match.
     pub(crate) fn lookup(&self, key: &K) -> Result<V, Generation> {
-        let state = lock(&self.state);
-        match state.entries.get(key) {
-            Some(e) if e.checked.elapsed() < self.ttl => Ok(e.value.clone()),
-            _ => Err(Generation(state.generation)),
+        let mut state = lock(&self.state);
+        let generation = Generation(state.generation);
+        let Some(e) = state.entries.get_mut(key) else {
+            return Err(generation);
+        };
+        if !e.stale {
+            return if e.checked.elapsed() < self.ttl {
+                Ok(e.value.clone())
+            } else {
+                Err(generation)
+            };
         }
+        // A stale value is never served past the stale bound, TTL or not.
+        if e.read.elapsed() >= self.stale_for {
+            return Err(generation);
+        }
+        if e.checked.elapsed() < self.ttl {
+            return Ok(e.value.clone());
+        }
+        // Expired again while the store failed: this caller asks the store; the others take
+        // the stale value for another TTL instead of waiting on the same (maybe hanging) read.
+        e.checked = Instant::now();
+        Err(generation)
     }
 
     /// Stores what the store just answered, unless something was invalidated since the read
@@ -116,6 +138,7 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
                 value,
                 read: now,
                 checked: now,
+                stale: false,
             },
         );
     }
@@ -133,7 +156,28 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
             return None;
         }
         entry.checked = Instant::now();
+        entry.stale = true;
         Some(entry.value.clone())
+    }
+
+    /// Expires every entry (the next lookup asks the store) but keeps the values for
+    /// stale-if-error: for a feed of invalidations that was interrupted (changes may have been
+    /// missed; an outage may follow, and the stale copies are what it is served from). Reads in
+    /// flight do not store their answer.
+    pub(crate) fn expire_all(&self) {
+        let mut state = lock(&self.state);
+        state.generation += 1;
+        let ttl = self.ttl;
+        let now = Instant::now();
+        match now.checked_sub(ttl) {
+            Some(past) => {
+                for e in state.entries.values_mut() {
+                    e.checked = past;
+                    e.stale = false;
+                }
+            }
+            None => state.entries.clear(),
+        }
     }
 
     /// Invalidates `key` (a change made here or elsewhere): the entry goes, stale copy
@@ -171,11 +215,13 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
         dropped
     }
 
-    /// Invalidates everything.
+    /// What the services' `forget_all` does (their one caller: `Invalidation::Everything`,
+    /// sent when the invalidation feed (re)connects): [`Self::expire_all`], not a deletion, so
+    /// a flapping database does not empty the caches an outage is served from. Changes missed
+    /// while the feed was down are then honoured at the next read, or during an outage at the
+    /// latest when the stale bound passes (the bound operators already accept for a partition).
     pub(crate) fn clear(&self) {
-        let mut state = lock(&self.state);
-        state.generation += 1;
-        state.entries.clear();
+        self.expire_all();
     }
 }
 
@@ -344,6 +390,62 @@ mod tests {
         assert!(c.lookup(&1).is_err());
         assert_eq!(c.stale(&1), Some("one"));
         assert_eq!(c.lookup(&1), Ok("one"));
+    }
+
+    #[test]
+    fn a_stale_value_is_never_served_past_the_bound() {
+        // TTL longer than the bound: the stale answer must not be served for a whole TTL.
+        let c: TtlCache<u32, &str> =
+            TtlCache::new(Duration::from_secs(60), Duration::from_millis(80), 10);
+        c.put(1, "one");
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(c.stale(&1), Some("one"), "within the bound");
+        assert_eq!(c.lookup(&1), Ok("one"));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(
+            c.lookup(&1).is_err(),
+            "read 90 ms ago: past the 80 ms bound"
+        );
+        assert_eq!(c.stale(&1), None);
+    }
+
+    #[test]
+    fn one_caller_asks_again_while_the_store_fails() {
+        let c: TtlCache<u32, &str> =
+            TtlCache::new(Duration::from_millis(30), Duration::from_secs(60), 10);
+        c.put(1, "one");
+        std::thread::sleep(Duration::from_millis(40));
+        // Before any failure every caller of an expired entry reads.
+        assert!(c.lookup(&1).is_err());
+        assert!(c.lookup(&1).is_err());
+        assert_eq!(c.stale(&1), Some("one"));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(c.lookup(&1).is_err(), "the first caller asks the store");
+        assert_eq!(
+            c.lookup(&1),
+            Ok("one"),
+            "the others take the stale value meanwhile"
+        );
+        // The store answered: a fresh entry, normal rules.
+        let g = c.lookup(&2).unwrap_err();
+        c.store(1, "new", g);
+        assert_eq!(c.lookup(&1), Ok("new"));
+    }
+
+    #[test]
+    fn expire_all_keeps_stale_copies_and_invalidate_does_not() {
+        let c: TtlCache<u32, &str> =
+            TtlCache::new(Duration::from_secs(60), Duration::from_secs(60), 10);
+        c.put(1, "one");
+        c.put(2, "two");
+        let g = c.lookup(&3).unwrap_err();
+        c.expire_all();
+        assert!(c.lookup(&1).is_err(), "expired: asks the store again");
+        c.store(3, "three", g);
+        assert!(c.lookup(&3).is_err(), "a read begun before is not stored");
+        assert_eq!(c.stale(&1), Some("one"), "kept for stale-if-error");
+        c.invalidate(&2);
+        assert_eq!(c.stale(&2), None, "an explicit invalidation removes it");
     }
 
     #[test]

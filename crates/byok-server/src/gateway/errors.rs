@@ -164,11 +164,13 @@ impl GatewayError {
             }
             CoreError::Store(StoreError::Unavailable(cause)) => {
                 tracing::error!(error = %cause, "database unavailable");
-                Self::new(
+                let mut e = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the service's database is unavailable",
                 )
-                .with_code("database_unavailable")
+                .with_code("database_unavailable");
+                e.retry_after = Some(crate::error::DATABASE_RETRY_AFTER_SECS.to_string());
+                e
             }
             other => {
                 tracing::error!(error = %other, "internal error");
