@@ -159,6 +159,8 @@ pub fn start(
         .spool_bytes
         .store(spool::size(&options.spool_path), Ordering::Relaxed);
     let writer = Writer {
+        spool_lock: None,
+        lock_tried: false,
         repo,
         rx,
         buffer: VecDeque::new(),
@@ -187,6 +189,10 @@ pub fn start(
 }
 
 struct Writer {
+    /// The lock that makes the spool this process's, taken when first needed (`None` after a
+    /// try: no spool, memory only).
+    spool_lock: Option<std::fs::File>,
+    lock_tried: bool,
     repo: Arc<dyn UsageRepository>,
     rx: mpsc::Receiver<UsageRecord>,
     /// Records taken from the channel and not yet written, oldest first.
@@ -285,6 +291,24 @@ impl Writer {
         self.spool(moved).await;
     }
 
+    /// Whether this process has the spool: the first call takes its lock (another process
+    /// sharing the data directory would wipe or skip this one's records).
+    fn has_spool(&mut self) -> bool {
+        if !self.lock_tried {
+            self.lock_tried = true;
+            self.spool_lock = spool::take(&self.options.spool_path);
+            if self.spool_lock.is_none() {
+                tracing::error!(
+                    path = %self.options.spool_path.display(),
+                    "another process holds the usage spool of this data directory (or it \
+                     cannot be opened): records the database cannot take are kept in memory \
+                     only; give each process its own BYOK_DATA_DIR"
+                );
+            }
+        }
+        self.spool_lock.is_some()
+    }
+
     async fn spool(&mut self, records: Vec<UsageRecord>) {
         if records.is_empty() {
             return;
@@ -292,12 +316,19 @@ impl Writer {
         let path = self.options.spool_path.clone();
         let max = self.options.spool_max_bytes;
         let n = records.len() as u64;
-        let appended = tokio::task::spawn_blocking(move || spool::append(&path, max, &records))
-            .await
-            .unwrap_or(spool::Appended {
+        let appended = if !self.has_spool() {
+            spool::Appended {
                 lost: n,
                 ..spool::Appended::default()
-            });
+            }
+        } else {
+            tokio::task::spawn_blocking(move || spool::append(&path, max, &records))
+                .await
+                .unwrap_or(spool::Appended {
+                    lost: n,
+                    ..spool::Appended::default()
+                })
+        };
         self.stats
             .spooled
             .fetch_add(appended.written, Ordering::Relaxed);
@@ -321,6 +352,7 @@ impl Writer {
     /// Replays the spool file once the buffer is written.
     async fn replay_spool(&mut self) {
         if !self.replay.load(Ordering::Relaxed)
+            || !self.has_spool()
             || !self.buffer.is_empty()
             || !self.due()
             || self.stats.spool_bytes.load(Ordering::Relaxed) == 0

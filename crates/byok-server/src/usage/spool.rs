@@ -232,6 +232,16 @@ pub fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join(SPOOL_FILE)
 }
 
+/// Takes the spool for this process: an exclusive lock on `<spool>.lock`, held as long as the
+/// returned file lives. `None` when another process holds it (two processes sharing a data
+/// directory would wipe or skip each other's records) or the file cannot be opened.
+pub fn take(spool: &Path) -> Option<File> {
+    let path = spool.with_extension("lock");
+    let file = open_append(&path).ok()?;
+    file.try_lock().ok()?;
+    Some(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +259,16 @@ mod tests {
             latency_ms: 3,
             at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn one_process_takes_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = path_in(dir.path());
+        let first = take(&spool).expect("the first process takes it");
+        assert!(take(&spool).is_none(), "a second one does not");
+        drop(first);
+        assert!(take(&spool).is_some(), "free again once released");
     }
 
     #[test]
