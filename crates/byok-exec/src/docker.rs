@@ -205,10 +205,10 @@ impl DockerBackend {
         let mut removed = 0;
         for c in list {
             let old = c.created.is_some_and(|t| now - t >= age.as_secs() as i64);
-            if let (true, Some(id)) = (old, c.id) {
-                if remove(docker, &id).await {
-                    removed += 1;
-                }
+            if let (true, Some(id)) = (old, c.id)
+                && remove(docker, &id).await
+            {
+                removed += 1;
             }
         }
         removed
