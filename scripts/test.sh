@@ -101,6 +101,8 @@ install_missing() {
   command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
   # The sandbox of the local execution backend (and util-linux's prlimit, always there).
   [ -x /usr/bin/bwrap ] || missing+=(bubblewrap)
+  # pgrep: the sandbox and database-freeze tests find processes with it.
+  command -v pgrep >/dev/null 2>&1 || missing+=(procps)
   # ssh2 builds its own OpenSSL (vendored): it needs perl and make.
   command -v perl >/dev/null 2>&1 || missing+=(perl)
   command -v make >/dev/null 2>&1 || missing+=(make)

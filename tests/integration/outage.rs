@@ -301,7 +301,14 @@ async fn a_database_outage_keeps_llm_traffic_and_every_usage_record() {
         (r.status, r.json["database"].as_str()),
         (StatusCode::OK, Some("ok"))
     );
-    let m = metrics(&s).await;
+    // The spool is emptied right after its last batch is written (the rows can be counted
+    // a moment before): wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut m = metrics(&s).await;
+    while metric(&m, "byok_usage_spool_bytes") > 0.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        m = metrics(&s).await;
+    }
     assert_eq!(metric(&m, "byok_database_up"), 1.0);
     assert_eq!(metric(&m, "byok_usage_spool_bytes"), 0.0);
     assert!(metric(&m, "byok_usage_records_replayed_total") > 0.0);
