@@ -292,7 +292,7 @@ run_schemathesis() {
 
   local token
   token=$(env "${server_env[@]}" "$bin" user create --email schemathesis@example.com \
-    --tier professional | awk '$1 == "token:" { print $2; exit }')
+    --tier professional | awk '$1 == "token:" && t == "" { t = $2 } END { print t }')
   [ -n "$token" ] || die "'byok-gateway user create' printed no 'token: ...' line"
 
   # Only the "no 5xx" property: every other check is left to the Rust suites. The execution
