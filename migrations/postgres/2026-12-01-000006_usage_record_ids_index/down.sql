@@ -1,1 +1,0 @@
-DROP INDEX CONCURRENTLY IF EXISTS usage_records_record_id;
