@@ -390,10 +390,20 @@ impl Settings {
                         "BYOK_LOCAL_SANDBOX_GID must not be 0 (root)".into(),
                     ));
                 }
+                let sandboxes = number("BYOK_LOCAL_SANDBOXES", d.sandboxes)?.clamp(1, 1024);
+                // The ranges must fit below u32::MAX, which is no valid id.
+                if uid.checked_add(sandboxes).is_none_or(|end| end == u32::MAX)
+                    || gid.checked_add(sandboxes).is_none_or(|end| end == u32::MAX)
+                {
+                    return Err(ConfigError(
+                        "BYOK_LOCAL_SANDBOX_UID/GID + BYOK_LOCAL_SANDBOXES must stay below 4294967295"
+                            .into(),
+                    ));
+                }
                 byok_exec::LocalSandbox {
                     uid,
                     gid,
-                    sandboxes: number("BYOK_LOCAL_SANDBOXES", d.sandboxes)?.clamp(1, 1024),
+                    sandboxes,
                     max_processes: number("BYOK_LOCAL_MAX_PROCESSES", d.max_processes)?.max(1),
                     max_memory_bytes: number("BYOK_LOCAL_MAX_MEMORY_MB", d.max_memory_bytes >> 20)?
                         .max(16)

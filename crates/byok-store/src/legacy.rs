@@ -43,12 +43,17 @@ impl Database {
                     .map_err(db_err)?
             }
             DbPool::Sqlite(pool) => {
-                let mut conn = pool.get().await.map_err(pool_err)?;
-                let conn: &mut SqliteConn = &mut conn;
-                diesel::sql_query(LEGACY_SQL)
-                    .load(conn)
-                    .await
-                    .map_err(db_err)?
+                let mut held = crate::SqliteHeld::get(pool).await?;
+                let out = {
+                    let conn = held.conn()?;
+                    let conn: &mut SqliteConn = &mut *conn;
+                    diesel::sql_query(LEGACY_SQL)
+                        .load(conn)
+                        .await
+                        .map_err(db_err)?
+                };
+                held.finish();
+                out
             }
         };
         Ok(rows

@@ -44,8 +44,53 @@ pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection, Detached>;
 /// that a caller that goes away (a client disconnecting, an extractor of the same request
 /// failing) detaches from the call instead of waiting for it with `block_in_place`, which
 /// panics on a current-thread runtime — every actix worker is one. The call finishes in the
-/// background, holding the connection's lock until it does, so the next user waits for it.
+/// background; its connection never goes back to the pool ([`SqliteHeld`]).
 pub(crate) struct Detached(Option<tokio::runtime::Handle>);
+
+type SqliteObject = deadpool::managed::Object<AsyncDieselConnectionManager<SqliteConn>>;
+
+/// A pooled SQLite connection that goes back to the pool only when the operation that used it
+/// finished ([`SqliteHeld::finish`]). Dropped before (its caller went away mid-call, or an
+/// error returned early), it is taken out of the pool: a call detached by [`Detached`] may
+/// still be running on it, and the pool's recycle check would panic on it, or the next
+/// user's call would wait for it on an async worker thread.
+pub(crate) struct SqliteHeld {
+    obj: Option<SqliteObject>,
+    finished: bool,
+}
+
+impl SqliteHeld {
+    pub(crate) async fn get(pool: &Pool<SqliteConn>) -> Result<Self, StoreError> {
+        Ok(Self {
+            obj: Some(pool.get().await.map_err(pool_err)?),
+            finished: false,
+        })
+    }
+
+    pub(crate) fn conn(&mut self) -> Result<&mut SqliteConn, StoreError> {
+        match self.obj.as_mut() {
+            Some(o) => Ok(o),
+            None => Err(StoreError::Unavailable(
+                "the SQLite connection was released".into(),
+            )),
+        }
+    }
+
+    /// Every call on the connection completed: it may go back to the pool.
+    pub(crate) fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for SqliteHeld {
+    fn drop(&mut self) {
+        if !self.finished
+            && let Some(obj) = self.obj.take()
+        {
+            drop(SqliteObject::take(obj));
+        }
+    }
+}
 
 impl diesel_async::sync_connection_wrapper::SpawnBlocking for Detached {
     fn spawn_blocking<'a, R>(
@@ -355,8 +400,14 @@ impl Database {
                 .await
             }
             DbPool::Sqlite(p) => {
-                let mut c = p.get().await.map_err(pool_err)?;
-                c.batch_execute("SELECT 1").await.map_err(repos::db_err)
+                let mut held = SqliteHeld::get(p).await?;
+                let r = held
+                    .conn()?
+                    .batch_execute("SELECT 1")
+                    .await
+                    .map_err(repos::db_err);
+                held.finish();
+                r
             }
         }
     }
@@ -459,8 +510,10 @@ impl Database {
                 .await?
             }
             DbPool::Sqlite(p) => {
-                let mut c = p.get().await.map_err(pool_err)?;
-                stats!(sqlite, &mut c)
+                let mut held = SqliteHeld::get(p).await?;
+                let r = stats!(sqlite, held.conn()?);
+                held.finish();
+                r
             }
         };
         let n = |v: i64| u64::try_from(v).unwrap_or(0);

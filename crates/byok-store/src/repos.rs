@@ -37,10 +37,12 @@ macro_rules! with_conn {
                 .await?
             }
             DbPool::Sqlite(pool) => {
-                let mut guard = pool.get().await.map_err(pool_err)?;
-                let $conn: &mut SqliteConn = &mut guard;
+                let mut held = crate::SqliteHeld::get(pool).await?;
+                let $conn: &mut SqliteConn = held.conn()?;
                 use crate::schema::sqlite as $s;
-                $body
+                let out = $body;
+                held.finish();
+                out
             }
         }
     }};
@@ -559,20 +561,25 @@ impl KeyRepository for Database {
                 .map_err(db_err)?
             }
             DbPool::Sqlite(pool) => {
-                let mut conn = pool.get().await.map_err(pool_err)?;
-                diesel::sql_query(
-                    "UPDATE user_provider_keys SET metadata = \
+                let mut held = crate::SqliteHeld::get(pool).await?;
+                let out = {
+                    let conn = held.conn()?;
+                    diesel::sql_query(
+                        "UPDATE user_provider_keys SET metadata = \
                      json_set(metadata, '$.last_tested', ?, '$.test_status', ?) \
                      WHERE user_id = ? AND provider = ? AND api_key_encrypted = ?",
-                )
-                .bind::<Text, _>(&at)
-                .bind::<Text, _>(status.as_str())
-                .bind::<Text, _>(&user)
-                .bind::<Text, _>(provider.as_str())
-                .bind::<Text, _>(ciphertext)
-                .execute(&mut conn)
-                .await
-                .map_err(db_err)?
+                    )
+                    .bind::<Text, _>(&at)
+                    .bind::<Text, _>(status.as_str())
+                    .bind::<Text, _>(&user)
+                    .bind::<Text, _>(provider.as_str())
+                    .bind::<Text, _>(ciphertext)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?
+                };
+                held.finish();
+                out
             }
         };
         Ok(n == 1)
@@ -742,26 +749,31 @@ impl UsageRepository for Database {
                 .await?;
             }
             DbPool::Sqlite(pool) => {
-                // One blocking task for the whole batch: through the async wrapper every
-                // statement would be its own hand-off to a blocking thread and back (measured:
-                // one cross-thread wake-up per usage row, i.e. per LLM request).
-                use crate::schema::sqlite as s;
-                let owned: Vec<UsageRecord> = records.to_vec();
-                let mut conn = pool.get().await.map_err(pool_err)?;
-                conn.spawn_blocking(move |c| {
-                    c.immediate_transaction(|c| {
-                        diesel::RunQueryDsl::execute(
-                            diesel::insert_into(s::usage_records::table)
-                                .values(rows!(s, owned))
-                                .on_conflict(s::usage_records::record_id)
-                                .do_nothing(),
-                            c,
-                        )
-                        .map(|_| ())
+                let mut held = crate::SqliteHeld::get(pool).await?;
+                let out = {
+                    // One blocking task for the whole batch: through the async wrapper every
+                    // statement would be its own hand-off to a blocking thread and back (measured:
+                    // one cross-thread wake-up per usage row, i.e. per LLM request).
+                    use crate::schema::sqlite as s;
+                    let owned: Vec<UsageRecord> = records.to_vec();
+                    let conn = held.conn()?;
+                    conn.spawn_blocking(move |c| {
+                        c.immediate_transaction(|c| {
+                            diesel::RunQueryDsl::execute(
+                                diesel::insert_into(s::usage_records::table)
+                                    .values(rows!(s, owned))
+                                    .on_conflict(s::usage_records::record_id)
+                                    .do_nothing(),
+                                c,
+                            )
+                            .map(|_| ())
+                        })
                     })
-                })
-                .await
-                .map_err(db_err)?;
+                    .await
+                    .map_err(db_err)?;
+                };
+                held.finish();
+                out
             }
         }
         Ok(())
@@ -783,12 +795,17 @@ impl UsageRepository for Database {
                 .await?
             }
             DbPool::Sqlite(pool) => {
-                let mut conn = pool.get().await.map_err(pool_err)?;
-                diesel::sql_query(USAGE_SUMMARY_SQL.replace("PARAM", "?"))
-                    .bind::<Text, _>(&user)
-                    .load(&mut conn)
-                    .await
-                    .map_err(db_err)?
+                let mut held = crate::SqliteHeld::get(pool).await?;
+                let out = {
+                    let conn = held.conn()?;
+                    diesel::sql_query(USAGE_SUMMARY_SQL.replace("PARAM", "?"))
+                        .bind::<Text, _>(&user)
+                        .load(&mut *conn)
+                        .await
+                        .map_err(db_err)?
+                };
+                held.finish();
+                out
             }
         };
         let mut summary = UsageSummary::default();

@@ -75,15 +75,20 @@ macro_rules! in_tx {
                 finish($conn, result, backend).await
             }
             DbPool::Sqlite(pool) => {
-                let mut guard = pool.get().await.map_err(pool_err)?;
-                let $conn: &mut SqliteConn = &mut guard;
-                use crate::schema::sqlite as $s;
-                $conn
-                    .batch_execute("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(db_err)?;
-                let result = async { $body }.await;
-                finish($conn, result, backend).await
+                let mut held = crate::SqliteHeld::get(pool).await?;
+                let out = {
+                    let guard = held.conn()?;
+                    let $conn: &mut SqliteConn = &mut *guard;
+                    use crate::schema::sqlite as $s;
+                    $conn
+                        .batch_execute("BEGIN IMMEDIATE")
+                        .await
+                        .map_err(db_err)?;
+                    let result = async { $body }.await;
+                    finish($conn, result, backend).await
+                };
+                held.finish();
+                out
             }
         }
     }};

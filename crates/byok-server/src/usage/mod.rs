@@ -160,7 +160,7 @@ pub fn start(
         .store(spool::size(&options.spool_path), Ordering::Relaxed);
     let writer = Writer {
         spool_lock: None,
-        lock_tried: false,
+        lock_tried: None,
         repo,
         rx,
         buffer: VecDeque::new(),
@@ -189,10 +189,10 @@ pub fn start(
 }
 
 struct Writer {
-    /// The lock that makes the spool this process's, taken when first needed (`None` after a
-    /// try: no spool, memory only).
+    /// The lock that makes the spool this process's, taken when first needed; while another
+    /// process holds it, no spool (memory only), and it is tried again every `LOCK_RETRY`.
     spool_lock: Option<std::fs::File>,
-    lock_tried: bool,
+    lock_tried: Option<Instant>,
     repo: Arc<dyn UsageRepository>,
     rx: mpsc::Receiver<UsageRecord>,
     /// Records taken from the channel and not yet written, oldest first.
@@ -294,10 +294,12 @@ impl Writer {
     /// Whether this process has the spool: the first call takes its lock (another process
     /// sharing the data directory would wipe or skip this one's records).
     fn has_spool(&mut self) -> bool {
-        if !self.lock_tried {
-            self.lock_tried = true;
+        const LOCK_RETRY: Duration = Duration::from_secs(10);
+        if self.spool_lock.is_none() && self.lock_tried.is_none_or(|t| t.elapsed() >= LOCK_RETRY) {
+            let first = self.lock_tried.is_none();
+            self.lock_tried = Some(Instant::now());
             self.spool_lock = spool::take(&self.options.spool_path);
-            if self.spool_lock.is_none() {
+            if self.spool_lock.is_none() && first {
                 tracing::error!(
                     path = %self.options.spool_path.display(),
                     "another process holds the usage spool of this data directory (or it \
