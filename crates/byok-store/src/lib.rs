@@ -47,27 +47,41 @@ pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection, Detached>;
 /// background; its connection never goes back to the pool ([`SqliteHeld`]).
 pub(crate) struct Detached(Option<tokio::runtime::Handle>);
 
-type SqliteObject = deadpool::managed::Object<AsyncDieselConnectionManager<SqliteConn>>;
+type PooledObject<C> = deadpool::managed::Object<AsyncDieselConnectionManager<C>>;
 
 /// A pooled SQLite connection that goes back to the pool only when the operation that used it
 /// finished ([`SqliteHeld::finish`]). Dropped before (its caller went away mid-call, or an
 /// error returned early), it is taken out of the pool: a call detached by [`Detached`] may
 /// still be running on it, and the pool's recycle check would panic on it, or the next
 /// user's call would wait for it on an async worker thread.
-pub(crate) struct SqliteHeld {
-    obj: Option<SqliteObject>,
+///
+/// PostgreSQL transactions use it too: a transaction left open by a caller that went away
+/// (holding its advisory lock) must not go back to the pool; a connection taken out of it is
+/// closed, and the server rolls the transaction back.
+pub(crate) struct Held<C>
+where
+    AsyncDieselConnectionManager<C>:
+        deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
+{
+    obj: Option<PooledObject<C>>,
     finished: bool,
 }
 
-impl SqliteHeld {
-    pub(crate) async fn get(pool: &Pool<SqliteConn>) -> Result<Self, StoreError> {
+pub(crate) type SqliteHeld = Held<SqliteConn>;
+
+impl<C> Held<C>
+where
+    AsyncDieselConnectionManager<C>:
+        deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
+{
+    pub(crate) async fn get(pool: &Pool<C>) -> Result<Self, StoreError> {
         Ok(Self {
             obj: Some(pool.get().await.map_err(pool_err)?),
             finished: false,
         })
     }
 
-    pub(crate) fn conn(&mut self) -> Result<&mut SqliteConn, StoreError> {
+    pub(crate) fn conn(&mut self) -> Result<&mut C, StoreError> {
         match self.obj.as_mut() {
             Some(o) => Ok(o),
             None => Err(StoreError::Unavailable(
@@ -82,12 +96,16 @@ impl SqliteHeld {
     }
 }
 
-impl Drop for SqliteHeld {
+impl<C> Drop for Held<C>
+where
+    AsyncDieselConnectionManager<C>:
+        deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
+{
     fn drop(&mut self) {
         if !self.finished
             && let Some(obj) = self.obj.take()
         {
-            drop(SqliteObject::take(obj));
+            drop(PooledObject::<C>::take(obj));
         }
     }
 }
@@ -276,7 +294,8 @@ fn build_pool<C>(
     opts: &DbOptions,
 ) -> Result<Pool<C>, StoreError>
 where
-    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C>,
+    AsyncDieselConnectionManager<C>:
+        deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
 {
     Pool::builder(manager)
         .max_size(opts.max_connections)

@@ -59,20 +59,26 @@ macro_rules! in_tx {
     ($db:expr, $user:expr, |$conn:ident, $s:ident| $body:block) => {{
         let backend = $db.backend();
         match &$db.pool {
+            // Bounded like every PostgreSQL call; a transaction cut short is not pooled again.
             DbPool::Pg(pool) => {
-                let mut guard = pool.get().await.map_err(pool_err)?;
-                let $conn: &mut AsyncPgConnection = &mut guard;
-                use crate::schema::pg as $s;
-                $conn.batch_execute("BEGIN").await.map_err(db_err)?;
-                let locked = diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                    .bind::<diesel::sql_types::Text, _>($user)
-                    .execute($conn)
-                    .await;
-                let result = match locked {
-                    Ok(_) => async { $body }.await,
-                    Err(e) => Err(e),
-                };
-                finish($conn, result, backend).await
+                crate::bounded($db.bounds.query, async {
+                    let mut held = crate::Held::get(pool).await?;
+                    let $conn: &mut AsyncPgConnection = held.conn()?;
+                    use crate::schema::pg as $s;
+                    $conn.batch_execute("BEGIN").await.map_err(db_err)?;
+                    let locked = diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                        .bind::<diesel::sql_types::Text, _>($user)
+                        .execute($conn)
+                        .await;
+                    let result = match locked {
+                        Ok(_) => async { $body }.await,
+                        Err(e) => Err(e),
+                    };
+                    let out = finish($conn, result, backend).await;
+                    held.finish();
+                    out
+                })
+                .await
             }
             DbPool::Sqlite(pool) => {
                 let mut held = crate::SqliteHeld::get(pool).await?;
