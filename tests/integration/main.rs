@@ -13,6 +13,7 @@ mod keycloak;
 mod kubernetes;
 mod memory;
 mod outage;
+mod pg_tls;
 mod repos;
 mod scale;
 mod sdk;

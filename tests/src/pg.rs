@@ -56,15 +56,49 @@ pub struct PgCluster {
     bin: PathBuf,
     port: u16,
     dir: tempfile::TempDir,
+    tls: bool,
+}
+
+/// What a TLS cluster serves (PEM): its CA (written beside it for clients, [`PgCluster::ca_file`]),
+/// its certificate and key.
+#[derive(Debug, Clone)]
+pub struct PgTls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl PgCluster {
-    /// Creates and starts a cluster.
+    /// Creates and starts a cluster (plain connections from 127.0.0.1).
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Creates and starts a cluster that accepts TLS connections only from 127.0.0.1 (a plain
+    /// one is turned away, so every success over it used TLS).
+    pub fn start_tls(tls: &PgTls) -> Self {
+        Self::start_with(Some(tls))
+    }
+
+    /// The CA file of a TLS cluster (`sslrootcert`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn start_with(tls: Option<&PgTls>) -> Self {
         let bin = pg_bin().expect(
             "PostgreSQL server binaries not found under /usr/lib/postgresql (make test installs them)",
         );
         let dir = tempfile::tempdir().unwrap();
+        if let Some(t) = tls {
+            let path = |name: &str| dir.path().join(name);
+            std::fs::write(path("ca.pem"), &t.ca_pem).unwrap();
+            std::fs::write(path("server.crt"), &t.cert_pem).unwrap();
+            std::fs::write(path("server.key"), &t.key_pem).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path("server.key"), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
         if is_root() {
             let ok = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -78,7 +112,12 @@ impl PgCluster {
             .local_addr()
             .unwrap()
             .port();
-        let cluster = Self { bin, port, dir };
+        let cluster = Self {
+            bin,
+            port,
+            dir,
+            tls: tls.is_some(),
+        };
         let data = cluster.data();
         let out = run_pg(
             &cluster.bin.join("initdb"),
@@ -96,11 +135,13 @@ impl PgCluster {
             ],
         );
         assert!(out.status.success(), "initdb failed: {out:?}");
-        std::fs::write(
-            Path::new(&data).join("pg_hba.conf"),
-            "local all all trust\nhost all all 127.0.0.1/32 trust\n",
-        )
-        .unwrap();
+        let hba = if cluster.tls {
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n"
+        } else {
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+        };
+        std::fs::write(Path::new(&data).join("pg_hba.conf"), hba).unwrap();
         cluster.start_again();
         cluster
     }
@@ -124,11 +165,16 @@ impl PgCluster {
 
     /// Starts the (stopped) cluster and waits until it accepts connections.
     pub fn start_again(&self) {
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.path().display()
+        let dir = self.dir.path().display();
+        let mut opts = format!(
+            "-p {} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port
         );
+        if self.tls {
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"
+            ));
+        }
         let out = run_pg(
             &self.bin.join("pg_ctl"),
             &[
