@@ -14,8 +14,9 @@ use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::StreamExt;
 
+use crate::database::Database;
 use crate::pg_tls::{PgConnector, error_chain};
-use crate::{Database, DbPool};
+use crate::pool::DbPool;
 
 /// The notification channel.
 pub const CHANNEL: &str = "byok_invalidate";
@@ -33,14 +34,14 @@ impl ChangeNotifier for Database {
             return;
         };
         let payload = change.encode();
-        let sent = crate::bounded(self.bounds.query, async {
-            let mut conn = pool.get().await.map_err(crate::pool_err)?;
+        let sent = crate::options::bounded(self.bounds.query, async {
+            let mut conn = pool.get().await.map_err(crate::error::pool_err)?;
             diesel::sql_query("SELECT pg_notify($1, $2)")
                 .bind::<Text, _>(CHANNEL)
                 .bind::<Text, _>(&payload)
                 .execute(&mut conn)
                 .await
-                .map_err(crate::repos::db_err)
+                .map_err(crate::error::db_err)
         })
         .await
         .map_err(|e| crate::pg_tls::error_chain(&e));

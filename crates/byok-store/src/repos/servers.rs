@@ -10,9 +10,14 @@ use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use uuid::Uuid;
 
-use crate::repos::db_err;
+use super::{now_micros, with_conn};
+use crate::backend::Backend;
+use crate::database::Database;
+use crate::error::db_err;
+use crate::options::bounded;
+use crate::pool::{DbPool, Held, SqliteHeld};
+use crate::sqlite::SqliteConn;
 use crate::types::{DbJson, DbUuid};
-use crate::{Backend, Database, DbPool, SqliteConn, pool_err};
 
 type ServerRow = (
     DbUuid,
@@ -61,8 +66,8 @@ macro_rules! in_tx {
         match &$db.pool {
             // Bounded like every PostgreSQL call; a transaction cut short is not pooled again.
             DbPool::Pg(pool) => {
-                crate::bounded($db.bounds.query, async {
-                    let mut held = crate::Held::get(pool).await?;
+                bounded($db.bounds.query, async {
+                    let mut held = Held::get(pool).await?;
                     let $conn: &mut AsyncPgConnection = held.conn()?;
                     use crate::schema::pg as $s;
                     $conn.batch_execute("BEGIN").await.map_err(db_err)?;
@@ -81,7 +86,7 @@ macro_rules! in_tx {
                 .await
             }
             DbPool::Sqlite(pool) => {
-                let mut held = crate::SqliteHeld::get(pool).await?;
+                let mut held = SqliteHeld::get(pool).await?;
                 let out = {
                     let guard = held.conn()?;
                     let $conn: &mut SqliteConn = &mut *guard;
@@ -117,16 +122,12 @@ async fn finish<C: SimpleAsyncConnection + Send, T>(
     }
 }
 
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
 #[async_trait]
 impl ServerRepository for Database {
     async fn create_server(&self, s: NewServer) -> Result<ExecutionServer, StoreError> {
         let id = Uuid::new_v4();
         let user = s.user_id.to_string();
-        let at = now();
+        let at = now_micros();
         let config = DbJson(s.connection_config.clone());
         in_tx!(self, &user, |conn, sc| {
             use sc::execution_servers as t;
@@ -175,7 +176,7 @@ impl ServerRepository for Database {
 
     async fn list_servers(&self, user: UserId) -> Result<Vec<ExecutionServer>, StoreError> {
         let user = user.to_string();
-        let rows: Vec<ServerRow> = crate::repos::with_conn!(self, |conn, sc| {
+        let rows: Vec<ServerRow> = with_conn!(self, |conn, sc| {
             use sc::execution_servers as t;
             t::table
                 .filter(t::user_id.eq(&user))
@@ -193,7 +194,7 @@ impl ServerRepository for Database {
         id: Uuid,
     ) -> Result<Option<ExecutionServer>, StoreError> {
         let user = user.to_string();
-        let row: Option<ServerRow> = crate::repos::with_conn!(self, |conn, sc| {
+        let row: Option<ServerRow> = with_conn!(self, |conn, sc| {
             use sc::execution_servers as t;
             t::table
                 .filter(t::user_id.eq(&user))
@@ -213,8 +214,8 @@ impl ServerRepository for Database {
         changes: ServerChanges,
     ) -> Result<Option<ExecutionServer>, StoreError> {
         let user_s = user.to_string();
-        let at = now();
-        let found = crate::repos::with_conn!(self, |conn, sc| {
+        let at = now_micros();
+        let found = with_conn!(self, |conn, sc| {
             use sc::execution_servers as t;
             let target = t::table
                 .filter(t::user_id.eq(&user_s))
@@ -264,7 +265,7 @@ impl ServerRepository for Database {
 
     async fn set_default(&self, user: UserId, id: Uuid, default: bool) -> Result<bool, StoreError> {
         let user = user.to_string();
-        let at = now();
+        let at = now_micros();
         in_tx!(self, &user, |conn, sc| {
             use sc::execution_servers as t;
             let exists = t::table
@@ -301,7 +302,7 @@ impl ServerRepository for Database {
 
     async fn delete_server(&self, user: UserId, id: Uuid) -> Result<bool, StoreError> {
         let user = user.to_string();
-        let n = crate::repos::with_conn!(self, |conn, sc| {
+        let n = with_conn!(self, |conn, sc| {
             use sc::execution_servers as t;
             diesel::delete(
                 t::table
@@ -321,7 +322,7 @@ impl ServerRepository for Database {
         limit: u32,
     ) -> Result<Vec<ExecutionServer>, StoreError> {
         let after = after.unwrap_or(Uuid::nil());
-        let rows: Vec<ServerRow> = crate::repos::with_conn!(self, |conn, sc| {
+        let rows: Vec<ServerRow> = with_conn!(self, |conn, sc| {
             use sc::execution_servers as t;
             t::table
                 .filter(t::id.gt(DbUuid(after)))
@@ -341,7 +342,7 @@ impl ServerRepository for Database {
         config: &serde_json::Value,
     ) -> Result<bool, StoreError> {
         let seen = seen_updated_at.trunc_subsecs(6);
-        let n = crate::repos::with_conn!(self, |conn, sc| {
+        let n = with_conn!(self, |conn, sc| {
             use sc::execution_servers as t;
             diesel::update(
                 t::table
@@ -365,7 +366,7 @@ impl ServerRepository for Database {
     ) -> Result<bool, StoreError> {
         let user = user.to_string();
         let at = at.trunc_subsecs(6);
-        let n = crate::repos::with_conn!(self, |conn, sc| {
+        let n = with_conn!(self, |conn, sc| {
             use sc::execution_servers as t;
             diesel::update(
                 t::table

@@ -2,12 +2,12 @@
 
 use byok_core::services::LegacyKey;
 use byok_core::{KeyMetadata, StoreError};
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use diesel_async::AsyncPgConnection;
-
-use crate::repos::db_err;
-use crate::{Database, DbPool, SqliteConn, pool_err};
+use crate::database::Database;
+use crate::error::{db_err, pool_err};
+use crate::pool::{DbPool, SqliteHeld};
+use crate::sqlite::SqliteConn;
 
 #[derive(diesel::QueryableByName)]
 struct LegacyRow {
@@ -43,7 +43,7 @@ impl Database {
                     .map_err(db_err)?
             }
             DbPool::Sqlite(pool) => {
-                let mut held = crate::SqliteHeld::get(pool).await?;
+                let mut held = SqliteHeld::get(pool).await?;
                 let out = {
                     let conn = held.conn()?;
                     let conn: &mut SqliteConn = &mut *conn;
