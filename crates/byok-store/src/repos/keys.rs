@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::{now_micros, with_conn};
 use crate::database::Database;
 use crate::error::{db_err, pool_err};
+use crate::options::bounded;
 use crate::pool::{DbPool, SqliteHeld};
 use crate::types::{DbJson, DbUuid};
 
@@ -157,21 +158,26 @@ impl KeyRepository for Database {
         let user = user.to_string();
         let at = at.to_rfc3339();
         let n = match &self.pool {
+            // Bounded like every other PostgreSQL call (`with_conn!` cannot hold the two
+            // dialects' statements).
             DbPool::Pg(pool) => {
-                let mut conn = pool.get().await.map_err(pool_err)?;
-                diesel::sql_query(
-                    "UPDATE user_provider_keys SET metadata = metadata || \
-                     jsonb_build_object('last_tested', $1::text, 'test_status', $2::text) \
-                     WHERE user_id = $3 AND provider = $4 AND api_key_encrypted = $5",
-                )
-                .bind::<Text, _>(&at)
-                .bind::<Text, _>(status.as_str())
-                .bind::<Text, _>(&user)
-                .bind::<Text, _>(provider.as_str())
-                .bind::<Text, _>(ciphertext)
-                .execute(&mut conn)
-                .await
-                .map_err(db_err)?
+                bounded(self.bounds.query, async {
+                    let mut conn = pool.get().await.map_err(pool_err)?;
+                    diesel::sql_query(
+                        "UPDATE user_provider_keys SET metadata = metadata || \
+                         jsonb_build_object('last_tested', $1::text, 'test_status', $2::text) \
+                         WHERE user_id = $3 AND provider = $4 AND api_key_encrypted = $5",
+                    )
+                    .bind::<Text, _>(&at)
+                    .bind::<Text, _>(status.as_str())
+                    .bind::<Text, _>(&user)
+                    .bind::<Text, _>(provider.as_str())
+                    .bind::<Text, _>(ciphertext)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(db_err)
+                })
+                .await?
             }
             DbPool::Sqlite(pool) => {
                 let mut held = SqliteHeld::get(pool).await?;

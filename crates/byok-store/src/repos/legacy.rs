@@ -2,12 +2,11 @@
 
 use byok_core::services::LegacyKey;
 use byok_core::{KeyMetadata, StoreError};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
+use super::with_conn;
 use crate::database::Database;
-use crate::error::{db_err, pool_err};
-use crate::pool::{DbPool, SqliteHeld};
-use crate::sqlite::SqliteConn;
+use crate::error::db_err;
 
 #[derive(diesel::QueryableByName)]
 struct LegacyRow {
@@ -33,29 +32,13 @@ impl Database {
     /// `user_id`, `provider`, `api_key_encrypted`, `enabled`, `metadata`). Metadata is read
     /// leniently (naive timestamps, unknown fields).
     pub async fn legacy_keys(&self) -> Result<Vec<LegacyKey>, StoreError> {
-        let rows: Vec<LegacyRow> = match &self.pool {
-            DbPool::Pg(pool) => {
-                let mut conn = pool.get().await.map_err(pool_err)?;
-                let conn: &mut AsyncPgConnection = &mut conn;
-                diesel::sql_query(LEGACY_SQL)
-                    .load(conn)
-                    .await
-                    .map_err(db_err)?
-            }
-            DbPool::Sqlite(pool) => {
-                let mut held = SqliteHeld::get(pool).await?;
-                let out = {
-                    let conn = held.conn()?;
-                    let conn: &mut SqliteConn = &mut *conn;
-                    diesel::sql_query(LEGACY_SQL)
-                        .load(conn)
-                        .await
-                        .map_err(db_err)?
-                };
-                held.finish();
-                out
-            }
-        };
+        // The whole table in one read: bounded like the other long reads.
+        let rows: Vec<LegacyRow> = with_conn!(self, self.bounds.slow, |conn, _s| {
+            diesel::sql_query(LEGACY_SQL)
+                .load(conn)
+                .await
+                .map_err(db_err)?
+        });
         Ok(rows
             .into_iter()
             .map(|r| LegacyKey {

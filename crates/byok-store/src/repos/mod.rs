@@ -29,6 +29,7 @@ macro_rules! with_conn {
                 crate::options::bounded($bound, async {
                     let mut guard = pool.get().await.map_err(crate::error::pool_err)?;
                     let $conn: &mut diesel_async::AsyncPgConnection = &mut guard;
+                    #[allow(unused_imports)] // a body may not name the schema
                     use crate::schema::pg as $s;
                     Ok::<_, byok_core::StoreError>($body)
                 })
@@ -37,6 +38,7 @@ macro_rules! with_conn {
             crate::pool::DbPool::Sqlite(pool) => {
                 let mut held = crate::pool::SqliteHeld::get(pool).await?;
                 let $conn: &mut crate::sqlite::SqliteConn = held.conn()?;
+                #[allow(unused_imports)]
                 use crate::schema::sqlite as $s;
                 let out = $body;
                 held.finish();
