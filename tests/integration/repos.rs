@@ -13,28 +13,7 @@ use byok_tests::db::{Kind, TestDb};
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(byok_tests::db::Kind::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(byok_tests::db::Kind::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-both_backends!(
+byok_tests::both_backends!(
     migrations_are_idempotent,
     users_create_find_and_conflict,
     tokens_lifecycle,

@@ -6,6 +6,8 @@ use byok_tests::server::{Env, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+byok_tests::both_backends!(concurrent_make_default);
+
 const SSH_PASSWORD: &str = "CANARYopenai-ssh-password";
 const K8S_TOKEN: &str = "eyJ-CANARYopenai-k8s-token";
 
@@ -235,16 +237,6 @@ async fn concurrent_make_default(kind: byok_tests::db::Kind) {
         .count();
     assert_eq!(defaults, 1, "exactly one default");
     s.finish();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_make_default_sqlite() {
-    concurrent_make_default(byok_tests::db::Kind::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_make_default_postgres() {
-    concurrent_make_default(byok_tests::db::Kind::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

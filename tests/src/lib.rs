@@ -7,6 +7,7 @@
     missing_debug_implementations
 )]
 
+pub mod api;
 pub mod brigade;
 pub mod db;
 pub mod http;
@@ -20,6 +21,31 @@ pub mod server;
 pub mod sshd;
 pub mod standin;
 pub mod tls;
+
+/// Runs each listed test on a fresh SQLite file and on a fresh PostgreSQL database: for every
+/// `name`, `sqlite::name` and `postgres::name` call `super::name(kind)` (an `async fn(Kind)`
+/// in the calling module). Once per module: it defines the modules `sqlite` and `postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::db::Kind::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::db::Kind::Postgres).await;
+                }
+            )*
+        }
+    };
+}
 
 /// Canary secrets: planted by tests, searched for in every log and response body.
 pub mod canary {
