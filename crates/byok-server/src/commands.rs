@@ -8,7 +8,8 @@ use secrecy::ExposeSecret;
 
 use crate::cli::{TokenCommand, UserCommand};
 use crate::config::{AuthMode, KeySource, Settings};
-use crate::state::{AppState, error_chain};
+use crate::error::error_chain;
+use crate::state::AppState;
 
 /// A failed command: printed as `error: …`, exit status 1.
 #[derive(Debug)]

@@ -22,7 +22,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// The largest body of a scope or resource (app data); [`crate::app::JSON_LIMIT`] without one.
+/// Largest accepted JSON body on the management API.
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+/// The largest body of a scope or resource (app data); [`JSON_LIMIT`] without one.
 #[derive(Debug, Clone, Copy)]
 pub struct JsonLimit(pub usize);
 
@@ -69,7 +72,7 @@ impl BodyRead {
         Self {
             limit: req
                 .app_data::<JsonLimit>()
-                .map_or(crate::app::JSON_LIMIT, |l| l.0),
+                .map_or(JSON_LIMIT, |l| l.0),
             is_json: content_type == "application/json" || content_type.ends_with("+json"),
             declared: req
                 .headers()
