@@ -41,7 +41,7 @@ pub async fn prepare(settings: &Settings) -> Result<AppState, Failure> {
     Ok(state)
 }
 
-pub async fn serve(settings: Settings) -> Result<(), Failure> {
+pub async fn run_service(settings: Settings) -> Result<(), Failure> {
     crate::error::set_upgrade_url(settings.upgrade_url.clone());
     if let KeySource::File(path) = &settings.key_source {
         tracing::warn!(path = %path.display(), "using the generated encryption key file (embedded mode)");

@@ -99,7 +99,6 @@ impl ApiError {
         body.extend(self.extra.clone());
         Value::Object(body)
     }
-
 }
 
 impl ResponseError for ApiError {
@@ -198,7 +197,11 @@ pub fn decide(e: &CoreError) -> Decision {
         ),
         CoreError::Store(StoreError::Unavailable(_)) => Decision {
             retry_after: Some(DATABASE_RETRY_AFTER_SECS),
-            ..Decision::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", true)
+            ..Decision::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                true,
+            )
         },
         CoreError::Store(StoreError::Conflict(_)) => {
             Decision::new(StatusCode::CONFLICT, "conflict", true)
@@ -416,9 +419,7 @@ pub(crate) mod tests {
             (CoreError::Exec(ExecError::Timeout), 504, "timeout"),
             (CoreError::Exec(ExecError::AuthFailed), 502, "auth_failed"),
             (
-                CoreError::TargetForbidden(TargetError::Unresolvable {
-                    host: "x".into(),
-                }),
+                CoreError::TargetForbidden(TargetError::Unresolvable { host: "x".into() }),
                 422,
                 "forbidden_target",
             ),

@@ -70,9 +70,7 @@ impl BodyRead {
     fn new(req: &HttpRequest, payload: &mut Payload) -> Self {
         let content_type = req.content_type().trim().to_ascii_lowercase();
         Self {
-            limit: req
-                .app_data::<JsonLimit>()
-                .map_or(JSON_LIMIT, |l| l.0),
+            limit: req.app_data::<JsonLimit>().map_or(JSON_LIMIT, |l| l.0),
             is_json: content_type == "application/json" || content_type.ends_with("+json"),
             declared: req
                 .headers()

@@ -324,10 +324,7 @@ impl Metrics {
                 .with_label_values(&[label])
                 .set(i64::try_from(v).unwrap_or(i64::MAX));
         }
-        for (cache, stats) in [
-            ("token", r.token_cache),
-            ("credential", r.credential_cache),
-        ] {
+        for (cache, stats) in [("token", r.token_cache), ("credential", r.credential_cache)] {
             // Counters are monotonic in the core; the exported value follows them.
             for (result, n) in [("hit", stats.hits), ("miss", stats.misses)] {
                 let c = self.cache_requests.with_label_values(&[cache, result]);

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the handlers (committed as `openapi/openapi.json`).
 
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use actix_web::{HttpResponse, get};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, UpgradeRequiredBody};
