@@ -748,7 +748,13 @@ async fn user_endpoints_pass_the_target_policy() {
             .await;
         let before = g.llm.count();
         let r = g.chat(&t, openai_req("custom/my-model", false)).await;
-        assert_eq!(r.status, StatusCode::FORBIDDEN, "{endpoint}: {}", r.text);
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{endpoint}: {}",
+            r.text
+        );
+        assert_eq!(r.json["error"]["code"], "forbidden_target", "{}", r.text);
         assert!(
             r.json["error"]["message"]
                 .as_str()

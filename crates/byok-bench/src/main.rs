@@ -95,7 +95,7 @@ fn main() -> std::process::ExitCode {
                 chunks,
                 chunk_interval_us,
             } => {
-                let addr = stub::serve(
+                let addr = stub::start(
                     SocketAddr::from(([127, 0, 0, 1], port)),
                     stub::StubOptions {
                         latency: Duration::from_millis(latency_ms),

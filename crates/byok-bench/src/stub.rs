@@ -174,7 +174,7 @@ async fn answer(
 }
 
 /// Serves until the process ends. Returns the bound address.
-pub async fn serve(addr: SocketAddr, opts: StubOptions) -> std::io::Result<SocketAddr> {
+pub async fn start(addr: SocketAddr, opts: StubOptions) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let opts = Arc::new(opts);

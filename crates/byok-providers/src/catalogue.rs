@@ -2,21 +2,6 @@
 
 use byok_core::ProviderId;
 
-/// The request/response format a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WireFormat {
-    /// OpenAI Chat Completions (also OpenRouter, Together, Groq, Perplexity, custom servers).
-    OpenAi,
-    /// Anthropic Messages.
-    Anthropic,
-    /// Cohere's own API.
-    Cohere,
-    /// HuggingFace's hub and inference APIs.
-    HuggingFace,
-    /// Ollama's native API (it also serves OpenAI format under `/v1`).
-    Ollama,
-}
-
 /// How the key travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthStyle {
@@ -56,7 +41,6 @@ pub struct ProviderSpec {
     pub base_url: Option<String>,
     /// Whether `base_url` came from `BYOK_PROVIDER_<ID>_BASE_URL`.
     pub base_overridden: bool,
-    pub wire_format: WireFormat,
     pub auth: AuthStyle,
     pub probe: ProbeSpec,
     /// Chat wire format and path under the base URL (or under the user's endpoint).
@@ -84,43 +68,28 @@ const fn get_at(url: &'static str, path: &'static str) -> ProbeSpec {
 
 fn builtin(id: ProviderId) -> ProviderSpec {
     use AuthStyle::*;
-    use WireFormat::*;
-    let (base, wire_format, auth, probe) = match id {
-        ProviderId::Openai => (
-            Some("https://api.openai.com/v1"),
-            OpenAi,
-            Bearer,
-            get("/models"),
-        ),
+    let (base, auth, probe) = match id {
+        ProviderId::Openai => (Some("https://api.openai.com/v1"), Bearer, get("/models")),
         ProviderId::Anthropic => (
             Some("https://api.anthropic.com"),
-            Anthropic,
             AnthropicHeaders,
             get("/v1/models"),
         ),
         // Chat through the HuggingFace router (OpenAI-compatible); keys are checked on the hub.
         ProviderId::Huggingface => (
             Some("https://router.huggingface.co/v1"),
-            HuggingFace,
             Bearer,
             get_at("https://huggingface.co/api/whoami-v2", "/api/whoami-v2"),
         ),
         // Chat through Cohere's OpenAI-compatible API; keys are checked on its native API.
         ProviderId::Cohere => (
             Some("https://api.cohere.ai/compatibility/v1"),
-            Cohere,
             Bearer,
             get_at("https://api.cohere.com/v1/models", "/models"),
         ),
-        ProviderId::Together => (
-            Some("https://api.together.xyz/v1"),
-            OpenAi,
-            Bearer,
-            get("/models"),
-        ),
+        ProviderId::Together => (Some("https://api.together.xyz/v1"), Bearer, get("/models")),
         ProviderId::Perplexity => (
             Some("https://api.perplexity.ai"),
-            OpenAi,
             Bearer,
             ProbeSpec {
                 path: "/chat/completions",
@@ -131,20 +100,14 @@ fn builtin(id: ProviderId) -> ProviderSpec {
         ),
         ProviderId::Groq => (
             Some("https://api.groq.com/openai/v1"),
-            OpenAi,
             Bearer,
             get("/models"),
         ),
-        ProviderId::Openrouter => (
-            Some("https://openrouter.ai/api/v1"),
-            OpenAi,
-            Bearer,
-            get("/key"),
-        ),
+        ProviderId::Openrouter => (Some("https://openrouter.ai/api/v1"), Bearer, get("/key")),
         // No default: a user's own Ollama server is their endpoint (checked by the target
         // policy); an operator-run one is BYOK_PROVIDER_OLLAMA_BASE_URL.
-        ProviderId::Ollama => (None, Ollama, Bearer, get("/api/tags")),
-        ProviderId::Custom => (None, OpenAi, Bearer, get("/models")),
+        ProviderId::Ollama => (None, Bearer, get("/api/tags")),
+        ProviderId::Custom => (None, Bearer, get("/models")),
     };
     let (chat, chat_path) = match id {
         ProviderId::Anthropic => (ChatWire::Anthropic, "/v1/messages"),
@@ -156,7 +119,6 @@ fn builtin(id: ProviderId) -> ProviderSpec {
         id,
         base_url: base.map(str::to_owned),
         base_overridden: false,
-        wire_format,
         auth,
         probe,
         chat,

@@ -10,5 +10,5 @@ pub mod translate;
 pub mod upstream;
 pub mod usage;
 
-pub use catalogue::{AuthStyle, Catalogue, ChatWire, ProbeSpec, ProviderSpec, WireFormat};
+pub use catalogue::{AuthStyle, Catalogue, ChatWire, ProbeSpec, ProviderSpec};
 pub use probe::{HttpKeyProber, ProbeOptions};

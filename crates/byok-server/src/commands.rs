@@ -8,7 +8,8 @@ use secrecy::ExposeSecret;
 
 use crate::cli::{TokenCommand, UserCommand};
 use crate::config::{AuthMode, KeySource, Settings};
-use crate::state::{AppState, error_chain};
+use crate::error::error_chain;
+use crate::state::AppState;
 
 /// A failed command: printed as `error: …`, exit status 1.
 #[derive(Debug)]
@@ -40,7 +41,7 @@ pub async fn prepare(settings: &Settings) -> Result<AppState, Failure> {
     Ok(state)
 }
 
-pub async fn serve(settings: Settings) -> Result<(), Failure> {
+pub async fn run_service(settings: Settings) -> Result<(), Failure> {
     crate::error::set_upgrade_url(settings.upgrade_url.clone());
     if let KeySource::File(path) = &settings.key_source {
         tracing::warn!(path = %path.display(), "using the generated encryption key file (embedded mode)");

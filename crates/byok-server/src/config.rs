@@ -225,8 +225,24 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+thread_local! {
+    /// The variables [`Settings::from_vars`] reads instead of the process environment, while
+    /// it runs on this thread.
+    static VARS: std::cell::RefCell<Option<std::collections::HashMap<String, String>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A variable as set (possibly empty), from [`VARS`] or the environment.
+fn raw_var(name: &str) -> Option<String> {
+    VARS.with_borrow(|vars| match vars {
+        Some(vars) => vars.get(name).cloned(),
+        None => std::env::var(name).ok(),
+    })
+}
+
+/// A variable that is set and not blank.
 fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    raw_var(name).filter(|v| !v.trim().is_empty())
 }
 
 fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
@@ -240,6 +256,22 @@ fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError
 }
 
 impl Settings {
+    /// [`Settings::from_env`] with these variables in place of the process environment (tests
+    /// and embedders that configure the service in code; nothing else of the environment is
+    /// read).
+    pub fn from_vars<K: Into<String>, V: Into<String>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError> {
+        let vars = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        VARS.set(Some(vars));
+        let settings = Self::from_env();
+        VARS.set(None);
+        settings
+    }
+
     /// Reads the environment. Creates `BYOK_DATA_DIR` and, when `ENCRYPTION_KEY` is unset,
     /// the generated key file.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -283,16 +315,16 @@ impl Settings {
         );
         // Set but empty is an error, not "use the embedded default": an empty secret in a
         // deployment must not silently become a freshly generated key.
-        let (encryption_key, key_source) = match std::env::var("ENCRYPTION_KEY") {
-            Ok(k) if k.trim().is_empty() => {
+        let (encryption_key, key_source) = match raw_var("ENCRYPTION_KEY") {
+            Some(k) if k.trim().is_empty() => {
                 return Err(ConfigError(
                     "invalid ENCRYPTION_KEY: it is set but empty (unset it to use the generated \
                      key file of the embedded mode)"
                         .into(),
                 ));
             }
-            Ok(k) => (SecretString::from(k), KeySource::Environment),
-            Err(_) => {
+            Some(k) => (SecretString::from(k), KeySource::Environment),
+            None => {
                 let path = data_dir.join("encryption.key");
                 (load_or_create_key(&path)?, KeySource::File(path))
             }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use byok_store::Database;
 
-use crate::state::error_chain;
+use crate::error::error_chain;
 
 /// How often the database is pinged in the background.
 const CHECK_EVERY: Duration = Duration::from_secs(2);

@@ -6,9 +6,15 @@
 
 use std::sync::OnceLock;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::ServiceResponse;
+use actix_web::error::{PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::middleware::ErrorHandlerResponse;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use byok_core::execution::ExecError;
+use byok_core::policy::TargetError;
 use byok_core::{CoreError, CryptoError, StoreError};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -65,6 +71,8 @@ impl std::fmt::Display for ApiError {
 /// seconds; clients that honour it do not hammer a recovering database.
 pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 
+const INTERNAL_DETAIL: &str = "internal error; the request id identifies it in the server log";
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
         Self {
@@ -91,15 +99,6 @@ impl ApiError {
         body.extend(self.extra.clone());
         Value::Object(body)
     }
-
-    fn internal(cause: &dyn std::error::Error) -> Self {
-        tracing::error!(error = %cause, source = ?cause.source().map(ToString::to_string), "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal error; the request id identifies it in the server log",
-        )
-    }
 }
 
 impl ResponseError for ApiError {
@@ -119,10 +118,37 @@ impl ResponseError for ApiError {
     }
 }
 
-/// The status of an execution-server refusal, on `/api/v1/*` and on `/v1/*` (orchestrated
-/// requests) alike.
-pub fn exec_status(e: &byok_core::execution::ExecError) -> StatusCode {
-    use byok_core::execution::ExecError;
+/// How the service answers a core error: the one place a status and a stable code are chosen
+/// for it, on `/api/v1/*` and on `/v1/*` alike. The management API renders the decision as
+/// `{"detail", "code"}` ([`ApiError`]); the gateway renders it in the Anthropic or OpenAI error
+/// shape, with its own wording (`gateway::GatewayError::from_core`). The table is in
+/// docs/api.md ("Errors") and docs/gateway.md ("Errors").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub status: StatusCode,
+    /// The stable code (`detail`'s companion on `/api/v1/*`).
+    pub code: &'static str,
+    /// Seconds for `retry-after`.
+    pub retry_after: Option<u64>,
+    /// The wire protocols have no code of their own for this case, so the gateway passes ours
+    /// in `error.code` (`upgrade_required`, `forbidden_target`, `host_key_unverified`, …); where
+    /// they do (bad request, unknown model, bad token, rate limit), clients get theirs.
+    pub service_code: bool,
+}
+
+impl Decision {
+    const fn new(status: StatusCode, code: &'static str, service_code: bool) -> Self {
+        Self {
+            status,
+            code,
+            retry_after: None,
+            service_code,
+        }
+    }
+}
+
+/// The status of an execution-server refusal.
+fn exec_status(e: &ExecError) -> StatusCode {
     match e {
         ExecError::HostKeyMismatch { .. } | ExecError::HostKeyUnverified { .. } => {
             StatusCode::CONFLICT
@@ -136,90 +162,186 @@ pub fn exec_status(e: &byok_core::execution::ExecError) -> StatusCode {
     }
 }
 
-impl From<CoreError> for ApiError {
-    fn from(e: CoreError) -> Self {
-        match e {
-            CoreError::InvalidInput { code, message } => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-            }
-            CoreError::UpgradeRequired { current, required } => {
-                let mut err = Self::new(
-                    StatusCode::FORBIDDEN,
-                    "upgrade_required",
-                    format!("BYOK requires {required} tier or higher"),
-                );
-                err.extra
-                    .insert("current_tier".into(), current.as_str().into());
-                err.extra
-                    .insert("required_tier".into(), required.as_str().into());
-                err.extra.insert("upgrade_url".into(), upgrade_url().into());
-                err
-            }
-            CoreError::NotFound { code, message } => {
-                Self::new(StatusCode::NOT_FOUND, code, message)
-            }
-            CoreError::Conflict { code, message } => Self::new(StatusCode::CONFLICT, code, message),
-            CoreError::Unauthenticated => Self::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "invalid or expired token",
-            ),
-            CoreError::Unavailable { code, message } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
-            }
-            CoreError::RateLimited { retry_after_secs } => {
-                let mut err = Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("too many requests; retry in {retry_after_secs} s"),
-                );
-                err.retry_after = Some(retry_after_secs);
-                err
-            }
-            CoreError::Exec(e) => Self::new(exec_status(&e), e.code(), e.to_string()),
-            CoreError::TargetForbidden(t) => {
-                if let byok_core::policy::TargetError::Forbidden { reason, .. } = &t {
-                    tracing::info!(reason, "outbound target refused");
-                }
-                Self::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "forbidden_target",
-                    t.to_string(),
-                )
-            }
-            CoreError::Crypto(c @ (CryptoError::UnknownKey | CryptoError::Malformed)) => {
-                tracing::error!(error = %c, "stored secret cannot be decrypted");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "key_decryption_failed",
-                    "the stored key cannot be decrypted with the configured ENCRYPTION_KEY \
-                     (was its key removed from the ring?); add the key again or ask the operator",
-                )
-            }
-            CoreError::Crypto(c) => Self::internal(&c),
-            CoreError::Store(StoreError::Unavailable(cause)) => {
-                tracing::error!(error = %cause, "database unavailable");
-                let mut e = Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "the database is unavailable; try again shortly",
-                );
-                e.retry_after = Some(DATABASE_RETRY_AFTER_SECS);
-                e
-            }
-            CoreError::Store(StoreError::Conflict(_)) => Self::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "the request conflicts with stored data",
-            ),
-            CoreError::Store(other) => Self::internal(&other),
-            CoreError::Internal(cause) => Self::internal(cause.as_ref()),
+/// The (status, code) of a core error. Pure; [`log_cause`] logs what the operator needs.
+pub fn decide(e: &CoreError) -> Decision {
+    match e {
+        // Well-formed but unacceptable input (a malformed body is 400 before core sees it).
+        CoreError::InvalidInput { code, .. } => {
+            Decision::new(StatusCode::UNPROCESSABLE_ENTITY, code, false)
+        }
+        CoreError::UpgradeRequired { .. } => {
+            Decision::new(StatusCode::FORBIDDEN, "upgrade_required", true)
+        }
+        CoreError::NotFound { code, .. } => Decision::new(StatusCode::NOT_FOUND, code, false),
+        CoreError::Conflict { code, .. } => Decision::new(StatusCode::CONFLICT, code, true),
+        CoreError::Unavailable { code, .. } => {
+            Decision::new(StatusCode::SERVICE_UNAVAILABLE, code, false)
+        }
+        CoreError::RateLimited { retry_after_secs } => Decision {
+            retry_after: Some(*retry_after_secs),
+            ..Decision::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", false)
+        },
+        CoreError::Unauthenticated => {
+            Decision::new(StatusCode::UNAUTHORIZED, "invalid_token", false)
+        }
+        CoreError::Exec(e) => Decision::new(exec_status(e), e.code(), true),
+        // A configured address this service will not call: a property of what was stored or
+        // sent, not of the caller's rights (the same 422 as an execution server's target).
+        CoreError::TargetForbidden(_) => {
+            Decision::new(StatusCode::UNPROCESSABLE_ENTITY, "forbidden_target", true)
+        }
+        CoreError::Crypto(CryptoError::UnknownKey | CryptoError::Malformed) => Decision::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "key_decryption_failed",
+            true,
+        ),
+        CoreError::Store(StoreError::Unavailable(_)) => Decision {
+            retry_after: Some(DATABASE_RETRY_AFTER_SECS),
+            ..Decision::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                true,
+            )
+        },
+        CoreError::Store(StoreError::Conflict(_)) => {
+            Decision::new(StatusCode::CONFLICT, "conflict", true)
+        }
+        CoreError::Crypto(_) | CoreError::Store(_) | CoreError::Internal(_) => {
+            Decision::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", false)
         }
     }
 }
 
+/// Logs what the operator needs to know about a core error (its cause, never a secret): once,
+/// wherever the error is answered.
+pub fn log_cause(e: &CoreError) {
+    match e {
+        CoreError::TargetForbidden(TargetError::Forbidden { reason, .. }) => {
+            tracing::info!(reason, "outbound target refused");
+        }
+        CoreError::Crypto(c @ (CryptoError::UnknownKey | CryptoError::Malformed)) => {
+            tracing::error!(error = %c, "stored secret cannot be decrypted");
+        }
+        CoreError::Store(StoreError::Unavailable(cause)) => {
+            tracing::error!(error = %cause, "database unavailable");
+        }
+        CoreError::Crypto(c) => log_internal(c),
+        CoreError::Store(s @ (StoreError::Corrupt(_) | StoreError::Other(_))) => log_internal(s),
+        CoreError::Internal(cause) => log_internal(cause.as_ref()),
+        _ => {}
+    }
+}
+
+fn log_internal(cause: &dyn std::error::Error) {
+    tracing::error!(error = %cause, source = ?cause.source().map(ToString::to_string), "internal error");
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        log_cause(&e);
+        let d = decide(&e);
+        let tiers = match &e {
+            CoreError::UpgradeRequired { current, required } => Some((*current, *required)),
+            _ => None,
+        };
+        let detail = match e {
+            CoreError::InvalidInput { message, .. }
+            | CoreError::NotFound { message, .. }
+            | CoreError::Conflict { message, .. }
+            | CoreError::Unavailable { message, .. } => message,
+            CoreError::UpgradeRequired { required, .. } => {
+                format!("BYOK requires {required} tier or higher")
+            }
+            CoreError::Unauthenticated => "invalid or expired token".into(),
+            CoreError::RateLimited { retry_after_secs } => {
+                format!("too many requests; retry in {retry_after_secs} s")
+            }
+            CoreError::Exec(e) => e.to_string(),
+            CoreError::TargetForbidden(t) => t.to_string(),
+            CoreError::Crypto(CryptoError::UnknownKey | CryptoError::Malformed) => {
+                "the stored key cannot be decrypted with the configured ENCRYPTION_KEY \
+                 (was its key removed from the ring?); add the key again or ask the operator"
+                    .into()
+            }
+            CoreError::Store(StoreError::Unavailable(_)) => {
+                "the database is unavailable; try again shortly".into()
+            }
+            CoreError::Store(StoreError::Conflict(_)) => {
+                "the request conflicts with stored data".into()
+            }
+            CoreError::Crypto(_) | CoreError::Store(_) | CoreError::Internal(_) => {
+                INTERNAL_DETAIL.into()
+            }
+        };
+        let mut err = Self::new(d.status, d.code, detail);
+        err.retry_after = d.retry_after;
+        if let Some((current, required)) = tiers {
+            err.extra
+                .insert("current_tier".into(), current.as_str().into());
+            err.extra
+                .insert("required_tier".into(), required.as_str().into());
+            err.extra.insert("upgrade_url".into(), upgrade_url().into());
+        }
+        err
+    }
+}
+
+/// A path parameter that does not parse (a non-UUID id): no such resource.
+pub fn path_error(_: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource").into()
+}
+
+/// A query string that does not parse.
+pub fn query_error(_: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        "invalid query string",
+    )
+    .into()
+}
+
+/// Gives every error response without a JSON body (404 for unknown paths, 405, framework
+/// errors) the `{detail, code}` shape.
+pub fn normalise_error<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let (code, detail) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such resource"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed here"),
+        s if s.is_server_error() => ("internal_error", "internal error"),
+        _ => ("bad_request", "the request could not be processed"),
+    };
+    let (req, _) = res.into_parts();
+    let mut resp = HttpResponse::build(status);
+    let body = serde_json::json!({ "detail": detail, "code": code });
+    let res = ServiceResponse::new(req, resp.json(body)).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(res))
+}
+
+/// `error: cause: cause…`, for messages printed at start-up and logged causes.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use byok_core::Tier;
 
@@ -240,6 +362,106 @@ mod tests {
                 "upgrade_url": "/pricing"
             })
         );
+    }
+
+    /// Every core error, with the status and code both surfaces answer (docs/api.md "Errors").
+    pub(crate) fn table() -> Vec<(CoreError, u16, &'static str)> {
+        use byok_core::execution::ExecError;
+        vec![
+            (
+                CoreError::InvalidInput {
+                    code: "invalid_label",
+                    message: "bad".into(),
+                },
+                422,
+                "invalid_label",
+            ),
+            (
+                CoreError::UpgradeRequired {
+                    current: Tier::Free,
+                    required: Tier::Starter,
+                },
+                403,
+                "upgrade_required",
+            ),
+            (
+                CoreError::NotFound {
+                    code: "key_not_found",
+                    message: "no".into(),
+                },
+                404,
+                "key_not_found",
+            ),
+            (
+                CoreError::Conflict {
+                    code: "duplicate_name",
+                    message: "taken".into(),
+                },
+                409,
+                "duplicate_name",
+            ),
+            (
+                CoreError::Unavailable {
+                    code: "no_credential",
+                    message: "none".into(),
+                },
+                503,
+                "no_credential",
+            ),
+            (
+                CoreError::RateLimited {
+                    retry_after_secs: 7,
+                },
+                429,
+                "rate_limited",
+            ),
+            (CoreError::Unauthenticated, 401, "invalid_token"),
+            (CoreError::Exec(ExecError::Timeout), 504, "timeout"),
+            (CoreError::Exec(ExecError::AuthFailed), 502, "auth_failed"),
+            (
+                CoreError::TargetForbidden(TargetError::Unresolvable { host: "x".into() }),
+                422,
+                "forbidden_target",
+            ),
+            (
+                CoreError::Crypto(CryptoError::UnknownKey),
+                500,
+                "key_decryption_failed",
+            ),
+            (
+                CoreError::Store(StoreError::Unavailable("down".into())),
+                503,
+                "database_unavailable",
+            ),
+            (
+                CoreError::Store(StoreError::Conflict("users_email".into())),
+                409,
+                "conflict",
+            ),
+            (
+                CoreError::Store(StoreError::Corrupt("row".into())),
+                500,
+                "internal_error",
+            ),
+            (CoreError::Internal("boom".into()), 500, "internal_error"),
+        ]
+    }
+
+    #[test]
+    fn one_status_and_code_per_core_error() {
+        for (e, status, code) in table() {
+            let d = decide(&e);
+            assert_eq!((d.status.as_u16(), d.code), (status, code), "{e:?}");
+            let api = ApiError::from(e);
+            assert_eq!((api.status.as_u16(), api.code), (status, code));
+            assert_eq!(api.body()["code"], code);
+        }
+        let limited = ApiError::from(CoreError::RateLimited {
+            retry_after_secs: 7,
+        });
+        assert_eq!(limited.retry_after, Some(7));
+        let db = ApiError::from(CoreError::Store(StoreError::Unavailable("down".into())));
+        assert_eq!(db.retry_after, Some(DATABASE_RETRY_AFTER_SECS));
     }
 
     #[test]

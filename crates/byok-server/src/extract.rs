@@ -22,7 +22,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// The largest body of a scope or resource (app data); [`crate::app::JSON_LIMIT`] without one.
+/// Largest accepted JSON body on the management API.
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+/// The largest body of a scope or resource (app data); [`JSON_LIMIT`] without one.
 #[derive(Debug, Clone, Copy)]
 pub struct JsonLimit(pub usize);
 
@@ -67,9 +70,7 @@ impl BodyRead {
     fn new(req: &HttpRequest, payload: &mut Payload) -> Self {
         let content_type = req.content_type().trim().to_ascii_lowercase();
         Self {
-            limit: req
-                .app_data::<JsonLimit>()
-                .map_or(crate::app::JSON_LIMIT, |l| l.0),
+            limit: req.app_data::<JsonLimit>().map_or(JSON_LIMIT, |l| l.0),
             is_json: content_type == "application/json" || content_type.ends_with("+json"),
             declared: req
                 .headers()

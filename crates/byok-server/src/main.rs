@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve => actix_web::rt::System::new().block_on(commands::serve(settings)),
+        Command::Serve => actix_web::rt::System::new().block_on(commands::run_service(settings)),
         other => run_command(settings, other),
     };
     match result {

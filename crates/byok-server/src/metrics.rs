@@ -15,7 +15,26 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::state::AppState;
+use byok_core::services::{CacheStats, StaleKind};
+use byok_store::{Database, PoolStatus};
+
+use crate::usage::UsageStats;
+
+/// What a scrape reads from the running service (the caller, which owns the state, gathers it).
+#[derive(Debug)]
+pub struct Readings<'a> {
+    pub pool: PoolStatus,
+    pub token_cache: CacheStats,
+    pub credential_cache: CacheStats,
+    pub database_up: bool,
+    pub stale_served: [(StaleKind, u64); 4],
+    pub usage: &'a UsageStats,
+    pub usage_dropped: u64,
+    /// Requests counted locally because Redis did not answer, when Redis is configured.
+    pub rate_limit_fallbacks: Option<u64>,
+    /// Asked for the adoption counts when they are older than `ADOPTION_EVERY`.
+    pub db: &'a Database,
+}
 
 /// How long the adoption counts read from the database are reused.
 const ADOPTION_EVERY: Duration = Duration::from_secs(30);
@@ -292,9 +311,9 @@ impl Metrics {
 
     /// The exposition text. Reads the pool state and cache counters now and the adoption counts
     /// from the database when older than `ADOPTION_EVERY`.
-    pub async fn render(&self, state: &AppState) -> String {
+    pub async fn render(&self, r: Readings<'_>) -> String {
         let _one_at_a_time = self.rendering.lock().await;
-        let pool = state.db.pool_status();
+        let pool = r.pool;
         for (label, v) in [
             ("open", pool.size),
             ("idle", pool.available),
@@ -305,10 +324,7 @@ impl Metrics {
                 .with_label_values(&[label])
                 .set(i64::try_from(v).unwrap_or(i64::MAX));
         }
-        for (cache, stats) in [
-            ("token", state.tokens.cache_stats()),
-            ("credential", state.vault.cache_stats()),
-        ] {
+        for (cache, stats) in [("token", r.token_cache), ("credential", r.credential_cache)] {
             // Counters are monotonic in the core; the exported value follows them.
             for (result, n) in [("hit", stats.hits), ("miss", stats.misses)] {
                 let c = self.cache_requests.with_label_values(&[cache, result]);
@@ -316,12 +332,12 @@ impl Metrics {
             }
         }
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.database_up.set(i64::from(state.db_health.is_up()));
-        for (kind, count) in state.stale.served() {
+        self.database_up.set(i64::from(r.database_up));
+        for (kind, count) in r.stale_served {
             let c = self.stale_served.with_label_values(&[kind.as_str()]);
             c.inc_by(count.saturating_sub(c.get()));
         }
-        let usage = state.usage_writer.stats();
+        let usage = r.usage;
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         self.usage_buffered.set(n(load(&usage.buffered)));
         self.usage_spool_bytes.set(n(load(&usage.spool_bytes)));
@@ -332,10 +348,10 @@ impl Metrics {
         ] {
             c.inc_by(v.saturating_sub(c.get()));
         }
-        self.usage_dropped.set(n(state.usage.dropped()));
-        if let Some(redis) = &state.redis {
+        self.usage_dropped.set(n(r.usage_dropped));
+        if let Some(fallbacks) = r.rate_limit_fallbacks {
             let c = &self.rate_limit_fallbacks;
-            c.inc_by(redis.fallbacks().saturating_sub(c.get()));
+            c.inc_by(fallbacks.saturating_sub(c.get()));
         }
         let due = self
             .adoption_at
@@ -348,7 +364,7 @@ impl Metrics {
             if let Ok(mut at) = self.adoption_at.lock() {
                 *at = Some(Instant::now());
             }
-            match state.db.adoption_stats().await {
+            match r.db.adoption_stats().await {
                 Ok(s) => {
                     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
                     self.adoption

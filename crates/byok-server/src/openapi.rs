@@ -1,5 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers (committed as `openapi/openapi.json`).
 
+use actix_web::{HttpResponse, get};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -55,4 +56,10 @@ pub fn to_json() -> String {
         .unwrap_or_else(|_| "{}".into());
     s.push('\n');
     s
+}
+
+/// This OpenAPI document.
+#[get("/openapi.json")]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
 }

@@ -14,6 +14,7 @@ use byok_store::{Database, DbOptions};
 use secrecy::ExposeSecret;
 
 use crate::config::{AuthMode, ConfigError, KeyStoreKind, Settings};
+use crate::error::error_chain;
 
 /// Shared by every request.
 #[derive(Clone)]
@@ -294,14 +295,19 @@ impl AppState {
     }
 }
 
-/// `error: cause: cause…`, for messages printed at start-up.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
+impl AppState {
+    /// What a metrics scrape reads from the running service.
+    pub fn readings(&self) -> crate::metrics::Readings<'_> {
+        crate::metrics::Readings {
+            pool: self.db.pool_status(),
+            token_cache: self.tokens.cache_stats(),
+            credential_cache: self.vault.cache_stats(),
+            database_up: self.db_health.is_up(),
+            stale_served: self.stale.served(),
+            usage: self.usage_writer.stats(),
+            usage_dropped: self.usage.dropped(),
+            rate_limit_fallbacks: self.redis.as_ref().map(|r| r.fallbacks()),
+            db: &self.db,
+        }
     }
-    out
 }

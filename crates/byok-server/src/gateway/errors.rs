@@ -114,68 +114,49 @@ impl From<CoreError> for GatewayError {
 }
 
 impl GatewayError {
-    /// A core error as the client sees it; `doing` words a tier refusal for the situation.
+    /// A core error as the client sees it: status, code and `retry-after` as
+    /// [`crate::error::decide`] chose them; only the wording is the gateway's (`doing` words a
+    /// tier refusal for the situation).
     pub fn from_core(e: CoreError, doing: Doing) -> Self {
-        match e {
-            CoreError::InvalidInput { message, .. } => Self::invalid(message),
-            CoreError::UpgradeRequired { required, .. } => Self::new(
-                StatusCode::FORBIDDEN,
-                match doing {
-                    Doing::ResolvingModel => format!(
-                        "this model needs your own key, which requires the {required} tier or higher"
-                    ),
-                    Doing::Other => format!("this requires the {required} tier or higher"),
-                },
-            )
-            .with_code("upgrade_required"),
-            CoreError::Exec(e) => {
-                Self::new(crate::error::exec_status(&e), e.to_string()).with_code(e.code())
-            }
-            CoreError::NotFound { message, .. } => Self::new(StatusCode::NOT_FOUND, message),
-            CoreError::Conflict { message, code } => {
-                Self::new(StatusCode::CONFLICT, message).with_code(code)
-            }
-            CoreError::Unauthenticated => {
-                Self::new(StatusCode::UNAUTHORIZED, "invalid or expired gateway token")
-            }
-            CoreError::RateLimited { retry_after_secs } => Self {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                message: format!("rate limit reached; retry in {retry_after_secs} s"),
-                retry_after: Some(retry_after_secs.to_string()),
-                // OpenAI's own `rate_limit_exceeded`, which SDKs act on.
-                code: None,
+        crate::error::log_cause(&e);
+        let d = crate::error::decide(&e);
+        let message = match e {
+            CoreError::UpgradeRequired { required, .. } => match doing {
+                Doing::ResolvingModel => format!(
+                    "this model needs your own key, which requires the {required} tier or higher"
+                ),
+                Doing::Other => format!("this requires the {required} tier or higher"),
             },
-            CoreError::Unavailable { message, .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+            CoreError::RateLimited { retry_after_secs } => {
+                format!("rate limit reached; retry in {retry_after_secs} s")
             }
-            CoreError::TargetForbidden(t) => {
-                if let byok_core::policy::TargetError::Forbidden { reason, .. } = &t {
-                    tracing::info!(reason, "outbound target refused");
-                }
-                Self::new(StatusCode::FORBIDDEN, t.to_string())
+            CoreError::Unauthenticated => "invalid or expired gateway token".into(),
+            CoreError::InvalidInput { message, .. }
+            | CoreError::NotFound { message, .. }
+            | CoreError::Conflict { message, .. }
+            | CoreError::Unavailable { message, .. } => message,
+            CoreError::Exec(e) => e.to_string(),
+            CoreError::TargetForbidden(t) => t.to_string(),
+            CoreError::Crypto(CryptoError::UnknownKey | CryptoError::Malformed) => {
+                "your stored key cannot be decrypted with the service's ENCRYPTION_KEY; \
+                 add it again or ask the operator"
+                    .into()
             }
-            CoreError::Crypto(c @ (CryptoError::UnknownKey | CryptoError::Malformed)) => {
-                tracing::error!(error = %c, "stored secret cannot be decrypted");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "your stored key cannot be decrypted with the service's ENCRYPTION_KEY; \
-                     add it again or ask the operator",
-                )
+            CoreError::Store(StoreError::Unavailable(_)) => {
+                "the service's database is unavailable".into()
             }
-            CoreError::Store(StoreError::Unavailable(cause)) => {
-                tracing::error!(error = %cause, "database unavailable");
-                let mut e = Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the service's database is unavailable",
-                )
-                .with_code("database_unavailable");
-                e.retry_after = Some(crate::error::DATABASE_RETRY_AFTER_SECS.to_string());
-                e
+            CoreError::Store(StoreError::Conflict(_)) => {
+                "the request conflicts with stored data".into()
             }
-            other => {
-                tracing::error!(error = %other, "internal error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            CoreError::Crypto(_) | CoreError::Store(_) | CoreError::Internal(_) => {
+                "internal error".into()
             }
+        };
+        Self {
+            status: d.status,
+            message,
+            retry_after: d.retry_after.map(|s| s.to_string()),
+            code: d.service_code.then_some(d.code),
         }
     }
 }
@@ -201,6 +182,16 @@ mod tests {
         assert_eq!(other.message, "this requires the starter tier or higher");
         assert_eq!((model.status, model.code), (other.status, other.code));
         assert_eq!(model.status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn the_gateway_renders_the_one_decision() {
+        for (e, status, code) in crate::error::tests::table() {
+            let service_code = crate::error::decide(&e).service_code;
+            let g = GatewayError::from(e);
+            assert_eq!(g.status.as_u16(), status, "{code}");
+            assert_eq!(g.code, service_code.then_some(code));
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::body::Charge;
 use super::errors::Doing;
-use super::forward::log_and_record;
+use super::record::log_and_record;
 use super::{GatewayError, Ingress, header, scrub};
 use crate::state::AppState;
 
@@ -193,7 +193,7 @@ impl SseWriter {
     clippy::too_many_arguments,
     reason = "the admitted request, as the handler holds it"
 )]
-pub async fn serve(
+pub async fn answer_via_orchestrator(
     state: &AppState,
     req: &HttpRequest,
     who: &Principal,

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use crate::state::AppState;
 
@@ -121,7 +121,7 @@ pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) ->
             }));
         }
     }
-    let body = state.metrics.render(&state).await;
+    let body = state.metrics.render(state.readings()).await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(body)
@@ -129,10 +129,4 @@ pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) ->
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// This OpenAPI document.
-#[get("/openapi.json")]
-pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
 }

@@ -11,7 +11,6 @@ use actix_web::web;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
-        .service(health::openapi_json)
         .service(health::metrics)
         .service(
             web::scope("/api/v1/byok")

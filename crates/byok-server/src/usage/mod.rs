@@ -475,7 +475,7 @@ impl Writer {
         if !self.announced {
             self.announced = true;
             tracing::warn!(
-                error = %crate::state::error_chain(error),
+                error = %crate::error::error_chain(error),
                 records,
                 memory_records = self.options.memory_records,
                 spool = %self.options.spool_path.display(),

@@ -1,0 +1,234 @@
+//! The real application (`app::build`) driven in process with `actix_web::test`: the handlers,
+//! middleware, extractors and the one error decision, on an embedded SQLite database in a
+//! temporary directory. No socket, no binary: these run in milliseconds, beside the end-to-end
+//! suite (tests/integration) that drives the real binary.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::ServiceResponse;
+use actix_web::http::{StatusCode, header};
+use actix_web::{test, web};
+use byok_core::Tier;
+use byok_server::config::Settings;
+use byok_server::state::AppState;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use utoipa::OpenApi;
+
+/// A fresh service state: its own data directory, database and generated encryption key.
+async fn state() -> (AppState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::from_vars([("BYOK_DATA_DIR", dir.path().display().to_string())])
+        .expect("settings");
+    let state = byok_server::commands::prepare(&settings)
+        .await
+        .expect("state");
+    (state, dir)
+}
+
+/// A user of `tier` and a gateway token for them.
+async fn user(state: &AppState, email: &str, tier: Tier) -> String {
+    let user = state.tokens.create_user(email, tier).await.unwrap();
+    let issued = state.tokens.issue(user.id, "test", None).await.unwrap();
+    issued.token.expose_secret().to_string()
+}
+
+/// Sends `req` to the app: (status, headers, JSON body or null).
+macro_rules! call {
+    ($app:expr, $req:expr $(,)?) => {
+        read(test::call_service(&$app, $req.to_request()).await).await
+    };
+}
+
+async fn read<B: MessageBody>(resp: ServiceResponse<B>) -> (StatusCode, header::HeaderMap, Value) {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = test::read_body(resp).await;
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, headers, json)
+}
+
+fn bearer(token: &str) -> (header::HeaderName, String) {
+    (header::AUTHORIZATION, format!("Bearer {token}"))
+}
+
+#[actix_web::test]
+async fn keys_flow_and_the_error_shapes() {
+    let (state, _dir) = state().await;
+    let starter = user(&state, "starter@example.com", Tier::Starter).await;
+    let free = user(&state, "free@example.com", Tier::Free).await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+
+    // No credential: 401, `WWW-Authenticate`, the management API's body.
+    let (status, headers, body) = call!(app, test::TestRequest::get().uri("/api/v1/byok/keys"));
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers.get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+    assert_eq!(body["code"], "unauthenticated");
+    assert!(headers.contains_key("x-request-id"));
+
+    // A free user cannot store a key: the tier refusal, exactly.
+    let add = |token: &str, body: Value| {
+        test::TestRequest::post()
+            .uri("/api/v1/byok/keys/add")
+            .insert_header(bearer(token))
+            .set_json(body)
+    };
+    let key = "sk-proj-INPROCESS0123456789abcdefghijklmnop";
+    let (status, _, body) = call!(app, add(&free, json!({"provider": "openai", "key": key})));
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body,
+        json!({"detail": "BYOK requires starter tier or higher", "code": "upgrade_required",
+               "current_tier": "free", "required_tier": "starter", "upgrade_url": "/pricing"})
+    );
+
+    // Stored, listed masked, never echoed.
+    let (status, _, body) = call!(
+        app,
+        add(
+            &starter,
+            json!({"provider": "openai", "key": key, "label": "mine"})
+        )
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["provider"], "openai");
+    let list = test::TestRequest::get()
+        .uri("/api/v1/byok/keys")
+        .insert_header(bearer(&starter));
+    let (status, _, body) = call!(app, list);
+    assert_eq!(status, StatusCode::OK);
+    assert!(!body.to_string().contains(key), "{body}");
+    assert!(body.to_string().contains("openai"), "{body}");
+
+    // A stored endpoint the target policy refuses: the gateway answers 422 forbidden_target,
+    // the one decision for this error, in OpenAI's shape; nothing is sent.
+    let (status, _, body) = call!(
+        app,
+        add(
+            &starter,
+            json!({"provider": "custom", "key": "k-123456789", "endpoint": "http://169.254.169.254/v1"}),
+        ),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .insert_header(bearer(&starter))
+            .set_json(
+                json!({"model": "custom/m", "messages": [{"role": "user", "content": "hi"}]})
+            ),
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden_target");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+
+    // Malformed and wrongly typed bodies: 400 and 422, never echoing the body.
+    let bad_json = test::TestRequest::post()
+        .uri("/api/v1/byok/keys/add")
+        .insert_header(bearer(&starter))
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .set_payload(format!("{{\"key\": \"{key}\""));
+    let (status, _, body) = call!(app, bad_json);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "invalid_json");
+    assert!(!body.to_string().contains(key));
+    let (status, _, body) = call!(app, add(&starter, json!({"provider": "openai", "key": 5})));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["code"], "invalid_request");
+
+    // Deleted once; the second time it is not found.
+    let delete = || {
+        test::TestRequest::delete()
+            .uri("/api/v1/byok/keys/openai")
+            .insert_header(bearer(&starter))
+    };
+    assert_eq!(call!(app, delete()).0, StatusCode::OK);
+    let (status, _, body) = call!(app, delete());
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["code"], "key_not_found");
+}
+
+#[actix_web::test]
+async fn unknown_paths_and_the_gateway_shapes() {
+    let (state, _dir) = state().await;
+    let token = user(&state, "u@example.com", Tier::Starter).await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+
+    let (status, _, body) = call!(app, test::TestRequest::get().uri("/api/v1/nope"));
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        body,
+        json!({"detail": "no such resource", "code": "not_found"})
+    );
+
+    // A non-UUID path id is a 404, not a parse error.
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::delete()
+            .uri("/api/v1/execution-servers/not-a-uuid")
+            .insert_header(bearer(&token)),
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // The gateway answers in the client's API shape.
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::post()
+            .uri("/v1/messages")
+            .insert_header(("anthropic-version", "2023-06-01"))
+            .set_json(json!({"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []})),
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "authentication_error");
+
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .insert_header(bearer(&token))
+            .set_json(json!({"model": "openai/gpt-4o"})),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/v1/responses")
+            .insert_header(bearer(&token)),
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "unknown_endpoint");
+
+    // The served document is the committed one's source.
+    let (status, _, body) = call!(app, test::TestRequest::get().uri("/openapi.json"));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        serde_json::to_value(byok_server::openapi::ApiDoc::openapi()).unwrap()
+    );
+}
+
+#[actix_web::test]
+async fn a_request_id_is_kept_or_made() {
+    let (state, _dir) = state().await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let (_, headers, _) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/healthz")
+            .insert_header(("x-request-id", "abc-123")),
+    );
+    assert_eq!(headers.get("x-request-id").unwrap(), "abc-123");
+    // Not well-formed: replaced, never echoed.
+    let (_, headers, _) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/healthz")
+            .insert_header(("x-request-id", "a b\tc")),
+    );
+    let id = headers.get("x-request-id").unwrap().to_str().unwrap();
+    assert_ne!(id, "a b\tc");
+    assert_eq!(id.len(), 36);
+}
