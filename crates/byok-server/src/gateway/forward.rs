@@ -4,35 +4,16 @@
 use std::time::Instant;
 
 use actix_web::HttpResponse;
-use actix_web::web::Bytes;
+use byok_core::CredentialKind;
 use byok_core::services::Route;
-use byok_core::{CredentialKind, Principal};
 
 use super::body::{self, Charge};
-use super::errors::{GatewayError, Ingress};
+use super::call::Call;
+use super::errors::GatewayError;
 use super::request::{headers_for, upstream_body, wire_of};
 use super::respond::{pass_through, stream_response, translated_response};
 use super::upstream::{MAX_ERROR_BODY, from_upstream_status, upstream_error};
 use crate::state::AppState;
-
-/// The request as the handler parsed it.
-#[derive(Debug)]
-pub struct Call<'a> {
-    pub ingress: Ingress,
-    pub who: &'a Principal,
-    pub requested_model: &'a str,
-    pub stream: bool,
-    /// OpenAI clients' `stream_options.include_usage`.
-    pub include_usage: bool,
-    pub body: &'a Bytes,
-    pub anthropic_version: Option<String>,
-    pub anthropic_beta: Option<String>,
-    /// W3C `traceparent` for the upstream call (this request as the parent).
-    pub traceparent: Option<String>,
-    /// The id the request is logged under: what a user quotes to the operator.
-    pub request_id: String,
-    pub started: Instant,
-}
 
 /// What one attempt produced.
 #[derive(Debug)]

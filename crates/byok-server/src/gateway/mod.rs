@@ -1,6 +1,7 @@
 //! `/v1/*`: the LLM gateway (Anthropic Messages and OpenAI Chat Completions ingress).
 
 mod body;
+mod call;
 mod count_tokens;
 mod errors;
 mod forward;
@@ -24,10 +25,11 @@ use serde_json::Value;
 pub use body::ResponseBudget;
 use body::{Charge, Refusal, RequestRefusal};
 use byok_core::services::InFlight;
+use call::Call;
 pub use count_tokens::{count_tokens, estimate_tokens};
 use errors::Doing;
 pub use errors::{GatewayError, Ingress, scrub};
-use forward::{Attempt, Call, attempt};
+use forward::{Attempt, attempt};
 pub use models::models;
 use record::record_error;
 use respond::error_response;

@@ -6,8 +6,8 @@ use actix_web::http::StatusCode;
 use byok_core::services::Route;
 use byok_core::{CredentialKind, UsageRecord};
 
+use super::call::Call;
 use super::errors::scrub;
-use super::forward::Call;
 use crate::state::AppState;
 
 /// The request's log fields and usage record (never the key; the model name scrubbed, as

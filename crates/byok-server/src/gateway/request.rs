@@ -10,8 +10,8 @@ use byok_providers::upstream::ChatTarget;
 use serde_json::Value;
 
 use super::body::Charge;
+use super::call::Call;
 use super::errors::{GatewayError, Ingress};
-use super::forward::Call;
 
 pub(super) fn wire_of(ingress: Ingress) -> ChatWire {
     match ingress {

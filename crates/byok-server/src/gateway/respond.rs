@@ -17,8 +17,8 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::body::{self, Held, VALUE_COST};
+use super::call::Call;
 use super::errors::{GatewayError, Ingress, scrub};
-use super::forward::Call;
 use super::record::{log_and_record, log_and_record_line, record};
 use super::upstream::{logged_under, refused};
 use crate::state::AppState;
