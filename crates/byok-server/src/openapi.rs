@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the handlers (committed as `openapi/openapi.json`).
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::error::{ErrorBody, UpgradeRequiredBody};
 use crate::routes::{byok, health, servers, tokens};
@@ -31,6 +31,76 @@ use crate::routes::{byok, health, servers, tokens};
     )
 )]
 pub struct ApiDoc;
+
+/// Errors every authenticated `/api/v1` operation can answer, declared once and listed in each
+/// operation's `responses(...)` (the body is always [`ErrorBody`]).
+#[derive(Debug, IntoResponses)]
+pub enum ApiErrors {
+    /// No credential was sent (`unauthenticated`, with `WWW-Authenticate: Bearer`), or the token
+    /// is unknown, revoked or expired (`invalid_token`).
+    #[response(
+        status = 401,
+        description = "no credential (`unauthenticated`), or an unknown, revoked or expired \
+                       token (`invalid_token`)"
+    )]
+    Unauthenticated(ErrorBody),
+    /// Anything unexpected (`internal_error`), or a stored secret that the configured
+    /// `ENCRYPTION_KEY` cannot decrypt (`key_decryption_failed`).
+    #[response(
+        status = 500,
+        description = "`internal_error` (logged with the request id), or \
+                       `key_decryption_failed`"
+    )]
+    Internal(ErrorBody),
+    /// The database cannot be reached (`database_unavailable`, with `retry-after`), or the
+    /// identity provider's keys cannot be fetched (`identity_provider_unavailable`).
+    #[response(
+        status = 503,
+        description = "`database_unavailable` (with `retry-after`), or \
+                       `identity_provider_unavailable` (Keycloak sign-in)"
+    )]
+    Unavailable(ErrorBody),
+}
+
+/// Errors of every operation that reads a JSON request body (on top of [`ApiErrors`]; each
+/// operation declares its own 422).
+#[derive(Debug, IntoResponses)]
+pub enum BodyErrors {
+    /// The body is not JSON (`invalid_json`) or could not be read (`invalid_body`).
+    #[response(
+        status = 400,
+        description = "the body is not JSON (`invalid_json`) or could not be read \
+                       (`invalid_body`)"
+    )]
+    BadRequest(ErrorBody),
+    /// The body is over the limit (`payload_too_large`).
+    #[response(
+        status = 413,
+        description = "the body is over the limit: 64 KiB, 1 MiB on `/exec` \
+                       (`payload_too_large`)"
+    )]
+    PayloadTooLarge(ErrorBody),
+    /// The body is not `application/json` (`unsupported_media_type`), or is compressed
+    /// (`unsupported_content_encoding`).
+    #[response(
+        status = 415,
+        description = "the body is not `application/json` (`unsupported_media_type`), or is \
+                       compressed (`unsupported_content_encoding`)"
+    )]
+    UnsupportedMediaType(ErrorBody),
+}
+
+/// The refusals of the operations that reach an execution server (test, trust-host-key, exec).
+#[derive(Debug, IntoResponses)]
+pub enum ServerUseErrors {
+    /// Too many server operations (`rate_limited`, with `retry-after`).
+    #[response(
+        status = 429,
+        description = "over 30 server operations a minute or 4 at once (`rate_limited`, with \
+                       `retry-after`)"
+    )]
+    RateLimited(ErrorBody),
+}
 
 struct Security;
 

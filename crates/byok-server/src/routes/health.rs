@@ -33,7 +33,7 @@ pub struct UsagePending {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "get_liveness", responses((status = 200, body = Health)))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health {
@@ -52,7 +52,7 @@ pub async fn healthz() -> HttpResponse {
 /// written later); an unreachable orchestrator also only degrades the status. Failing readiness
 /// for a shared dependency would take every replica out of the load balancer at once.
 #[utoipa::path(
-    get, path = "/readyz", tag = "health",
+    get, path = "/readyz", tag = "health", operation_id = "get_readiness",
     responses(
         (status = 200, body = Health, description = "ready (`ready` or `degraded`)"),
         (status = 503, body = Health, description = "draining"),
@@ -98,7 +98,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus metrics (text format 0.0.4). With `BYOK_METRICS_TOKEN` set, the scraper must
 /// send it as `Authorization: Bearer`.
 #[utoipa::path(
-    get, path = "/metrics", tag = "health",
+    get, path = "/metrics", tag = "health", operation_id = "get_metrics",
     responses(
         (status = 200, description = "Prometheus text exposition format", content_type = "text/plain"),
         (status = 401, description = "BYOK_METRICS_TOKEN is set and was not presented"),
