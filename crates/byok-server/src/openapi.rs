@@ -126,3 +126,88 @@ pub fn to_json() -> String {
     s.push('\n');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    /// Every operation of the document, as (method, path, operation).
+    fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                out.push((method.clone(), path.clone(), op.clone()));
+            }
+        }
+        out
+    }
+
+    fn doc() -> Value {
+        serde_json::from_str(&super::to_json()).unwrap()
+    }
+
+    #[test]
+    fn operation_ids_are_unique_and_descriptive() {
+        let doc = doc();
+        let mut seen = BTreeSet::new();
+        for (method, path, op) in operations(&doc) {
+            let id = op["operationId"].as_str().unwrap().to_string();
+            assert!(id.contains('_'), "{method} {path}: operationId {id} is too vague");
+            assert!(seen.insert(id.clone()), "{method} {path}: operationId {id} is used twice");
+        }
+    }
+
+    #[test]
+    fn declared_errors_cover_what_every_operation_can_answer() {
+        let doc = doc();
+        for (method, path, op) in operations(&doc) {
+            let responses = op["responses"].as_object().unwrap();
+            let has = |s: &str| responses.contains_key(s);
+            if path.starts_with("/api/v1/") {
+                for s in ["401", "500", "503"] {
+                    assert!(has(s), "{method} {path} does not declare {s}");
+                }
+            }
+            if op.get("requestBody").is_some() {
+                for s in ["400", "413", "415", "422"] {
+                    assert!(has(s), "{method} {path} reads a body but does not declare {s}");
+                }
+            }
+        }
+        let exec = &doc["paths"]["/api/v1/execution-servers/{id}/exec"]["post"]["responses"];
+        for s in ["409", "429", "502", "504"] {
+            assert!(exec.get(s).is_some(), "exec does not declare {s}");
+        }
+    }
+
+    #[test]
+    fn ids_are_uuids_and_summaries_are_for_users() {
+        let doc = doc();
+        for (method, path, op) in operations(&doc) {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["name"] == "id" {
+                    assert_eq!(p["schema"]["format"], "uuid", "{method} {path}: id");
+                }
+            }
+            let text = format!("{} {}", op["summary"], op["description"]);
+            for leak in ["docs/", "[`", "routes::", "crate::"] {
+                assert!(!text.contains(leak), "{method} {path}: {leak} in {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn enums_and_optional_fields_match_the_handlers() {
+        let doc = doc();
+        let schemas = &doc["components"]["schemas"];
+        for name in ["ProviderId", "Tier", "TestStatus", "ServerType", "FallbackPolicy"] {
+            assert!(schemas[name]["enum"].is_array(), "{name} is not an enum");
+        }
+        assert!(schemas["UpdateServerRequest"].get("required").is_none());
+        let command = &schemas["ExecCommand"]["oneOf"];
+        assert_eq!(command[0]["type"], "string");
+        assert_eq!(command[1]["items"]["type"], "string");
+    }
+}
