@@ -154,8 +154,14 @@ mod tests {
         let mut seen = BTreeSet::new();
         for (method, path, op) in operations(&doc) {
             let id = op["operationId"].as_str().unwrap().to_string();
-            assert!(id.contains('_'), "{method} {path}: operationId {id} is too vague");
-            assert!(seen.insert(id.clone()), "{method} {path}: operationId {id} is used twice");
+            assert!(
+                id.contains('_'),
+                "{method} {path}: operationId {id} is too vague"
+            );
+            assert!(
+                seen.insert(id.clone()),
+                "{method} {path}: operationId {id} is used twice"
+            );
         }
     }
 
@@ -172,7 +178,10 @@ mod tests {
             }
             if op.get("requestBody").is_some() {
                 for s in ["400", "413", "415", "422"] {
-                    assert!(has(s), "{method} {path} reads a body but does not declare {s}");
+                    assert!(
+                        has(s),
+                        "{method} {path} reads a body but does not declare {s}"
+                    );
                 }
             }
         }
@@ -202,7 +211,13 @@ mod tests {
     fn enums_and_optional_fields_match_the_handlers() {
         let doc = doc();
         let schemas = &doc["components"]["schemas"];
-        for name in ["ProviderId", "Tier", "TestStatus", "ServerType", "FallbackPolicy"] {
+        for name in [
+            "ProviderId",
+            "Tier",
+            "TestStatus",
+            "ServerType",
+            "FallbackPolicy",
+        ] {
             assert!(schemas[name]["enum"].is_array(), "{name} is not an enum");
         }
         assert!(schemas["UpdateServerRequest"].get("required").is_none());
