@@ -104,8 +104,9 @@ pub struct AddKeyRequest {
     /// Provider id (see `GET /api/v1/byok/providers`).
     #[schema(value_type = ProviderId)]
     pub provider: String,
-    /// The provider API key.
-    #[schema(value_type = String, min_length = 1, max_length = 512)]
+    /// The provider API key (surrounding whitespace is trimmed; empty only for `ollama`, which
+    /// takes no key).
+    #[schema(value_type = String, max_length = 512)]
     pub key: SecretString,
     /// Optional label, at most 100 characters.
     #[schema(max_length = 100)]

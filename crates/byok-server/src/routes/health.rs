@@ -10,17 +10,38 @@ use crate::state::AppState;
 pub struct Health {
     /// `ok` (liveness), `ready`, `degraded` (ready, but the database or the orchestrator does not
     /// answer), or `draining` (shutting down: finishing in-flight requests, taking no new ones).
+    #[schema(value_type = HealthStatus)]
     pub status: String,
-    /// `ok` or `unreachable` (readiness only).
+    /// Readiness only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<DependencyStatus>)]
     pub database: Option<String>,
-    /// `ok` or `unreachable`, when an orchestrator is configured (readiness only).
+    /// When an orchestrator is configured (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<DependencyStatus>)]
     pub brigade: Option<String>,
     /// Usage records waiting for the database: in memory and in the spool file (readiness
     /// only, when there are any).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_pending: Option<UsagePending>,
+}
+
+/// The `status` of a health answer (for the OpenAPI document).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    Ready,
+    Degraded,
+    Draining,
+}
+
+/// Whether a shared dependency answers (for the OpenAPI document).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum DependencyStatus {
+    Ok,
+    Unreachable,
 }
 
 /// Usage records not yet written.
@@ -101,7 +122,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     get, path = "/metrics", tag = "health", operation_id = "get_metrics",
     responses(
         (status = 200, description = "Prometheus text exposition format", content_type = "text/plain"),
-        (status = 401, description = "BYOK_METRICS_TOKEN is set and was not presented"),
+        (status = 401, body = crate::error::ErrorBody, description = "BYOK_METRICS_TOKEN is set and was not presented"),
     )
 )]
 #[get("/metrics")]
