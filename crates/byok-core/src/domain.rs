@@ -28,6 +28,7 @@ impl fmt::Display for UserId {
 }
 
 /// Subscription tier. Ordered: `trial` = `free` < `starter` < `professional` < `enterprise`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
@@ -109,6 +110,7 @@ impl FromStr for Tier {
 }
 
 /// The providers a user can store a key for.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderId {
@@ -345,6 +347,7 @@ impl KeyPreview {
 }
 
 /// Result of the last key test.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TestStatus {
@@ -571,6 +574,7 @@ pub struct NewGatewayToken {
 }
 
 /// What happens when a user's own key fails upstream with 401, 403 or 429.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FallbackPolicy {

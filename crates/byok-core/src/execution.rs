@@ -41,6 +41,7 @@ pub const MASK: &str = "***masked***";
 const SEALED: &str = "$sealed";
 
 /// The kinds of execution server.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServerType {

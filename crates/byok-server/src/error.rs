@@ -46,8 +46,8 @@ pub struct UpgradeRequiredBody {
     pub detail: String,
     /// Always `upgrade_required`.
     pub code: String,
-    pub current_tier: String,
-    pub required_tier: String,
+    pub current_tier: byok_core::Tier,
+    pub required_tier: byok_core::Tier,
     pub upgrade_url: String,
 }
 

@@ -1,8 +1,8 @@
 //! `/api/v1/byok`: the legacy BYOK keys API.
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
-use byok_core::ProviderId;
 use byok_core::services::AddKey;
+use byok_core::{FallbackPolicy, ProviderId, TestStatus, Tier};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -10,23 +10,8 @@ use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ErrorBody, UpgradeRequiredBody};
+use crate::openapi::{ApiErrors, BodyErrors};
 use crate::state::AppState;
-
-/// A provider id (for the OpenAPI document; handlers parse ids into `ProviderId`).
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum Provider {
-    Openai,
-    Anthropic,
-    Huggingface,
-    Cohere,
-    Together,
-    Perplexity,
-    Groq,
-    Openrouter,
-    Ollama,
-    Custom,
-}
 
 fn provider(raw: &str) -> Result<ProviderId, ApiError> {
     Ok(raw.parse::<ProviderId>()?)
@@ -36,7 +21,7 @@ fn provider(raw: &str) -> Result<ProviderId, ApiError> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderInfo {
     /// Provider id, e.g. `openai`.
-    pub id: String,
+    pub id: ProviderId,
     pub name: String,
     /// What keys look like, e.g. `sk-...` (or `any`).
     pub key_format: String,
@@ -46,11 +31,8 @@ pub struct ProviderInfo {
 
 /// List the providers and whether the caller configured each.
 #[utoipa::path(
-    get, path = "/api/v1/byok/providers", tag = "byok",
-    responses(
-        (status = 200, body = [ProviderInfo]),
-        (status = 401, body = ErrorBody),
-    ),
+    get, path = "/api/v1/byok/providers", tag = "byok", operation_id = "list_providers",
+    responses((status = 200, body = [ProviderInfo]), ApiErrors),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/providers")]
@@ -62,7 +44,7 @@ pub async fn providers(
     Ok(web::Json(
         list.into_iter()
             .map(|p| ProviderInfo {
-                id: p.id.as_str().into(),
+                id: p.id,
                 name: p.id.display_name().into(),
                 key_format: p.id.key_format().describe(),
                 configured: p.configured,
@@ -74,7 +56,7 @@ pub async fn providers(
 /// A stored key, masked.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyInfo {
-    pub provider: String,
+    pub provider: ProviderId,
     pub provider_name: String,
     /// First 4 + `...` + last 4 characters (`****` for short keys), computed when stored.
     pub key_preview: String,
@@ -83,14 +65,14 @@ pub struct KeyInfo {
     pub enabled: bool,
     pub added_date: Option<DateTime<Utc>>,
     pub last_tested: Option<DateTime<Utc>>,
-    /// `valid`, `invalid`, `error` or `unknown`; null before the first test.
-    pub test_status: Option<String>,
+    /// Null before the first test.
+    pub test_status: Option<TestStatus>,
 }
 
 /// List the caller's keys (previews only; nothing is decrypted).
 #[utoipa::path(
-    get, path = "/api/v1/byok/keys", tag = "byok",
-    responses((status = 200, body = [KeyInfo]), (status = 401, body = ErrorBody)),
+    get, path = "/api/v1/byok/keys", tag = "byok", operation_id = "list_provider_keys",
+    responses((status = 200, body = [KeyInfo]), ApiErrors),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/keys")]
@@ -102,7 +84,7 @@ pub async fn list_keys(
     Ok(web::Json(
         keys.into_iter()
             .map(|k| KeyInfo {
-                provider: k.provider.as_str().into(),
+                provider: k.provider,
                 provider_name: k.provider.display_name().into(),
                 key_preview: k.key_preview.as_str().into(),
                 label: k.label,
@@ -110,7 +92,7 @@ pub async fn list_keys(
                 enabled: k.enabled,
                 added_date: k.added_date,
                 last_tested: k.last_tested,
-                test_status: k.test_status.map(|s| s.as_str().into()),
+                test_status: k.test_status,
             })
             .collect(),
     ))
@@ -120,10 +102,11 @@ pub async fn list_keys(
 #[derive(Deserialize, ToSchema)]
 pub struct AddKeyRequest {
     /// Provider id (see `GET /api/v1/byok/providers`).
-    #[schema(value_type = Provider)]
+    #[schema(value_type = ProviderId)]
     pub provider: String,
-    /// The provider API key.
-    #[schema(value_type = String, min_length = 1, max_length = 512)]
+    /// The provider API key (surrounding whitespace is trimmed; empty only for `ollama`, which
+    /// takes no key).
+    #[schema(value_type = String, max_length = 512)]
     pub key: SecretString,
     /// Optional label, at most 100 characters.
     #[schema(max_length = 100)]
@@ -144,21 +127,20 @@ impl std::fmt::Debug for AddKeyRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AddKeyResponse {
     pub message: String,
-    pub provider: String,
+    pub provider: ProviderId,
     pub provider_name: String,
 }
 
 /// Store (or replace) the caller's key for a provider. Needs tier `starter` or higher.
 #[utoipa::path(
-    post, path = "/api/v1/byok/keys/add", tag = "byok",
+    post, path = "/api/v1/byok/keys/add", tag = "byok", operation_id = "add_provider_key",
     request_body = AddKeyRequest,
     responses(
         (status = 200, body = AddKeyResponse),
-        (status = 400, body = ErrorBody, description = "malformed JSON"),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = UpgradeRequiredBody),
+        (status = 403, body = UpgradeRequiredBody, description = "tier below `starter`"),
         (status = 404, body = ErrorBody, description = "unknown provider"),
-        (status = 422, body = ErrorBody, description = "invalid key, label or endpoint"),
+        (status = 422, body = ErrorBody, description = "missing or mistyped field, invalid key, label or endpoint, or a forbidden endpoint"),
+        ApiErrors, BodyErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -184,7 +166,7 @@ pub async fn add_key(
         .await?;
     Ok(web::Json(AddKeyResponse {
         message: format!("{} key saved", id.display_name()),
-        provider: id.as_str().into(),
+        provider: id,
         provider_name: id.display_name().into(),
     }))
 }
@@ -192,17 +174,17 @@ pub async fn add_key(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeleteKeyResponse {
     pub message: String,
-    pub provider: String,
+    pub provider: ProviderId,
 }
 
 /// Delete the caller's key for a provider: it is gone and no longer used.
 #[utoipa::path(
-    delete, path = "/api/v1/byok/keys/{provider}", tag = "byok",
-    params(("provider" = Provider, Path, description = "provider id")),
+    delete, path = "/api/v1/byok/keys/{provider}", tag = "byok", operation_id = "delete_provider_key",
+    params(("provider" = ProviderId, Path, description = "provider id")),
     responses(
         (status = 200, body = DeleteKeyResponse),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "unknown provider or no key stored"),
+        ApiErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -216,15 +198,15 @@ pub async fn delete_key(
     state.vault.delete(&who.0, id).await?;
     Ok(web::Json(DeleteKeyResponse {
         message: format!("{} key deleted", id.display_name()),
-        provider: id.as_str().into(),
+        provider: id,
     }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TestKeyResponse {
-    pub provider: String,
+    pub provider: ProviderId,
     /// `valid` (2xx), `invalid` (401/403), `error` (timeout, 429, 5xx, unreachable), `unknown`.
-    pub status: String,
+    pub status: TestStatus,
     pub message: String,
     /// HTTP status, latency and host of the probe.
     #[schema(value_type = Object)]
@@ -233,14 +215,14 @@ pub struct TestKeyResponse {
 
 /// Test the caller's stored key against the provider; the result is stored.
 #[utoipa::path(
-    post, path = "/api/v1/byok/keys/test/{provider}", tag = "byok",
-    params(("provider" = Provider, Path, description = "provider id")),
+    post, path = "/api/v1/byok/keys/test/{provider}", tag = "byok", operation_id = "test_provider_key",
+    params(("provider" = ProviderId, Path, description = "provider id")),
     responses(
         (status = 200, body = TestKeyResponse),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = UpgradeRequiredBody),
+        (status = 403, body = UpgradeRequiredBody, description = "tier below `starter`"),
         (status = 404, body = ErrorBody, description = "unknown provider or no key stored"),
         (status = 422, body = ErrorBody, description = "the key's endpoint is a forbidden target"),
+        ApiErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -258,8 +240,8 @@ pub async fn test_key(
         .with_label_values(&[id.as_str(), outcome.status.as_str()])
         .inc();
     Ok(web::Json(TestKeyResponse {
-        provider: id.as_str().into(),
-        status: outcome.status.as_str().into(),
+        provider: id,
+        status: outcome.status,
         message: outcome.message,
         details: outcome.details,
     }))
@@ -271,7 +253,7 @@ pub struct StatsResponse {
     pub configured_providers: usize,
     pub tested_providers: usize,
     pub valid_providers: usize,
-    pub user_tier: String,
+    pub user_tier: Tier,
     /// Gateway usage (recorded off the hot path; a request shows up within about a second).
     pub usage: UsageStats,
 }
@@ -304,8 +286,8 @@ pub struct ProviderUsageStats {
 
 /// Counts of the caller's keys.
 #[utoipa::path(
-    get, path = "/api/v1/byok/stats", tag = "byok",
-    responses((status = 200, body = StatsResponse), (status = 401, body = ErrorBody)),
+    get, path = "/api/v1/byok/stats", tag = "byok", operation_id = "get_key_stats",
+    responses((status = 200, body = StatsResponse), ApiErrors),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/stats")]
@@ -342,7 +324,7 @@ pub async fn stats(
         configured_providers: s.configured_providers,
         tested_providers: s.tested_providers,
         valid_providers: s.valid_providers,
-        user_tier: s.user_tier.as_str().into(),
+        user_tier: s.user_tier,
     }))
 }
 
@@ -353,22 +335,14 @@ pub struct SettingsBody {
     /// What happens when the caller's own key fails upstream with 401, 403 or 429:
     /// `user_only` (the error is returned; the default) or `user_then_system` (one retry on the
     /// system default, before anything reached the client).
-    #[schema(value_type = FallbackPolicyDoc)]
+    #[schema(value_type = FallbackPolicy)]
     pub fallback_policy: String,
-}
-
-/// Fallback policies (for the OpenAPI document).
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "snake_case")]
-pub enum FallbackPolicyDoc {
-    UserOnly,
-    UserThenSystem,
 }
 
 /// The caller's gateway settings.
 #[utoipa::path(
-    get, path = "/api/v1/byok/settings", tag = "byok",
-    responses((status = 200, body = SettingsBody), (status = 401, body = ErrorBody)),
+    get, path = "/api/v1/byok/settings", tag = "byok", operation_id = "get_gateway_settings",
+    responses((status = 200, body = SettingsBody), ApiErrors),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/settings")]
@@ -385,13 +359,12 @@ pub async fn get_settings(
 /// Change the caller's gateway settings (effective at once on this instance, within
 /// `BYOK_CREDENTIAL_CACHE_TTL_SECS` on others).
 #[utoipa::path(
-    put, path = "/api/v1/byok/settings", tag = "byok",
+    put, path = "/api/v1/byok/settings", tag = "byok", operation_id = "update_gateway_settings",
     request_body = SettingsBody,
     responses(
         (status = 200, body = SettingsBody),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "missing, unknown or mistyped field, or an unknown policy"),
+        ApiErrors, BodyErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -401,7 +374,7 @@ pub async fn put_settings(
     who: Authenticated,
     body: crate::extract::Json<SettingsBody>,
 ) -> Result<web::Json<SettingsBody>, ApiError> {
-    let policy: byok_core::FallbackPolicy = body.fallback_policy.parse()?;
+    let policy: FallbackPolicy = body.fallback_policy.parse()?;
     let s = state
         .gateway
         .set_settings(

@@ -10,17 +10,38 @@ use crate::state::AppState;
 pub struct Health {
     /// `ok` (liveness), `ready`, `degraded` (ready, but the database or the orchestrator does not
     /// answer), or `draining` (shutting down: finishing in-flight requests, taking no new ones).
+    #[schema(value_type = HealthStatus)]
     pub status: String,
-    /// `ok` or `unreachable` (readiness only).
+    /// Readiness only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<DependencyStatus>)]
     pub database: Option<String>,
-    /// `ok` or `unreachable`, when an orchestrator is configured (readiness only).
+    /// When an orchestrator is configured (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<DependencyStatus>)]
     pub brigade: Option<String>,
     /// Usage records waiting for the database: in memory and in the spool file (readiness
     /// only, when there are any).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_pending: Option<UsagePending>,
+}
+
+/// The `status` of a health answer (for the OpenAPI document).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    Ready,
+    Degraded,
+    Draining,
+}
+
+/// Whether a shared dependency answers (for the OpenAPI document).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum DependencyStatus {
+    Ok,
+    Unreachable,
 }
 
 /// Usage records not yet written.
@@ -33,7 +54,7 @@ pub struct UsagePending {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "get_liveness", responses((status = 200, body = Health)))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health {
@@ -52,7 +73,7 @@ pub async fn healthz() -> HttpResponse {
 /// written later); an unreachable orchestrator also only degrades the status. Failing readiness
 /// for a shared dependency would take every replica out of the load balancer at once.
 #[utoipa::path(
-    get, path = "/readyz", tag = "health",
+    get, path = "/readyz", tag = "health", operation_id = "get_readiness",
     responses(
         (status = 200, body = Health, description = "ready (`ready` or `degraded`)"),
         (status = 503, body = Health, description = "draining"),
@@ -98,10 +119,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus metrics (text format 0.0.4). With `BYOK_METRICS_TOKEN` set, the scraper must
 /// send it as `Authorization: Bearer`.
 #[utoipa::path(
-    get, path = "/metrics", tag = "health",
+    get, path = "/metrics", tag = "health", operation_id = "get_metrics",
     responses(
         (status = 200, description = "Prometheus text exposition format", content_type = "text/plain"),
-        (status = 401, description = "BYOK_METRICS_TOKEN is set and was not presented"),
+        (status = 401, body = crate::error::ErrorBody, description = "BYOK_METRICS_TOKEN is set and was not presented"),
     )
 )]
 #[get("/metrics")]

@@ -1,7 +1,7 @@
 //! `/api/v1/execution-servers`: the legacy execution-server registry.
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
-use byok_core::execution::{ExecutionServer, mask_config};
+use byok_core::execution::{ExecutionServer, ServerType, mask_config};
 use byok_core::services::{CreateServer, UpdateServer};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,25 +11,15 @@ use uuid::Uuid;
 
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ErrorBody, UpgradeRequiredBody};
+use crate::openapi::{ApiErrors, BodyErrors, ServerUseErrors};
 use crate::state::AppState;
-
-/// Server types (for the OpenAPI document).
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum ServerTypeDoc {
-    Ssh,
-    Local,
-    Docker,
-    Kubernetes,
-}
 
 /// An execution server; secret fields of `connection_config` read `***masked***`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ServerInfo {
     pub id: Uuid,
     pub name: String,
-    #[schema(value_type = ServerTypeDoc)]
-    pub server_type: String,
+    pub server_type: ServerType,
     /// Per type: ssh `{host, port, username, auth_method, password?, private_key?, passphrase?}`;
     /// docker `{image, container_name?, volumes?, environment?, endpoint?, tls_ca?, tls_cert?,
     /// tls_key?}`; kubernetes `{cluster_url, namespace, service_account_token?, kubeconfig?,
@@ -40,6 +30,8 @@ pub struct ServerInfo {
     pub is_default: bool,
     pub is_active: bool,
     pub last_tested_at: Option<DateTime<Utc>>,
+    /// The last connection test's `status` (`success`, `failed` or `error`); null before the
+    /// first test.
     pub test_status: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -50,7 +42,7 @@ impl From<ExecutionServer> for ServerInfo {
         Self {
             id: s.id,
             name: s.name,
-            server_type: s.server_type.as_str().into(),
+            server_type: s.server_type,
             connection_config: mask_config(&s.connection_config),
             workspace_path: s.workspace_path,
             is_default: s.is_default,
@@ -68,7 +60,7 @@ impl From<ExecutionServer> for ServerInfo {
 pub struct CreateServerRequest {
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
-    #[schema(value_type = ServerTypeDoc)]
+    #[schema(value_type = ServerType)]
     pub server_type: String,
     /// Typed per `server_type`; unknown fields are refused. Secrets are encrypted at rest.
     #[schema(value_type = Object)]
@@ -92,9 +84,10 @@ impl std::fmt::Debug for CreateServerRequest {
 #[derive(Deserialize, ToSchema)]
 pub struct UpdateServerRequest {
     pub name: Option<String>,
-    #[schema(value_type = Object)]
+    /// Typed per the server's type; absent or `null` keeps the stored config.
+    #[schema(value_type = Option<Object>)]
     pub connection_config: Option<Value>,
-    /// A path, or `null` to clear it.
+    /// An absolute path. Absent or `null` keeps the stored one.
     #[schema(value_type = Option<String>)]
     #[serde(default)]
     pub workspace_path: Option<Value>,
@@ -127,9 +120,12 @@ fn server_id(raw: &str) -> Result<Uuid, ApiError> {
 
 /// The caller's execution servers: the default first, then newest first.
 #[utoipa::path(
-    get, path = "/api/v1/execution-servers", tag = "execution-servers",
-    responses((status = 200, body = [ServerInfo]), (status = 401, body = ErrorBody),
-              (status = 403, body = UpgradeRequiredBody)),
+    get, path = "/api/v1/execution-servers", tag = "execution-servers", operation_id = "list_servers",
+    responses(
+        (status = 200, body = [ServerInfo]),
+        (status = 403, body = UpgradeRequiredBody, description = "tier below `starter`"),
+        ApiErrors,
+    ),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("")]
@@ -148,15 +144,14 @@ pub async fn list(
 
 /// Register an execution server (tier `starter`+).
 #[utoipa::path(
-    post, path = "/api/v1/execution-servers", tag = "execution-servers",
+    post, path = "/api/v1/execution-servers", tag = "execution-servers", operation_id = "create_server",
     request_body = CreateServerRequest,
     responses(
         (status = 201, body = ServerInfo),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = UpgradeRequiredBody),
-        (status = 409, body = ErrorBody, description = "name already used"),
-        (status = 422, body = ErrorBody, description = "invalid type, name, path or connection_config"),
+        (status = 403, body = UpgradeRequiredBody, description = "tier below `starter` (`enterprise` for `local`)"),
+        (status = 409, body = ErrorBody, description = "name already used (`server_name_taken`)"),
+        (status = 422, body = ErrorBody, description = "missing or mistyped field, invalid type, name, path or connection_config"),
+        ApiErrors, BodyErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -185,9 +180,12 @@ pub async fn create(
 
 /// The caller's default execution server, or `null`.
 #[utoipa::path(
-    get, path = "/api/v1/execution-servers/default", tag = "execution-servers",
-    responses((status = 200, body = Option<ServerInfo>), (status = 401, body = ErrorBody),
-              (status = 403, body = UpgradeRequiredBody)),
+    get, path = "/api/v1/execution-servers/default", tag = "execution-servers", operation_id = "get_default_server",
+    responses(
+        (status = 200, body = Option<ServerInfo>),
+        (status = 403, body = UpgradeRequiredBody, description = "tier below `starter`"),
+        ApiErrors,
+    ),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/default")]
@@ -201,17 +199,16 @@ pub async fn default_server(
 
 /// Change an execution server.
 #[utoipa::path(
-    put, path = "/api/v1/execution-servers/{id}", tag = "execution-servers",
-    params(("id" = String, Path, description = "server id")),
+    put, path = "/api/v1/execution-servers/{id}", tag = "execution-servers", operation_id = "update_server",
+    params(("id" = Uuid, Path, description = "server id")),
     request_body = UpdateServerRequest,
     responses(
         (status = 200, body = ServerInfo),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = UpgradeRequiredBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 403, body = UpgradeRequiredBody, description = "tier below `starter`"),
+        (status = 404, body = ErrorBody, description = "no such server of the caller (`server_not_found`)"),
+        (status = 409, body = ErrorBody, description = "name already used (`server_name_taken`)"),
+        (status = 422, body = ErrorBody, description = "mistyped field, invalid name, path or connection_config"),
+        ApiErrors, BodyErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -224,6 +221,9 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let id = server_id(&path)?;
     let b = body.into_inner();
+    // Known gap: serde reads a JSON `null` into this `Option<Value>` as `None`, so
+    // `Some(Value::Null)` never arrives and `null` keeps the path instead of clearing it (the
+    // document says so; changing it is an HTTP behaviour change, left to its own issue).
     let workspace_path = match b.workspace_path {
         None => None,
         Some(Value::Null) => Some(None),
@@ -255,10 +255,14 @@ pub async fn update(
 
 /// Delete an execution server.
 #[utoipa::path(
-    delete, path = "/api/v1/execution-servers/{id}", tag = "execution-servers",
-    params(("id" = String, Path, description = "server id")),
-    responses((status = 200, body = DeletedServer), (status = 401, body = ErrorBody),
-              (status = 403, body = UpgradeRequiredBody), (status = 404, body = ErrorBody)),
+    delete, path = "/api/v1/execution-servers/{id}", tag = "execution-servers", operation_id = "delete_server",
+    params(("id" = Uuid, Path, description = "server id")),
+    responses(
+        (status = 200, body = DeletedServer),
+        (status = 403, body = UpgradeRequiredBody, description = "tier below `starter`"),
+        (status = 404, body = ErrorBody, description = "no such server of the caller (`server_not_found`)"),
+        ApiErrors,
+    ),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[delete("/{id}")]
@@ -274,10 +278,22 @@ pub async fn remove(
     }))
 }
 
+/// The outcome of a connection test (for the OpenAPI document; core reports it as a string).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum ServerTestStatus {
+    /// The server was reached and is usable.
+    Success,
+    /// The server answered and refused the credentials (or its host key is not trusted yet).
+    Failed,
+    /// The server could not be used (unreachable, timeout, forbidden target, …).
+    Error,
+}
+
 /// Outcome of a connection test (legacy shape).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ServerTestResponse {
-    /// `success`, `failed` or `error`.
+    #[schema(value_type = ServerTestStatus)]
     pub status: String,
     pub message: String,
     #[schema(value_type = Object)]
@@ -286,14 +302,15 @@ pub struct ServerTestResponse {
 
 /// Test the connection to an execution server; the result is stored.
 #[utoipa::path(
-    post, path = "/api/v1/execution-servers/{id}/test", tag = "execution-servers",
-    params(("id" = String, Path, description = "server id")),
+    post, path = "/api/v1/execution-servers/{id}/test", tag = "execution-servers", operation_id = "test_server",
+    params(("id" = Uuid, Path, description = "server id")),
     responses(
         (status = 200, body = ServerTestResponse),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = UpgradeRequiredBody),
-        (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody, description = "no backend for this server type here (backend_unavailable)"),
+        (status = 403, body = UpgradeRequiredBody, description = "tier below `starter` (`enterprise` for `local`)"),
+        (status = 404, body = ErrorBody, description = "no such server of the caller (`server_not_found`)"),
+        (status = 409, body = ErrorBody, description = "the SSH host key changed (`host_key_mismatch`)"),
+        (status = 422, body = ErrorBody, description = "no backend for this server type here (`backend_unavailable`)"),
+        ServerUseErrors, ApiErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -322,7 +339,7 @@ pub async fn test(
 #[serde(deny_unknown_fields)]
 pub struct ExecBody {
     /// A shell line (run with `sh -c`) or an argv array.
-    #[schema(value_type = Object)]
+    #[schema(value_type = ExecCommand)]
     pub command: Value,
     /// Extra environment; values are never echoed back.
     #[serde(default)]
@@ -333,6 +350,17 @@ pub struct ExecBody {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 600)]
     pub timeout_secs: Option<u64>,
+}
+
+/// The `command` of an exec body: a shell line or an argv array (for the OpenAPI document; the
+/// handler reads it from the JSON itself, answering 422 `invalid_command` otherwise).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ExecCommand {
+    /// A shell line, run with `sh -c`.
+    Shell(String),
+    /// An argv array, run without a shell.
+    Argv(Vec<String>),
 }
 
 impl std::fmt::Debug for ExecBody {
@@ -354,27 +382,28 @@ pub struct ExecResponse {
     pub duration_ms: u64,
 }
 
-/// Run a command on an execution server (rate-limited per user).
 /// The body limit of `/exec` (stdin up to 512 KiB, a 64 KiB command, the environment).
 pub const EXEC_JSON_LIMIT: usize = 1024 * 1024;
 
+// Registered in `routes::configure` with its own body limit (`EXEC_JSON_LIMIT`), hence no
+// route macro here.
+/// Run a command on an execution server (rate-limited per user).
 #[utoipa::path(
-    post, path = "/api/v1/execution-servers/{id}/exec", tag = "execution-servers",
-    params(("id" = String, Path, description = "server id")),
+    post, path = "/api/v1/execution-servers/{id}/exec", tag = "execution-servers", operation_id = "exec_on_server",
+    params(("id" = Uuid, Path, description = "server id")),
     request_body = ExecBody,
     responses(
         (status = 200, body = ExecResponse),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = UpgradeRequiredBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "server inactive, or host key not trusted / changed"),
-        (status = 422, body = ErrorBody, description = "invalid command, or no backend for this server type here"),
-        (status = 429, body = ErrorBody),
+        (status = 403, body = UpgradeRequiredBody, description = "tier below `starter` (`enterprise` for `local`)"),
+        (status = 404, body = ErrorBody, description = "no such server of the caller (`server_not_found`)"),
+        (status = 409, body = ErrorBody, description = "server inactive (`server_inactive`), or host key not trusted / changed"),
+        (status = 422, body = ErrorBody, description = "invalid command, env, stdin or timeout, a forbidden target, or no backend for this server type here"),
+        (status = 502, body = ErrorBody, description = "the server could not be reached (`unreachable`) or refused the credentials (`auth_failed`)"),
+        (status = 504, body = ErrorBody, description = "connecting to the server timed out (`timeout`)"),
+        ServerUseErrors, ApiErrors, BodyErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
-/// Registered in `routes::configure` with its own body limit ([`EXEC_JSON_LIMIT`]).
 pub async fn exec(
     state: web::Data<AppState>,
     who: Authenticated,
@@ -459,17 +488,18 @@ pub struct TrustHostKey {
 
 /// Pin the SSH host key the server presents now (trust on first use, made explicit).
 #[utoipa::path(
-    post, path = "/api/v1/execution-servers/{id}/trust-host-key", tag = "execution-servers",
-    params(("id" = String, Path, description = "server id")),
+    post, path = "/api/v1/execution-servers/{id}/trust-host-key", tag = "execution-servers", operation_id = "trust_server_host_key",
+    params(("id" = Uuid, Path, description = "server id")),
     request_body(content = Option<TrustHostKey>),
     responses(
         (status = 200, body = ServerInfo),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = UpgradeRequiredBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "the presented key is not the expected one"),
-        (status = 422, body = ErrorBody, description = "not an SSH server, or a forbidden target"),
-        (status = 502, body = ErrorBody, description = "the server could not be reached"),
+        (status = 403, body = UpgradeRequiredBody, description = "tier below `starter` (`enterprise` for `local`)"),
+        (status = 404, body = ErrorBody, description = "no such server of the caller (`server_not_found`)"),
+        (status = 409, body = ErrorBody, description = "the presented key is not the expected one (`host_key_mismatch`)"),
+        (status = 422, body = ErrorBody, description = "mistyped body, not an SSH server, or a forbidden target"),
+        (status = 502, body = ErrorBody, description = "the server could not be reached (`unreachable`)"),
+        (status = 504, body = ErrorBody, description = "connecting to the server timed out (`timeout`)"),
+        ServerUseErrors, ApiErrors, BodyErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ErrorBody};
+use crate::openapi::{ApiErrors, BodyErrors};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -58,13 +59,12 @@ pub struct TokenInfo {
 
 /// Create a gateway token for the caller (for `Authorization: Bearer` or `x-api-key`).
 #[utoipa::path(
-    post, path = "/api/v1/tokens", tag = "tokens",
+    post, path = "/api/v1/tokens", tag = "tokens", operation_id = "create_token",
     request_body = CreateTokenRequest,
     responses(
         (status = 201, body = CreatedToken),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "missing or mistyped field, invalid name (`invalid_token_name`) or expiry (`invalid_expiry`)"),
+        ApiErrors, BodyErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -91,8 +91,8 @@ pub async fn create(
 
 /// List the caller's tokens (prefixes only).
 #[utoipa::path(
-    get, path = "/api/v1/tokens", tag = "tokens",
-    responses((status = 200, body = [TokenInfo]), (status = 401, body = ErrorBody)),
+    get, path = "/api/v1/tokens", tag = "tokens", operation_id = "list_tokens",
+    responses((status = 200, body = [TokenInfo]), ApiErrors),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("")]
@@ -130,12 +130,12 @@ pub struct RevokedToken {
 /// Revoke one of the caller's tokens. Effective at once on this instance, within
 /// `BYOK_AUTH_CACHE_TTL_SECS` on others.
 #[utoipa::path(
-    delete, path = "/api/v1/tokens/{id}", tag = "tokens",
-    params(("id" = String, Path, description = "token id")),
+    delete, path = "/api/v1/tokens/{id}", tag = "tokens", operation_id = "revoke_token",
+    params(("id" = Uuid, Path, description = "token id")),
     responses(
         (status = 200, body = RevokedToken),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "no such active token"),
+        (status = 404, body = ErrorBody, description = "no such active token (`token_not_found`)"),
+        ApiErrors,
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
