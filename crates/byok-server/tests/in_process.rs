@@ -234,3 +234,44 @@ async fn a_request_id_is_kept_or_made() {
     assert_ne!(id, "a b\tc");
     assert_eq!(id.len(), 36);
 }
+
+#[actix_web::test]
+async fn updating_a_server_keeps_or_clears_its_workspace_path() {
+    let (state, _dir) = state().await;
+    let token = user(&state, "s@example.com", Tier::Starter).await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let (status, _, made) = call!(
+        app,
+        test::TestRequest::post()
+            .uri("/api/v1/execution-servers")
+            .insert_header(bearer(&token))
+            .set_json(
+                json!({"name": "box", "server_type": "ssh", "workspace_path": "/home/agent/work",
+                "connection_config": {"host": "203.0.113.7", "username": "agent",
+                    "auth_method": "password", "password": "CANARY-pw-123"}})
+            ),
+    );
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let update = |body: Value| {
+        test::TestRequest::put()
+            .uri(&format!(
+                "/api/v1/execution-servers/{}",
+                made["id"].as_str().unwrap()
+            ))
+            .insert_header(bearer(&token))
+            .set_json(body)
+    };
+    // Absent: kept.
+    let (status, _, body) = call!(app, update(json!({"name": "renamed"})));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["workspace_path"], "/home/agent/work");
+    // `null`: cleared (it used to be read as absent and kept).
+    let (status, _, body) = call!(app, update(json!({"workspace_path": null})));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["workspace_path"], Value::Null, "{body}");
+    assert!(!body.to_string().contains("CANARY-pw-123"));
+    // Anything else but a string: refused.
+    let (status, _, body) = call!(app, update(json!({"workspace_path": 5})));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["code"], "invalid_workspace_path");
+}

@@ -87,12 +87,18 @@ pub struct UpdateServerRequest {
     /// Typed per the server's type; absent or `null` keeps the stored config.
     #[schema(value_type = Option<Object>)]
     pub connection_config: Option<Value>,
-    /// An absolute path. Absent or `null` keeps the stored one.
+    /// An absolute path. Absent keeps the stored one; `null` clears it.
     #[schema(value_type = Option<String>)]
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub workspace_path: Option<Value>,
     pub is_default: Option<bool>,
     pub is_active: Option<bool>,
+}
+
+/// `Some` for a member that is present, `null` included (an absent one is `None` through
+/// `#[serde(default)]`): what tells "clear" from "keep".
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 impl std::fmt::Debug for UpdateServerRequest {
@@ -221,9 +227,6 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let id = server_id(&path)?;
     let b = body.into_inner();
-    // Known gap: serde reads a JSON `null` into this `Option<Value>` as `None`, so
-    // `Some(Value::Null)` never arrives and `null` keeps the path instead of clearing it (the
-    // document says so; changing it is an HTTP behaviour change, left to its own issue).
     let workspace_path = match b.workspace_path {
         None => None,
         Some(Value::Null) => Some(None),
