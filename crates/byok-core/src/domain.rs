@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::CoreError;
+pub use crate::tier::Tier;
 
 /// Identifier of a user (a UUID; with Keycloak, the token's `sub`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -27,43 +28,8 @@ impl fmt::Display for UserId {
     }
 }
 
-/// Subscription tier. Ordered: `trial` = `free` < `starter` < `professional` < `enterprise`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    Trial,
-    Free,
-    Starter,
-    Professional,
-    Enterprise,
-}
-
+/// Tier rules that answer with a [`CoreError`] (the type itself is in its own leaf module).
 impl Tier {
-    /// The tier every BYOK operation (storing, testing and using one's own keys) needs.
-    pub const BYOK_MINIMUM: Tier = Tier::Starter;
-
-    pub const ALL: [Tier; 5] = [
-        Tier::Trial,
-        Tier::Free,
-        Tier::Starter,
-        Tier::Professional,
-        Tier::Enterprise,
-    ];
-
-    fn rank(self) -> u8 {
-        match self {
-            Tier::Trial | Tier::Free => 0,
-            Tier::Starter => 1,
-            Tier::Professional => 2,
-            Tier::Enterprise => 3,
-        }
-    }
-
-    /// Whether this tier is at least `required`.
-    pub fn allows(self, required: Tier) -> bool {
-        self.rank() >= required.rank()
-    }
-
     /// `Ok` when this tier reaches `required`, else [`CoreError::UpgradeRequired`].
     pub fn require(self, required: Tier) -> Result<(), CoreError> {
         if self.allows(required) {
@@ -74,22 +40,6 @@ impl Tier {
                 required,
             })
         }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Trial => "trial",
-            Tier::Free => "free",
-            Tier::Starter => "starter",
-            Tier::Professional => "professional",
-            Tier::Enterprise => "enterprise",
-        }
-    }
-}
-
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

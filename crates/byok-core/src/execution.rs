@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::domain::UserId;
+pub use crate::error::ExecError;
 use crate::error::{CoreError, CryptoError};
 use crate::ports::SecretCipher;
 
@@ -859,39 +860,6 @@ impl ServerTest {
             },
             message: e.to_string(),
             details: json!({ "code": e.code() }),
-        }
-    }
-}
-
-/// Why a backend could not do what was asked. Each has a stable code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ExecError {
-    #[error("the server could not be reached: {0}")]
-    Unreachable(String),
-    #[error("authentication failed")]
-    AuthFailed,
-    #[error("the server's host key changed: pinned {pinned}, presented {presented}")]
-    HostKeyMismatch { pinned: String, presented: String },
-    #[error("the server's host key is not trusted yet: {fingerprint}")]
-    HostKeyUnverified { fingerprint: String },
-    #[error("the command did not finish within the time limit")]
-    Timeout,
-    #[error("{0}")]
-    BackendUnavailable(String),
-    #[error("the target is not allowed: {0}")]
-    ForbiddenTarget(String),
-}
-
-impl ExecError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            ExecError::Unreachable(_) => "unreachable",
-            ExecError::AuthFailed => "auth_failed",
-            ExecError::HostKeyMismatch { .. } => "host_key_mismatch",
-            ExecError::HostKeyUnverified { .. } => "host_key_unverified",
-            ExecError::Timeout => "timeout",
-            ExecError::BackendUnavailable(_) => "backend_unavailable",
-            ExecError::ForbiddenTarget(_) => "forbidden_target",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod routing;
 pub mod services;
 #[cfg(test)]
 mod test_support;
+mod tier;
 
 pub use domain::*;
 pub use error::{CoreError, CryptoError, StoreError};

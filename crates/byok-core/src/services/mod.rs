@@ -22,9 +22,8 @@ pub use limits::{
     decide as rate_decision, window_of,
 };
 pub use orchestration::{
-    EXECUTION_SERVER_HEADER, LlmTarget, ORCHESTRATION_HEADER, ORCHESTRATION_PREFIX,
-    OrchestratorTask, build_task, conversation_history, infer_task_type, orchestration_requested,
-    strip_orchestration_prefix,
+    EXECUTION_SERVER_HEADER, LlmTarget, ORCHESTRATION_HEADER, ORCHESTRATION_PREFIX, build_task,
+    conversation_history, infer_task_type, orchestration_requested, strip_orchestration_prefix,
 };
 pub use rotation::{RotationReport, rotate_all, rotate_servers};
 pub use servers::{CreateServer, ServerRegistry, UpdateServer};

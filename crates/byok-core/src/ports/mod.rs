@@ -1,24 +1,21 @@
 //! Ports: the traits adapters implement. Each documents the contract an adapter MUST keep.
 
+mod crypto;
+mod orchestration;
+
+pub use crypto::SecretCipher;
+pub use orchestration::{
+    Orchestrator, OrchestratorError, OrchestratorEvent, OrchestratorReply, OrchestratorStream,
+    OrchestratorTask, ReplyBlock,
+};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::domain::*;
-use crate::error::{CoreError, CryptoError, StoreError};
-
-/// Symmetric encryption of secrets at rest (implemented by `byok-crypto` with Fernet).
-pub trait SecretCipher: Send + Sync + 'static {
-    /// Encrypts `plaintext` under the current (primary) key. The result is ASCII.
-    fn encrypt(&self, plaintext: &SecretString) -> Result<String, CryptoError>;
-    /// Decrypts a token written under any key of the ring.
-    /// MUST return [`CryptoError::UnknownKey`] when no key authenticates a well-formed token and
-    /// [`CryptoError::Malformed`] when the input is not a token; never a wrong plaintext.
-    fn decrypt(&self, token: &str) -> Result<SecretString, CryptoError>;
-    /// Whether `token` was written by the primary key (rotation skips those).
-    fn is_current(&self, token: &str) -> bool;
-}
+use crate::error::{CoreError, StoreError};
 
 /// Local users.
 #[async_trait]
@@ -311,80 +308,4 @@ pub trait ServerRepository: Send + Sync + 'static {
         at: DateTime<Utc>,
         status: &str,
     ) -> Result<bool, StoreError>;
-}
-
-/// One block of an orchestrator's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReplyBlock {
-    Text(String),
-    ToolUse {
-        id: String,
-        name: String,
-        input: serde_json::Value,
-    },
-}
-
-/// An orchestrator's complete answer.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct OrchestratorReply {
-    pub blocks: Vec<ReplyBlock>,
-    /// `end_turn`, `tool_use`, `max_tokens`, … (`None`: derived from the blocks).
-    pub stop_reason: Option<String>,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-}
-
-/// One event of a streamed answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OrchestratorEvent {
-    /// A piece of text.
-    Text(String),
-    /// A complete tool call.
-    ToolUse {
-        id: String,
-        name: String,
-        input: serde_json::Value,
-    },
-    /// The end, with the stop reason and usage.
-    Done {
-        stop_reason: Option<String>,
-        input_tokens: u64,
-        output_tokens: u64,
-    },
-}
-
-/// Why an orchestrator call failed. Messages are safe to show (no secrets, no raw bodies).
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum OrchestratorError {
-    /// Not reachable, or no answer in time.
-    #[error("the orchestrator could not be reached: {0}")]
-    Unreachable(String),
-    /// It answered with an error status (or reported a failed task).
-    #[error("the orchestrator failed the task (HTTP {status}): {message}")]
-    Failed { status: u16, message: String },
-    /// The answer was not in the contract's format, or the stream ended early.
-    #[error("the orchestrator's answer was malformed or cut short: {0}")]
-    Protocol(String),
-}
-
-/// A stream of events; it ends after `Done` or with an error.
-pub type OrchestratorStream = std::pin::Pin<
-    Box<dyn futures_core::Stream<Item = Result<OrchestratorEvent, OrchestratorError>> + Send>,
->;
-
-/// The agent orchestrator ("Brigade"), implemented by `byok-brigade` over HTTP.
-#[async_trait]
-pub trait Orchestrator: Send + Sync + 'static {
-    /// Runs a task to completion.
-    async fn run(
-        &self,
-        task: &crate::services::OrchestratorTask,
-    ) -> Result<OrchestratorReply, OrchestratorError>;
-    /// Runs a task, streaming its answer. Dropping the stream MUST cancel the call.
-    async fn run_stream(
-        &self,
-        task: &crate::services::OrchestratorTask,
-    ) -> Result<OrchestratorStream, OrchestratorError>;
-    /// Whether the orchestrator answers its health check (cached briefly by implementations).
-    async fn ready(&self) -> bool;
 }
