@@ -1,9 +1,11 @@
 //! Ports: the traits adapters implement. Each documents the contract an adapter MUST keep.
 
 mod crypto;
+mod execution;
 mod orchestration;
 
 pub use crypto::SecretCipher;
+pub use execution::ExecutionBackend;
 pub use orchestration::{
     Orchestrator, OrchestratorError, OrchestratorEvent, OrchestratorReply, OrchestratorStream,
     OrchestratorTask, ReplyBlock,
