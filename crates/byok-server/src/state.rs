@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use byok_core::ports::{Authenticator, KeyRepository, UsageSink};
+use byok_core::ports::{Authenticator, KeyRotationRepository, UsageSink};
 use byok_core::routing::ModelRouter;
 use byok_core::services::{
     ChainAuthenticator, ExternalAuthenticator, Gateway, KeyVault, ServerRegistry, StaleIfError,
@@ -21,7 +21,7 @@ pub struct AppState {
     pub db: Database,
     pub vault: KeyVault,
     /// Where provider keys live (the database, or Keycloak attributes).
-    pub keys: Arc<dyn KeyRepository>,
+    pub keys: Arc<dyn KeyRotationRepository>,
     pub tokens: Arc<TokenService>,
     /// Checks bearer credentials; gateway tokens today, a JWT verifier can sit beside it.
     pub authenticator: Arc<dyn Authenticator>,
@@ -50,7 +50,7 @@ pub struct AppState {
     pub metrics_token: Option<secrecy::SecretString>,
     /// Request limits (policy) and their counters (Redis when `REDIS_URL` is set).
     pub rate_limits: Arc<byok_core::services::RateLimits>,
-    pub limiter: Arc<dyn byok_core::services::RateLimiter>,
+    pub limiter: Arc<dyn byok_core::ports::RateLimiter>,
     /// The shared counters, when configured (their fallback count is exported in metrics).
     pub redis: Option<Arc<byok_store::RedisRateLimiter>>,
 }
@@ -124,7 +124,7 @@ impl AppState {
                 .map(Arc::new),
             None => None,
         };
-        let keys: Arc<dyn KeyRepository> = match (settings.key_store, &admin) {
+        let keys: Arc<dyn KeyRotationRepository> = match (settings.key_store, &admin) {
             (KeyStoreKind::Keycloak, Some(admin)) => {
                 Arc::new(byok_keycloak::KeycloakKeyStore::new(admin.clone()))
             }
@@ -137,7 +137,7 @@ impl AppState {
         };
         // Changes made here are announced to the other replicas (PostgreSQL NOTIFY; a no-op
         // on SQLite); `listen_invalidations` applies theirs.
-        let notifier: Arc<dyn byok_core::services::ChangeNotifier> = shared.clone();
+        let notifier: Arc<dyn byok_core::ports::ChangeNotifier> = shared.clone();
         // While the database cannot be read, the caches below answer with what they last read,
         // up to this age (invalidated entries excepted).
         let stale = Arc::new(StaleIfError::new(settings.stale_if_error));
@@ -240,7 +240,7 @@ impl AppState {
             }
             None => None,
         };
-        let limiter: Arc<dyn byok_core::services::RateLimiter> = match &redis {
+        let limiter: Arc<dyn byok_core::ports::RateLimiter> = match &redis {
             Some(r) => r.clone(),
             None => Arc::new(byok_core::services::LocalRateLimiter::new()),
         };
@@ -276,8 +276,8 @@ impl AppState {
     }
 
     /// Applies another replica's change to this process's caches.
-    pub fn invalidate(&self, change: byok_core::services::Invalidation) {
-        use byok_core::services::Invalidation;
+    pub fn invalidate(&self, change: byok_core::ports::Invalidation) {
+        use byok_core::ports::Invalidation;
         match change {
             Invalidation::Credential { user, provider } => {
                 self.vault.forget_credential(user, provider);

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use byok_core::ports::{
-    CiphertextRow, KeyRepository, SettingsRepository, TokenRepository, UsageRepository,
-    UserRepository,
+    CiphertextRow, KeyRepository, KeyRotationRepository, SettingsRepository, TokenRepository,
+    UsageRepository, UserRepository,
 };
 use byok_core::*;
 use chrono::{DateTime, Utc};
@@ -584,7 +584,10 @@ impl KeyRepository for Database {
         };
         Ok(n == 1)
     }
+}
 
+#[async_trait]
+impl KeyRotationRepository for Database {
     async fn ciphertext_page(
         &self,
         after: Option<Uuid>,

@@ -6,10 +6,11 @@ use std::time::Duration;
 use crate::domain::*;
 use crate::error::CoreError;
 use crate::ports::SettingsRepository;
+use crate::ports::{ChangeNotifier, Invalidation};
 use crate::routing::{ModelRouter, RoutedModel};
 use crate::services::KeyVault;
 use crate::services::cache::{StaleIfError, StaleKind, TtlCache};
-use crate::services::invalidation::{ChangeNotifier, Invalidation, NoNotifier};
+use crate::services::invalidation::NoNotifier;
 
 /// The operator's system default (`DEFAULT_LLM_PROVIDER`, `DEFAULT_LLM_API_KEY`).
 #[derive(Debug, Clone)]

@@ -16,10 +16,9 @@ pub use cache::{DEFAULT_STALE_IF_ERROR, StaleIfError, StaleKind};
 pub use gateway::{Gateway, Resolution, Route, SystemDefault, is_fallback_status};
 pub use identity::{ChainAuthenticator, ExternalAuthenticator, external_user_id};
 pub use import::{ImportReport, LegacyKey, import_legacy_keys};
-pub use invalidation::{CacheStats, ChangeNotifier, Invalidation, NoNotifier};
+pub use invalidation::{CacheStats, NoNotifier};
 pub use limits::{
-    ConcurrencyLimit, InFlight, LocalRateLimiter, RateDecision, RateLimiter, RateLimits,
-    decide as rate_decision, window_of,
+    ConcurrencyLimit, InFlight, LocalRateLimiter, RateLimits, decide as rate_decision, window_of,
 };
 pub use orchestration::{
     EXECUTION_SERVER_HEADER, LlmTarget, ORCHESTRATION_HEADER, ORCHESTRATION_PREFIX, build_task,

@@ -2,7 +2,7 @@
 
 use crate::CoreError;
 use crate::execution::{config_is_current, reseal_config};
-use crate::ports::{KeyRepository, SecretCipher, ServerRepository};
+use crate::ports::{KeyRotationRepository, SecretCipher, ServerRepository};
 
 /// Counts reported by [`rotate_all`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub struct RotationReport {
 /// is replaced with a compare-and-swap, so a key the user changes meanwhile is never
 /// overwritten with an older value. Undecryptable rows are counted and logged by id.
 pub async fn rotate_all(
-    keys: &dyn KeyRepository,
+    keys: &dyn KeyRotationRepository,
     cipher: &dyn SecretCipher,
     batch_size: u32,
 ) -> Result<RotationReport, CoreError> {

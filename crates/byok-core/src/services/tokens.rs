@@ -19,8 +19,9 @@ use uuid::Uuid;
 use crate::domain::*;
 use crate::error::{CoreError, StoreError};
 use crate::ports::{Authenticator, ExternalAccount, TierSource, TokenRepository, UserRepository};
+use crate::ports::{ChangeNotifier, Invalidation};
 use crate::services::cache::{Generation, StaleIfError, StaleKind, TtlCache};
-use crate::services::invalidation::{CacheStats, ChangeNotifier, Invalidation, NoNotifier};
+use crate::services::invalidation::{CacheStats, NoNotifier};
 
 const TOKEN_PREFIX: &str = "byok_";
 const VISIBLE_CHARS: usize = 8;

@@ -9,9 +9,10 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::*;
 use crate::error::CoreError;
-use crate::ports::{KeyProber, KeyRepository, ProbeOutcome, SecretCipher};
+use crate::ports::{ChangeNotifier, Invalidation};
+use crate::ports::{KeyProber, KeyRepository, KeyRotationRepository, ProbeOutcome, SecretCipher};
 use crate::services::cache::{StaleIfError, StaleKind, TtlCache};
-use crate::services::invalidation::{CacheStats, ChangeNotifier, Invalidation, NoNotifier};
+use crate::services::invalidation::{CacheStats, NoNotifier};
 
 /// Longest label accepted.
 pub const MAX_LABEL_CHARS: usize = 100;
@@ -208,10 +209,15 @@ impl KeyVault {
         self.cache.invalidate(&(user, provider));
     }
 
-    /// Decrypts up to `sample` stored keys (any users'); returns (sampled, readable). A ring
-    /// that reads none of a non-empty sample is the wrong `ENCRYPTION_KEY`.
-    pub async fn check_cipher(&self, sample: u32) -> Result<(usize, usize), CoreError> {
-        let rows = self.keys.ciphertext_page(None, sample).await?;
+    /// Decrypts up to `sample` keys stored in `keys` (any users'; the rotation side of this
+    /// vault's store); returns (sampled, readable). A ring that reads none of a non-empty
+    /// sample is the wrong `ENCRYPTION_KEY`.
+    pub async fn check_cipher(
+        &self,
+        keys: &dyn KeyRotationRepository,
+        sample: u32,
+    ) -> Result<(usize, usize), CoreError> {
+        let rows = keys.ciphertext_page(None, sample).await?;
         let readable = rows
             .iter()
             .filter(|r| self.cipher.decrypt(&r.ciphertext).is_ok())
@@ -439,7 +445,6 @@ fn key_not_found(provider: ProviderId) -> CoreError {
 mod tests {
     use super::*;
     use crate::error::StoreError;
-    use crate::ports::CiphertextRow;
     use async_trait::async_trait;
     use chrono::DateTime;
     use std::collections::HashMap;
@@ -521,16 +526,6 @@ mod tests {
                 }
                 _ => Ok(false),
             }
-        }
-        async fn ciphertext_page(
-            &self,
-            _: Option<Uuid>,
-            _: u32,
-        ) -> Result<Vec<CiphertextRow>, StoreError> {
-            Ok(vec![])
-        }
-        async fn replace_ciphertext(&self, _: Uuid, _: &str, _: &str) -> Result<bool, StoreError> {
-            Ok(false)
         }
     }
 
