@@ -234,7 +234,8 @@ impl Drop for InFlight {
     }
 }
 
-fn limited(retry_after: Duration) -> CoreError {
+/// The refusal for a limited request: retry after the rest of the window, in whole seconds.
+pub(crate) fn limited(retry_after: Duration) -> CoreError {
     CoreError::RateLimited {
         retry_after_secs: retry_after.as_secs_f64().ceil() as u64,
     }
