@@ -5,8 +5,8 @@ use std::sync::Arc;
 use byok_core::ports::{Authenticator, KeyRotationRepository, UsageSink};
 use byok_core::routing::ModelRouter;
 use byok_core::services::{
-    ChainAuthenticator, ExternalAuthenticator, Gateway, KeyVault, ServerRegistry, StaleIfError,
-    TokenService,
+    ChainAuthenticator, ExternalAuthenticator, KeyVault, RouteResolver, ServerRegistry,
+    StaleIfError, TokenService,
 };
 use byok_providers::upstream::{UpstreamClient, UpstreamOptions};
 use byok_providers::{HttpKeyProber, ProbeOptions};
@@ -25,7 +25,7 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     /// Checks bearer credentials; gateway tokens today, a JWT verifier can sit beside it.
     pub authenticator: Arc<dyn Authenticator>,
-    pub gateway: Arc<Gateway>,
+    pub gateway: Arc<RouteResolver>,
     pub servers: ServerRegistry,
     pub upstream: Arc<UpstreamClient>,
     pub usage: Arc<dyn UsageSink>,
@@ -184,7 +184,7 @@ impl AppState {
         let authenticator: Arc<dyn Authenticator> =
             Arc::new(ChainAuthenticator::new(tokens.clone(), external));
         let gateway = Arc::new(
-            Gateway::new(
+            RouteResolver::new(
                 vault.clone(),
                 ModelRouter::new(settings.model_aliases.clone()),
                 settings.system.clone(),

@@ -1,19 +1,18 @@
 //! Services: the business rules, written against the ports.
 
 mod cache;
-mod gateway;
 mod identity;
 mod import;
 mod invalidation;
 mod limits;
 mod orchestration;
 mod rotation;
+mod routes;
 mod servers;
 mod tokens;
 mod vault;
 
 pub use cache::{DEFAULT_STALE_IF_ERROR, StaleIfError, StaleKind};
-pub use gateway::{Gateway, Resolution, Route, SystemDefault, is_fallback_status};
 pub use identity::{ChainAuthenticator, ExternalAuthenticator, external_user_id};
 pub use import::{ImportReport, LegacyKey, import_legacy_keys};
 pub use invalidation::{CacheStats, NoNotifier};
@@ -25,6 +24,7 @@ pub use orchestration::{
     conversation_history, infer_task_type, orchestration_requested, strip_orchestration_prefix,
 };
 pub use rotation::{RotationReport, rotate_all, rotate_servers};
+pub use routes::{Resolution, Route, RouteResolver, SystemDefault, is_fallback_status};
 pub use servers::{CreateServer, ServerRegistry, UpdateServer};
 pub use tokens::{IssuedToken, TokenAuthenticator, TokenService, hash_token};
 pub use vault::{AddKey, KeySummary, KeyVault, KeyVaultStats, ProviderSummary, UserCredential};

@@ -48,8 +48,10 @@ pub fn is_fallback_status(status: u16) -> bool {
 
 const MAX_CACHED_SETTINGS: usize = 100_000;
 
-/// The gateway's resolution service.
-pub struct Gateway {
+/// Per-request route resolution for the gateway (`/v1/*`): the model name through the
+/// [`ModelRouter`], then the user's cached credential (tier permitting) or the system default,
+/// plus a fallback route per the user's policy (cached settings, stale-if-error).
+pub struct RouteResolver {
     vault: KeyVault,
     router: ModelRouter,
     system: SystemDefault,
@@ -62,15 +64,15 @@ pub struct Gateway {
     notifier: Arc<dyn ChangeNotifier>,
 }
 
-impl std::fmt::Debug for Gateway {
+impl std::fmt::Debug for RouteResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
+        f.debug_struct("RouteResolver")
             .field("system_provider", &self.system.provider)
             .finish_non_exhaustive()
     }
 }
 
-impl Gateway {
+impl RouteResolver {
     pub fn new(
         vault: KeyVault,
         router: ModelRouter,
