@@ -17,6 +17,7 @@ pub use crate::tier::Tier;
 pub struct UserId(pub Uuid);
 
 impl UserId {
+    /// A fresh random (v4) id.
     pub fn new_random() -> Self {
         Self(Uuid::new_v4())
     }
@@ -75,6 +76,7 @@ pub enum ProviderId {
 }
 
 impl ProviderId {
+    /// Every provider, in the order the API lists them.
     pub const ALL: [ProviderId; 10] = [
         ProviderId::Openai,
         ProviderId::Anthropic,
@@ -88,6 +90,7 @@ impl ProviderId {
         ProviderId::Custom,
     ];
 
+    /// The lowercase id (`openai`), as stored and in URLs.
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderId::Openai => "openai",
@@ -194,6 +197,7 @@ impl fmt::Debug for ApiKey {
 }
 
 impl ApiKey {
+    /// The longest key accepted, in bytes.
     pub const MAX_LEN: usize = 512;
 
     /// Validates `raw` against `provider`'s key format.
@@ -252,6 +256,7 @@ impl ApiKey {
         Self(secret)
     }
 
+    /// The key itself, for the one place that sends it upstream.
     pub fn secret(&self) -> &SecretString {
         &self.0
     }
@@ -273,6 +278,8 @@ impl ApiKey {
 pub struct KeyPreview(String);
 
 impl KeyPreview {
+    /// The preview of `key`: its first and last 4 characters (`sk-a...wxyz`), or `****` when
+    /// the key is shorter than 20 characters.
     pub fn of(key: &str) -> Self {
         let chars: Vec<char> = key.chars().collect();
         // Below 20 characters, 8 shown characters would give away too much of the key.
@@ -289,6 +296,7 @@ impl KeyPreview {
         Self(s)
     }
 
+    /// The preview as shown.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -309,6 +317,7 @@ pub enum TestStatus {
 }
 
 impl TestStatus {
+    /// The lowercase name (`valid`), as stored.
     pub fn as_str(self) -> &'static str {
         match self {
             TestStatus::Valid => "valid",
@@ -439,6 +448,7 @@ impl UserOrigin {
         }
     }
 
+    /// The origin as stored (`local`, an issuer URL, or NULL for rows older than origins).
     pub fn from_stored(s: Option<String>) -> Self {
         match s {
             None => UserOrigin::Unknown,
@@ -503,6 +513,7 @@ pub struct GatewayToken {
 }
 
 impl GatewayToken {
+    /// Neither revoked nor expired at `now`.
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
     }
@@ -532,6 +543,7 @@ pub enum FallbackPolicy {
 }
 
 impl FallbackPolicy {
+    /// The snake_case name (`user_then_system`), as stored and sent.
     pub fn as_str(self) -> &'static str {
         match self {
             FallbackPolicy::UserOnly => "user_only",
@@ -571,6 +583,7 @@ pub enum CredentialKind {
 }
 
 impl CredentialKind {
+    /// The lowercase name (`user`, `system`), as recorded in usage.
     pub fn as_str(self) -> &'static str {
         match self {
             CredentialKind::User => "user",

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![warn(unreachable_pub)]
 
 pub mod domain;
 pub mod error;
@@ -14,3 +15,11 @@ mod tier;
 
 pub use domain::*;
 pub use error::{CoreError, CryptoError, StoreError};
+
+// The crates the ports' signatures use, so an adapter or a test double needs no version of
+// its own that could drift from core's.
+pub use async_trait;
+pub use chrono;
+pub use secrecy;
+pub use serde_json;
+pub use uuid;

@@ -211,6 +211,7 @@ impl std::fmt::Debug for OpenConfig {
 }
 
 impl OpenConfig {
+    /// The decrypted secret at a dotted `path` (`password`, `environment.API_TOKEN`).
     pub fn secret(&self, path: &str) -> Option<&SecretString> {
         self.secrets.iter().find(|(p, _)| p == path).map(|(_, s)| s)
     }

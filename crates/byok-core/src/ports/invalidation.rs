@@ -60,6 +60,7 @@ impl Invalidation {
 /// an implementation logs a publishing failure (the TTL then bounds the staleness).
 #[async_trait]
 pub trait ChangeNotifier: Send + Sync + 'static {
+    /// Announces `change` to the other replicas (best effort, see above).
     async fn publish(&self, change: Invalidation);
 }
 

@@ -26,6 +26,7 @@ pub trait KeyRepository: Send + Sync + 'static {
     async fn upsert(&self, key: NewStoredKey) -> Result<(), StoreError>;
     /// The user's keys, ordered by provider id.
     async fn list(&self, user: UserId) -> Result<Vec<StoredKey>, StoreError>;
+    /// The user's key for `provider`, if stored.
     async fn get(
         &self,
         user: UserId,

@@ -36,6 +36,7 @@ pub trait ServerRepository: Send + Sync + 'static {
     async fn create_server(&self, server: NewServer) -> Result<ExecutionServer, StoreError>;
     /// The user's servers, the default first, then newest first.
     async fn list_servers(&self, user: UserId) -> Result<Vec<ExecutionServer>, StoreError>;
+    /// The user's server `id`; `None` when it does not exist for this user.
     async fn get_server(
         &self,
         user: UserId,
@@ -52,6 +53,7 @@ pub trait ServerRepository: Send + Sync + 'static {
     /// Makes the server the user's only default (or clears its flag), in one transaction;
     /// the database guarantees at most one default per user. `false` if it does not exist.
     async fn set_default(&self, user: UserId, id: Uuid, default: bool) -> Result<bool, StoreError>;
+    /// Deletes the user's server `id`. `false` if it does not exist for this user.
     async fn delete_server(&self, user: UserId, id: Uuid) -> Result<bool, StoreError>;
     /// Up to `limit` servers of every user with `id > after`, ordered by id (keyset
     /// pagination, for key rotation).

@@ -18,6 +18,7 @@ pub trait UsageRepository: Send + Sync + 'static {
 /// Where the gateway hands usage records. MUST NOT block or fail the request: an
 /// implementation drops (and counts) records it cannot take.
 pub trait UsageSink: Send + Sync + 'static {
+    /// Takes one record (queues it, or drops and counts it when full).
     fn record(&self, record: UsageRecord);
     /// Records dropped so far (for metrics).
     fn dropped(&self) -> u64 {

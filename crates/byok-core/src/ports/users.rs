@@ -10,10 +10,13 @@ use crate::error::StoreError;
 pub trait UserRepository: Send + Sync + 'static {
     /// MUST return [`StoreError::Conflict`] if a user with this (normalised) email exists.
     async fn create(&self, email: &str, tier: Tier) -> Result<User, StoreError>;
+    /// The user with this id, if any.
     async fn get(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    /// The user with this (normalised) email, if any.
     async fn find_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     /// Returns `false` when no such user exists.
     async fn set_tier(&self, id: UserId, tier: Tier) -> Result<bool, StoreError>;
+    /// How many users exist.
     async fn count(&self) -> Result<u64, StoreError>;
     /// Makes sure the user `id` authenticated by `issuer` exists, with `tier` as its snapshot,
     /// and returns it.
@@ -26,7 +29,7 @@ pub trait UserRepository: Send + Sync + 'static {
     /// - `id` is a local user or a user of another issuer: MUST return
     ///   [`StoreError::Conflict`], changing nothing.
     /// - `id` is a user of `issuer`: its tier snapshot becomes `tier`.
-    /// - `id` was stored before origins were recorded ([`UserOrigin::Unknown`]): claimed for
+    /// - `id` was stored before origins were recorded ([`UserOrigin::Unknown`](crate::domain::UserOrigin::Unknown)): claimed for
     ///   `issuer` (its origin becomes `issuer`) only when its email is the placeholder, or is
     ///   `email` (case-insensitive) and `email_verified`; else `Conflict`. Concurrent claims
     ///   by the same issuer MUST all succeed.

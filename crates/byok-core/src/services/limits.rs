@@ -50,6 +50,7 @@ pub struct LocalRateLimiter {
 }
 
 impl LocalRateLimiter {
+    /// Empty counters.
     pub fn new() -> Self {
         Self::default()
     }

@@ -25,6 +25,12 @@ pub use orchestration::{
 };
 pub use rotation::{RotationReport, rotate_all, rotate_servers};
 pub use routes::{Resolution, Route, RouteResolver, SystemDefault, is_fallback_status};
-pub use servers::{CreateServer, ServerRegistry, UpdateServer};
+pub use servers::{
+    CHECKED_ADDRESS_FIELD, CreateServer, EXEC_PER_MINUTE, MAX_IN_FLIGHT_PER_USER, ServerRegistry,
+    UpdateServer,
+};
 pub use tokens::{IssuedToken, TokenAuthenticator, TokenService, hash_token};
-pub use vault::{AddKey, KeySummary, KeyVault, KeyVaultStats, ProviderSummary, UserCredential};
+pub use vault::{
+    AddKey, DEFAULT_CREDENTIAL_TTL, KeySummary, KeyVault, KeyVaultStats, MAX_ENDPOINT_LEN,
+    MAX_LABEL_CHARS, ProviderSummary, UserCredential, validate_endpoint,
+};

@@ -73,6 +73,8 @@ impl std::fmt::Debug for RouteResolver {
 }
 
 impl RouteResolver {
+    /// A resolver over `vault` for user keys, `router` for model names, `system` as the default
+    /// credential, and the users' fallback settings (cached for `settings_ttl`).
     pub fn new(
         vault: KeyVault,
         router: ModelRouter,
@@ -93,10 +95,12 @@ impl RouteResolver {
         }
     }
 
+    /// The operator's system default.
     pub fn system(&self) -> &SystemDefault {
         &self.system
     }
 
+    /// The model router.
     pub fn router(&self) -> &ModelRouter {
         &self.router
     }

@@ -94,6 +94,9 @@ fn name_taken(e: StoreError) -> CoreError {
 }
 
 impl ServerRegistry {
+    /// A registry over `repo`, sealing configs with `cipher`, running on `backends` (one per
+    /// server type offered); operations are rate-limited in process (see
+    /// [`ServerRegistry::with_rate_limiter`]).
     pub fn new(
         repo: Arc<dyn ServerRepository>,
         cipher: Arc<dyn SecretCipher>,
@@ -320,6 +323,7 @@ impl ServerRegistry {
         Ok(result)
     }
 
+    /// Creates a server: type, name, workspace and config validated, secrets sealed.
     pub async fn create(
         &self,
         who: &Principal,
@@ -351,11 +355,13 @@ impl ServerRegistry {
         Ok(server)
     }
 
+    /// The caller's servers, configs sealed (mask them before showing).
     pub async fn list(&self, who: &Principal) -> Result<Vec<ExecutionServer>, CoreError> {
         who.tier.require(Tier::BYOK_MINIMUM)?;
         Ok(self.repo.list_servers(who.user_id).await?)
     }
 
+    /// The caller's server `id` (`server_not_found` if it is someone else's).
     pub async fn get(&self, who: &Principal, id: Uuid) -> Result<ExecutionServer, CoreError> {
         who.tier.require(Tier::BYOK_MINIMUM)?;
         self.repo
@@ -415,6 +421,7 @@ impl ServerRegistry {
         Ok(self.list(who).await?.into_iter().find(|s| s.is_default))
     }
 
+    /// Applies the changes (the config re-validated, masked secrets kept) and the default flag.
     pub async fn update(
         &self,
         who: &Principal,
@@ -465,6 +472,7 @@ impl ServerRegistry {
         self.get(who, id).await
     }
 
+    /// Deletes the caller's server `id`.
     pub async fn delete(&self, who: &Principal, id: Uuid) -> Result<(), CoreError> {
         who.tier.require(Tier::BYOK_MINIMUM)?;
         if self.repo.delete_server(who.user_id, id).await? {

@@ -131,6 +131,7 @@ impl std::fmt::Debug for KeyVault {
 }
 
 impl KeyVault {
+    /// A vault over `keys`, encrypting with `cipher` and testing keys with `prober`.
     pub fn new(
         keys: Arc<dyn KeyRepository>,
         cipher: Arc<dyn SecretCipher>,
@@ -366,6 +367,7 @@ impl KeyVault {
         Ok(outcome)
     }
 
+    /// The caller's key counts: providers offered, configured, tested and valid, and the tier.
     pub async fn stats(&self, who: &Principal) -> Result<KeyVaultStats, CoreError> {
         let keys = self.keys.list(who.user_id).await?;
         Ok(KeyVaultStats {
