@@ -9,8 +9,8 @@ pub mod policy;
 pub mod ports;
 pub mod routing;
 pub mod services;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 mod tier;
 
 pub use domain::*;

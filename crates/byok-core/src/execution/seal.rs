@@ -222,7 +222,7 @@ mod tests {
     use super::*;
 
     use crate::execution::{validate_name, validate_workspace};
-    use crate::test_support::ToyCipher as Rev;
+    use crate::testing::ToyCipher as Rev;
 
     #[test]
     fn tls_material_must_be_pem_and_paired() {

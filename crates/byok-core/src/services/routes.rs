@@ -269,3 +269,101 @@ impl RouteResolver {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use secrecy::{ExposeSecret, SecretString};
+
+    use super::*;
+    use crate::services::AddKey;
+    use crate::testing::{AlwaysValid, MemKeys, MemSettings, ToyCipher};
+
+    const USER_KEY: &str = "sk-proj-0123456789abcdefghij";
+    const SYSTEM_KEY: &str = "sk-or-v1-0123456789abcdefghijkl";
+
+    fn who(tier: Tier) -> Principal {
+        Principal {
+            user_id: UserId::new_random(),
+            email: "u@example.com".into(),
+            tier,
+            token_id: None,
+        }
+    }
+
+    fn resolver(settings: Arc<MemSettings>) -> (RouteResolver, KeyVault) {
+        let vault = KeyVault::new(
+            Arc::new(MemKeys::new()),
+            Arc::new(ToyCipher),
+            Arc::new(AlwaysValid),
+        );
+        let system = SystemDefault {
+            provider: ProviderId::Openrouter,
+            api_key: Some(ApiKey::parse(ProviderId::Openrouter, SYSTEM_KEY).unwrap()),
+        };
+        let r = RouteResolver::new(
+            vault.clone(),
+            ModelRouter::new(HashMap::new()),
+            system,
+            settings,
+            Duration::from_secs(30),
+        );
+        (r, vault)
+    }
+
+    async fn add_openai_key(vault: &KeyVault, who: &Principal) {
+        vault
+            .add(
+                who,
+                AddKey {
+                    provider: ProviderId::Openai,
+                    key: SecretString::from(USER_KEY),
+                    label: None,
+                    endpoint: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_users_key_serves_and_the_fallback_follows_their_policy() {
+        let settings = Arc::new(MemSettings::new());
+        let (r, vault) = resolver(settings.clone());
+        let u = who(Tier::Starter);
+        add_openai_key(&vault, &u).await;
+
+        let res = r.resolve(&u, "openai/gpt-4o").await.unwrap();
+        assert_eq!(res.primary.provider, ProviderId::Openai);
+        assert_eq!(res.primary.model, "gpt-4o");
+        assert_eq!(res.primary.credential, CredentialKind::User);
+        let key = res.primary.api_key.unwrap();
+        assert_eq!(key.secret().expose_secret(), USER_KEY);
+        assert!(res.fallback.is_none(), "user_only is the default policy");
+
+        settings
+            .put_settings(
+                u.user_id,
+                &UserSettings {
+                    fallback_policy: FallbackPolicy::UserThenSystem,
+                },
+            )
+            .await
+            .unwrap();
+        r.forget_settings(u.user_id);
+        let res = r.resolve(&u, "openai/gpt-4o").await.unwrap();
+        let fallback = res.fallback.unwrap();
+        assert_eq!(fallback.credential, CredentialKind::System);
+        assert_eq!(fallback.provider, ProviderId::Openrouter);
+    }
+
+    #[tokio::test]
+    async fn without_a_user_key_the_system_default_serves() {
+        let (r, _) = resolver(Arc::new(MemSettings::new()));
+        let res = r.resolve(&who(Tier::Free), "gpt-4o").await.unwrap();
+        assert_eq!(res.primary.credential, CredentialKind::System);
+        assert_eq!(res.primary.provider, ProviderId::Openrouter);
+        assert!(res.fallback.is_none());
+    }
+}

@@ -493,7 +493,7 @@ mod tests {
     use std::time::SystemTime;
 
     use crate::services::window_of;
-    use crate::test_support::ToyCipher;
+    use crate::testing::ToyCipher;
 
     /// A repository with no servers (the rate gate is reached before any is read).
     struct NoServers;

@@ -447,108 +447,8 @@ fn key_not_found(provider: ProviderId) -> CoreError {
 mod tests {
     use super::*;
     use crate::error::StoreError;
-    use async_trait::async_trait;
-    use chrono::DateTime;
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    use uuid::Uuid;
 
-    /// Keys in memory; the flag makes reads and writes fail like a lost database.
-    #[derive(Default)]
-    struct MemKeys(
-        Mutex<HashMap<(UserId, ProviderId), StoredKey>>,
-        std::sync::atomic::AtomicBool,
-    );
-
-    impl MemKeys {
-        fn check(&self) -> Result<(), StoreError> {
-            if self.1.load(Ordering::Relaxed) {
-                Err(StoreError::Unavailable("down".into()))
-            } else {
-                Ok(())
-            }
-        }
-    }
-
-    #[async_trait]
-    impl KeyRepository for MemKeys {
-        async fn upsert(&self, k: NewStoredKey) -> Result<(), StoreError> {
-            self.check()?;
-            let now = Utc::now();
-            self.0.lock().unwrap().insert(
-                (k.user_id, k.provider),
-                StoredKey {
-                    id: Uuid::new_v4(),
-                    user_id: k.user_id,
-                    provider: k.provider,
-                    ciphertext: k.ciphertext,
-                    key_preview: k.key_preview,
-                    enabled: true,
-                    metadata: k.metadata,
-                    created_at: now,
-                    updated_at: now,
-                },
-            );
-            Ok(())
-        }
-        async fn list(&self, user: UserId) -> Result<Vec<StoredKey>, StoreError> {
-            let mut v: Vec<_> = self
-                .0
-                .lock()
-                .unwrap()
-                .values()
-                .filter(|k| k.user_id == user)
-                .cloned()
-                .collect();
-            v.sort_by_key(|k| k.provider);
-            Ok(v)
-        }
-        async fn get(&self, u: UserId, p: ProviderId) -> Result<Option<StoredKey>, StoreError> {
-            self.check()?;
-            Ok(self.0.lock().unwrap().get(&(u, p)).cloned())
-        }
-        async fn delete(&self, u: UserId, p: ProviderId) -> Result<bool, StoreError> {
-            self.check()?;
-            Ok(self.0.lock().unwrap().remove(&(u, p)).is_some())
-        }
-        async fn record_test(
-            &self,
-            u: UserId,
-            p: ProviderId,
-            c: &str,
-            at: DateTime<Utc>,
-            s: TestStatus,
-        ) -> Result<bool, StoreError> {
-            let mut m = self.0.lock().unwrap();
-            match m.get_mut(&(u, p)) {
-                Some(k) if k.ciphertext == c => {
-                    k.metadata.last_tested = Some(at);
-                    k.metadata.test_status = Some(s);
-                    Ok(true)
-                }
-                _ => Ok(false),
-            }
-        }
-    }
-
-    use crate::test_support::ToyCipher as Rot;
-
-    struct AlwaysValid;
-    #[async_trait]
-    impl KeyProber for AlwaysValid {
-        async fn probe(
-            &self,
-            _: ProviderId,
-            _: &ApiKey,
-            _: Option<&str>,
-        ) -> Result<ProbeOutcome, CoreError> {
-            Ok(ProbeOutcome {
-                status: TestStatus::Valid,
-                message: "ok".into(),
-                details: serde_json::Value::Null,
-            })
-        }
-    }
+    use crate::testing::{AlwaysValid, MemKeys, ToyCipher as Rot};
 
     fn vault() -> KeyVault {
         KeyVault::new(
@@ -638,7 +538,7 @@ mod tests {
             assert!(v.resolve(u, ProviderId::Openai).await.unwrap().is_some());
         }
         v.delete(&deleted, ProviderId::Openai).await.unwrap();
-        keys.1.store(true, Ordering::Relaxed);
+        keys.set_failing(true);
         let cred = v.resolve(&kept, ProviderId::Openai).await.unwrap().unwrap();
         assert_eq!(cred.key.expose(), OPENAI);
         assert!(
