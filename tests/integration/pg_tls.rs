@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use byok_core::services::{ChangeNotifier, Invalidation};
+use byok_core::ports::{ChangeNotifier, Invalidation};
 use byok_store::{Database, DbOptions, listen_invalidations};
 use byok_tests::pg::{PgCluster, PgTls};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use byok_core::ports::{
     Orchestrator, OrchestratorError, OrchestratorEvent, OrchestratorReply, OrchestratorStream,
-    ReplyBlock,
+    OrchestratorTask, ReplyBlock,
 };
-use byok_core::services::OrchestratorTask;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde_json::Value;

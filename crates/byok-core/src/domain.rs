@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::CoreError;
+pub use crate::tier::Tier;
 
 /// Identifier of a user (a UUID; with Keycloak, the token's `sub`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -16,6 +17,7 @@ use crate::error::CoreError;
 pub struct UserId(pub Uuid);
 
 impl UserId {
+    /// A fresh random (v4) id.
     pub fn new_random() -> Self {
         Self(Uuid::new_v4())
     }
@@ -27,44 +29,8 @@ impl fmt::Display for UserId {
     }
 }
 
-/// Subscription tier. Ordered: `trial` = `free` < `starter` < `professional` < `enterprise`.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    Trial,
-    Free,
-    Starter,
-    Professional,
-    Enterprise,
-}
-
+/// Tier rules that answer with a [`CoreError`] (the type itself is in its own leaf module).
 impl Tier {
-    /// The tier every BYOK operation (storing, testing and using one's own keys) needs.
-    pub const BYOK_MINIMUM: Tier = Tier::Starter;
-
-    pub const ALL: [Tier; 5] = [
-        Tier::Trial,
-        Tier::Free,
-        Tier::Starter,
-        Tier::Professional,
-        Tier::Enterprise,
-    ];
-
-    fn rank(self) -> u8 {
-        match self {
-            Tier::Trial | Tier::Free => 0,
-            Tier::Starter => 1,
-            Tier::Professional => 2,
-            Tier::Enterprise => 3,
-        }
-    }
-
-    /// Whether this tier is at least `required`.
-    pub fn allows(self, required: Tier) -> bool {
-        self.rank() >= required.rank()
-    }
-
     /// `Ok` when this tier reaches `required`, else [`CoreError::UpgradeRequired`].
     pub fn require(self, required: Tier) -> Result<(), CoreError> {
         if self.allows(required) {
@@ -75,22 +41,6 @@ impl Tier {
                 required,
             })
         }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Trial => "trial",
-            Tier::Free => "free",
-            Tier::Starter => "starter",
-            Tier::Professional => "professional",
-            Tier::Enterprise => "enterprise",
-        }
-    }
-}
-
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -127,6 +77,7 @@ pub enum ProviderId {
 }
 
 impl ProviderId {
+    /// Every provider, in the order the API lists them.
     pub const ALL: [ProviderId; 10] = [
         ProviderId::Openai,
         ProviderId::Anthropic,
@@ -140,6 +91,7 @@ impl ProviderId {
         ProviderId::Custom,
     ];
 
+    /// The lowercase id (`openai`), as stored and in URLs.
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderId::Openai => "openai",
@@ -246,6 +198,7 @@ impl fmt::Debug for ApiKey {
 }
 
 impl ApiKey {
+    /// The longest key accepted, in bytes.
     pub const MAX_LEN: usize = 512;
 
     /// Validates `raw` against `provider`'s key format.
@@ -304,6 +257,7 @@ impl ApiKey {
         Self(secret)
     }
 
+    /// The key itself, for the one place that sends it upstream.
     pub fn secret(&self) -> &SecretString {
         &self.0
     }
@@ -325,6 +279,8 @@ impl ApiKey {
 pub struct KeyPreview(String);
 
 impl KeyPreview {
+    /// The preview of `key`: its first and last 4 characters (`sk-a...wxyz`), or `****` when
+    /// the key is shorter than 20 characters.
     pub fn of(key: &str) -> Self {
         let chars: Vec<char> = key.chars().collect();
         // Below 20 characters, 8 shown characters would give away too much of the key.
@@ -341,6 +297,7 @@ impl KeyPreview {
         Self(s)
     }
 
+    /// The preview as shown.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -362,6 +319,7 @@ pub enum TestStatus {
 }
 
 impl TestStatus {
+    /// The lowercase name (`valid`), as stored.
     pub fn as_str(self) -> &'static str {
         match self {
             TestStatus::Valid => "valid",
@@ -492,6 +450,7 @@ impl UserOrigin {
         }
     }
 
+    /// The origin as stored (`local`, an issuer URL, or NULL for rows older than origins).
     pub fn from_stored(s: Option<String>) -> Self {
         match s {
             None => UserOrigin::Unknown,
@@ -556,6 +515,7 @@ pub struct GatewayToken {
 }
 
 impl GatewayToken {
+    /// Neither revoked nor expired at `now`.
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
     }
@@ -586,6 +546,7 @@ pub enum FallbackPolicy {
 }
 
 impl FallbackPolicy {
+    /// The snake_case name (`user_then_system`), as stored and sent.
     pub fn as_str(self) -> &'static str {
         match self {
             FallbackPolicy::UserOnly => "user_only",
@@ -625,6 +586,7 @@ pub enum CredentialKind {
 }
 
 impl CredentialKind {
+    /// The lowercase name (`user`, `system`), as recorded in usage.
     pub fn as_str(self) -> &'static str {
         match self {
             CredentialKind::User => "user",

@@ -1,6 +1,6 @@
 //! Errors of the core services and of the ports they call.
 
-use crate::domain::Tier;
+use crate::tier::Tier;
 
 /// Failure of a [`crate::ports::SecretCipher`].
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -37,6 +37,40 @@ pub enum StoreError {
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Why a backend could not do what was asked. Each has a stable code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("the server could not be reached: {0}")]
+    Unreachable(String),
+    #[error("authentication failed")]
+    AuthFailed,
+    #[error("the server's host key changed: pinned {pinned}, presented {presented}")]
+    HostKeyMismatch { pinned: String, presented: String },
+    #[error("the server's host key is not trusted yet: {fingerprint}")]
+    HostKeyUnverified { fingerprint: String },
+    #[error("the command did not finish within the time limit")]
+    Timeout,
+    #[error("{0}")]
+    BackendUnavailable(String),
+    #[error("the target is not allowed: {0}")]
+    ForbiddenTarget(String),
+}
+
+impl ExecError {
+    /// The stable machine-readable code (`unreachable`, `auth_failed`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExecError::Unreachable(_) => "unreachable",
+            ExecError::AuthFailed => "auth_failed",
+            ExecError::HostKeyMismatch { .. } => "host_key_mismatch",
+            ExecError::HostKeyUnverified { .. } => "host_key_unverified",
+            ExecError::Timeout => "timeout",
+            ExecError::BackendUnavailable(_) => "backend_unavailable",
+            ExecError::ForbiddenTarget(_) => "forbidden_target",
+        }
+    }
+}
+
 /// Errors the core services return. `byok-server` maps each variant to one HTTP status
 /// and a stable machine-readable `code`.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +95,7 @@ pub enum CoreError {
     RateLimited { retry_after_secs: u64 },
     /// An execution backend could not do what was asked (stable code in the error).
     #[error(transparent)]
-    Exec(#[from] crate::execution::ExecError),
+    Exec(#[from] ExecError),
     /// No valid credential was presented.
     #[error("invalid or missing credentials")]
     Unauthenticated,

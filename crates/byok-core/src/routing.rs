@@ -37,6 +37,7 @@ pub struct ModelRouter {
 const MAX_MODEL_LEN: usize = 256;
 
 impl ModelRouter {
+    /// A router with the operator's model aliases (alias → `provider/model`).
     pub fn new(aliases: HashMap<String, String>) -> Self {
         Self { aliases }
     }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use byok_core::ports::{CiphertextRow, KeyRepository};
+use byok_core::ports::{CiphertextRow, KeyRepository, KeyRotationRepository};
 use byok_core::services::LegacyKey;
 use byok_core::{
     KeyMetadata, KeyPreview, NewStoredKey, ProviderId, StoreError, StoredKey, TestStatus, UserId,
@@ -320,7 +320,10 @@ impl KeyRepository for KeycloakKeyStore {
             other => other,
         }
     }
+}
 
+#[async_trait]
+impl KeyRotationRepository for KeycloakKeyStore {
     async fn ciphertext_page(
         &self,
         after: Option<Uuid>,

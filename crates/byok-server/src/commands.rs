@@ -162,7 +162,11 @@ async fn shutdown_signal() -> &'static str {
 /// key, or a lost key file replaced by a generated one): serving would answer every use of a
 /// stored key with an error. Some unreadable keys only earn a warning (rotate-keys reports them).
 async fn check_encryption_key(state: &AppState) -> Result<(), Failure> {
-    let (sampled, readable) = state.vault.check_cipher(50).await.map_err(core)?;
+    let (sampled, readable) = state
+        .vault
+        .check_cipher(state.keys.as_ref(), 50)
+        .await
+        .map_err(core)?;
     if sampled > 0 && readable == 0 {
         return Err(Failure(format!(
             "invalid ENCRYPTION_KEY: it decrypts none of the {sampled} stored key(s) sampled. \

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use byok_core::ports::{Authenticator, KeyRepository, UsageSink};
+use byok_core::ports::{Authenticator, KeyRotationRepository, UsageSink};
 use byok_core::routing::ModelRouter;
 use byok_core::services::{
-    ChainAuthenticator, ExternalAuthenticator, Gateway, KeyVault, ServerRegistry, StaleIfError,
-    TokenService,
+    ChainAuthenticator, ExternalAuthenticator, KeyVault, RouteResolver, ServerRegistry,
+    StaleIfError, TokenService,
 };
 use byok_providers::upstream::{UpstreamClient, UpstreamOptions};
 use byok_providers::{HttpKeyProber, ProbeOptions};
@@ -22,11 +22,12 @@ pub struct AppState {
     pub db: Database,
     pub vault: KeyVault,
     /// Where provider keys live (the database, or Keycloak attributes).
-    pub keys: Arc<dyn KeyRepository>,
+    pub keys: Arc<dyn KeyRotationRepository>,
     pub tokens: Arc<TokenService>,
     /// Checks bearer credentials; gateway tokens today, a JWT verifier can sit beside it.
     pub authenticator: Arc<dyn Authenticator>,
-    pub gateway: Arc<Gateway>,
+    /// Model → route and credential, per request (with the settings and credential caches).
+    pub routes: Arc<RouteResolver>,
     pub servers: ServerRegistry,
     pub upstream: Arc<UpstreamClient>,
     pub usage: Arc<dyn UsageSink>,
@@ -51,7 +52,7 @@ pub struct AppState {
     pub metrics_token: Option<secrecy::SecretString>,
     /// Request limits (policy) and their counters (Redis when `REDIS_URL` is set).
     pub rate_limits: Arc<byok_core::services::RateLimits>,
-    pub limiter: Arc<dyn byok_core::services::RateLimiter>,
+    pub limiter: Arc<dyn byok_core::ports::RateLimiter>,
     /// The shared counters, when configured (their fallback count is exported in metrics).
     pub redis: Option<Arc<byok_store::RedisRateLimiter>>,
 }
@@ -118,14 +119,27 @@ impl AppState {
             );
             backends.push(Arc::new(local));
         }
-        let servers = ServerRegistry::new(shared.clone(), cipher.clone(), backends);
+        let redis = match &settings.redis_url {
+            Some(url) => {
+                Some(byok_store::RedisRateLimiter::new(url.expose_secret()).map_err(ConfigError)?)
+            }
+            None => None,
+        };
+        let limiter: Arc<dyn byok_core::ports::RateLimiter> = match &redis {
+            Some(r) => r.clone(),
+            None => Arc::new(byok_core::services::LocalRateLimiter::new()),
+        };
+        // Execution-server operations are counted by the same limiter as requests: shared
+        // across replicas when Redis is configured.
+        let servers = ServerRegistry::new(shared.clone(), cipher.clone(), backends)
+            .with_rate_limiter(limiter.clone());
         let admin = match &settings.keycloak {
             Some(k) => byok_keycloak::AdminClient::new(k.clone())
                 .map_err(|e| ConfigError(e.to_string()))?
                 .map(Arc::new),
             None => None,
         };
-        let keys: Arc<dyn KeyRepository> = match (settings.key_store, &admin) {
+        let keys: Arc<dyn KeyRotationRepository> = match (settings.key_store, &admin) {
             (KeyStoreKind::Keycloak, Some(admin)) => {
                 Arc::new(byok_keycloak::KeycloakKeyStore::new(admin.clone()))
             }
@@ -138,7 +152,7 @@ impl AppState {
         };
         // Changes made here are announced to the other replicas (PostgreSQL NOTIFY; a no-op
         // on SQLite); `listen_invalidations` applies theirs.
-        let notifier: Arc<dyn byok_core::services::ChangeNotifier> = shared.clone();
+        let notifier: Arc<dyn byok_core::ports::ChangeNotifier> = shared.clone();
         // While the database cannot be read, the caches below answer with what they last read,
         // up to this age (invalidated entries excepted).
         let stale = Arc::new(StaleIfError::new(settings.stale_if_error));
@@ -184,8 +198,8 @@ impl AppState {
             };
         let authenticator: Arc<dyn Authenticator> =
             Arc::new(ChainAuthenticator::new(tokens.clone(), external));
-        let gateway = Arc::new(
-            Gateway::new(
+        let routes = Arc::new(
+            RouteResolver::new(
                 vault.clone(),
                 ModelRouter::new(settings.model_aliases.clone()),
                 settings.system.clone(),
@@ -235,23 +249,13 @@ impl AppState {
         );
         let metrics =
             crate::metrics::Metrics::new().map_err(|e| ConfigError(format!("metrics: {e}")))?;
-        let redis = match &settings.redis_url {
-            Some(url) => {
-                Some(byok_store::RedisRateLimiter::new(url.expose_secret()).map_err(ConfigError)?)
-            }
-            None => None,
-        };
-        let limiter: Arc<dyn byok_core::services::RateLimiter> = match &redis {
-            Some(r) => r.clone(),
-            None => Arc::new(byok_core::services::LocalRateLimiter::new()),
-        };
         Ok(Self {
             db,
             vault,
             authenticator,
             keys,
             tokens,
-            gateway,
+            routes,
             servers,
             upstream: Arc::new(upstream),
             usage,
@@ -277,19 +281,19 @@ impl AppState {
     }
 
     /// Applies another replica's change to this process's caches.
-    pub fn invalidate(&self, change: byok_core::services::Invalidation) {
-        use byok_core::services::Invalidation;
+    pub fn invalidate(&self, change: byok_core::ports::Invalidation) {
+        use byok_core::ports::Invalidation;
         match change {
             Invalidation::Credential { user, provider } => {
                 self.vault.forget_credential(user, provider);
             }
             Invalidation::Token { id } => self.tokens.forget_token(id),
             Invalidation::User { user } => self.tokens.forget_user(user),
-            Invalidation::Settings { user } => self.gateway.forget_settings(user),
+            Invalidation::Settings { user } => self.routes.forget_settings(user),
             Invalidation::Everything => {
                 self.vault.forget_all();
                 self.tokens.forget_all();
-                self.gateway.forget_all();
+                self.routes.forget_all();
             }
         }
     }

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use byok_core::services::{ChangeNotifier, Invalidation};
+use byok_core::ports::{ChangeNotifier, Invalidation};
 use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::StreamExt;

@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use byok_core::services::{LocalRateLimiter, RateDecision, RateLimiter, rate_decision, window_of};
+use byok_core::ports::{RateDecision, RateLimiter};
+use byok_core::services::{LocalRateLimiter, rate_decision, window_of};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// Longest wait for Redis per request before counting locally.

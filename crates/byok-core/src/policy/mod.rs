@@ -2,4 +2,4 @@
 
 mod target;
 
-pub use target::{AllowRule, TargetError, TargetPolicy};
+pub use target::{AllowRule, TargetError, TargetPolicy, special_range};

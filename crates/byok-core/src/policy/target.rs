@@ -185,6 +185,7 @@ pub struct TargetPolicy {
 }
 
 impl TargetPolicy {
+    /// A policy that refuses special addresses except those `allow` lets through.
     pub fn new(allow: Vec<AllowRule>) -> Self {
         Self { allow }
     }

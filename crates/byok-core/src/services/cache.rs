@@ -239,6 +239,7 @@ pub enum StaleKind {
 }
 
 impl StaleKind {
+    /// Every kind, for metrics.
     pub const ALL: [StaleKind; 4] = [
         Self::Token,
         Self::Credential,
@@ -246,6 +247,7 @@ impl StaleKind {
         Self::Identity,
     ];
 
+    /// The metric label (`token`, `credential`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Token => "token",
@@ -297,6 +299,7 @@ impl StaleIfError {
         Self::new(Duration::ZERO)
     }
 
+    /// How old a value may be and still serve while the store fails.
     pub fn max_age(&self) -> Duration {
         self.max_age
     }

@@ -242,6 +242,7 @@ impl std::fmt::Debug for ChainAuthenticator {
 }
 
 impl ChainAuthenticator {
+    /// Gateway tokens go to `tokens`; anything else to `external` when configured, else refused.
     pub fn new(tokens: Arc<dyn Authenticator>, external: Option<Arc<dyn Authenticator>>) -> Self {
         Self { tokens, external }
     }

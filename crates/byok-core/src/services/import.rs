@@ -101,3 +101,88 @@ pub async fn import_legacy_keys(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+    use crate::testing::{MemKeys, ToyCipher};
+
+    const ISSUER: &str = "https://id.example/realms/byok";
+
+    fn row(user: &str, provider: &str, ciphertext: &str, enabled: bool) -> LegacyKey {
+        LegacyKey {
+            user_ref: user.into(),
+            provider: provider.into(),
+            ciphertext: ciphertext.into(),
+            enabled,
+            metadata: KeyMetadata::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn legacy_keys_are_imported_re_encrypted_and_idempotently() {
+        let keys = MemKeys::new();
+        let legacy = || {
+            vec![
+                row(
+                    "alice",
+                    "openai",
+                    &ToyCipher::old_token("sk-alice-key"),
+                    true,
+                ),
+                row("alice", "groq", &ToyCipher::old_token("gsk-off"), false),
+                row("bob", "nosuch", &ToyCipher::old_token("x"), true),
+                row("", "openai", &ToyCipher::old_token("x"), true),
+                row("carol", "openai", "garbage", true),
+            ]
+        };
+        let report = import_legacy_keys(legacy(), &keys, &ToyCipher, ISSUER, false)
+            .await
+            .unwrap();
+        assert_eq!(report.read, 5);
+        assert_eq!(report.imported, 1);
+        assert_eq!(report.disabled, 1);
+        assert_eq!(report.invalid, 2);
+        assert_eq!(report.undecryptable, 1);
+        let alice = external_user_id(ISSUER, "alice");
+        let stored = keys.get(alice, ProviderId::Openai).await.unwrap().unwrap();
+        assert!(ToyCipher.is_current(&stored.ciphertext), "re-encrypted");
+        assert_eq!(
+            ToyCipher
+                .decrypt(&stored.ciphertext)
+                .unwrap()
+                .expose_secret(),
+            "sk-alice-key"
+        );
+
+        let again = import_legacy_keys(legacy(), &keys, &ToyCipher, ISSUER, false)
+            .await
+            .unwrap();
+        assert_eq!((again.imported, again.unchanged), (0, 1));
+
+        let changed = vec![row(
+            "alice",
+            "openai",
+            &ToyCipher::old_token("sk-new"),
+            true,
+        )];
+        let kept = import_legacy_keys(changed.clone(), &keys, &ToyCipher, ISSUER, false)
+            .await
+            .unwrap();
+        assert_eq!(kept.kept_existing, 1);
+        let over = import_legacy_keys(changed, &keys, &ToyCipher, ISSUER, true)
+            .await
+            .unwrap();
+        assert_eq!(over.imported, 1);
+        let stored = keys.get(alice, ProviderId::Openai).await.unwrap().unwrap();
+        assert_eq!(
+            ToyCipher
+                .decrypt(&stored.ciphertext)
+                .unwrap()
+                .expose_secret(),
+            "sk-new"
+        );
+    }
+}

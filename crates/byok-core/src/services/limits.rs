@@ -16,25 +16,7 @@ use async_trait::async_trait;
 
 use crate::domain::{Principal, Tier, UserId};
 use crate::error::CoreError;
-
-/// What a counter said about one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateDecision {
-    Allowed,
-    /// Over the limit until the window ends (`retry_after` ≥ 1 s).
-    Limited {
-        retry_after: Duration,
-    },
-}
-
-/// Counts requests per key in clock-aligned windows.
-#[async_trait]
-pub trait RateLimiter: Send + Sync + 'static {
-    /// Counts one request against `key` and answers whether it is within `limit` per
-    /// `window`. MUST NOT fail the request: an implementation that cannot reach its store
-    /// answers from a local count instead (and says so in its logs and metrics).
-    async fn hit(&self, key: &str, limit: u64, window: Duration) -> RateDecision;
-}
+use crate::ports::{RateDecision, RateLimiter};
 
 /// The window a moment falls in, and the time left in it.
 pub fn window_of(now: SystemTime, window: Duration) -> (u64, Duration) {
@@ -68,6 +50,7 @@ pub struct LocalRateLimiter {
 }
 
 impl LocalRateLimiter {
+    /// Empty counters.
     pub fn new() -> Self {
         Self::default()
     }
@@ -252,7 +235,8 @@ impl Drop for InFlight {
     }
 }
 
-fn limited(retry_after: Duration) -> CoreError {
+/// The refusal for a limited request: retry after the rest of the window, in whole seconds.
+pub(crate) fn limited(retry_after: Duration) -> CoreError {
     CoreError::RateLimited {
         retry_after_secs: retry_after.as_secs_f64().ceil() as u64,
     }

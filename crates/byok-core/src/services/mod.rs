@@ -1,32 +1,36 @@
 //! Services: the business rules, written against the ports.
 
 mod cache;
-mod gateway;
 mod identity;
 mod import;
 mod invalidation;
 mod limits;
 mod orchestration;
 mod rotation;
+mod routes;
 mod servers;
 mod tokens;
 mod vault;
 
 pub use cache::{DEFAULT_STALE_IF_ERROR, StaleIfError, StaleKind};
-pub use gateway::{Gateway, Resolution, Route, SystemDefault, is_fallback_status};
 pub use identity::{ChainAuthenticator, ExternalAuthenticator, external_user_id};
 pub use import::{ImportReport, LegacyKey, import_legacy_keys};
-pub use invalidation::{CacheStats, ChangeNotifier, Invalidation, NoNotifier};
+pub use invalidation::{CacheStats, NoNotifier};
 pub use limits::{
-    ConcurrencyLimit, InFlight, LocalRateLimiter, RateDecision, RateLimiter, RateLimits,
-    decide as rate_decision, window_of,
+    ConcurrencyLimit, InFlight, LocalRateLimiter, RateLimits, decide as rate_decision, window_of,
 };
 pub use orchestration::{
-    EXECUTION_SERVER_HEADER, LlmTarget, ORCHESTRATION_HEADER, ORCHESTRATION_PREFIX,
-    OrchestratorTask, build_task, conversation_history, infer_task_type, orchestration_requested,
-    strip_orchestration_prefix,
+    EXECUTION_SERVER_HEADER, LlmTarget, ORCHESTRATION_HEADER, ORCHESTRATION_PREFIX, build_task,
+    conversation_history, infer_task_type, orchestration_requested, strip_orchestration_prefix,
 };
 pub use rotation::{RotationReport, rotate_all, rotate_servers};
-pub use servers::{CreateServer, ServerRegistry, UpdateServer};
+pub use routes::{Resolution, Route, RouteResolver, SystemDefault, is_fallback_status};
+pub use servers::{
+    CHECKED_ADDRESS_FIELD, CreateServer, EXEC_PER_MINUTE, MAX_IN_FLIGHT_PER_USER, ServerRegistry,
+    UpdateServer,
+};
 pub use tokens::{IssuedToken, TokenAuthenticator, TokenService, hash_token};
-pub use vault::{AddKey, KeySummary, KeyVault, KeyVaultStats, ProviderSummary, UserCredential};
+pub use vault::{
+    AddKey, DEFAULT_CREDENTIAL_TTL, KeySummary, KeyVault, KeyVaultStats, MAX_ENDPOINT_LEN,
+    MAX_LABEL_CHARS, ProviderSummary, UserCredential, validate_endpoint,
+};

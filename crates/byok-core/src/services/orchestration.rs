@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::domain::{CredentialKind, Principal};
 use crate::execution::ExecutionServer;
+use crate::ports::OrchestratorTask;
 use crate::services::Route;
 
 /// The model prefix that asks for orchestration: `brigade/<model>`.
@@ -140,23 +141,6 @@ pub struct LlmTarget {
     pub base_url: Option<String>,
     /// `anthropic` or `openai` (the provider's wire format).
     pub format: &'static str,
-}
-
-/// A task ready to send. Its body holds decrypted secrets (the provider key, the server's
-/// credentials): never logged, never in `Debug`.
-pub struct OrchestratorTask {
-    pub task_id: String,
-    pub stream: bool,
-    pub body: Value,
-}
-
-impl std::fmt::Debug for OrchestratorTask {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrchestratorTask")
-            .field("task_id", &self.task_id)
-            .field("stream", &self.stream)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Builds the task body of the legacy contract. `server` is the execution server with its

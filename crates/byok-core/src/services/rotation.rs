@@ -2,7 +2,7 @@
 
 use crate::CoreError;
 use crate::execution::{config_is_current, reseal_config};
-use crate::ports::{KeyRepository, SecretCipher, ServerRepository};
+use crate::ports::{KeyRotationRepository, SecretCipher, ServerRepository};
 
 /// Counts reported by [`rotate_all`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub struct RotationReport {
 /// is replaced with a compare-and-swap, so a key the user changes meanwhile is never
 /// overwritten with an older value. Undecryptable rows are counted and logged by id.
 pub async fn rotate_all(
-    keys: &dyn KeyRepository,
+    keys: &dyn KeyRotationRepository,
     cipher: &dyn SecretCipher,
     batch_size: u32,
 ) -> Result<RotationReport, CoreError> {
@@ -103,4 +103,48 @@ pub async fn rotate_servers(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+    use crate::domain::{KeyMetadata, KeyPreview, NewStoredKey, ProviderId, UserId};
+    use crate::ports::KeyRepository;
+    use crate::testing::{MemKeys, ToyCipher};
+
+    #[tokio::test]
+    async fn keys_under_a_retired_key_are_re_encrypted_once() {
+        let keys = MemKeys::new();
+        let user = UserId::new_random();
+        for (provider, ciphertext) in [
+            (ProviderId::Openai, ToyCipher::old_token("sk-old-one")),
+            (ProviderId::Groq, ToyCipher::old_token("gsk-old-two")),
+            (ProviderId::Anthropic, "enc:wen".to_string()),
+            (ProviderId::Cohere, "garbage".to_string()),
+        ] {
+            keys.upsert(NewStoredKey {
+                user_id: user,
+                provider,
+                ciphertext,
+                key_preview: KeyPreview::of("x"),
+                metadata: KeyMetadata::default(),
+            })
+            .await
+            .unwrap();
+        }
+        let report = rotate_all(&keys, &ToyCipher, 2).await.unwrap();
+        assert_eq!(report.processed, 4);
+        assert_eq!(report.rotated, 2);
+        assert_eq!(report.current, 1);
+        assert_eq!(report.failed, 1);
+        let openai = keys.get(user, ProviderId::Openai).await.unwrap().unwrap();
+        assert!(ToyCipher.is_current(&openai.ciphertext));
+        let plain = ToyCipher.decrypt(&openai.ciphertext).unwrap();
+        assert_eq!(plain.expose_secret(), "sk-old-one");
+
+        let again = rotate_all(&keys, &ToyCipher, 2).await.unwrap();
+        assert_eq!((again.rotated, again.current, again.failed), (0, 3, 1));
+    }
 }

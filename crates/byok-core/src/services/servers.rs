@@ -1,8 +1,7 @@
 //! The execution-server registry: create, list, update, delete, default.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -14,8 +13,10 @@ use crate::execution::{
     ServerType, open_config, pinned_host_key, reveal_config, seal_config, validate_name,
     validate_workspace,
 };
-use crate::ports::{NewServer, SecretCipher, ServerChanges, ServerRepository};
-use crate::services::limits::{ConcurrencyLimit, InFlight};
+use crate::ports::{
+    NewServer, RateDecision, RateLimiter, SecretCipher, ServerChanges, ServerRepository,
+};
+use crate::services::limits::{ConcurrencyLimit, InFlight, LocalRateLimiter, limited};
 
 /// What a client asks to create.
 #[derive(Debug)]
@@ -52,6 +53,8 @@ enum ServerUse {
 
 /// Operations (test, trust, exec) a user may start per minute, all their servers together.
 pub const EXEC_PER_MINUTE: u32 = 30;
+/// The window [`EXEC_PER_MINUTE`] is counted in.
+const EXEC_WINDOW: Duration = Duration::from_secs(60);
 /// Operations a user may have in flight at once (each can hold a backend session: the SSH
 /// backend's pool is shared by every user, so one user holds at most this share of it).
 pub const MAX_IN_FLIGHT_PER_USER: usize = 4;
@@ -63,7 +66,7 @@ pub struct ServerRegistry {
     repo: Arc<dyn ServerRepository>,
     cipher: Arc<dyn SecretCipher>,
     backends: Vec<Arc<dyn ExecutionBackend>>,
-    exec_windows: Arc<Mutex<HashMap<UserId, (Instant, u32)>>>,
+    exec_limiter: Arc<dyn RateLimiter>,
     in_flight: ConcurrencyLimit,
 }
 
@@ -91,6 +94,9 @@ fn name_taken(e: StoreError) -> CoreError {
 }
 
 impl ServerRegistry {
+    /// A registry over `repo`, sealing configs with `cipher`, running on `backends` (one per
+    /// server type offered); operations are rate-limited in process (see
+    /// [`ServerRegistry::with_rate_limiter`]).
     pub fn new(
         repo: Arc<dyn ServerRepository>,
         cipher: Arc<dyn SecretCipher>,
@@ -100,9 +106,16 @@ impl ServerRegistry {
             repo,
             cipher,
             backends,
-            exec_windows: Arc::default(),
+            exec_limiter: Arc::new(LocalRateLimiter::new()),
             in_flight: ConcurrencyLimit::new(MAX_IN_FLIGHT_PER_USER),
         }
+    }
+
+    /// Counts operations with `limiter` (a shared one holds the limit across replicas)
+    /// instead of the in-process default.
+    pub fn with_rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.exec_limiter = limiter;
+        self
     }
 
     fn backend(
@@ -186,7 +199,7 @@ impl ServerRegistry {
             && pinned_host_key(&config.public).is_none()
         {
             // Tell the user which key to trust, as `test` does; the probe is an operation.
-            self.admit_exec(who)?;
+            self.admit_exec(who).await?;
             let fingerprint = backend.host_key(server, config).await?;
             return Err(ExecError::HostKeyUnverified { fingerprint }.into());
         }
@@ -197,7 +210,7 @@ impl ServerRegistry {
     pub async fn test(&self, who: &Principal, id: Uuid) -> Result<ServerTest, CoreError> {
         let server = self.get(who, id).await?;
         let _running = self.begin(who)?;
-        self.admit_exec(who)?;
+        self.admit_exec(who).await?;
         let (backend, config) = self.open(who, &server, ServerUse::Test)?;
         let outcome = match self
             .admit(who, backend, &server, &config, ServerUse::Test)
@@ -236,7 +249,7 @@ impl ServerRegistry {
     ) -> Result<ExecutionServer, CoreError> {
         let server = self.get(who, id).await?;
         let _running = self.begin(who)?;
-        self.admit_exec(who)?;
+        self.admit_exec(who).await?;
         let (backend, config) = self.gate(who, &server, ServerUse::Trust).await?;
         let presented = backend.host_key(&server, &config).await?;
         if let Some(e) = expected
@@ -273,25 +286,18 @@ impl ServerRegistry {
             })
     }
 
-    fn admit_exec(&self, who: &Principal) -> Result<(), CoreError> {
-        let Ok(mut windows) = self.exec_windows.lock() else {
-            return Ok(());
-        };
-        if windows.len() > 100_000 {
-            windows.retain(|_, (start, _)| start.elapsed() < Duration::from_secs(60));
+    /// Counts one operation (test, trust, exec, host-key probe) of `who` against
+    /// [`EXEC_PER_MINUTE`], through the [`RateLimiter`] port like every other rate limit.
+    async fn admit_exec(&self, who: &Principal) -> Result<(), CoreError> {
+        let key = format!("exec:{}", who.user_id);
+        match self
+            .exec_limiter
+            .hit(&key, u64::from(EXEC_PER_MINUTE), EXEC_WINDOW)
+            .await
+        {
+            RateDecision::Allowed => Ok(()),
+            RateDecision::Limited { retry_after } => Err(limited(retry_after)),
         }
-        let slot = windows.entry(who.user_id).or_insert((Instant::now(), 0));
-        if slot.0.elapsed() >= Duration::from_secs(60) {
-            *slot = (Instant::now(), 0);
-        }
-        if slot.1 >= EXEC_PER_MINUTE {
-            let retry = 60u64.saturating_sub(slot.0.elapsed().as_secs()).max(1);
-            return Err(CoreError::RateLimited {
-                retry_after_secs: retry,
-            });
-        }
-        slot.1 += 1;
-        Ok(())
     }
 
     /// Runs a command on one of the caller's servers (rate-limited per user, and at most
@@ -304,7 +310,7 @@ impl ServerRegistry {
     ) -> Result<ExecResult, CoreError> {
         let server = self.get(who, id).await?;
         let _running = self.begin(who)?;
-        self.admit_exec(who)?;
+        self.admit_exec(who).await?;
         let (backend, config) = self.gate(who, &server, ServerUse::Exec).await?;
         let result = backend.exec(&server, &config, &request).await?;
         tracing::info!(
@@ -317,6 +323,7 @@ impl ServerRegistry {
         Ok(result)
     }
 
+    /// Creates a server: type, name, workspace and config validated, secrets sealed.
     pub async fn create(
         &self,
         who: &Principal,
@@ -348,11 +355,13 @@ impl ServerRegistry {
         Ok(server)
     }
 
+    /// The caller's servers, configs sealed (mask them before showing).
     pub async fn list(&self, who: &Principal) -> Result<Vec<ExecutionServer>, CoreError> {
         who.tier.require(Tier::BYOK_MINIMUM)?;
         Ok(self.repo.list_servers(who.user_id).await?)
     }
 
+    /// The caller's server `id` (`server_not_found` if it is someone else's).
     pub async fn get(&self, who: &Principal, id: Uuid) -> Result<ExecutionServer, CoreError> {
         who.tier.require(Tier::BYOK_MINIMUM)?;
         self.repo
@@ -412,6 +421,7 @@ impl ServerRegistry {
         Ok(self.list(who).await?.into_iter().find(|s| s.is_default))
     }
 
+    /// Applies the changes (the config re-validated, masked secrets kept) and the default flag.
     pub async fn update(
         &self,
         who: &Principal,
@@ -462,6 +472,7 @@ impl ServerRegistry {
         self.get(who, id).await
     }
 
+    /// Deletes the caller's server `id`.
     pub async fn delete(&self, who: &Principal, id: Uuid) -> Result<(), CoreError> {
         who.tier.require(Tier::BYOK_MINIMUM)?;
         if self.repo.delete_server(who.user_id, id).await? {
@@ -470,5 +481,138 @@ impl ServerRegistry {
         } else {
             Err(not_found())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+    use std::time::SystemTime;
+
+    use crate::services::window_of;
+    use crate::testing::ToyCipher;
+
+    /// A repository with no servers (the rate gate is reached before any is read).
+    struct NoServers;
+
+    #[async_trait]
+    impl ServerRepository for NoServers {
+        async fn create_server(&self, _: NewServer) -> Result<ExecutionServer, StoreError> {
+            Err(StoreError::Conflict("read-only".into()))
+        }
+        async fn list_servers(&self, _: UserId) -> Result<Vec<ExecutionServer>, StoreError> {
+            Ok(vec![])
+        }
+        async fn get_server(
+            &self,
+            _: UserId,
+            _: Uuid,
+        ) -> Result<Option<ExecutionServer>, StoreError> {
+            Ok(None)
+        }
+        async fn update_server(
+            &self,
+            _: UserId,
+            _: Uuid,
+            _: ServerChanges,
+        ) -> Result<Option<ExecutionServer>, StoreError> {
+            Ok(None)
+        }
+        async fn set_default(&self, _: UserId, _: Uuid, _: bool) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn delete_server(&self, _: UserId, _: Uuid) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn server_page(
+            &self,
+            _: Option<Uuid>,
+            _: u32,
+        ) -> Result<Vec<ExecutionServer>, StoreError> {
+            Ok(vec![])
+        }
+        async fn replace_sealed_config(
+            &self,
+            _: Uuid,
+            _: DateTime<Utc>,
+            _: &Value,
+        ) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn record_server_test(
+            &self,
+            _: UserId,
+            _: Uuid,
+            _: DateTime<Utc>,
+            _: &str,
+        ) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+    }
+
+    fn registry() -> ServerRegistry {
+        ServerRegistry::new(Arc::new(NoServers), Arc::new(ToyCipher), vec![])
+    }
+
+    fn principal(tier: Tier) -> Principal {
+        Principal {
+            user_id: UserId::new_random(),
+            email: "u@example.com".into(),
+            tier,
+            token_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn operations_are_limited_per_user_per_minute() {
+        // The window is aligned to the clock: retry if the run straddled a boundary.
+        for _ in 0..3 {
+            let window = window_of(SystemTime::now(), EXEC_WINDOW).0;
+            let reg = registry();
+            let (a, b) = (principal(Tier::Starter), principal(Tier::Starter));
+            for _ in 0..EXEC_PER_MINUTE {
+                reg.admit_exec(&a).await.unwrap();
+            }
+            let refused = reg.admit_exec(&a).await;
+            reg.admit_exec(&b).await.unwrap();
+            if window_of(SystemTime::now(), EXEC_WINDOW).0 != window {
+                continue;
+            }
+            match refused {
+                Err(CoreError::RateLimited { retry_after_secs }) => {
+                    assert!((1..=60).contains(&retry_after_secs), "{retry_after_secs}");
+                }
+                other => panic!("expected RateLimited, got {other:?}"),
+            }
+            return;
+        }
+        panic!("three runs straddled a minute boundary");
+    }
+
+    /// Refuses everything.
+    struct Closed;
+
+    #[async_trait]
+    impl RateLimiter for Closed {
+        async fn hit(&self, _: &str, _: u64, _: Duration) -> RateDecision {
+            RateDecision::Limited {
+                retry_after: Duration::from_millis(1500),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn operations_go_through_the_given_rate_limiter() {
+        let reg = registry().with_rate_limiter(Arc::new(Closed));
+        let who = principal(Tier::Enterprise);
+        assert!(matches!(
+            reg.admit_exec(&who).await,
+            Err(CoreError::RateLimited {
+                retry_after_secs: 2
+            })
+        ));
     }
 }

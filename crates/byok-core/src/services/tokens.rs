@@ -19,8 +19,9 @@ use uuid::Uuid;
 use crate::domain::*;
 use crate::error::{CoreError, StoreError};
 use crate::ports::{Authenticator, ExternalAccount, TierSource, TokenRepository, UserRepository};
+use crate::ports::{ChangeNotifier, Invalidation};
 use crate::services::cache::{Generation, StaleIfError, StaleKind, TtlCache};
-use crate::services::invalidation::{CacheStats, ChangeNotifier, Invalidation, NoNotifier};
+use crate::services::invalidation::{CacheStats, NoNotifier};
 
 const TOKEN_PREFIX: &str = "byok_";
 const VISIBLE_CHARS: usize = 8;
@@ -133,6 +134,7 @@ impl std::fmt::Debug for TokenService {
 pub type TokenAuthenticator = TokenService;
 
 impl TokenService {
+    /// A service over `tokens` and `users`, caching token checks for `cache_ttl`.
     pub fn new(
         tokens: Arc<dyn TokenRepository>,
         users: Arc<dyn UserRepository>,
@@ -226,6 +228,7 @@ impl TokenService {
         self.cache.refused.clear();
     }
 
+    /// The user repository (for callers that provision users alongside tokens).
     pub fn users(&self) -> &Arc<dyn UserRepository> {
         &self.users
     }
@@ -331,6 +334,7 @@ impl TokenService {
         })
     }
 
+    /// The user's tokens, newest first (hashes only; a token is shown once, when issued).
     pub async fn list(&self, user: UserId) -> Result<Vec<GatewayToken>, CoreError> {
         Ok(self.tokens.list(user).await?)
     }

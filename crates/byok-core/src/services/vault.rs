@@ -9,9 +9,10 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::*;
 use crate::error::CoreError;
-use crate::ports::{KeyProber, KeyRepository, ProbeOutcome, SecretCipher};
+use crate::ports::{ChangeNotifier, Invalidation};
+use crate::ports::{KeyProber, KeyRepository, KeyRotationRepository, ProbeOutcome, SecretCipher};
 use crate::services::cache::{StaleIfError, StaleKind, TtlCache};
-use crate::services::invalidation::{CacheStats, ChangeNotifier, Invalidation, NoNotifier};
+use crate::services::invalidation::{CacheStats, NoNotifier};
 
 /// Longest label accepted.
 pub const MAX_LABEL_CHARS: usize = 100;
@@ -130,6 +131,7 @@ impl std::fmt::Debug for KeyVault {
 }
 
 impl KeyVault {
+    /// A vault over `keys`, encrypting with `cipher` and testing keys with `prober`.
     pub fn new(
         keys: Arc<dyn KeyRepository>,
         cipher: Arc<dyn SecretCipher>,
@@ -208,10 +210,15 @@ impl KeyVault {
         self.cache.invalidate(&(user, provider));
     }
 
-    /// Decrypts up to `sample` stored keys (any users'); returns (sampled, readable). A ring
-    /// that reads none of a non-empty sample is the wrong `ENCRYPTION_KEY`.
-    pub async fn check_cipher(&self, sample: u32) -> Result<(usize, usize), CoreError> {
-        let rows = self.keys.ciphertext_page(None, sample).await?;
+    /// Decrypts up to `sample` keys stored in `keys` (any users'; the rotation side of this
+    /// vault's store); returns (sampled, readable). A ring that reads none of a non-empty
+    /// sample is the wrong `ENCRYPTION_KEY`.
+    pub async fn check_cipher(
+        &self,
+        keys: &dyn KeyRotationRepository,
+        sample: u32,
+    ) -> Result<(usize, usize), CoreError> {
+        let rows = keys.ciphertext_page(None, sample).await?;
         let readable = rows
             .iter()
             .filter(|r| self.cipher.decrypt(&r.ciphertext).is_ok())
@@ -360,6 +367,7 @@ impl KeyVault {
         Ok(outcome)
     }
 
+    /// The caller's key counts: providers offered, configured, tested and valid, and the tier.
     pub async fn stats(&self, who: &Principal) -> Result<KeyVaultStats, CoreError> {
         let keys = self.keys.list(who.user_id).await?;
         Ok(KeyVaultStats {
@@ -439,119 +447,8 @@ fn key_not_found(provider: ProviderId) -> CoreError {
 mod tests {
     use super::*;
     use crate::error::StoreError;
-    use crate::ports::CiphertextRow;
-    use async_trait::async_trait;
-    use chrono::DateTime;
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    use uuid::Uuid;
 
-    /// Keys in memory; the flag makes reads and writes fail like a lost database.
-    #[derive(Default)]
-    struct MemKeys(
-        Mutex<HashMap<(UserId, ProviderId), StoredKey>>,
-        std::sync::atomic::AtomicBool,
-    );
-
-    impl MemKeys {
-        fn check(&self) -> Result<(), StoreError> {
-            if self.1.load(Ordering::Relaxed) {
-                Err(StoreError::Unavailable("down".into()))
-            } else {
-                Ok(())
-            }
-        }
-    }
-
-    #[async_trait]
-    impl KeyRepository for MemKeys {
-        async fn upsert(&self, k: NewStoredKey) -> Result<(), StoreError> {
-            self.check()?;
-            let now = Utc::now();
-            self.0.lock().unwrap().insert(
-                (k.user_id, k.provider),
-                StoredKey {
-                    id: Uuid::new_v4(),
-                    user_id: k.user_id,
-                    provider: k.provider,
-                    ciphertext: k.ciphertext,
-                    key_preview: k.key_preview,
-                    enabled: true,
-                    metadata: k.metadata,
-                    created_at: now,
-                    updated_at: now,
-                },
-            );
-            Ok(())
-        }
-        async fn list(&self, user: UserId) -> Result<Vec<StoredKey>, StoreError> {
-            let mut v: Vec<_> = self
-                .0
-                .lock()
-                .unwrap()
-                .values()
-                .filter(|k| k.user_id == user)
-                .cloned()
-                .collect();
-            v.sort_by_key(|k| k.provider);
-            Ok(v)
-        }
-        async fn get(&self, u: UserId, p: ProviderId) -> Result<Option<StoredKey>, StoreError> {
-            self.check()?;
-            Ok(self.0.lock().unwrap().get(&(u, p)).cloned())
-        }
-        async fn delete(&self, u: UserId, p: ProviderId) -> Result<bool, StoreError> {
-            self.check()?;
-            Ok(self.0.lock().unwrap().remove(&(u, p)).is_some())
-        }
-        async fn record_test(
-            &self,
-            u: UserId,
-            p: ProviderId,
-            c: &str,
-            at: DateTime<Utc>,
-            s: TestStatus,
-        ) -> Result<bool, StoreError> {
-            let mut m = self.0.lock().unwrap();
-            match m.get_mut(&(u, p)) {
-                Some(k) if k.ciphertext == c => {
-                    k.metadata.last_tested = Some(at);
-                    k.metadata.test_status = Some(s);
-                    Ok(true)
-                }
-                _ => Ok(false),
-            }
-        }
-        async fn ciphertext_page(
-            &self,
-            _: Option<Uuid>,
-            _: u32,
-        ) -> Result<Vec<CiphertextRow>, StoreError> {
-            Ok(vec![])
-        }
-        async fn replace_ciphertext(&self, _: Uuid, _: &str, _: &str) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-    }
-
-    use crate::test_support::ToyCipher as Rot;
-
-    struct AlwaysValid;
-    #[async_trait]
-    impl KeyProber for AlwaysValid {
-        async fn probe(
-            &self,
-            _: ProviderId,
-            _: &ApiKey,
-            _: Option<&str>,
-        ) -> Result<ProbeOutcome, CoreError> {
-            Ok(ProbeOutcome {
-                status: TestStatus::Valid,
-                message: "ok".into(),
-                details: serde_json::Value::Null,
-            })
-        }
-    }
+    use crate::testing::{AlwaysValid, MemKeys, ToyCipher as Rot};
 
     fn vault() -> KeyVault {
         KeyVault::new(
@@ -641,7 +538,7 @@ mod tests {
             assert!(v.resolve(u, ProviderId::Openai).await.unwrap().is_some());
         }
         v.delete(&deleted, ProviderId::Openai).await.unwrap();
-        keys.1.store(true, Ordering::Relaxed);
+        keys.set_failing(true);
         let cred = v.resolve(&kept, ProviderId::Openai).await.unwrap().unwrap();
         assert_eq!(cred.key.expose(), OPENAI);
         assert!(

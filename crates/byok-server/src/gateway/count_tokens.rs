@@ -90,7 +90,7 @@ async fn count(
         Ok(p) => p.model.unwrap_or_default(),
         Err(e) => return e.response(ingress),
     };
-    let resolution = match state.gateway.resolve(who, &model).await {
+    let resolution = match state.routes.resolve(who, &model).await {
         Ok(r) => r,
         Err(e) => return GatewayError::from_core(e, Doing::ResolvingModel).response(ingress),
     };

@@ -298,7 +298,7 @@ async fn answer(
         )
         .await;
     }
-    let resolution = match state.gateway.resolve(who, &model).await {
+    let resolution = match state.routes.resolve(who, &model).await {
         Ok(r) => r,
         Err(e) => {
             return reject(

@@ -46,7 +46,7 @@ pub async fn models(state: web::Data<AppState>, req: HttpRequest) -> HttpRespons
         Ok(w) => w,
         Err(e) => return e.response(ingress),
     };
-    let reachable = match state.gateway.reachable(&who).await {
+    let reachable = match state.routes.reachable(&who).await {
         Ok(r) => r,
         Err(e) => return GatewayError::from(e).response(ingress),
     };

@@ -219,7 +219,7 @@ pub async fn answer_via_orchestrator(
         Err(_) => return GatewayError::invalid("the body is not valid JSON").response(ingress),
     };
     let wanted = strip_orchestration_prefix(model);
-    let resolution = match state.gateway.resolve(who, wanted).await {
+    let resolution = match state.routes.resolve(who, wanted).await {
         Ok(r) => r,
         Err(e) => return GatewayError::from_core(e, Doing::ResolvingModel).response(ingress),
     };

@@ -350,7 +350,7 @@ pub async fn get_settings(
     state: web::Data<AppState>,
     who: Authenticated,
 ) -> Result<web::Json<SettingsBody>, ApiError> {
-    let s = state.gateway.settings(&who.0).await?;
+    let s = state.routes.settings(&who.0).await?;
     Ok(web::Json(SettingsBody {
         fallback_policy: s.fallback_policy.as_str().into(),
     }))
@@ -376,7 +376,7 @@ pub async fn put_settings(
 ) -> Result<web::Json<SettingsBody>, ApiError> {
     let policy: FallbackPolicy = body.fallback_policy.parse()?;
     let s = state
-        .gateway
+        .routes
         .set_settings(
             &who.0,
             byok_core::UserSettings {

@@ -2,7 +2,7 @@
 //! pages that key rotation uses.
 
 use async_trait::async_trait;
-use byok_core::ports::{CiphertextRow, KeyRepository};
+use byok_core::ports::{CiphertextRow, KeyRepository, KeyRotationRepository};
 use byok_core::{
     KeyMetadata, KeyPreview, NewStoredKey, ProviderId, StoreError, StoredKey, TestStatus, UserId,
 };
@@ -203,6 +203,10 @@ impl KeyRepository for Database {
         };
         Ok(n == 1)
     }
+}
+
+#[async_trait]
+impl KeyRotationRepository for Database {
 
     async fn ciphertext_page(
         &self,

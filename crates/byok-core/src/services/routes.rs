@@ -6,10 +6,11 @@ use std::time::Duration;
 use crate::domain::*;
 use crate::error::CoreError;
 use crate::ports::SettingsRepository;
+use crate::ports::{ChangeNotifier, Invalidation};
 use crate::routing::{ModelRouter, RoutedModel};
 use crate::services::KeyVault;
 use crate::services::cache::{StaleIfError, StaleKind, TtlCache};
-use crate::services::invalidation::{ChangeNotifier, Invalidation, NoNotifier};
+use crate::services::invalidation::NoNotifier;
 
 /// The operator's system default (`DEFAULT_LLM_PROVIDER`, `DEFAULT_LLM_API_KEY`).
 #[derive(Debug, Clone)]
@@ -47,8 +48,10 @@ pub fn is_fallback_status(status: u16) -> bool {
 
 const MAX_CACHED_SETTINGS: usize = 100_000;
 
-/// The gateway's resolution service.
-pub struct Gateway {
+/// Per-request route resolution for the gateway (`/v1/*`): the model name through the
+/// [`ModelRouter`], then the user's cached credential (tier permitting) or the system default,
+/// plus a fallback route per the user's policy (cached settings, stale-if-error).
+pub struct RouteResolver {
     vault: KeyVault,
     router: ModelRouter,
     system: SystemDefault,
@@ -61,15 +64,17 @@ pub struct Gateway {
     notifier: Arc<dyn ChangeNotifier>,
 }
 
-impl std::fmt::Debug for Gateway {
+impl std::fmt::Debug for RouteResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
+        f.debug_struct("RouteResolver")
             .field("system_provider", &self.system.provider)
             .finish_non_exhaustive()
     }
 }
 
-impl Gateway {
+impl RouteResolver {
+    /// A resolver over `vault` for user keys, `router` for model names, `system` as the default
+    /// credential, and the users' fallback settings (cached for `settings_ttl`).
     pub fn new(
         vault: KeyVault,
         router: ModelRouter,
@@ -90,10 +95,12 @@ impl Gateway {
         }
     }
 
+    /// The operator's system default.
     pub fn system(&self) -> &SystemDefault {
         &self.system
     }
 
+    /// The model router.
     pub fn router(&self) -> &ModelRouter {
         &self.router
     }
@@ -260,5 +267,103 @@ impl Gateway {
             out.push((self.system.provider, CredentialKind::System));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use secrecy::{ExposeSecret, SecretString};
+
+    use super::*;
+    use crate::services::AddKey;
+    use crate::testing::{AlwaysValid, MemKeys, MemSettings, ToyCipher};
+
+    const USER_KEY: &str = "sk-proj-0123456789abcdefghij";
+    const SYSTEM_KEY: &str = "sk-or-v1-0123456789abcdefghijkl";
+
+    fn who(tier: Tier) -> Principal {
+        Principal {
+            user_id: UserId::new_random(),
+            email: "u@example.com".into(),
+            tier,
+            token_id: None,
+        }
+    }
+
+    fn resolver(settings: Arc<MemSettings>) -> (RouteResolver, KeyVault) {
+        let vault = KeyVault::new(
+            Arc::new(MemKeys::new()),
+            Arc::new(ToyCipher),
+            Arc::new(AlwaysValid),
+        );
+        let system = SystemDefault {
+            provider: ProviderId::Openrouter,
+            api_key: Some(ApiKey::parse(ProviderId::Openrouter, SYSTEM_KEY).unwrap()),
+        };
+        let r = RouteResolver::new(
+            vault.clone(),
+            ModelRouter::new(HashMap::new()),
+            system,
+            settings,
+            Duration::from_secs(30),
+        );
+        (r, vault)
+    }
+
+    async fn add_openai_key(vault: &KeyVault, who: &Principal) {
+        vault
+            .add(
+                who,
+                AddKey {
+                    provider: ProviderId::Openai,
+                    key: SecretString::from(USER_KEY),
+                    label: None,
+                    endpoint: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_users_key_serves_and_the_fallback_follows_their_policy() {
+        let settings = Arc::new(MemSettings::new());
+        let (r, vault) = resolver(settings.clone());
+        let u = who(Tier::Starter);
+        add_openai_key(&vault, &u).await;
+
+        let res = r.resolve(&u, "openai/gpt-4o").await.unwrap();
+        assert_eq!(res.primary.provider, ProviderId::Openai);
+        assert_eq!(res.primary.model, "gpt-4o");
+        assert_eq!(res.primary.credential, CredentialKind::User);
+        let key = res.primary.api_key.unwrap();
+        assert_eq!(key.secret().expose_secret(), USER_KEY);
+        assert!(res.fallback.is_none(), "user_only is the default policy");
+
+        settings
+            .put_settings(
+                u.user_id,
+                &UserSettings {
+                    fallback_policy: FallbackPolicy::UserThenSystem,
+                },
+            )
+            .await
+            .unwrap();
+        r.forget_settings(u.user_id);
+        let res = r.resolve(&u, "openai/gpt-4o").await.unwrap();
+        let fallback = res.fallback.unwrap();
+        assert_eq!(fallback.credential, CredentialKind::System);
+        assert_eq!(fallback.provider, ProviderId::Openrouter);
+    }
+
+    #[tokio::test]
+    async fn without_a_user_key_the_system_default_serves() {
+        let (r, _) = resolver(Arc::new(MemSettings::new()));
+        let res = r.resolve(&who(Tier::Free), "gpt-4o").await.unwrap();
+        assert_eq!(res.primary.credential, CredentialKind::System);
+        assert_eq!(res.primary.provider, ProviderId::Openrouter);
+        assert!(res.fallback.is_none());
     }
 }

@@ -1,0 +1,72 @@
+//! The identity ports: authenticating a bearer credential, verifying an identity provider's
+//! tokens, reading a tier where the provider keeps it.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+use crate::domain::{Principal, Tier, UserId};
+use crate::error::CoreError;
+
+/// Turns a presented bearer credential into a principal. Implemented by
+/// [`crate::services::TokenAuthenticator`] for gateway tokens; a JWT verifier plugs in beside it.
+#[async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// MUST return [`CoreError::Unauthenticated`] for any credential it does not accept,
+    /// without saying why (unknown, revoked and expired look the same to the caller).
+    async fn authenticate(&self, credential: &SecretString) -> Result<Principal, CoreError>;
+}
+
+/// What an identity provider vouches for about a bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalIdentity {
+    /// The provider's subject, as a user id (see [`crate::services::external_user_id`]).
+    pub user_id: UserId,
+    /// The provider's subject, as sent.
+    pub subject: String,
+    /// The issuer that signed the token (the user's origin).
+    pub issuer: String,
+    /// The `email` claim, empty when absent.
+    pub email: String,
+    /// Whether the provider vouches for `email` (the `email_verified` claim is `true`); false
+    /// when the claim is absent or anything else. An unverified email never links identities.
+    pub email_verified: bool,
+    /// The tier the token states (a claim or a role mapping), if any.
+    pub tier: Option<Tier>,
+    /// When the token expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Verifies bearer tokens issued by an identity provider (OIDC JWTs).
+#[async_trait]
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// MUST return [`CoreError::Unauthenticated`] for any token it does not accept (bad
+    /// signature, algorithm, issuer, audience, expiry), without saying why to the caller.
+    /// Transient failures of the provider (its keys cannot be fetched) are
+    /// [`CoreError::Unavailable`].
+    async fn verify(&self, token: &str) -> Result<ExternalIdentity, CoreError>;
+}
+
+/// Reads a user's tier where the identity provider keeps it (e.g. a Keycloak attribute).
+#[async_trait]
+pub trait TierSource: Send + Sync + 'static {
+    /// `None` when the provider has no tier for this subject.
+    async fn tier(&self, subject: &str) -> Result<Option<Tier>, CoreError>;
+    /// The account as the provider holds it now: enabled, and its tier. `Ok(None)` when the
+    /// provider has no such account (deleted). Errors when the provider cannot be asked.
+    /// The default knows only tiers and reports every account enabled.
+    async fn account(&self, subject: &str) -> Result<Option<ExternalAccount>, CoreError> {
+        Ok(Some(ExternalAccount {
+            enabled: true,
+            tier: self.tier(subject).await?,
+        }))
+    }
+}
+
+/// An account at the identity provider, as [`TierSource::account`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExternalAccount {
+    pub enabled: bool,
+    /// `None` when the provider keeps no tier for it.
+    pub tier: Option<Tier>,
+}

@@ -1,0 +1,33 @@
+//! Ports: the traits adapters implement, one file per family. Each documents the contract an
+//! adapter MUST keep; the plain data types their signatures need are beside them.
+//! Implementations live elsewhere: in-process ones in [`crate::services`] (`LocalRateLimiter`,
+//! `NoNotifier`), the others in the adapter crates.
+
+mod crypto;
+mod execution;
+mod identity;
+mod invalidation;
+mod keys;
+mod limits;
+mod orchestration;
+mod servers;
+mod settings;
+mod tokens;
+mod usage;
+mod users;
+
+pub use crypto::SecretCipher;
+pub use execution::ExecutionBackend;
+pub use identity::{Authenticator, ExternalAccount, ExternalIdentity, TierSource, TokenVerifier};
+pub use invalidation::{ChangeNotifier, Invalidation};
+pub use keys::{CiphertextRow, KeyProber, KeyRepository, KeyRotationRepository, ProbeOutcome};
+pub use limits::{RateDecision, RateLimiter};
+pub use orchestration::{
+    Orchestrator, OrchestratorError, OrchestratorEvent, OrchestratorReply, OrchestratorStream,
+    OrchestratorTask, ReplyBlock,
+};
+pub use servers::{NewServer, ServerChanges, ServerRepository};
+pub use settings::SettingsRepository;
+pub use tokens::TokenRepository;
+pub use usage::{UsageRepository, UsageSink};
+pub use users::UserRepository;
