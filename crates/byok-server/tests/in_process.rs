@@ -3,6 +3,8 @@
 //! temporary directory. No socket, no binary: these run in milliseconds, beside the end-to-end
 //! suite (tests/integration) that drives the real binary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
 use actix_web::http::{StatusCode, header};
