@@ -87,7 +87,7 @@ fn kustomize_renders_a_production_ready_deployment() {
         }
 
         let d: Deployment = typed(&objects, "Deployment/byok-gateway");
-        let spec = d.spec.unwrap();
+        let spec = d.spec;
         let pod = spec.template.spec.unwrap();
         assert_eq!(
             spec.replicas, None,
@@ -198,7 +198,7 @@ fn kustomize_renders_a_production_ready_deployment() {
         }
         let _: ServiceAccount = typed(&objects, "ServiceAccount/byok-gateway");
         let hpa: HorizontalPodAutoscaler = typed(&objects, "HorizontalPodAutoscaler/byok-gateway");
-        let hs = hpa.spec.unwrap();
+        let hs = hpa.spec;
         assert!(hs.min_replicas.unwrap() >= 2);
         let metrics_token = env.iter().find(|e| e.name == "BYOK_METRICS_TOKEN").unwrap();
         let r = metrics_token

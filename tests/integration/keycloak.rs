@@ -76,7 +76,7 @@ async fn jwts_are_verified_locally_and_every_forgery_is_refused() {
         jsonwebtoken::encode(
             &h,
             &claims(json!({})),
-            &jsonwebtoken::EncodingKey::from_secret(key.public_pem.as_bytes()),
+            &jsonwebtoken::EncodingKey::from_secret(key.public_pem.as_bytes()).unwrap(),
         )
         .unwrap()
     };

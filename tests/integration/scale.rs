@@ -430,7 +430,9 @@ async fn sigterm_lets_a_stream_finish_then_exits_zero() {
     assert_eq!(ready.json::<Value>().await.unwrap()["status"], "draining");
     // ...then, after BYOK_SHUTDOWN_DRAIN_SECS, no new connection is taken.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let refused = reqwest::Client::new()
+    let refused = byok_tests::http_client()
+        .build()
+        .unwrap()
         .get(format!("{base}/healthz"))
         .timeout(Duration::from_secs(2))
         .send()

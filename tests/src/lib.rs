@@ -124,3 +124,10 @@ pub mod py_fernet {
         )
     }
 }
+
+/// A `reqwest` client builder with ring installed as the process's rustls provider (reqwest
+/// 0.13 panics without one).
+pub fn http_client() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}

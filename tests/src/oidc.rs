@@ -36,7 +36,7 @@ impl MockOidc {
         Some(Self {
             url: v["url"].as_str().unwrap().to_string(),
             child,
-            http: reqwest::Client::new(),
+            http: crate::http_client().build().unwrap(),
         })
     }
 

@@ -182,7 +182,7 @@ impl TestServer {
                     stderr,
                     _logs: logs,
                     bodies: Arc::default(),
-                    http: reqwest::Client::builder()
+                    http: crate::http_client()
                         .timeout(Duration::from_secs(30))
                         .build()
                         .unwrap(),

@@ -281,17 +281,17 @@ impl BrigadeClient {
             }
             _ => return Err(BrigadeConfigError("BRIGADE_URL must be https".into())),
         }
+        // reqwest 0.13 uses the process-wide rustls provider (ring, as everywhere here).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
             .tcp_nodelay(true)
             .user_agent(concat!("byok-gateway/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &settings.ca_pem {
-            for cert in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|_| BrigadeConfigError("BRIGADE_CA_FILE is not PEM".into()))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|_| BrigadeConfigError("BRIGADE_CA_FILE is not PEM".into()))?;
+            builder = builder.tls_certs_merge(certs);
         }
         let http = builder
             .build()

@@ -138,6 +138,9 @@ impl KubernetesBackend {
             }
             cfg.cluster_url = pinned_url(&cfg.cluster_url, ip, port)?;
         }
+        // kube 5 retries 429/503/504 by default; a retried pod creation or exec could run a
+        // user's command twice, and the registry bounds every operation by its own deadline.
+        cfg.default_retry = false;
         Ok((cfg, namespace, checked))
     }
 }

@@ -129,17 +129,17 @@ impl KeycloakSettings {
     /// no proxy surprises, bounded time.
     pub(crate) fn http_client(&self) -> Result<reqwest::Client, KeycloakError> {
         self.check_url(&self.url)?;
+        // reqwest 0.13 uses the process-wide rustls provider (ring, as everywhere here).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(self.timeout)
             .user_agent(concat!("byok-gateway/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &self.ca_pem {
-            for cert in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|_| KeycloakError::Config("KEYCLOAK_CA_FILE is not PEM".into()))?
-            {
-                b = b.add_root_certificate(cert);
-            }
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|_| KeycloakError::Config("KEYCLOAK_CA_FILE is not PEM".into()))?;
+            b = b.tls_certs_merge(certs);
         }
         b.build()
             .map_err(|e| KeycloakError::Config(format!("HTTP client: {e}")))

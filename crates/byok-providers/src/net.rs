@@ -56,6 +56,14 @@ pub async fn check_endpoint(
     })
 }
 
+/// A `reqwest` client builder with this workspace's TLS crypto (ring) in place: reqwest 0.13
+/// uses the process-wide rustls provider and, without one, panics when a client is built.
+/// Installing is idempotent (a provider already installed by the embedder is kept).
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// Applies the pin to a client builder. No proxy: a proxy would resolve the name itself and
 /// undo the pinning.
 pub fn pin(builder: reqwest::ClientBuilder, checked: &CheckedEndpoint) -> reqwest::ClientBuilder {

@@ -41,7 +41,7 @@ pub struct HttpKeyProber {
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 fn builder(options: &ProbeOptions) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+    crate::net::http_client_builder()
         .timeout(options.timeout)
         .connect_timeout(options.connect_timeout)
         .redirect(reqwest::redirect::Policy::none())

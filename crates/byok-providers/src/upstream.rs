@@ -91,7 +91,7 @@ pub struct UpstreamClient {
 }
 
 fn builder(options: &UpstreamOptions) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+    crate::net::http_client_builder()
         .connect_timeout(options.connect_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
