@@ -1,5 +1,5 @@
 # Thin wrappers; the scripts under scripts/ and .ci/ hold the logic.
-.PHONY: run build test bench bench-litellm fmt fmt-check clippy openapi openapi-check core-deps-check lint ci
+.PHONY: run build test bench bench-litellm fmt fmt-check clippy openapi openapi-check core-deps-check module-cycles-check lint ci
 
 # Serves with the default configuration (embedded SQLite under ./data); the environment passes through.
 run:
@@ -44,7 +44,11 @@ openapi-check:
 core-deps-check:
 	bash scripts/check-core-deps.sh
 
-lint: fmt-check clippy core-deps-check openapi-check
+# No import cycle between the modules (files) of any crate (docs/architecture.md, "Module rules").
+module-cycles-check:
+	python3 scripts/check-module-cycles.py
+
+lint: fmt-check clippy core-deps-check module-cycles-check openapi-check
 
 ci:
 	bash .ci/run

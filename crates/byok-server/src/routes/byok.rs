@@ -32,7 +32,7 @@ pub struct ProviderInfo {
 /// List the providers and whether the caller configured each.
 #[utoipa::path(
     get, path = "/api/v1/byok/providers", tag = "byok", operation_id = "list_providers",
-    responses((status = 200, body = [ProviderInfo]), ApiErrors),
+    responses((status = 200, body = [ProviderInfo], description = "the providers a key can be stored for"), ApiErrors),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/providers")]
@@ -72,7 +72,7 @@ pub struct KeyInfo {
 /// List the caller's keys (previews only; nothing is decrypted).
 #[utoipa::path(
     get, path = "/api/v1/byok/keys", tag = "byok", operation_id = "list_provider_keys",
-    responses((status = 200, body = [KeyInfo]), ApiErrors),
+    responses((status = 200, body = [KeyInfo], description = "the caller's stored keys (previews only, never a key)"), ApiErrors),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/keys")]
@@ -136,7 +136,7 @@ pub struct AddKeyResponse {
     post, path = "/api/v1/byok/keys/add", tag = "byok", operation_id = "add_provider_key",
     request_body = AddKeyRequest,
     responses(
-        (status = 200, body = AddKeyResponse),
+        (status = 200, body = AddKeyResponse, description = "stored (an existing key for the provider is replaced)"),
         (status = 403, body = UpgradeRequiredBody, description = "tier below `starter`"),
         (status = 404, body = ErrorBody, description = "unknown provider"),
         (status = 422, body = ErrorBody, description = "missing or mistyped field, invalid key, label or endpoint, or a forbidden endpoint"),
@@ -182,7 +182,7 @@ pub struct DeleteKeyResponse {
     delete, path = "/api/v1/byok/keys/{provider}", tag = "byok", operation_id = "delete_provider_key",
     params(("provider" = ProviderId, Path, description = "provider id")),
     responses(
-        (status = 200, body = DeleteKeyResponse),
+        (status = 200, body = DeleteKeyResponse, description = "deleted"),
         (status = 404, body = ErrorBody, description = "unknown provider or no key stored"),
         ApiErrors,
     ),
@@ -218,7 +218,7 @@ pub struct TestKeyResponse {
     post, path = "/api/v1/byok/keys/test/{provider}", tag = "byok", operation_id = "test_provider_key",
     params(("provider" = ProviderId, Path, description = "provider id")),
     responses(
-        (status = 200, body = TestKeyResponse),
+        (status = 200, body = TestKeyResponse, description = "the outcome of the probe (also stored with the key)"),
         (status = 403, body = UpgradeRequiredBody, description = "tier below `starter`"),
         (status = 404, body = ErrorBody, description = "unknown provider or no key stored"),
         (status = 422, body = ErrorBody, description = "the key's endpoint is a forbidden target"),
@@ -287,7 +287,7 @@ pub struct ProviderUsageStats {
 /// Counts of the caller's keys.
 #[utoipa::path(
     get, path = "/api/v1/byok/stats", tag = "byok", operation_id = "get_key_stats",
-    responses((status = 200, body = StatsResponse), ApiErrors),
+    responses((status = 200, body = StatsResponse, description = "the caller's usage per provider"), ApiErrors),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/stats")]
@@ -342,7 +342,7 @@ pub struct SettingsBody {
 /// The caller's gateway settings.
 #[utoipa::path(
     get, path = "/api/v1/byok/settings", tag = "byok", operation_id = "get_gateway_settings",
-    responses((status = 200, body = SettingsBody), ApiErrors),
+    responses((status = 200, body = SettingsBody, description = "the caller's gateway settings"), ApiErrors),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/settings")]
@@ -362,7 +362,7 @@ pub async fn get_settings(
     put, path = "/api/v1/byok/settings", tag = "byok", operation_id = "update_gateway_settings",
     request_body = SettingsBody,
     responses(
-        (status = 200, body = SettingsBody),
+        (status = 200, body = SettingsBody, description = "the settings as stored"),
         (status = 422, body = ErrorBody, description = "missing, unknown or mistyped field, or an unknown policy"),
         ApiErrors, BodyErrors,
     ),

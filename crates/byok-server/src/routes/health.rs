@@ -54,7 +54,7 @@ pub struct UsagePending {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "get_liveness", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "get_liveness", responses((status = 200, body = Health, description = "the process is alive")))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health {

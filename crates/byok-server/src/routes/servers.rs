@@ -128,7 +128,7 @@ fn server_id(raw: &str) -> Result<Uuid, ApiError> {
 #[utoipa::path(
     get, path = "/api/v1/execution-servers", tag = "execution-servers", operation_id = "list_servers",
     responses(
-        (status = 200, body = [ServerInfo]),
+        (status = 200, body = [ServerInfo], description = "the caller's execution servers (secrets masked)"),
         (status = 403, body = UpgradeRequiredBody, description = "tier below `starter`"),
         ApiErrors,
     ),
@@ -153,7 +153,7 @@ pub async fn list(
     post, path = "/api/v1/execution-servers", tag = "execution-servers", operation_id = "create_server",
     request_body = CreateServerRequest,
     responses(
-        (status = 201, body = ServerInfo),
+        (status = 201, body = ServerInfo, description = "created (secrets masked)"),
         (status = 403, body = UpgradeRequiredBody, description = "tier below `starter` (`enterprise` for `local`)"),
         (status = 409, body = ErrorBody, description = "name already used (`server_name_taken`)"),
         (status = 422, body = ErrorBody, description = "missing or mistyped field, invalid type, name, path or connection_config"),
@@ -188,7 +188,7 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/api/v1/execution-servers/default", tag = "execution-servers", operation_id = "get_default_server",
     responses(
-        (status = 200, body = Option<ServerInfo>),
+        (status = 200, body = Option<ServerInfo>, description = "the caller's default server, or null when there is none"),
         (status = 403, body = UpgradeRequiredBody, description = "tier below `starter`"),
         ApiErrors,
     ),
@@ -209,7 +209,7 @@ pub async fn default_server(
     params(("id" = Uuid, Path, description = "server id")),
     request_body = UpdateServerRequest,
     responses(
-        (status = 200, body = ServerInfo),
+        (status = 200, body = ServerInfo, description = "updated (secrets masked)"),
         (status = 403, body = UpgradeRequiredBody, description = "tier below `starter`"),
         (status = 404, body = ErrorBody, description = "no such server of the caller (`server_not_found`)"),
         (status = 409, body = ErrorBody, description = "name already used (`server_name_taken`)"),
@@ -261,7 +261,7 @@ pub async fn update(
     delete, path = "/api/v1/execution-servers/{id}", tag = "execution-servers", operation_id = "delete_server",
     params(("id" = Uuid, Path, description = "server id")),
     responses(
-        (status = 200, body = DeletedServer),
+        (status = 200, body = DeletedServer, description = "deleted"),
         (status = 403, body = UpgradeRequiredBody, description = "tier below `starter`"),
         (status = 404, body = ErrorBody, description = "no such server of the caller (`server_not_found`)"),
         ApiErrors,
@@ -308,7 +308,7 @@ pub struct ServerTestResponse {
     post, path = "/api/v1/execution-servers/{id}/test", tag = "execution-servers", operation_id = "test_server",
     params(("id" = Uuid, Path, description = "server id")),
     responses(
-        (status = 200, body = ServerTestResponse),
+        (status = 200, body = ServerTestResponse, description = "the outcome of the connection test (also stored with the server)"),
         (status = 403, body = UpgradeRequiredBody, description = "tier below `starter` (`enterprise` for `local`)"),
         (status = 404, body = ErrorBody, description = "no such server of the caller (`server_not_found`)"),
         (status = 409, body = ErrorBody, description = "the SSH host key changed (`host_key_mismatch`)"),
@@ -396,7 +396,7 @@ pub const EXEC_JSON_LIMIT: usize = 1024 * 1024;
     params(("id" = Uuid, Path, description = "server id")),
     request_body = ExecBody,
     responses(
-        (status = 200, body = ExecResponse),
+        (status = 200, body = ExecResponse, description = "the command ran (its exit code, output and whether it timed out)"),
         (status = 403, body = UpgradeRequiredBody, description = "tier below `starter` (`enterprise` for `local`)"),
         (status = 404, body = ErrorBody, description = "no such server of the caller (`server_not_found`)"),
         (status = 409, body = ErrorBody, description = "server inactive (`server_inactive`), or host key not trusted / changed"),
@@ -495,7 +495,7 @@ pub struct TrustHostKey {
     params(("id" = Uuid, Path, description = "server id")),
     request_body(content = Option<TrustHostKey>),
     responses(
-        (status = 200, body = ServerInfo),
+        (status = 200, body = ServerInfo, description = "the host key is now trusted"),
         (status = 403, body = UpgradeRequiredBody, description = "tier below `starter` (`enterprise` for `local`)"),
         (status = 404, body = ErrorBody, description = "no such server of the caller (`server_not_found`)"),
         (status = 409, body = ErrorBody, description = "the presented key is not the expected one (`host_key_mismatch`)"),

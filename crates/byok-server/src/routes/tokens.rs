@@ -62,7 +62,7 @@ pub struct TokenInfo {
     post, path = "/api/v1/tokens", tag = "tokens", operation_id = "create_token",
     request_body = CreateTokenRequest,
     responses(
-        (status = 201, body = CreatedToken),
+        (status = 201, body = CreatedToken, description = "created: the token is shown this once"),
         (status = 422, body = ErrorBody, description = "missing or mistyped field, invalid name (`invalid_token_name`) or expiry (`invalid_expiry`)"),
         ApiErrors, BodyErrors,
     ),
@@ -92,7 +92,7 @@ pub async fn create(
 /// List the caller's tokens (prefixes only).
 #[utoipa::path(
     get, path = "/api/v1/tokens", tag = "tokens", operation_id = "list_tokens",
-    responses((status = 200, body = [TokenInfo]), ApiErrors),
+    responses((status = 200, body = [TokenInfo], description = "the caller's tokens (prefixes only, never a token)"), ApiErrors),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("")]
@@ -133,7 +133,7 @@ pub struct RevokedToken {
     delete, path = "/api/v1/tokens/{id}", tag = "tokens", operation_id = "revoke_token",
     params(("id" = Uuid, Path, description = "token id")),
     responses(
-        (status = 200, body = RevokedToken),
+        (status = 200, body = RevokedToken, description = "revoked"),
         (status = 404, body = ErrorBody, description = "no such active token (`token_not_found`)"),
         ApiErrors,
     ),
