@@ -41,7 +41,13 @@ def module_files(src: Path) -> dict[tuple[str, ...], Path]:
 
 def strip_tests(text: str) -> str:
     """Drops `#[cfg(test)]`-gated modules (and the items they gate) and comments."""
-    text = re.sub(r"//[^\n]*", "", text)
+    # A char or string literal is kept whole (its `//`, as in "https://…", starts no comment,
+    # and a '"' starts no string); a comment from `//` to the end of the line goes.
+    text = re.sub(
+        r"'(?:\\.|[^'\\])'|\"(?:\\[\s\S]|[^\"\\])*\"|//[^\n]*",
+        lambda m: "" if m.group(0).startswith("//") else m.group(0),
+        text,
+    )
     out, i = [], 0
     for m in re.finditer(r"#\[cfg\(test\)\]", text):
         if m.start() < i:

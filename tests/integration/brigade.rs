@@ -249,7 +249,9 @@ async fn tasks_carry_the_contract_and_answers_reach_the_sdk() {
     let mut body = request("x");
     body["model"] = json!("brigade/custom/some-model");
     let r = s.post("/v1/messages", &t, body).await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    // Refused as a direct call to that endpoint is: 422 forbidden_target.
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], "forbidden_target", "{}", r.text);
     assert_eq!(brigade.tasks().len(), before, "no task was sent");
 
     // The system default: a user without keys or servers (free tier).

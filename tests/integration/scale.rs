@@ -425,7 +425,13 @@ async fn sigterm_lets_a_stream_finish_then_exits_zero() {
     // Mid-stream: SIGTERM. First readiness fails (load balancers stop sending traffic)...
     s.terminate();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    let ready = byok_tests::http_client()
+        .build()
+        .unwrap()
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.json::<Value>().await.unwrap()["status"], "draining");
     // ...then, after BYOK_SHUTDOWN_DRAIN_SECS, no new connection is taken.

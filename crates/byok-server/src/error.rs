@@ -119,7 +119,8 @@ impl ResponseError for ApiError {
 }
 
 /// How the service answers a core error: the one place a status and a stable code are chosen
-/// for it, on `/api/v1/*` and on `/v1/*` alike. The management API renders the decision as
+/// for it, on `/api/v1/*` and on `/v1/*` (which differ only for core validation errors, see
+/// [`decide`]). The management API renders the decision as
 /// `{"detail", "code"}` ([`ApiError`]); the gateway renders it in the Anthropic or OpenAI error
 /// shape, with its own wording (`gateway::GatewayError::from_core`). The table is in
 /// docs/api.md ("Errors") and docs/gateway.md ("Errors").
@@ -162,13 +163,27 @@ fn exec_status(e: &ExecError) -> StatusCode {
     }
 }
 
-/// The (status, code) of a core error. Pure; [`log_cause`] logs what the operator needs.
-pub fn decide(e: &CoreError) -> Decision {
+/// Which API a refusal is answered on: the one difference between them is in [`decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `/api/v1/*`, the management API (legacy-compatible).
+    Management,
+    /// `/v1/*`, the LLM APIs (Anthropic Messages, OpenAI Chat Completions).
+    Gateway,
+}
+
+/// The (status, code) of a core error on `surface`. Pure; [`log_cause`] logs what the operator
+/// needs.
+pub fn decide(e: &CoreError, surface: Surface) -> Decision {
     match e {
-        // Well-formed but unacceptable input (a malformed body is 400 before core sees it).
-        CoreError::InvalidInput { code, .. } => {
-            Decision::new(StatusCode::UNPROCESSABLE_ENTITY, code, false)
-        }
+        // Well-formed but unacceptable input: 422 on the management API, as the legacy service
+        // (FastAPI) answered validation errors; 400 on the LLM APIs, as Anthropic and OpenAI
+        // answer a request they cannot process (`invalid_request_error`), and as the gateway
+        // answers a malformed body before core sees it.
+        CoreError::InvalidInput { code, .. } => match surface {
+            Surface::Management => Decision::new(StatusCode::UNPROCESSABLE_ENTITY, code, false),
+            Surface::Gateway => Decision::new(StatusCode::BAD_REQUEST, code, false),
+        },
         CoreError::UpgradeRequired { .. } => {
             Decision::new(StatusCode::FORBIDDEN, "upgrade_required", true)
         }
@@ -225,6 +240,10 @@ pub fn log_cause(e: &CoreError) {
         CoreError::Store(StoreError::Unavailable(cause)) => {
             tracing::error!(error = %cause, "database unavailable");
         }
+        // A race the request lost (two first sign-ins of one account, say): answered 409.
+        CoreError::Store(StoreError::Conflict(rule)) => {
+            tracing::warn!(rule = %rule, "store conflict");
+        }
         CoreError::Crypto(c) => log_internal(c),
         CoreError::Store(s @ (StoreError::Corrupt(_) | StoreError::Other(_))) => log_internal(s),
         CoreError::Internal(cause) => log_internal(cause.as_ref()),
@@ -239,7 +258,7 @@ fn log_internal(cause: &dyn std::error::Error) {
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         log_cause(&e);
-        let d = decide(&e);
+        let d = decide(&e, Surface::Management);
         let tiers = match &e {
             CoreError::UpgradeRequired { current, required } => Some((*current, *required)),
             _ => None,
@@ -450,12 +469,21 @@ pub(crate) mod tests {
     #[test]
     fn one_status_and_code_per_core_error() {
         for (e, status, code) in table() {
-            let d = decide(&e);
+            let d = decide(&e, Surface::Management);
             assert_eq!((d.status.as_u16(), d.code), (status, code), "{e:?}");
             let api = ApiError::from(e);
             assert_eq!((api.status.as_u16(), api.code), (status, code));
             assert_eq!(api.body()["code"], code);
         }
+        // The one difference between the surfaces: a core validation error on the LLM APIs.
+        let invalid = CoreError::InvalidInput {
+            code: "invalid_model",
+            message: "bad".into(),
+        };
+        assert_eq!(
+            decide(&invalid, Surface::Gateway).status,
+            StatusCode::BAD_REQUEST
+        );
         let limited = ApiError::from(CoreError::RateLimited {
             retry_after_secs: 7,
         });

@@ -194,6 +194,18 @@ async fn unknown_paths_and_the_gateway_shapes() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["type"], "invalid_request_error");
 
+    // A model name the router refuses (core's InvalidInput): 400 on the LLM APIs, as the
+    // providers answer, not the management API's 422.
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .insert_header(bearer(&token))
+            .set_json(json!({"model": "openai/gpt 4o", "messages": []})),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+
     let (status, _, body) = call!(
         app,
         test::TestRequest::get()

@@ -101,7 +101,7 @@ impl GatewayError {
 /// status or code (those are decided once, in [`GatewayError::from_core`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Doing {
-    /// Resolving the requested model to a route (`Gateway::resolve`).
+    /// Resolving the requested model to a route (`RouteResolver::resolve`).
     ResolvingModel,
     /// Anything else (an execution server for an orchestrated request, the model list, …).
     Other,
@@ -119,7 +119,7 @@ impl GatewayError {
     /// tier refusal for the situation).
     pub fn from_core(e: CoreError, doing: Doing) -> Self {
         crate::error::log_cause(&e);
-        let d = crate::error::decide(&e);
+        let d = crate::error::decide(&e, crate::error::Surface::Gateway);
         let message = match e {
             CoreError::UpgradeRequired { required, .. } => match doing {
                 Doing::ResolvingModel => format!(
@@ -187,9 +187,17 @@ mod tests {
     #[test]
     fn the_gateway_renders_the_one_decision() {
         for (e, status, code) in crate::error::tests::table() {
-            let service_code = crate::error::decide(&e).service_code;
+            let d = crate::error::decide(&e, crate::error::Surface::Gateway);
+            let service_code = d.service_code;
             let g = GatewayError::from(e);
+            // The same as the management API's, but for core validation errors (400 here).
+            let status = if status == 422 && !service_code {
+                400
+            } else {
+                status
+            };
             assert_eq!(g.status.as_u16(), status, "{code}");
+            assert_eq!(g.status, d.status);
             assert_eq!(g.code, service_code.then_some(code));
         }
     }

@@ -230,23 +230,22 @@ pub async fn answer_via_orchestrator(
         route.endpoint.as_deref(),
         route.credential == byok_core::CredentialKind::System,
     ) {
-        // Brigade will call a user's endpoint from inside the operator's network: it must pass
-        // the same target policy as a direct call.
-        Ok(t) if state.upstream.check_target(&t).await.is_err() => {
-            return GatewayError::new(
-                StatusCode::FORBIDDEN,
-                "the endpoint stored with your key is not an allowed target",
-            )
-            .response(ingress);
+        Ok(t) => {
+            // Brigade will call a user's endpoint from inside the operator's network: it must
+            // pass the same target policy as a direct call, refused the same way.
+            if let Err(e) = state.upstream.check_target(&t).await {
+                return GatewayError::from(e).response(ingress);
+            }
+            t
         }
-        Ok(t) => LlmTarget {
-            base_url: Some(t.base),
-            format: match t.wire {
-                ChatWire::Anthropic => "anthropic",
-                ChatWire::OpenAi => "openai",
-            },
-        },
         Err(e) => return GatewayError::from(e).response(ingress),
+    };
+    let target = LlmTarget {
+        base_url: Some(target.base),
+        format: match target.wire {
+            ChatWire::Anthropic => "anthropic",
+            ChatWire::OpenAi => "openai",
+        },
     };
     let selector = header(req, EXECUTION_SERVER_HEADER);
     let server = match state
