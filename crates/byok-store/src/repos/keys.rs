@@ -207,7 +207,6 @@ impl KeyRepository for Database {
 
 #[async_trait]
 impl KeyRotationRepository for Database {
-
     async fn ciphertext_page(
         &self,
         after: Option<Uuid>,
