@@ -489,72 +489,13 @@ mod tests {
     use super::*;
 
     use async_trait::async_trait;
-    use chrono::{DateTime, Utc};
     use std::time::SystemTime;
 
     use crate::services::window_of;
-    use crate::testing::ToyCipher;
-
-    /// A repository with no servers (the rate gate is reached before any is read).
-    struct NoServers;
-
-    #[async_trait]
-    impl ServerRepository for NoServers {
-        async fn create_server(&self, _: NewServer) -> Result<ExecutionServer, StoreError> {
-            Err(StoreError::Conflict("read-only".into()))
-        }
-        async fn list_servers(&self, _: UserId) -> Result<Vec<ExecutionServer>, StoreError> {
-            Ok(vec![])
-        }
-        async fn get_server(
-            &self,
-            _: UserId,
-            _: Uuid,
-        ) -> Result<Option<ExecutionServer>, StoreError> {
-            Ok(None)
-        }
-        async fn update_server(
-            &self,
-            _: UserId,
-            _: Uuid,
-            _: ServerChanges,
-        ) -> Result<Option<ExecutionServer>, StoreError> {
-            Ok(None)
-        }
-        async fn set_default(&self, _: UserId, _: Uuid, _: bool) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-        async fn delete_server(&self, _: UserId, _: Uuid) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-        async fn server_page(
-            &self,
-            _: Option<Uuid>,
-            _: u32,
-        ) -> Result<Vec<ExecutionServer>, StoreError> {
-            Ok(vec![])
-        }
-        async fn replace_sealed_config(
-            &self,
-            _: Uuid,
-            _: DateTime<Utc>,
-            _: &Value,
-        ) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-        async fn record_server_test(
-            &self,
-            _: UserId,
-            _: Uuid,
-            _: DateTime<Utc>,
-            _: &str,
-        ) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-    }
+    use crate::testing::{MemServers, ToyCipher};
 
     fn registry() -> ServerRegistry {
-        ServerRegistry::new(Arc::new(NoServers), Arc::new(ToyCipher), vec![])
+        ServerRegistry::new(Arc::new(MemServers::new()), Arc::new(ToyCipher), vec![])
     }
 
     fn principal(tier: Tier) -> Principal {

@@ -558,7 +558,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
+    use crate::testing::MemUsers;
 
     #[test]
     fn hash_is_sha256_hex() {
@@ -566,120 +566,6 @@ mod tests {
             hash_token("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-    }
-
-    /// Tokens and users in memory; `down` makes every call fail like a lost database.
-    #[derive(Default)]
-    struct Mem {
-        tokens: Mutex<Vec<(String, GatewayToken)>>,
-        user: Mutex<Option<User>>,
-        down: AtomicBool,
-    }
-
-    impl Mem {
-        fn check(&self) -> Result<(), StoreError> {
-            if self.down.load(Ordering::Relaxed) {
-                Err(StoreError::Unavailable("down".into()))
-            } else {
-                Ok(())
-            }
-        }
-    }
-
-    #[async_trait]
-    impl TokenRepository for Mem {
-        async fn create(&self, t: NewGatewayToken) -> Result<GatewayToken, StoreError> {
-            self.check()?;
-            let token = GatewayToken {
-                id: t.id,
-                user_id: t.user_id,
-                name: t.name,
-                prefix: t.prefix,
-                created_at: Utc::now(),
-                last_used_at: None,
-                expires_at: t.expires_at,
-                revoked_at: None,
-            };
-            self.tokens.lock().unwrap().push((t.hash, token.clone()));
-            Ok(token)
-        }
-        async fn find_by_hash(
-            &self,
-            hash: &str,
-        ) -> Result<Option<(GatewayToken, User)>, StoreError> {
-            self.check()?;
-            let user = self.user.lock().unwrap().clone();
-            Ok(self
-                .tokens
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(h, _)| h == hash)
-                .and_then(|(_, t)| Some((t.clone(), user?))))
-        }
-        async fn list(&self, _: UserId) -> Result<Vec<GatewayToken>, StoreError> {
-            self.check()?;
-            Ok(self
-                .tokens
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(_, t)| t.clone())
-                .collect())
-        }
-        async fn revoke(&self, _: UserId, id: Uuid) -> Result<bool, StoreError> {
-            self.check()?;
-            let mut tokens = self.tokens.lock().unwrap();
-            let t = tokens.iter_mut().find(|(_, t)| t.id == id);
-            Ok(t.map(|(_, t)| t.revoked_at = Some(Utc::now())).is_some())
-        }
-        async fn touch(&self, _: Uuid, _: DateTime<Utc>) -> Result<(), StoreError> {
-            self.check()
-        }
-    }
-
-    #[async_trait]
-    impl UserRepository for Mem {
-        async fn create(&self, email: &str, tier: Tier) -> Result<User, StoreError> {
-            self.check()?;
-            let u = User {
-                id: UserId::new_random(),
-                email: email.into(),
-                tier,
-                created_at: Utc::now(),
-                origin: UserOrigin::Local,
-            };
-            *self.user.lock().unwrap() = Some(u.clone());
-            Ok(u)
-        }
-        async fn get(&self, _: UserId) -> Result<Option<User>, StoreError> {
-            self.check()?;
-            Ok(self.user.lock().unwrap().clone())
-        }
-        async fn find_by_email(&self, _: &str) -> Result<Option<User>, StoreError> {
-            self.check()?;
-            Ok(self.user.lock().unwrap().clone())
-        }
-        async fn set_tier(&self, _: UserId, _: Tier) -> Result<bool, StoreError> {
-            self.check()?;
-            Ok(true)
-        }
-        async fn count(&self) -> Result<u64, StoreError> {
-            Ok(1)
-        }
-        async fn ensure_external(
-            &self,
-            _: UserId,
-            _: &str,
-            _: &str,
-            _: bool,
-            _: Tier,
-        ) -> Result<User, StoreError> {
-            Err(StoreError::Conflict("local".into()))
-        }
-        async fn rehome_issuer(&self, _: &str, _: &str) -> Result<u64, StoreError> {
-            Ok(0)
-        }
     }
 
     /// Answers every account lookup with "no such account".
@@ -729,14 +615,17 @@ mod tests {
             (external.clone(), &none, true),
             (external.clone(), &disabled, true),
         ] {
-            let mem = Arc::new(Mem::default());
+            let mem = Arc::new(MemUsers::new());
             let svc = TokenService::new(mem.clone(), mem.clone(), Duration::ZERO)
                 .with_identity_refresh(source.clone(), Duration::from_secs(60));
             let user = svc
                 .create_user("a@example.com", Tier::Starter)
                 .await
                 .unwrap();
-            mem.user.lock().unwrap().as_mut().unwrap().origin = origin.clone();
+            mem.insert(User {
+                origin: origin.clone(),
+                ..user
+            });
             let t = svc.issue(user.id, "t", None).await.unwrap();
             assert_eq!(
                 svc.authenticate(&t.token).await.is_err(),
@@ -748,7 +637,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_outage_keeps_known_tokens_and_revocations() {
-        let mem = Arc::new(Mem::default());
+        let mem = Arc::new(MemUsers::new());
         let stale = Arc::new(StaleIfError::new(Duration::from_secs(60)));
         // TTL zero: every check asks the store, so every check during the outage is stale.
         let svc = TokenService::new(mem.clone(), mem.clone(), Duration::ZERO)
@@ -767,7 +656,7 @@ mod tests {
         assert!(svc.authenticate(&junk).await.is_err());
         svc.revoke(user.id, revoked.record.id).await.unwrap();
 
-        mem.down.store(true, Ordering::Relaxed);
+        mem.set_failing(true);
         let who = svc.authenticate(&kept.token).await.unwrap();
         assert_eq!(who.user_id, user.id, "a token seen before the outage works");
         assert!(
@@ -794,14 +683,14 @@ mod tests {
         assert_eq!(stale.served()[0].1, 3);
         assert!(stale.failing());
 
-        mem.down.store(false, Ordering::Relaxed);
+        mem.set_failing(false);
         svc.authenticate(&unseen.token).await.unwrap();
         assert!(!stale.failing(), "the store answers again");
     }
 
     #[tokio::test]
     async fn a_revocation_read_from_the_store_replaces_the_cached_acceptance() {
-        let mem = Arc::new(Mem::default());
+        let mem = Arc::new(MemUsers::new());
         let svc = TokenService::new(mem.clone(), mem.clone(), Duration::ZERO)
             .with_stale_if_error(Arc::new(StaleIfError::new(Duration::from_secs(60))));
         let user = svc
@@ -813,7 +702,7 @@ mod tests {
         // Revoked behind this process's back (another replica, its notification missed).
         mem.revoke(user.id, t.record.id).await.unwrap();
         assert!(svc.authenticate(&t.token).await.is_err());
-        mem.down.store(true, Ordering::Relaxed);
+        mem.set_failing(true);
         assert!(
             matches!(
                 svc.authenticate(&t.token).await,
