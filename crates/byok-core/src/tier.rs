@@ -1,6 +1,7 @@
 //! The subscription tier: a leaf module (no other module of the crate), so that
 //! [`crate::error::CoreError`] can name tiers without an import cycle. The rules that answer
-//! with a [`crate::error::CoreError`] (`Tier::require`, parsing) are in [`crate::domain`].
+//! with a [`crate::error::CoreError`] (`Tier::require`, parsing) are in `domain/users.rs`
+//! (re-exported by [`crate::domain`]).
 
 use std::fmt;
 

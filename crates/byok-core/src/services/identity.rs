@@ -264,12 +264,12 @@ impl Authenticator for ChainAuthenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{User, UserOrigin};
     use crate::ports::ExternalIdentity;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use crate::testing::MemUsers;
 
     /// Accepts any token `jwt:<subject>:<tier>[:unverified]` as that user with that tier, for
-    /// an hour; the email is verified unless the token says `unverified`.
+    /// an hour; the email, `<subject>@example.com`, is verified unless the token says
+    /// `unverified`.
     struct AnyToken;
 
     #[async_trait]
@@ -281,9 +281,9 @@ mod tests {
             let email_verified = parts.next() != Some("unverified");
             Ok(ExternalIdentity {
                 user_id: external_user_id("https://idp", &sub),
+                email: format!("{sub}@example.com"),
                 subject: sub,
                 issuer: "https://idp".into(),
-                email: "e@example.com".into(),
                 email_verified,
                 tier,
                 expires_at: Utc::now() + chrono::Duration::hours(1),
@@ -291,58 +291,9 @@ mod tests {
         }
     }
 
-    /// Users that can be switched off like a lost database; records the `email_verified`
-    /// each `ensure_external` was given.
-    #[derive(Default)]
-    struct Users(AtomicBool, Mutex<Vec<bool>>);
-
-    #[async_trait]
-    impl UserRepository for Users {
-        async fn create(&self, _: &str, _: Tier) -> Result<User, StoreError> {
-            Err(StoreError::Conflict("unused".into()))
-        }
-        async fn get(&self, _: UserId) -> Result<Option<User>, StoreError> {
-            Ok(None)
-        }
-        async fn find_by_email(&self, _: &str) -> Result<Option<User>, StoreError> {
-            Ok(None)
-        }
-        async fn set_tier(&self, _: UserId, _: Tier) -> Result<bool, StoreError> {
-            Ok(true)
-        }
-        async fn count(&self) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-        async fn rehome_issuer(&self, _: &str, _: &str) -> Result<u64, StoreError> {
-            Ok(0)
-        }
-        async fn ensure_external(
-            &self,
-            id: UserId,
-            issuer: &str,
-            email: &str,
-            email_verified: bool,
-            tier: Tier,
-        ) -> Result<User, StoreError> {
-            lock(&self.1).push(email_verified);
-            if self.0.load(Ordering::Relaxed) {
-                return Err(StoreError::Unavailable("down".into()));
-            }
-            Ok(User {
-                id,
-                email: email.into(),
-                tier,
-                created_at: Utc::now(),
-                origin: UserOrigin::External {
-                    issuer: issuer.into(),
-                },
-            })
-        }
-    }
-
     #[tokio::test]
     async fn an_outage_lets_in_users_provisioned_before_only() {
-        let users = Arc::new(Users::default());
+        let users = Arc::new(MemUsers::new());
         let stale = Arc::new(StaleIfError::new(Duration::from_secs(60)));
         // Accepted tokens are not cached (TTL zero): every call provisions or falls back.
         let auth = ExternalAuthenticator::new(
@@ -358,7 +309,7 @@ mod tests {
         auth.authenticate(&format!("jwt:{known}:starter").into())
             .await
             .unwrap();
-        users.0.store(true, Ordering::Relaxed);
+        users.set_failing(true);
         // A new token of the same user with another tier: the snapshot cannot be stored, the
         // user was provisioned before, so the verified token is accepted.
         let who = auth
@@ -379,7 +330,7 @@ mod tests {
 
     #[tokio::test]
     async fn whether_the_email_is_verified_reaches_the_repository() {
-        let users = Arc::new(Users::default());
+        let users = Arc::new(MemUsers::new());
         let auth = ExternalAuthenticator::new(
             Arc::new(AnyToken),
             None,
@@ -395,7 +346,14 @@ mod tests {
         auth.authenticate(&format!("jwt:{b}:starter:unverified").into())
             .await
             .unwrap();
-        assert_eq!(*lock(&users.1), vec![true, false]);
+        // Only a verified email is stored; an unverified one links nothing.
+        for (sub, stored) in [
+            (a, format!("{a}@example.com")),
+            (b, format!("{b}@external.invalid")),
+        ] {
+            let id = external_user_id("https://idp", sub);
+            assert_eq!(users.get(id).await.unwrap().unwrap().email, stored);
+        }
     }
 
     #[test]

@@ -1,27 +1,18 @@
-//! In-memory fakes of the ports, one per port, for unit tests here and in other crates
-//! (the `test-util` feature): a toy cipher, a key store with its rotation side, a key prober
-//! that accepts every key and a settings store.
-//!
-//! They keep the ports' contracts where a test can observe them (upsert replaces, record_test
-//! and replace_ciphertext compare first, pages are ordered by id) and nothing more: no
-//! persistence, no concurrency guarantees beyond a mutex.
+//! Keys: a toy cipher, a key store with its rotation side, a prober that accepts every key.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use crate::domain::{
-    ApiKey, NewStoredKey, ProviderId, StoredKey, TestStatus, UserId, UserSettings,
-};
+use super::fail::{Failing, lock};
+use crate::domain::{ApiKey, NewStoredKey, ProviderId, StoredKey, TestStatus, UserId};
 use crate::error::{CoreError, CryptoError, StoreError};
 use crate::ports::{
     CiphertextRow, KeyProber, KeyRepository, KeyRotationRepository, ProbeOutcome, SecretCipher,
-    SettingsRepository,
 };
 
 /// A reversible toy cipher: `enc:` + the reversed text. It also reads `old:` + the reversed
@@ -60,7 +51,7 @@ impl SecretCipher for ToyCipher {
 #[derive(Debug, Default)]
 pub struct MemKeys {
     rows: Mutex<HashMap<(UserId, ProviderId), StoredKey>>,
-    failing: AtomicBool,
+    failing: Failing,
 }
 
 impl MemKeys {
@@ -71,7 +62,7 @@ impl MemKeys {
 
     /// Makes reads and writes fail (`StoreError::Unavailable`), or work again.
     pub fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, Ordering::Relaxed);
+        self.failing.set(failing);
     }
 
     /// Every stored key, ordered by id.
@@ -82,16 +73,11 @@ impl MemKeys {
     }
 
     fn check(&self) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::Relaxed) {
-            Err(StoreError::Unavailable("down".into()))
-        } else {
-            Ok(())
-        }
+        self.failing.check()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(UserId, ProviderId), StoredKey>> {
-        // A test that panicked while holding the lock has failed already; keep going.
-        self.rows.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.rows)
     }
 }
 
@@ -205,37 +191,5 @@ impl KeyProber for AlwaysValid {
             message: "ok".into(),
             details: serde_json::Value::Null,
         })
-    }
-}
-
-/// Users' settings in memory ([`SettingsRepository`]).
-#[derive(Debug, Default)]
-pub struct MemSettings {
-    rows: Mutex<HashMap<UserId, UserSettings>>,
-}
-
-impl MemSettings {
-    /// No one saved settings yet (everyone gets the defaults).
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-#[async_trait]
-impl SettingsRepository for MemSettings {
-    async fn get_settings(&self, user: UserId) -> Result<Option<UserSettings>, StoreError> {
-        Ok(self
-            .rows
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&user)
-            .copied())
-    }
-    async fn put_settings(&self, user: UserId, settings: &UserSettings) -> Result<(), StoreError> {
-        self.rows
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(user, *settings);
-        Ok(())
     }
 }

@@ -1,0 +1,20 @@
+//! In-memory fakes of the ports, one per port, for unit tests here and in other crates
+//! (the `test-util` feature): a toy cipher, a key store with its rotation side, a key prober
+//! that accepts every key, a settings store, a user store with its gateway tokens and an
+//! execution-server store.
+//!
+//! They keep the ports' contracts where a test can observe them (upsert replaces, record_test
+//! and replace_ciphertext compare first, names and emails are unique, a user has one default
+//! server, pages are ordered by id) and nothing more: no persistence, no concurrency
+//! guarantees beyond a mutex.
+
+mod fail;
+mod keys;
+mod servers;
+mod settings;
+mod users;
+
+pub use keys::{AlwaysValid, MemKeys, ToyCipher};
+pub use servers::MemServers;
+pub use settings::MemSettings;
+pub use users::MemUsers;
