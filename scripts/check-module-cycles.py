@@ -41,12 +41,17 @@ def module_files(src: Path) -> dict[tuple[str, ...], Path]:
 
 def strip_tests(text: str) -> str:
     """Drops `#[cfg(test)]`-gated modules (and the items they gate) and comments."""
-    # A char or string literal is kept whole (its `//`, as in "https://…", starts no comment,
-    # and a '"' starts no string); a comment from `//` to the end of the line goes.
-    text = re.sub(
-        r"'(?:\\.|[^'\\])'|\"(?:\\[\s\S]|[^\"\\])*\"|//[^\n]*",
-        lambda m: "" if m.group(0).startswith("//") else m.group(0),
-        text,
+    # Comments go (block and line); literals are kept whole, raw strings first (their inner
+    # `"` do not end them), so a `//` in "https://…" starts no comment and a '"' no string.
+    literal_or_comment = re.compile(
+        r"/\*[\s\S]*?\*/"  # block comment
+        r"|//[^\n]*"  # line comment
+        r'|b?r(#*)"[\s\S]*?"\1'  # raw string
+        r"|b?'(?:\\.|[^'\\])'"  # char literal
+        r'|b?"(?:\\[\s\S]|[^"\\])*"'  # string
+    )
+    text = literal_or_comment.sub(
+        lambda m: "" if m.group(0).startswith("/") else m.group(0), text
     )
     out, i = [], 0
     for m in re.finditer(r"#\[cfg\(test\)\]", text):

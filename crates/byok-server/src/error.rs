@@ -383,7 +383,8 @@ pub(crate) mod tests {
         );
     }
 
-    /// Every core error, with the status and code both surfaces answer (docs/api.md "Errors").
+    /// Every core error, with the status and code of the management API (docs/api.md
+    /// "Errors"); the gateway answers the same but for core validation errors (400).
     pub(crate) fn table() -> Vec<(CoreError, u16, &'static str)> {
         use byok_core::execution::ExecError;
         vec![

@@ -205,6 +205,14 @@ async fn unknown_paths_and_the_gateway_shapes() {
     );
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["type"], "invalid_request_error");
+    // The router's message: the refusal came from core, through the one decision.
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("without spaces"),
+        "{body}"
+    );
 
     let (status, _, body) = call!(
         app,

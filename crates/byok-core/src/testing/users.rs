@@ -99,7 +99,9 @@ impl UserRepository for MemUsers {
     ) -> Result<User, StoreError> {
         self.failing.check()?;
         let placeholder = format!("{}@external.invalid", id.0);
-        let wanted = email_verified.then(|| email.trim().to_lowercase());
+        let wanted = email_verified
+            .then(|| email.trim().to_lowercase())
+            .filter(|e| !e.is_empty());
         let origin = UserOrigin::External {
             issuer: issuer.into(),
         };
@@ -109,7 +111,10 @@ impl UserRepository for MemUsers {
             // Stored before origins: claimed only by its verified email (or the placeholder).
             Some(u)
                 if u.origin == UserOrigin::Unknown
-                    && (u.email == placeholder || wanted.as_deref() == Some(u.email.as_str())) =>
+                    && (u.email == placeholder
+                        || wanted
+                            .as_deref()
+                            .is_some_and(|w| u.email.eq_ignore_ascii_case(w))) =>
             {
                 User { tier, origin, ..u }
             }
@@ -129,6 +134,17 @@ impl UserRepository for MemUsers {
     }
     async fn rehome_issuer(&self, from: &str, to: &str) -> Result<u64, StoreError> {
         self.failing.check()?;
+        let local = UserOrigin::Local;
+        for issuer in [from, to] {
+            if issuer.trim().is_empty() || Some(issuer) == local.as_stored() {
+                return Err(conflict(
+                    "an issuer must be a non-empty issuer URL, never `local`",
+                ));
+            }
+        }
+        if from == to {
+            return Ok(0);
+        }
         let mut n = 0;
         for u in lock(&self.users).values_mut() {
             if matches!(&u.origin, UserOrigin::External { issuer } if issuer == from) {
@@ -144,6 +160,9 @@ impl UserRepository for MemUsers {
 impl TokenRepository for MemUsers {
     async fn create(&self, t: NewGatewayToken) -> Result<GatewayToken, StoreError> {
         self.failing.check()?;
+        if lock(&self.tokens).iter().any(|(hash, _)| *hash == t.hash) {
+            return Err(conflict("gateway_tokens_token_hash_key"));
+        }
         let token = GatewayToken {
             id: t.id,
             user_id: t.user_id,
