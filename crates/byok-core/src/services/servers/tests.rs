@@ -182,8 +182,21 @@ async fn servers_are_the_owners_and_one_of_them_is_the_default() {
         Some(b.id)
     );
 
+    // A new default takes over from the old one: still exactly one.
+    let c = reg
+        .create(&who, docker("c", json!({}), true))
+        .await
+        .unwrap();
+    let listed = ids(reg.list(&who).await.unwrap());
+    assert_eq!(listed[0], (c.id, true));
+    assert_eq!(listed.iter().filter(|(_, default)| *default).count(), 1);
+
     let other = principal(Tier::Enterprise);
     assert!(reg.list(&other).await.unwrap().is_empty());
+    // Names are per owner: another user may use `a`.
+    reg.create(&other, docker("a", json!({}), false))
+        .await
+        .unwrap();
     assert_eq!(
         code(reg.get(&other, a.id).await.unwrap_err()),
         "server_not_found"
