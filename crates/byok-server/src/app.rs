@@ -23,23 +23,32 @@ pub fn build(
         InitError = (),
     >,
 > {
+    let console = web::Data::new(state.console.clone());
     App::new()
         .app_data(state)
+        .app_data(console)
         .app_data(web::PathConfig::default().error_handler(path_error))
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .service(crate::openapi::openapi_json)
         .configure(routes::configure)
         .configure(crate::gateway::configure)
-        .default_service(web::to(|req: HttpRequest| async move {
-            let path = req.path();
-            if path == "/v1" || path.starts_with("/v1/") || path.starts_with("/v1beta") {
-                // LLM clients read errors in their own API's shape only.
-                return crate::gateway::unknown_endpoint(&req);
-            }
-            HttpResponse::NotFound().json(serde_json::json!({
-                "detail": "no such resource", "code": "not_found"
-            }))
-        }))
+        .configure(byok_console::configure)
+        .default_service(web::to(
+            |req: HttpRequest, who: Option<byok_console::SignedIn>| async move {
+                let path = req.path();
+                if path == "/v1" || path.starts_with("/v1/") || path.starts_with("/v1beta") {
+                    // LLM clients read errors in their own API's shape only.
+                    return crate::gateway::unknown_endpoint(&req);
+                }
+                if !path.starts_with("/api/") && crate::middleware::wants_html(&req) {
+                    // A person's browser: the console's page.
+                    return byok_console::not_found(who).await;
+                }
+                HttpResponse::NotFound().json(serde_json::json!({
+                    "detail": "no such resource", "code": "not_found"
+                }))
+            },
+        ))
         .wrap(ErrorHandlers::new().default_handler(normalise_error))
         .wrap(actix_web::middleware::from_fn(request_log))
 }

@@ -66,6 +66,29 @@ pub enum UserCommand {
         #[arg(long, default_value = "free")]
         tier: String,
     },
+    /// Print a new single-use sign-in link for the console.
+    LoginLink {
+        #[arg(long)]
+        email: String,
+    },
+    /// Give a user the operator role (the console's Administration pages) or take it away.
+    SetRole {
+        #[arg(long)]
+        email: String,
+        /// user or operator.
+        #[arg(long)]
+        role: String,
+    },
+    /// Disable an account: its tokens, links and console sessions stop working.
+    Disable {
+        #[arg(long)]
+        email: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        #[arg(long)]
+        email: String,
+    },
     /// Change a user's tier.
     SetTier {
         #[arg(long)]

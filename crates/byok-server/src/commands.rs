@@ -3,7 +3,7 @@
 use actix_web::{HttpServer, web};
 use byok_core::ports::UserRepository;
 use byok_core::services::{TokenService, rotate_all, rotate_servers};
-use byok_core::{CoreError, Tier, User, normalize_email};
+use byok_core::{CoreError, Role, Tier, User, normalize_email};
 use secrecy::ExposeSecret;
 
 use crate::cli::{TokenCommand, UserCommand};
@@ -104,6 +104,21 @@ pub async fn run_service(settings: Settings) -> Result<(), Failure> {
         tracing::info!(%addr, database = %settings.database_display(), "listening");
         println!("BYOK gateway listening on http://{addr}");
     }
+    if !settings.public_url_explicit
+        && let Some(addr) = server.addrs().first()
+    {
+        // Derived from the bind address: the port is known now (port 0 picks one).
+        let host = match addr.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        state
+            .console
+            .public_url
+            .set(format!("http://{host}:{}", addr.port()));
+    }
+    println!("Console: {}/", state.console.public_url.get());
     let server = server.run();
     let handle = server.handle();
     let draining = state.draining.clone();
@@ -230,16 +245,23 @@ async fn bootstrap_admin(state: &AppState, settings: &Settings) -> Result<(), Fa
         .issue(user.id, "bootstrap", None)
         .await
         .map_err(core)?;
+    // The first user runs the service: an operator.
+    UserRepository::set_role(&state.db, user.id, Role::Operator).await?;
+    let link = login_link(state, settings, user.id).await?;
     let token = issued.token.expose_secret();
     let expiry = expiry(&issued.record);
-    let base = settings.bind.replace("0.0.0.0", "127.0.0.1");
+    let base = &settings.public_url;
     println!(
         "\n================================================================\n\
-         First start: created the user {email} (tier enterprise).\n\
+         First start: created the user {email} (tier enterprise, operator).\n\
+         Sign in to the console with this link ({link_note}):\n\n    {link}\n\n\
          Its gateway token ({expiry}) is shown this once:\n\n    {token}\n\n\
-         Try:   curl -H \"Authorization: Bearer {token}\" http://{base}/api/v1/byok/providers\n\
+         Try:   curl -H \"Authorization: Bearer {token}\" {base}/api/v1/byok/providers\n\
          More users:  byok-gateway user create --email you@example.com --tier starter\n\
-         ================================================================\n"
+         A new link:  byok-gateway user login-link --email {email}\n\
+         ================================================================\n",
+        link = link.0,
+        link_note = link.1,
     );
     Ok(())
 }
@@ -369,6 +391,26 @@ fn parse_tier(t: &str) -> Result<Tier, Failure> {
     t.parse().map_err(core)
 }
 
+/// A new single-use sign-in link for `user`, and when it expires (for people).
+async fn login_link(
+    state: &AppState,
+    settings: &Settings,
+    user: byok_core::UserId,
+) -> Result<(String, String), Failure> {
+    let link = state.sessions.issue_link(user).await.map_err(core)?;
+    Ok((
+        format!(
+            "{}/login/{}",
+            settings.public_url,
+            link.secret.expose_secret()
+        ),
+        format!(
+            "single use, until {}",
+            link.expires_at.format("%Y-%m-%d %H:%M UTC")
+        ),
+    ))
+}
+
 /// When a token expires, for people.
 fn expiry(token: &byok_core::GatewayToken) -> String {
     match token.expires_at {
@@ -397,6 +439,43 @@ pub async fn user(settings: Settings, cmd: UserCommand) -> Result<(), Failure> {
                 "(the token is shown once; store it now; it {})",
                 expiry(&issued.record)
             );
+            let (link, note) = login_link(&state, &settings, user.id).await?;
+            println!("sign-in link ({note}): {link}");
+        }
+        UserCommand::LoginLink { email } => {
+            let user = find_user(&state.tokens, &email).await?;
+            let (link, note) = login_link(&state, &settings, user.id).await?;
+            println!("sign-in link for {} ({note}):", user.email);
+            println!("{link}");
+        }
+        UserCommand::SetRole { email, role } => {
+            let role: Role = role.parse().map_err(core)?;
+            let user = find_user(&state.tokens, &email).await?;
+            UserRepository::set_role(&state.db, user.id, role).await?;
+            println!("{} is now {role}", user.email);
+        }
+        UserCommand::Disable { email } => {
+            let user = find_user(&state.tokens, &email).await?;
+            state
+                .tokens
+                .set_disabled(user.id, true)
+                .await
+                .map_err(core)?;
+            let ended = state.sessions.end_all(user.id).await.map_err(core)?;
+            println!(
+                "{} is disabled: its tokens and sign-in links are refused, {ended} console \
+                 session(s) ended (other processes see it within BYOK_AUTH_CACHE_TTL_SECS)",
+                user.email
+            );
+        }
+        UserCommand::Enable { email } => {
+            let user = find_user(&state.tokens, &email).await?;
+            state
+                .tokens
+                .set_disabled(user.id, false)
+                .await
+                .map_err(core)?;
+            println!("{} is enabled again", user.email);
         }
         UserCommand::SetTier { email, tier } => {
             let tier = parse_tier(&tier)?;

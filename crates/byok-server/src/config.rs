@@ -12,6 +12,11 @@
 //! | `BYOK_PROBE_TIMEOUT_SECS` | `10` | key-test request timeout |
 //! | `BYOK_AUTH_CACHE_TTL_SECS` | `5` | how long a token check is cached (bounds revocation delay across processes) |
 //! | `BYOK_UPGRADE_URL` | `/pricing` | `upgrade_url` in tier refusals |
+//! | `BYOK_PUBLIC_URL` | `http://$BYOK_BIND` | the URL people and clients reach this service at (sign-in links, the console's snippets, the origin form posts must come from; `https://…` makes the session cookie `Secure` with the `__Host-` prefix) |
+//! | `BYOK_ALLOWED_ORIGINS` | empty | comma-separated extra origins (`https://app.example.com`) allowed to post to the console and, with a session cookie, to `/api/v1` |
+//! | `BYOK_CONSOLE_IDLE_MINUTES` | `120` | a console session unused this long ends |
+//! | `BYOK_CONSOLE_SESSION_HOURS` | `12` | a console session ends this long after sign-in |
+//! | `BYOK_LOGIN_LINK_MINUTES` | `15` | how long a sign-in link works (once) |
 //! | `BYOK_BOOTSTRAP_ADMIN_EMAIL` | `admin@localhost` | the first user created on an empty database |
 //! | `BYOK_BOOTSTRAP_ADMIN` | `true` | `false`: create no first user and print no token at start (clusters whose logs are collected: use `byok-gateway user create` instead) |
 //! | `BYOK_WORKERS` | number of CPUs | HTTP worker threads |
@@ -111,6 +116,34 @@ pub enum KeyStoreKind {
     Keycloak,
 }
 
+/// `BYOK_PUBLIC_URL` (an http(s) URL without path, query or trailing slash), else the bind
+/// address over http (a wildcard address becomes `127.0.0.1`).
+fn public_url(bind: &str) -> Result<String, ConfigError> {
+    match var("BYOK_PUBLIC_URL") {
+        Some(u) => {
+            let u = u.trim().trim_end_matches('/').to_string();
+            let parsed = url::Url::parse(&u)
+                .map_err(|_| ConfigError("BYOK_PUBLIC_URL must be an http(s) URL".into()))?;
+            if !matches!(parsed.scheme(), "http" | "https")
+                || parsed.host_str().is_none()
+                || parsed.query().is_some()
+                || !matches!(parsed.path(), "" | "/")
+            {
+                return Err(ConfigError(
+                    "BYOK_PUBLIC_URL must be http(s)://host[:port], without a path or query".into(),
+                ));
+            }
+            Ok(u)
+        }
+        None => {
+            let addr = bind
+                .replace("0.0.0.0:", "127.0.0.1:")
+                .replace("[::]:", "127.0.0.1:");
+            Ok(format!("http://{addr}"))
+        }
+    }
+}
+
 fn flag(name: &str) -> bool {
     var(name)
         .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
@@ -164,6 +197,14 @@ pub struct Settings {
     pub probe_timeout: Duration,
     pub auth_cache_ttl: Duration,
     pub upgrade_url: String,
+    /// `BYOK_PUBLIC_URL`, without a trailing slash (else derived from the bind address).
+    pub public_url: String,
+    /// Whether `BYOK_PUBLIC_URL` was set (else the bound address replaces it at start).
+    pub public_url_explicit: bool,
+    /// `BYOK_ALLOWED_ORIGINS`.
+    pub allowed_origins: Vec<String>,
+    /// Console session and sign-in link lifetimes.
+    pub session_policy: byok_core::services::SessionPolicy,
     pub bootstrap_admin_email: String,
     /// `BYOK_BOOTSTRAP_ADMIN=false`: never create the first user at start (nor print a token).
     pub bootstrap_admin: bool,
@@ -357,6 +398,7 @@ impl Settings {
         let model_aliases =
             ModelRouter::parse_aliases(&var("BYOK_MODEL_ALIASES").unwrap_or_default())
                 .map_err(|e| ConfigError(format!("BYOK_MODEL_ALIASES: {e}")))?;
+        let bind = var("BYOK_BIND").unwrap_or_else(|| "127.0.0.1:8080".into());
         Ok(Self {
             system: SystemDefault {
                 provider: system_provider,
@@ -476,7 +518,7 @@ impl Settings {
                 }),
                 None => None,
             },
-            bind: var("BYOK_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            bind: bind.clone(),
             data_dir,
             database_url,
             db_max_connections: number("BYOK_DB_MAX_CONNECTIONS", 10usize)?.max(1),
@@ -487,6 +529,25 @@ impl Settings {
             probe_timeout: Duration::from_secs(number("BYOK_PROBE_TIMEOUT_SECS", 10u64)?.max(1)),
             auth_cache_ttl: Duration::from_secs(number("BYOK_AUTH_CACHE_TTL_SECS", 5u64)?),
             upgrade_url: var("BYOK_UPGRADE_URL").unwrap_or_else(|| "/pricing".into()),
+            public_url: public_url(&bind)?,
+            public_url_explicit: var("BYOK_PUBLIC_URL").is_some(),
+            allowed_origins: var("BYOK_ALLOWED_ORIGINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().trim_end_matches('/').to_string())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            session_policy: byok_core::services::SessionPolicy {
+                idle: Duration::from_secs(60 * number("BYOK_CONSOLE_IDLE_MINUTES", 120u64)?.max(1)),
+                absolute: Duration::from_secs(
+                    3600 * number("BYOK_CONSOLE_SESSION_HOURS", 12u64)?.max(1),
+                ),
+                link_lifetime: Duration::from_secs(
+                    60 * number("BYOK_LOGIN_LINK_MINUTES", 15u64)?.max(1),
+                ),
+            },
             bootstrap_admin_email: var("BYOK_BOOTSTRAP_ADMIN_EMAIL")
                 .unwrap_or_else(|| "admin@localhost".into()),
             bootstrap_admin: var("BYOK_BOOTSTRAP_ADMIN").is_none_or(|v| {

@@ -305,6 +305,17 @@ impl From<CoreError> for ApiError {
     }
 }
 
+/// A core error as the console shows it: the same status, code and message as on
+/// `/api/v1` (decided by [`decide`]; the cause logged once by [`log_cause`]).
+pub fn console_view(e: CoreError) -> byok_console::ErrorView {
+    let api = ApiError::from(e);
+    byok_console::ErrorView {
+        status: api.status,
+        code: api.code,
+        message: api.detail,
+    }
+}
+
 /// A path parameter that does not parse (a non-UUID id): no such resource.
 pub fn path_error(_: PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource").into()
@@ -325,15 +336,28 @@ pub fn query_error(_: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
 pub fn normalise_error<B: MessageBody + 'static>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_json = res
+    let ctype = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .unwrap_or("");
+    // JSON bodies, and the console's pages, are already what their clients read.
+    if ctype.starts_with("application/json") || ctype.starts_with("text/html") {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();
+    let path = res.request().path();
+    if !path.starts_with("/api/")
+        && !path.starts_with("/v1")
+        && crate::middleware::wants_html(res.request())
+    {
+        // A person's browser (a form the console could not read, say): a page, not JSON.
+        let (req, _) = res.into_parts();
+        let page = byok_console::status_page(status);
+        return Ok(ErrorHandlerResponse::Response(
+            ServiceResponse::new(req, page).map_into_right_body(),
+        ));
+    }
     let (code, detail) = match status {
         StatusCode::NOT_FOUND => ("not_found", "no such resource"),
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed here"),

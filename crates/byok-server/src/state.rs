@@ -55,6 +55,10 @@ pub struct AppState {
     pub limiter: Arc<dyn byok_core::ports::RateLimiter>,
     /// The shared counters, when configured (their fallback count is exported in metrics).
     pub redis: Option<Arc<byok_store::RedisRateLimiter>>,
+    /// Console sessions and sign-in links.
+    pub sessions: byok_core::services::SessionService,
+    /// The web console's state (mounted at `/`).
+    pub console: byok_console::Console,
 }
 
 impl std::fmt::Debug for AppState {
@@ -249,6 +253,27 @@ impl AppState {
         );
         let metrics =
             crate::metrics::Metrics::new().map_err(|e| ConfigError(format!("metrics: {e}")))?;
+        let sessions = byok_core::services::SessionService::new(
+            Arc::new(db.clone()),
+            Arc::new(db.clone()),
+            settings.session_policy,
+        );
+        let console = byok_console::Console {
+            sessions: sessions.clone(),
+            tokens: tokens.clone(),
+            vault: vault.clone(),
+            servers: servers.clone(),
+            routes: routes.clone(),
+            users: Arc::new(db.clone()),
+            usage: Arc::new(db.clone()),
+            limiter: limiter.clone(),
+            authenticator: authenticator.clone(),
+            public_url: Arc::new(byok_console::PublicUrl::new(settings.public_url.clone())),
+            allowed_origins: settings.allowed_origins.clone(),
+            upgrade_url: settings.upgrade_url.clone(),
+            errors: crate::error::console_view,
+            prompts: None,
+        };
         Ok(Self {
             db,
             vault,
@@ -277,6 +302,8 @@ impl AppState {
             rate_limits: Arc::new(settings.rate_limits.clone()),
             limiter,
             redis,
+            sessions,
+            console,
         })
     }
 

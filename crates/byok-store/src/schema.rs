@@ -8,6 +8,30 @@ pub mod pg {
             tier -> Text,
             created_at -> Timestamptz,
             auth_source -> Nullable<Text>,
+            role -> Text,
+            disabled_at -> Nullable<Timestamptz>,
+        }
+    }
+
+    diesel::table! {
+        console_sessions (id_hash) {
+            id_hash -> Text,
+            user_id -> Uuid,
+            csrf_token -> Text,
+            token_id -> Nullable<Uuid>,
+            created_at -> Timestamptz,
+            last_seen_at -> Timestamptz,
+            expires_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        login_links (id_hash) {
+            id_hash -> Text,
+            user_id -> Uuid,
+            created_at -> Timestamptz,
+            expires_at -> Timestamptz,
+            used_at -> Nullable<Timestamptz>,
         }
     }
 
@@ -81,8 +105,13 @@ pub mod pg {
     }
 
     diesel::joinable!(gateway_tokens -> users (user_id));
+    diesel::joinable!(console_sessions -> users (user_id));
+    diesel::joinable!(console_sessions -> gateway_tokens (token_id));
+    diesel::joinable!(login_links -> users (user_id));
     diesel::allow_tables_to_appear_in_same_query!(
         users,
+        console_sessions,
+        login_links,
         gateway_tokens,
         user_provider_keys,
         user_settings,
@@ -99,6 +128,30 @@ pub mod sqlite {
             tier -> Text,
             created_at -> TimestamptzSqlite,
             auth_source -> Nullable<Text>,
+            role -> Text,
+            disabled_at -> Nullable<TimestamptzSqlite>,
+        }
+    }
+
+    diesel::table! {
+        console_sessions (id_hash) {
+            id_hash -> Text,
+            user_id -> Text,
+            csrf_token -> Text,
+            token_id -> Nullable<Text>,
+            created_at -> TimestamptzSqlite,
+            last_seen_at -> TimestamptzSqlite,
+            expires_at -> TimestamptzSqlite,
+        }
+    }
+
+    diesel::table! {
+        login_links (id_hash) {
+            id_hash -> Text,
+            user_id -> Text,
+            created_at -> TimestamptzSqlite,
+            expires_at -> TimestamptzSqlite,
+            used_at -> Nullable<TimestamptzSqlite>,
         }
     }
 
@@ -172,8 +225,13 @@ pub mod sqlite {
     }
 
     diesel::joinable!(gateway_tokens -> users (user_id));
+    diesel::joinable!(console_sessions -> users (user_id));
+    diesel::joinable!(console_sessions -> gateway_tokens (token_id));
+    diesel::joinable!(login_links -> users (user_id));
     diesel::allow_tables_to_appear_in_same_query!(
         users,
+        console_sessions,
+        login_links,
         gateway_tokens,
         user_provider_keys,
         user_settings,

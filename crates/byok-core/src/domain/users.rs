@@ -68,6 +68,58 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     /// Who authenticates this user.
     pub origin: UserOrigin,
+    /// What the user may administer (separate from the tier, which is what they pay for).
+    pub role: Role,
+    /// Set when an operator disabled the account: no token, session or link is accepted.
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+impl User {
+    /// Whether the account may sign in and use its tokens.
+    pub fn is_active(&self) -> bool {
+        self.disabled_at.is_none()
+    }
+}
+
+/// What a user may administer, apart from their tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Their own keys, servers, tokens and usage.
+    #[default]
+    User,
+    /// Also every user's account (create, disable, tier, role) and the service's figures.
+    Operator,
+}
+
+impl Role {
+    /// The stored and displayed name (`user`, `operator`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "user" => Ok(Role::User),
+            "operator" => Ok(Role::Operator),
+            _ => Err(CoreError::invalid(
+                "invalid_role",
+                "role must be one of user, operator",
+            )),
+        }
+    }
 }
 
 /// Who vouches for a user: this service (gateway tokens only) or an identity provider.

@@ -11,6 +11,7 @@ mod keys;
 mod limits;
 mod orchestration;
 mod servers;
+mod sessions;
 mod settings;
 mod tokens;
 mod usage;
@@ -27,6 +28,7 @@ pub use orchestration::{
     OrchestratorTask, ReplyBlock,
 };
 pub use servers::{NewServer, ServerChanges, ServerRepository};
+pub use sessions::{NewLoginLink, NewSession, SessionRepository, StoredSession};
 pub use settings::SettingsRepository;
 pub use tokens::TokenRepository;
 pub use usage::{UsageRepository, UsageSink};

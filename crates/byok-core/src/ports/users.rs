@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::domain::{Tier, User, UserId};
+use crate::domain::{Role, Tier, User, UserId};
 use crate::error::StoreError;
 
 /// Local users.
@@ -16,6 +16,17 @@ pub trait UserRepository: Send + Sync + 'static {
     async fn find_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     /// Returns `false` when no such user exists.
     async fn set_tier(&self, id: UserId, tier: Tier) -> Result<bool, StoreError>;
+    /// Returns `false` when no such user exists.
+    async fn set_role(&self, id: UserId, role: Role) -> Result<bool, StoreError>;
+    /// Disables the account (`Some(at)`) or enables it again (`None`); `false` when no such
+    /// user exists.
+    async fn set_disabled(
+        &self,
+        id: UserId,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<bool, StoreError>;
+    /// Users in email order, `limit` of them from `offset`.
+    async fn list_users(&self, offset: u64, limit: u64) -> Result<Vec<User>, StoreError>;
     /// How many users exist.
     async fn count(&self) -> Result<u64, StoreError>;
     /// Makes sure the user `id` authenticated by `issuer` exists, with `tier` as its snapshot,

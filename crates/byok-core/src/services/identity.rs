@@ -187,6 +187,8 @@ impl Authenticator for ExternalAuthenticator {
                 )
                 .await
             {
+                // Disabled here by an operator (Keycloak's own flag is read by the tier source).
+                Ok(u) if !u.is_active() => return Err(CoreError::Unauthenticated),
                 Ok(_) => {
                     self.stale.answered();
                     match generation {

@@ -9,6 +9,7 @@ mod orchestration;
 mod rotation;
 mod routes;
 mod servers;
+mod sessions;
 mod tokens;
 mod vault;
 
@@ -28,6 +29,9 @@ pub use routes::{Resolution, Route, RouteResolver, SystemDefault, is_fallback_st
 pub use servers::{
     CHECKED_ADDRESS_FIELD, CreateServer, EXEC_PER_MINUTE, MAX_IN_FLIGHT_PER_USER, ServerRegistry,
     UpdateServer,
+};
+pub use sessions::{
+    ConsoleUser, IssuedLink, OpenedSession, SessionPolicy, SessionService, constant_time_eq,
 };
 pub use tokens::{IssuedToken, TokenAuthenticator, TokenService, hash_token};
 pub use vault::{

@@ -9,9 +9,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::fail::{Failing, lock};
-use crate::domain::{GatewayToken, NewGatewayToken, Tier, User, UserId, UserOrigin};
+use crate::domain::{GatewayToken, NewGatewayToken, Role, Tier, User, UserId, UserOrigin};
 use crate::error::StoreError;
-use crate::ports::{TokenRepository, UserRepository};
+use crate::ports::{
+    NewLoginLink, NewSession, SessionRepository, StoredSession, TokenRepository, UserRepository,
+};
 
 /// Users and gateway tokens in memory ([`UserRepository`] and [`TokenRepository`]). Emails are
 /// unique; an external user is stored under the issuer that first vouched for it, with its
@@ -22,6 +24,12 @@ pub struct MemUsers {
     users: Mutex<HashMap<UserId, User>>,
     /// (SHA-256 of the token, record), in creation order.
     tokens: Mutex<Vec<(String, GatewayToken)>>,
+    /// Console sessions by id hash.
+    sessions: Mutex<HashMap<String, NewSession>>,
+    /// Last activity of each session.
+    seen: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Sign-in links by hash, with when they were used.
+    links: Mutex<HashMap<String, (NewLoginLink, Option<DateTime<Utc>>)>>,
     failing: Failing,
 }
 
@@ -62,6 +70,8 @@ impl UserRepository for MemUsers {
             tier,
             created_at: Utc::now(),
             origin: UserOrigin::Local,
+            role: Role::User,
+            disabled_at: None,
         };
         if self.email_taken(email, user.id) {
             return Err(conflict("users.email is unique"));
@@ -84,6 +94,34 @@ impl UserRepository for MemUsers {
             .get_mut(&id)
             .map(|u| u.tier = tier)
             .is_some())
+    }
+    async fn set_role(&self, id: UserId, role: Role) -> Result<bool, StoreError> {
+        self.failing.check()?;
+        Ok(lock(&self.users)
+            .get_mut(&id)
+            .map(|u| u.role = role)
+            .is_some())
+    }
+    async fn set_disabled(
+        &self,
+        id: UserId,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        self.failing.check()?;
+        Ok(lock(&self.users)
+            .get_mut(&id)
+            .map(|u| u.disabled_at = at)
+            .is_some())
+    }
+    async fn list_users(&self, offset: u64, limit: u64) -> Result<Vec<User>, StoreError> {
+        self.failing.check()?;
+        let mut all: Vec<User> = lock(&self.users).values().cloned().collect();
+        all.sort_by(|a, b| a.email.cmp(&b.email));
+        Ok(all
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect())
     }
     async fn count(&self) -> Result<u64, StoreError> {
         self.failing.check()?;
@@ -127,6 +165,8 @@ impl UserRepository for MemUsers {
                 tier,
                 created_at: Utc::now(),
                 origin,
+                role: Role::User,
+                disabled_at: None,
             },
         };
         self.insert(user.clone());
@@ -210,5 +250,97 @@ impl TokenRepository for MemUsers {
             t.last_used_at = Some(at);
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionRepository for MemUsers {
+    async fn create_session(&self, session: NewSession) -> Result<(), StoreError> {
+        self.failing.check()?;
+        let mut sessions = lock(&self.sessions);
+        if sessions.contains_key(&session.id_hash) {
+            return Err(conflict("console_sessions_pkey"));
+        }
+        lock(&self.seen).insert(session.id_hash.clone(), session.created_at);
+        sessions.insert(session.id_hash.clone(), session);
+        Ok(())
+    }
+    async fn find_session(&self, id_hash: &str) -> Result<Option<StoredSession>, StoreError> {
+        self.failing.check()?;
+        let Some(s) = lock(&self.sessions).get(id_hash).cloned() else {
+            return Ok(None);
+        };
+        let Some(user) = lock(&self.users).get(&s.user_id).cloned() else {
+            return Ok(None);
+        };
+        let token = s.token_id.and_then(|id| {
+            lock(&self.tokens)
+                .iter()
+                .find(|(_, t)| t.id == id)
+                .map(|(_, t)| t.clone())
+        });
+        let last_seen_at = lock(&self.seen)
+            .get(id_hash)
+            .copied()
+            .unwrap_or(s.created_at);
+        Ok(Some(StoredSession {
+            user,
+            csrf_token: s.csrf_token,
+            token,
+            created_at: s.created_at,
+            last_seen_at,
+            expires_at: s.expires_at,
+        }))
+    }
+    async fn touch_session(&self, id_hash: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.failing.check()?;
+        if lock(&self.sessions).contains_key(id_hash) {
+            lock(&self.seen).insert(id_hash.into(), at);
+        }
+        Ok(())
+    }
+    async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        self.failing.check()?;
+        Ok(lock(&self.sessions).remove(id_hash).is_some())
+    }
+    async fn delete_user_sessions(&self, user: UserId) -> Result<u64, StoreError> {
+        self.failing.check()?;
+        let mut sessions = lock(&self.sessions);
+        let before = sessions.len();
+        sessions.retain(|_, s| s.user_id != user);
+        Ok((before - sessions.len()) as u64)
+    }
+    async fn delete_expired(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.failing.check()?;
+        let mut sessions = lock(&self.sessions);
+        let mut links = lock(&self.links);
+        let before = sessions.len() + links.len();
+        sessions.retain(|_, s| s.expires_at > now);
+        links.retain(|_, (l, _)| l.expires_at > now);
+        Ok((before - sessions.len() - links.len()) as u64)
+    }
+    async fn create_login_link(&self, link: NewLoginLink) -> Result<(), StoreError> {
+        self.failing.check()?;
+        let mut links = lock(&self.links);
+        if links.contains_key(&link.id_hash) {
+            return Err(conflict("login_links_pkey"));
+        }
+        links.insert(link.id_hash.clone(), (link, None));
+        Ok(())
+    }
+    async fn redeem_login_link(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<UserId>, StoreError> {
+        self.failing.check()?;
+        let mut links = lock(&self.links);
+        match links.get_mut(id_hash) {
+            Some((link, used @ None)) if link.expires_at > now => {
+                *used = Some(now);
+                Ok(Some(link.user_id))
+            }
+            _ => Ok(None),
+        }
     }
 }

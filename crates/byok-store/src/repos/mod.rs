@@ -4,6 +4,7 @@
 mod keys;
 mod legacy;
 mod servers;
+mod sessions;
 mod settings;
 mod stats;
 mod tokens;

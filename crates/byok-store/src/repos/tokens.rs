@@ -14,7 +14,7 @@ use crate::database::Database;
 use crate::error::db_err;
 use crate::types::DbUuid;
 
-type TokenRow = (
+pub(super) type TokenRow = (
     DbUuid,
     DbUuid,
     String,
@@ -26,7 +26,7 @@ type TokenRow = (
     Option<DateTime<Utc>>,
 );
 
-fn token_from_row(r: TokenRow) -> GatewayToken {
+pub(super) fn token_from_row(r: TokenRow) -> GatewayToken {
     GatewayToken {
         id: r.0.0,
         user_id: UserId(r.1.0),

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use byok_core::ports::UserRepository;
-use byok_core::{StoreError, Tier, User, UserId, UserOrigin};
+use byok_core::{Role, StoreError, Tier, User, UserId, UserOrigin};
 use chrono::{DateTime, Utc};
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
 use diesel_async::RunQueryDsl;
@@ -12,10 +12,18 @@ use crate::database::Database;
 use crate::error::db_err;
 use crate::types::DbUuid;
 
-pub(super) type UserRow = (DbUuid, String, String, DateTime<Utc>, Option<String>);
+pub(super) type UserRow = (
+    DbUuid,
+    String,
+    String,
+    DateTime<Utc>,
+    Option<String>,
+    String,
+    Option<DateTime<Utc>>,
+);
 
 pub(super) fn user_from_row(
-    (id, email, tier, created_at, origin): UserRow,
+    (id, email, tier, created_at, origin, role, disabled_at): UserRow,
 ) -> Result<User, StoreError> {
     Ok(User {
         id: UserId(id.0),
@@ -25,6 +33,10 @@ pub(super) fn user_from_row(
             .map_err(|_| StoreError::Corrupt("users.tier holds an unknown tier".into()))?,
         created_at,
         origin: UserOrigin::from_stored(origin),
+        role: role
+            .parse()
+            .map_err(|_| StoreError::Corrupt("users.role holds an unknown role".into()))?,
+        disabled_at,
     })
 }
 
@@ -37,6 +49,8 @@ impl UserRepository for Database {
             tier,
             created_at: now_micros(),
             origin: UserOrigin::Local,
+            role: Role::User,
+            disabled_at: None,
         };
         with_conn!(self, |conn, s| {
             diesel::insert_into(s::users::table)
@@ -87,6 +101,47 @@ impl UserRepository for Database {
                 .map_err(db_err)?
         });
         Ok(n == 1)
+    }
+
+    async fn set_role(&self, id: UserId, role: Role) -> Result<bool, StoreError> {
+        let n = with_conn!(self, |conn, s| {
+            diesel::update(s::users::table.filter(s::users::id.eq(DbUuid(id.0))))
+                .set(s::users::role.eq(role.as_str()))
+                .execute(conn)
+                .await
+                .map_err(db_err)?
+        });
+        Ok(n == 1)
+    }
+
+    async fn set_disabled(
+        &self,
+        id: UserId,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let n = with_conn!(self, |conn, s| {
+            diesel::update(s::users::table.filter(s::users::id.eq(DbUuid(id.0))))
+                .set(s::users::disabled_at.eq(at))
+                .execute(conn)
+                .await
+                .map_err(db_err)?
+        });
+        Ok(n == 1)
+    }
+
+    async fn list_users(&self, offset: u64, limit: u64) -> Result<Vec<User>, StoreError> {
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<UserRow> = with_conn!(self, |conn, s| {
+            s::users::table
+                .order((s::users::email.asc(), s::users::id.asc()))
+                .offset(offset)
+                .limit(limit)
+                .load(conn)
+                .await
+                .map_err(db_err)?
+        });
+        rows.into_iter().map(user_from_row).collect()
     }
 
     async fn ensure_external(

@@ -222,6 +222,19 @@ impl TokenService {
         Ok(found)
     }
 
+    /// Disables a user's account (`true`) or enables it again; their tokens are refused (or
+    /// accepted) at once here and, through the notifier, in the other replicas. `false`
+    /// when there is no such user. Console sessions are ended by the session service.
+    pub async fn set_disabled(&self, user: UserId, disabled: bool) -> Result<bool, CoreError> {
+        let at = disabled.then(Utc::now);
+        let found = self.users.set_disabled(user, at).await?;
+        if found {
+            self.forget_user(user);
+            self.notifier.publish(Invalidation::User { user }).await;
+        }
+        Ok(found)
+    }
+
     /// Drops every cached token check.
     pub fn forget_all(&self) {
         self.cache.hits.clear();
@@ -440,7 +453,8 @@ impl Authenticator for TokenService {
                     }
                 };
                 let hit = match found {
-                    Some((t, u)) if t.is_active(now) => {
+                    // A disabled account's tokens are refused like revoked ones.
+                    Some((t, u)) if t.is_active(now) && u.is_active() => {
                         let refresh = match u.origin {
                             _ if u.id.0.get_version_num() == 5 => Refresh::No,
                             UserOrigin::Local => Refresh::No,

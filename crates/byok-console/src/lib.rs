@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+
+mod assets;
+mod pages;
+mod session;
+mod state;
+mod web;
+
+pub use pages::configure;
+pub use pages::{fallback as not_found, status_page};
+pub use session::{COOKIE_NAME, SECURE_COOKIE_NAME, SignedIn};
+pub use state::{Console, ErrorView, PromptAnswer, PromptRunner, PublicUrl};

@@ -1,0 +1,81 @@
+//! Responses of the console: security headers on every page, redirects, error pages, and the
+//! same-origin check of form posts.
+
+use actix_web::http::header;
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+use askama::Template;
+
+/// No inline script or style anywhere; forms post only here; never framed.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; \
+    object-src 'none'";
+
+/// Adds the headers every console response carries.
+pub fn secured(mut b: HttpResponseBuilder) -> HttpResponseBuilder {
+    b.insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        // Sign-in links carry a secret in the path: never sent on as a referrer.
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("cross-origin-opener-policy", "same-origin"))
+        .insert_header((
+            "permissions-policy",
+            "camera=(), microphone=(), geolocation=()",
+        ));
+    b
+}
+
+/// A rendered page with `status`.
+pub fn page(status: StatusCode, t: &impl Template) -> HttpResponse {
+    match t.render() {
+        Ok(html) => secured(HttpResponse::build(status))
+            .content_type("text/html; charset=utf-8")
+            .body(html),
+        Err(e) => {
+            tracing::error!(error = %e, "console template failed");
+            secured(HttpResponse::InternalServerError())
+                .content_type("text/plain; charset=utf-8")
+                .body("the page could not be rendered")
+        }
+    }
+}
+
+/// 303 See Other to a path of this service (after a form post).
+pub fn see_other(location: &str) -> HttpResponse {
+    secured(HttpResponse::SeeOther())
+        .insert_header((header::LOCATION, location.to_string()))
+        .finish()
+}
+
+/// `next` when it is a path of this service (never another host), else `fallback`.
+pub fn local_path<'a>(next: Option<&'a str>, fallback: &'a str) -> &'a str {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && n.len() <= 512
+                && !n.chars().any(|c| c.is_control() || c == '\\') =>
+        {
+            n
+        }
+        _ => fallback,
+    }
+}
+
+/// Whether a state-changing request comes from this origin (or an allowed one): the
+/// `Origin` header, else `Sec-Fetch-Site: same-origin`. Safe methods always pass.
+pub fn same_origin(req: &HttpRequest, own: &str, allowed: &[String]) -> bool {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return true;
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    byok_core::origin::write_origin_allowed(
+        header("origin"),
+        header("sec-fetch-site"),
+        own,
+        allowed,
+    )
+}
