@@ -151,6 +151,16 @@ pub struct KeysQuery {
     provider: Option<String>,
 }
 
+/// The provider-key routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/keys", web::get().to(list))
+        .route("/keys", web::post().to(add))
+        .route("/keys/settings", web::post().to(settings))
+        .route("/keys/{provider}/test", web::post().to(test))
+        .route("/keys/{provider}/delete", web::get().to(confirm_delete))
+        .route("/keys/{provider}/delete", web::post().to(delete));
+}
+
 /// `GET /keys`
 pub async fn list(
     console: web::Data<Console>,

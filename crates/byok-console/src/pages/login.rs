@@ -38,6 +38,15 @@ pub struct NextQuery {
     signed_out: Option<String>,
 }
 
+/// The sign-in routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/login", web::get().to(form))
+        .route("/login", web::post().to(with_token))
+        .route("/login/link", web::post().to(with_link))
+        .route("/login/{secret}", web::get().to(link_page))
+        .route("/logout", web::post().to(logout));
+}
+
 /// `GET /login`
 pub async fn form(q: web::Query<NextQuery>) -> HttpResponse {
     let notice = q

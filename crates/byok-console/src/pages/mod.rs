@@ -215,24 +215,13 @@ async fn not_found(who: Option<SignedIn>) -> HttpResponse {
     )
 }
 
-/// Registers the console's routes (`/`, `/login…`, `/logout`, the pages, `/assets/…`).
+/// Registers the console's routes (`/`, `/login…`, `/logout`, the pages, `/assets/…`); each
+/// page module registers its own.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home))
         .route("/assets/{name}", web::get().to(assets::serve))
-        .route("/login", web::get().to(login::form))
-        .route("/login", web::post().to(login::with_token))
-        .route("/login/link", web::post().to(login::with_link))
-        .route("/login/{secret}", web::get().to(login::link_page))
-        .route("/logout", web::post().to(login::logout))
-        .route("/keys", web::get().to(keys::list))
-        .route("/keys", web::post().to(keys::add))
-        .route("/keys/settings", web::post().to(keys::settings))
-        .route("/keys/{provider}/test", web::post().to(keys::test))
-        .route(
-            "/keys/{provider}/delete",
-            web::get().to(keys::confirm_delete),
-        )
-        .route("/keys/{provider}/delete", web::post().to(keys::delete));
+        .configure(login::routes)
+        .configure(keys::routes);
 }
 
 /// The console's 404 page, for paths the application leaves to it.
