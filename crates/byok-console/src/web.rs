@@ -16,8 +16,10 @@ pub fn secured(mut b: HttpResponseBuilder) -> HttpResponseBuilder {
     b.insert_header((header::CONTENT_SECURITY_POLICY, CSP))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        // Sign-in links carry a secret in the path: never sent on as a referrer.
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        // Sign-in links carry a secret in the path: never sent to another site as a
+        // referrer. Not `no-referrer`: under it browsers send `Origin: null` with every form
+        // post, even to this origin, and the same-origin check refuses them all.
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header(("cross-origin-opener-policy", "same-origin"))
         .insert_header((
