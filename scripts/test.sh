@@ -2,11 +2,13 @@
 # `make test`: everything the test suites need, then every suite.
 #
 #   1. installs what is missing (Debian, as root): PostgreSQL, python3-venv, curl, Node.js/npm,
-#      openssh-server, podman/runc/busybox, redis-server, kubectl, perl/make, a C compiler;
+#      openssh-server, podman/runc/busybox, redis-server, kubectl, perl/make, a C compiler,
+#      Chromium with its chromedriver (the console's browser tests) and a font;
 #   2. a Python venv in .venv with the pinned tools the tests drive (cryptography, schemathesis,
 #      the official anthropic and openai SDKs, prometheus-client's exposition parser, and
 #      openapi-python-client);
-#   3. Claude Code (npm, pinned) for the end-to-end client test;
+#   3. Claude Code (npm, pinned) for the end-to-end client test, and axe-core (npm, pinned in
+#      tests/axe/package.json) for the console's accessibility checks in Chromium;
 #   4. podman's Docker-API service with a busybox image, and a throwaway PostgreSQL cluster on a free port, unless TEST_DATABASE_URL is already set;
 #   5. cargo test (all targets, then doctests);
 #   6. against the real binary, serving an embedded SQLite database: a Python client generated
@@ -117,6 +119,11 @@ install_missing() {
   command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
   # rustc links through `cc`, and libsqlite3-sys (bundled) and ring compile C.
   command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+  # The console in a real browser (tests/integration/console.rs): Debian's Chromium and its
+  # WebDriver (same version, both from Debian), and a font to render the pages with.
+  [ -x /usr/lib/chromium/chromium ] || [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  compgen -G '/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf' >/dev/null || missing+=(fonts-dejavu-core)
 
   [ ${#missing[@]} -eq 0 ] && return 0
   if is_root && command -v apt-get >/dev/null 2>&1; then
@@ -168,6 +175,20 @@ setup_oidc_server() {
   log "installing oauth2-mock-server into $dir (npm)"
   npm install --prefix "$dir" --no-audit --no-fund --no-save --loglevel=error >/dev/null
   [ -d "$dir/node_modules/oauth2-mock-server" ] || die "oauth2-mock-server did not install into $dir"
+}
+
+# axe-core (version pinned in tests/axe/package.json), which the console's browser tests inject
+# into every page.
+setup_axe() {
+  local dir=tests/axe
+  if [ -f "$dir/node_modules/axe-core/axe.min.js" ] \
+    && grep -q "\"version\": \"$(sed -n 's/.*"axe-core": "\(.*\)".*/\1/p' "$dir/package.json")\"" \
+      "$dir/node_modules/axe-core/package.json"; then
+    return 0
+  fi
+  log "installing axe-core into $dir (npm)"
+  npm install --prefix "$dir" --no-audit --no-fund --no-save --loglevel=error >/dev/null
+  [ -f "$dir/node_modules/axe-core/axe.min.js" ] || die "axe-core did not install into $dir"
 }
 
 # podman's API service on a socket of our own, with runc and cgroupfs (crun fails in this kind
@@ -240,6 +261,8 @@ run_cargo_tests() {
     export FERNET_SPEC_DIR
   fi
   export RUST_BACKTRACE=1
+  # The browser tests never skip under make test (a missing Chromium fails them).
+  unset BYOK_TEST_SKIP_BROWSER
   # The end-to-end tests start the real binary: build it first (a plain `cargo test` builds
   # byok-server's binary only in test mode).
   log "cargo build -p byok-server --bin byok-gateway"
@@ -383,6 +406,7 @@ main() {
   setup_venv
   setup_claude_code
   setup_oidc_server
+  setup_axe
   start_podman
   start_postgres
   run_cargo_tests

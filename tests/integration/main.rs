@@ -5,6 +5,7 @@
 
 mod api;
 mod brigade;
+mod console;
 mod crypto;
 mod deploy;
 mod docker;

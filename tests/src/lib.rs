@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod brigade;
+pub mod browser;
 pub mod db;
 pub mod http;
 pub mod k8s;

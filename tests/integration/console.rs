@@ -1,0 +1,568 @@
+//! The web console in a real Chromium (Debian's `chromium` and `chromium-driver`, driven with
+//! fantoccini; `byok_tests::browser`): the flows people follow, with the mouse and with the
+//! keyboard alone, the refusals that protect them (a form posted from another site, the
+//! session cookie's flags), and every page audited by axe-core in light and dark, with the
+//! keyboard, at 375 px and for its weight. With `BYOK_WRITE_SCREENSHOTS=1` the audit writes
+//! the README's screenshots to `docs/images`.
+//!
+//! One browser for the whole run: `console_in_chromium` is one test of named steps sharing
+//! one server and one Chromium; a failing step is reported by name and the others still run.
+//! To audit a new page, add one line to [`PAGES`].
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use byok_tests::browser::{Browser, Page};
+use byok_tests::canary;
+use byok_tests::db::TestDb;
+use byok_tests::server::{Env, TestServer};
+use byok_tests::standin::StandIn;
+use fantoccini::cookies::Cookie;
+use fantoccini::key::Key;
+use futures_util::FutureExt;
+use reqwest::StatusCode;
+use tokio::io::AsyncWriteExt;
+
+/// Who is signed in when a page is audited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Who {
+    Nobody,
+    /// The first user: enterprise plan, operator.
+    Operator,
+    /// A user on the free plan.
+    Free,
+}
+
+/// Every page the audit visits (axe-core light and dark, keyboard, 375 px, weight, and the
+/// screenshots): one line per page. Runs last, so the flows' data is on the pages.
+const PAGES: &[(Who, Page)] = &[
+    (Who::Nobody, page("sign-in", "/login", true)),
+    (
+        Who::Nobody,
+        page("sign-in-link", "/login/a-sign-in-link-secret", false),
+    ),
+    (Who::Operator, page("keys", "/keys", true)),
+    (
+        Who::Operator,
+        page("keys-delete", "/keys/groq/delete", false),
+    ),
+    (Who::Operator, page("not-found", "/no-such-page", false)),
+    (Who::Free, page("keys-free", "/keys", true)),
+];
+
+const fn page(name: &'static str, path: &'static str, screenshot: bool) -> Page {
+    Page {
+        name,
+        path,
+        screenshot,
+    }
+}
+
+const OPERATOR_EMAIL: &str = "ada@example.com";
+const FREE_EMAIL: &str = "grace@example.com";
+
+/// One server with stand-ins, its users and the browser sessions the steps keep.
+struct Fx {
+    s: TestServer,
+    _db: TestDb,
+    _data: tempfile::TempDir,
+    _keys: StandIn,
+    operator: String,
+    free: String,
+    /// The sign-in link the first start printed (its path).
+    link: String,
+    sessions: HashMap<Who, Cookie<'static>>,
+    /// The keyboard step's session, which `sign_out` ends.
+    to_sign_out: Option<Cookie<'static>>,
+}
+
+impl Fx {
+    async fn start() -> Self {
+        let keys = StandIn::start(&[canary::OPENAI, canary::ANTHROPIC, canary::GROQ]).await;
+        let db = TestDb::sqlite();
+        let data = tempfile::tempdir().unwrap();
+        let env = Env::new(data.path(), &db.url)
+            .set("BYOK_BOOTSTRAP_ADMIN_EMAIL", OPERATOR_EMAIL)
+            .set("BYOK_ALLOWED_TARGETS", "127.0.0.1/32");
+        let env = byok_tests::api::point_providers_at(env, &keys.base);
+        let s = TestServer::start(env.clone());
+        let operator = s.admin().to_string();
+        let out = s.logs();
+        let printed = out
+            .lines()
+            .map(str::trim)
+            .find(|l| l.contains("/login/"))
+            .unwrap_or_else(|| panic!("no sign-in link printed at first start:\n{out}"));
+        let link = printed[printed.find("/login/").unwrap()..].to_string();
+        let free = env.create_user(FREE_EMAIL, "free");
+        Self {
+            s,
+            _db: db,
+            _data: data,
+            _keys: keys,
+            operator,
+            free,
+            link,
+            sessions: HashMap::new(),
+            to_sign_out: None,
+        }
+    }
+}
+
+/// Runs the steps in order, each to its end even when an earlier one failed; fails at the end
+/// naming every failed step (its panic is printed above).
+macro_rules! steps {
+    ($b:expr, $fx:expr, $($step:ident),+ $(,)?) => {{
+        let mut failed: Vec<&str> = Vec::new();
+        $(
+            let t = Instant::now();
+            let ok = AssertUnwindSafe($step($b, $fx)).catch_unwind().await.is_ok();
+            eprintln!(
+                "console step {}: {} in {} ms",
+                stringify!($step),
+                if ok { "passed" } else { "FAILED" },
+                t.elapsed().as_millis()
+            );
+            if !ok {
+                failed.push(stringify!($step));
+            }
+        )+
+        failed
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_chromium() {
+    let started = Instant::now();
+    let Some(mut b) = Browser::start().await else {
+        return;
+    };
+    let mut fx = Fx::start().await;
+    b.at(&fx.s.base);
+    let failed = steps!(
+        &mut b,
+        &mut fx,
+        first_sign_in_with_the_printed_link,
+        keys_add_test_delete,
+        keyboard_only_sign_in_and_add_a_key,
+        free_user_sees_the_upgrade_message,
+        cross_site_form_post_is_refused,
+        session_cookie_in_the_browser,
+        sign_out,
+        the_audit_catches_a_broken_page,
+        // The Keycloak sign-in round trip joins here when the console signs in through
+        // Keycloak: a step starting its own server with AUTH_MODE=keycloak against
+        // tests/oidc (oauth2-mock-server, which serves a login form) or tests/src/keycloak.rs.
+        every_page_passes_the_audit,
+    );
+    let problems = std::mem::take(&mut b.problems);
+    b.finish().await;
+    fx.s.finish();
+    eprintln!(
+        "console_in_chromium: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        problems.is_empty(),
+        "the audit found {} problem(s):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    assert!(failed.is_empty(), "failed steps: {}", failed.join(", "));
+}
+
+// --- Helpers ------------------------------------------------------------------------------
+
+/// Signs in with a gateway token through the form (mouse), returns the session cookie.
+async fn sign_in(b: &Browser, token: &str) -> Cookie<'static> {
+    b.forget_cookies().await;
+    b.open("/login").await;
+    b.fill("#token", token).await;
+    b.click("form[action='/login'] button[type=submit]").await;
+    b.wait_path("/keys").await;
+    b.cookie("byok_session").await.expect("no session cookie")
+}
+
+/// Becomes `who` again by restoring the session cookie a step saved.
+async fn become_(b: &Browser, fx: &Fx, who: Who) {
+    b.open("/login").await;
+    b.forget_cookies().await;
+    if who != Who::Nobody {
+        let c = fx
+            .sessions
+            .get(&who)
+            .unwrap_or_else(|| panic!("no saved session for {who:?} (its sign-in step failed)"))
+            .clone();
+        b.client.add_cookie(c).await.unwrap();
+    }
+}
+
+/// The page's source, checked for canary secrets.
+async fn source_without_secrets(b: &Browser) -> String {
+    let html = b.client.source().await.unwrap();
+    canary::assert_absent("a console page", &html);
+    html
+}
+
+/// An HTTP client that shows redirects instead of following them.
+fn no_redirects() -> reqwest::Client {
+    byok_tests::http_client()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn csrf(b: &Browser) -> String {
+    b.el("input[name=csrf]")
+        .await
+        .attr("value")
+        .await
+        .unwrap()
+        .expect("csrf field")
+}
+
+// --- Steps --------------------------------------------------------------------------------
+
+/// The link printed at first start: a page asking for a click, then the keys page as the
+/// operator; the link works once.
+async fn first_sign_in_with_the_printed_link(b: &mut Browser, fx: &mut Fx) {
+    b.forget_cookies().await;
+    b.open(&fx.link).await;
+    assert!(b.page_text().await.contains("This link signs you in once"));
+    assert!(
+        b.cookie("byok_session").await.is_none(),
+        "opening the link alone must not sign in (link previews)"
+    );
+    b.click("form[action='/login/link'] button[type=submit]")
+        .await;
+    b.wait_path("/keys").await;
+    assert_eq!(b.text(".who .email").await, OPERATOR_EMAIL);
+    assert!(
+        b.has(".who .pill.operator").await,
+        "the first user is an operator"
+    );
+    assert!(b.has("nav a[aria-current=page][href='/keys']").await);
+    let session = b.cookie("byok_session").await.expect("session cookie");
+    fx.sessions.insert(Who::Operator, session);
+
+    // A second use is refused (in a fresh browser state, to keep the session).
+    b.forget_cookies().await;
+    b.open(&fx.link).await;
+    b.click("form[action='/login/link'] button[type=submit]")
+        .await;
+    b.wait_path("/login").await;
+    assert_eq!(b.status().await, 401);
+    assert!(b.page_text().await.contains("expired or was already used"));
+}
+
+/// Add a key (mouse), see the field errors, test it against the provider stand-in, delete it
+/// through the confirmation page.
+async fn keys_add_test_delete(b: &mut Browser, fx: &mut Fx) {
+    become_(b, fx, Who::Operator).await;
+    b.open("/keys").await;
+    // Nothing chosen: the error sits next to the field.
+    b.fill("#key", "sk-whatever").await;
+    b.click("#add form button[type=submit]").await;
+    b.wait_path("/keys").await;
+    assert_eq!(b.status().await, 422);
+    let provider = b.el("#provider").await;
+    assert_eq!(
+        provider.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true")
+    );
+    assert!(b.has("#provider-error").await);
+
+    b.choose("#provider", "openai").await;
+    b.fill("#key", canary::OPENAI).await;
+    b.fill("#label", "work").await;
+    b.click("#add form button[type=submit]").await;
+    b.wait_path("/keys?done=saved").await;
+    assert!(b.text(".notice.ok").await.contains("OpenAI key is saved"));
+    let row = b.text("#provider-openai").await;
+    assert!(row.contains("Saved, not tested"), "{row}");
+    assert!(row.contains("work"), "{row}");
+    source_without_secrets(b).await;
+
+    // Test: the stand-in accepts this key.
+    b.click("#provider-openai form[action='/keys/openai/test'] button")
+        .await;
+    b.wait_path("/keys/openai/test").await;
+    let notice = b.text(".notice").await;
+    assert!(notice.starts_with("OpenAI: Valid"), "{notice}");
+    assert!(b.text("#provider-openai").await.contains("Valid"));
+
+    // Delete: a confirmation page first.
+    b.click("#provider-openai a[href='/keys/openai/delete']")
+        .await;
+    b.wait_path("/keys/openai/delete").await;
+    assert!(b.text("h1").await.contains("Delete your OpenAI key?"));
+    b.click("form[action='/keys/openai/delete'] button[type=submit]")
+        .await;
+    b.wait_path("/keys?done=deleted").await;
+    assert!(b.text(".notice.ok").await.contains("OpenAI key is deleted"));
+    assert!(
+        b.has("#provider-openai a[href='/keys?provider=openai#add']")
+            .await,
+        "after deletion the row offers Add again"
+    );
+    let r = fx.s.get("/api/v1/byok/keys", &fx.operator).await;
+    assert!(!r.text.contains("\"openai\""), "{}", r.text);
+}
+
+/// Sign in with a token and add a key with the keyboard alone: Tab, typing, Arrow keys,
+/// Enter and Space; the skip link leads to the content.
+async fn keyboard_only_sign_in_and_add_a_key(b: &mut Browser, fx: &mut Fx) {
+    b.forget_cookies().await;
+    b.open("/login").await;
+    b.tab_to("#token").await;
+    b.type_text(&fx.operator).await;
+    b.press(Key::Enter).await;
+    b.wait_path("/keys").await;
+
+    // The skip link is the first stop and moves the focus to the content.
+    b.press(Key::Tab).await;
+    assert!(
+        b.focused("a.skip").await,
+        "the first Tab stop is the skip link"
+    );
+    b.press(Key::Enter).await;
+    assert!(b.focused("main#main").await, "the skip link focuses <main>");
+
+    b.tab_to("#provider").await;
+    b.arrow_to_option("anthropic").await;
+    b.tab_to("#key").await;
+    b.type_text(canary::ANTHROPIC).await;
+    b.press(Key::Enter).await;
+    b.wait_path("/keys?done=saved").await;
+    assert!(
+        b.text("#provider-anthropic")
+            .await
+            .contains("Saved, not tested"),
+        "the key was saved"
+    );
+    // The row's Test button, pressed with Space.
+    b.tab_to("#provider-anthropic form[action='/keys/anthropic/test'] button")
+        .await;
+    b.press(Key::Space).await;
+    b.wait_path("/keys/anthropic/test").await;
+    let notice = b.text(".notice").await;
+    assert!(notice.starts_with("Anthropic: Valid"), "{notice}");
+    source_without_secrets(b).await;
+    // This session is the one `sign_out` ends.
+    fx.to_sign_out = b.cookie("byok_session").await;
+}
+
+/// A free user's keys page says what the upgrade brings, and offers no form to add a key.
+async fn free_user_sees_the_upgrade_message(b: &mut Browser, fx: &mut Fx) {
+    let c = sign_in(b, &fx.free).await;
+    fx.sessions.insert(Who::Free, c);
+    let callout = b.text("section[aria-labelledby=upgrade-title]").await;
+    assert!(
+        callout.contains("starter plan") && callout.contains("You are on the free plan"),
+        "{callout}"
+    );
+    assert!(
+        b.has("section[aria-labelledby=upgrade-title] a.button")
+            .await
+    );
+    assert!(!b.has("#add").await, "no add form on the free plan");
+    assert!(!b.has(".who .pill.operator").await);
+}
+
+/// A form on another origin posting to /keys, with the session cookie and even the right CSRF
+/// token: 403, nothing stored. The same request from the console's own origin is accepted,
+/// so the refusal is the origin check's.
+async fn cross_site_form_post_is_refused(b: &mut Browser, fx: &mut Fx) {
+    become_(b, fx, Who::Operator).await;
+    b.open("/keys").await;
+    let csrf = csrf(b).await;
+    let target = format!("{}/keys", fx.s.base);
+    let html = format!(
+        "<!doctype html><title>Elsewhere</title>\
+         <form method=post action=\"{target}\">\
+         <input name=csrf value=\"{csrf}\"><input name=provider value=groq>\
+         <input name=key value=\"{}\"><button id=go>Win a prize</button></form>",
+        canary::GROQ
+    );
+    let evil = byok_tests::http::serve_loopback(None, move |mut io, _| {
+        let html = html.clone();
+        async move {
+            let _ = byok_tests::http::read_request(&mut io).await;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{html}",
+                html.len()
+            );
+            let _ = io.write_all(resp.as_bytes()).await;
+            let _ = io.shutdown().await;
+        }
+    })
+    .await;
+    b.open(&evil).await;
+    b.click("#go").await;
+    b.wait_path("/keys").await;
+    assert!(
+        b.here().await.starts_with(&fx.s.base),
+        "back on the console"
+    );
+    assert_eq!(b.status().await, 403);
+    assert!(b.text("h1").await.contains("This form cannot be accepted"));
+    let r = fx.s.get("/api/v1/byok/keys", &fx.operator).await;
+    assert!(!r.text.contains("\"groq\""), "nothing stored: {}", r.text);
+
+    // The same form by plain HTTP: another Origin, or no Origin and a cross-site fetch.
+    let cookie = fx.sessions[&Who::Operator].value().to_string();
+    let post = |headers: &[(&str, &str)]| {
+        let mut req = no_redirects()
+            .post(&target)
+            .header("cookie", format!("byok_session={cookie}"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("provider", "groq"),
+                ("key", canary::GROQ),
+            ]);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        fx.s.send(req)
+    };
+    let r = post(&[("origin", "http://evil.example")]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = post(&[("sec-fetch-site", "cross-site")]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = fx.s.get("/api/v1/byok/keys", &fx.operator).await;
+    assert!(!r.text.contains("\"groq\""), "nothing stored: {}", r.text);
+    let r = post(&[("origin", fx.s.base.as_str())]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let r = fx.s.get("/api/v1/byok/keys", &fx.operator).await;
+    assert!(r.text.contains("\"groq\""), "{}", r.text);
+}
+
+/// The session cookie as the browser holds it: HttpOnly, SameSite=Lax, Path=/, not Secure
+/// over http (the https case: `session_cookie_flags`).
+async fn session_cookie_in_the_browser(b: &mut Browser, fx: &mut Fx) {
+    become_(b, fx, Who::Operator).await;
+    b.open("/keys").await;
+    let c = b.cookie("byok_session").await.expect("session cookie");
+    assert_eq!(c.http_only(), Some(true));
+    assert_eq!(format!("{:?}", c.same_site()), "Some(Lax)");
+    assert_eq!(c.path(), Some("/"));
+    assert_ne!(c.secure(), Some(true));
+    assert_eq!(
+        b.js("return document.cookie;").await,
+        serde_json::json!(""),
+        "scripts cannot read the session"
+    );
+}
+
+/// The header's Sign out button ends the session on the server: the old cookie no longer
+/// opens a page.
+async fn sign_out(b: &mut Browser, fx: &mut Fx) {
+    become_(b, fx, Who::Nobody).await;
+    let c = fx.to_sign_out.clone().expect("the keyboard step's session");
+    b.client.add_cookie(c.clone()).await.unwrap();
+    b.open("/keys").await;
+    b.wait_path("/keys").await;
+    b.click("header form[action='/logout'] button[type=submit]")
+        .await;
+    b.wait_path("/login?signed_out=1").await;
+    assert!(b.text(".notice.ok").await.contains("You are signed out."));
+    assert!(b.cookie("byok_session").await.is_none());
+    b.client.add_cookie(c).await.unwrap();
+    b.open("/keys").await;
+    assert_eq!(b.wait_path("/login").await, "/login?next=/keys");
+}
+
+/// The audit's own check: a page broken on purpose (a field without a label, a button whose
+/// focus is invisible, a control taken out of the Tab order's document order) is reported.
+async fn the_audit_catches_a_broken_page(b: &mut Browser, fx: &mut Fx) {
+    become_(b, fx, Who::Nobody).await;
+    b.open("/login").await;
+    b.js("const main = document.querySelector('main');
+          const input = document.createElement('input');
+          input.id = 'unlabelled';
+          main.prepend(input);
+          const button = document.createElement('button');
+          button.textContent = 'Invisible focus';
+          button.id = 'no-outline';
+          button.style.outline = 'none';
+          button.style.boxShadow = 'none';
+          main.append(button);
+          const late = document.createElement('button');
+          late.textContent = 'Jumps the queue';
+          late.tabIndex = 1;
+          document.querySelector('footer').append(late);")
+        .await;
+    let axe = b.axe().await.join("\n");
+    assert!(
+        axe.contains("axe label (critical)") && axe.contains("#unlabelled"),
+        "{axe}"
+    );
+    let (_, keyboard) = b.keyboard().await;
+    let keyboard = keyboard.join("\n");
+    assert!(keyboard.contains("positive tabindex"), "{keyboard}");
+    b.js("document.querySelector('footer button').remove();")
+        .await;
+    let (_, keyboard) = b.keyboard().await;
+    let keyboard = keyboard.join("\n");
+    assert!(
+        keyboard.contains("no visible focus on button#no-outline"),
+        "{keyboard}"
+    );
+}
+
+/// Every page of [`PAGES`], as its user.
+async fn every_page_passes_the_audit(b: &mut Browser, fx: &mut Fx) {
+    for (who, page) in PAGES {
+        become_(b, fx, *who).await;
+        b.open(page.path).await;
+        source_without_secrets(b).await;
+        b.audit_current(*page).await;
+    }
+}
+
+// --- Without a browser ---------------------------------------------------------------------
+
+/// The Set-Cookie of a sign-in: over http `byok_session` with HttpOnly, SameSite=Lax, Path=/
+/// and no Secure; with an https public URL `__Host-byok_session`, Secure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookie_flags() {
+    for public in [None, Some("https://console.example.test")] {
+        let db = TestDb::sqlite();
+        let data = tempfile::tempdir().unwrap();
+        let mut env = Env::new(data.path(), &db.url);
+        if let Some(u) = public {
+            env = env.set("BYOK_PUBLIC_URL", u);
+        }
+        let s = TestServer::start(env);
+        let origin = public.unwrap_or(&s.base).to_string();
+        let r = s
+            .send(
+                no_redirects()
+                    .post(format!("{}/login", s.base))
+                    .header("origin", &origin)
+                    .form(&[("token", s.admin())]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+        let set = r.headers["set-cookie"].to_str().unwrap().to_string();
+        let attrs: Vec<String> = set
+            .split(';')
+            .skip(1)
+            .map(|a| a.trim().to_ascii_lowercase())
+            .collect();
+        assert!(attrs.contains(&"httponly".into()), "{set}");
+        assert!(attrs.contains(&"samesite=lax".into()), "{set}");
+        assert!(attrs.contains(&"path=/".into()), "{set}");
+        assert!(!attrs.iter().any(|a| a.starts_with("domain")), "{set}");
+        if public.is_some() {
+            assert!(set.starts_with("__Host-byok_session="), "{set}");
+            assert!(attrs.contains(&"secure".into()), "{set}");
+        } else {
+            assert!(set.starts_with("byok_session="), "{set}");
+            assert!(!attrs.contains(&"secure".into()), "{set}");
+        }
+        s.finish();
+    }
+}
