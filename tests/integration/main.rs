@@ -5,6 +5,7 @@
 
 mod api;
 mod brigade;
+mod console_sessions;
 mod crypto;
 mod deploy;
 mod docker;

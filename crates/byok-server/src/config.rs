@@ -55,6 +55,7 @@
 //! | `KEYCLOAK_AUDIENCE` | `KEYCLOAK_CLIENT_ID` | what tokens must carry in `aud` or `azp` |
 //! | `KEYCLOAK_TIER_CLAIM` | `subscription_tier` | the token claim holding the tier |
 //! | `KEYCLOAK_TIER_FROM_ROLES` | `false` | `true` maps realm roles named like tiers (`starter`, …) |
+//! | `KEYCLOAK_OPERATOR_ROLE` | none | a realm role that makes its holders operators (the console's Administration), read at each console sign-in; without it the stored role (`byok-gateway user set-role`) stands |
 //! | `KEYCLOAK_TIER_CACHE_SECS` | `60` | how long a tier read from the admin API is reused |
 //! | `KEYCLOAK_CA_FILE` | none | extra CA certificates (PEM) for Keycloak's TLS |
 //! | `KEYCLOAK_ALLOW_HTTP` | `false` | allow `http://` Keycloak URLs (development only) |
@@ -201,6 +202,8 @@ pub struct Settings {
     pub public_url: String,
     /// Whether `BYOK_PUBLIC_URL` was set (else the bound address replaces it at start).
     pub public_url_explicit: bool,
+    /// `KEYCLOAK_OPERATOR_ROLE`.
+    pub keycloak_operator_role: Option<String>,
     /// `BYOK_ALLOWED_ORIGINS`.
     pub allowed_origins: Vec<String>,
     /// Console session and sign-in link lifetimes.
@@ -531,6 +534,9 @@ impl Settings {
             upgrade_url: var("BYOK_UPGRADE_URL").unwrap_or_else(|| "/pricing".into()),
             public_url: public_url(&bind)?,
             public_url_explicit: var("BYOK_PUBLIC_URL").is_some(),
+            keycloak_operator_role: var("KEYCLOAK_OPERATOR_ROLE")
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty()),
             allowed_origins: var("BYOK_ALLOWED_ORIGINS")
                 .map(|v| {
                     v.split(',')

@@ -177,17 +177,29 @@ impl AppState {
             );
         }
         let tokens = Arc::new(token_service);
+        let mut browser_login: Option<Arc<dyn byok_core::ports::BrowserLogin>> = None;
         let external: Option<Arc<dyn Authenticator>> =
             match (&settings.keycloak, settings.auth_mode) {
                 (Some(k), AuthMode::Keycloak | AuthMode::Both) => {
-                    let verifier = byok_keycloak::OidcVerifier::new(k.clone())
-                        .map_err(|e| ConfigError(e.to_string()))?;
+                    let verifier = Arc::new(
+                        byok_keycloak::OidcVerifier::new(k.clone())
+                            .map_err(|e| ConfigError(e.to_string()))?,
+                    );
+                    // The console's "Sign in with your account" (authorization code + PKCE).
+                    browser_login = Some(Arc::new(
+                        byok_keycloak::KeycloakLogin::new(
+                            k.clone(),
+                            verifier.clone(),
+                            settings.keycloak_operator_role.clone(),
+                        )
+                        .map_err(|e| ConfigError(e.to_string()))?,
+                    ));
                     let tiers = admin
                         .clone()
                         .map(|a| a as Arc<dyn byok_core::ports::TierSource>);
                     Some(Arc::new(
                         ExternalAuthenticator::new(
-                            Arc::new(verifier),
+                            verifier,
                             tiers,
                             shared.clone(),
                             settings
@@ -273,6 +285,7 @@ impl AppState {
             upgrade_url: settings.upgrade_url.clone(),
             errors: crate::error::console_view,
             prompts: None,
+            oidc: browser_login,
         };
         Ok(Self {
             db,

@@ -3,6 +3,7 @@
 
 mod keys;
 mod login;
+mod oidc;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};

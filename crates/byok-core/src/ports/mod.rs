@@ -19,7 +19,10 @@ mod users;
 
 pub use crypto::SecretCipher;
 pub use execution::ExecutionBackend;
-pub use identity::{Authenticator, ExternalAccount, ExternalIdentity, TierSource, TokenVerifier};
+pub use identity::{
+    Authenticator, BrowserLogin, BrowserSignIn, ExternalAccount, ExternalIdentity, TierSource,
+    TokenVerifier,
+};
 pub use invalidation::{ChangeNotifier, Invalidation};
 pub use keys::{CiphertextRow, KeyProber, KeyRepository, KeyRotationRepository, ProbeOutcome};
 pub use limits::{RateDecision, RateLimiter};
