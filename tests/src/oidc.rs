@@ -68,7 +68,7 @@ impl MockOidc {
         let r = self
             .http
             .post(format!("{}/control/login-claims", self.url))
-            .body(claims.to_string())
+            .json(&claims)
             .send()
             .await
             .unwrap();
