@@ -5,6 +5,7 @@ pub mod domain;
 pub mod error;
 pub mod execution;
 pub mod json;
+pub mod origin;
 pub mod policy;
 pub mod ports;
 pub mod routing;
