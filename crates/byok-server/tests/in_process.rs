@@ -18,9 +18,18 @@ use utoipa::OpenApi;
 
 /// A fresh service state: its own data directory, database and generated encryption key.
 async fn state() -> (AppState, tempfile::TempDir) {
+    state_with(&[]).await
+}
+
+/// [`state`] with more settings.
+async fn state_with(vars: &[(&str, &str)]) -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings::from_vars([("BYOK_DATA_DIR", dir.path().display().to_string())])
-        .expect("settings");
+    let mut all = vec![(
+        "BYOK_DATA_DIR".to_string(),
+        dir.path().display().to_string(),
+    )];
+    all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = Settings::from_vars(all).expect("settings");
     let state = byok_server::commands::prepare(&settings)
         .await
         .expect("state");
@@ -294,4 +303,164 @@ async fn updating_a_server_keeps_or_clears_its_workspace_path() {
     let (status, _, body) = call!(app, update(json!({"workspace_path": 5})));
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["code"], "invalid_workspace_path");
+}
+
+/// A loopback stand-in for Ollama Cloud's `POST /api/chat` as the key probe calls it: 401 for
+/// any key but `good`, and for `good` the 404 an unknown model earns. Records `METHOD path`.
+async fn ollama_cloud_standin(
+    good: &'static str,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let record = seen.clone();
+    actix_web::rt::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let head = String::from_utf8_lossy(&buf).to_string();
+            let line = head.lines().next().unwrap_or_default().to_string();
+            let mut parts = line.split(' ');
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            record.lock().unwrap().push(format!("{method} {path}"));
+            let authorised = head
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {good}")));
+            let (status, body) = if authorised {
+                (
+                    "404 Not Found",
+                    r#"{"error":"model 'byok-key-probe' not found"}"#,
+                )
+            } else {
+                ("401 Unauthorized", r#"{"error":"unauthorized"}"#)
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(reply.as_bytes()).await;
+        }
+    });
+    (base, seen)
+}
+
+#[actix_web::test]
+async fn ollama_cloud_keys_and_the_legacy_fields_of_the_key_test() {
+    let good = "ollama-cloud-good-0123456789";
+    let (base, seen) = ollama_cloud_standin(good).await;
+    let (state, _dir) = state_with(&[("BYOK_PROVIDER_OLLAMA_CLOUD_BASE_URL", &base)]).await;
+    let token = user(&state, "cloud@example.com", Tier::Starter).await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+
+    // Offered like every other provider, named as the legacy pages name it.
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/byok/providers")
+            .insert_header(bearer(&token)),
+    );
+    assert_eq!(status, StatusCode::OK);
+    let cloud = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "ollama_cloud")
+        .cloned()
+        .expect("ollama_cloud is listed");
+    assert_eq!(cloud["name"], "Ollama Cloud");
+    assert_eq!(cloud["key_format"], "any");
+
+    let add = |key: &str| {
+        test::TestRequest::post()
+            .uri("/api/v1/byok/keys/add")
+            .insert_header(bearer(&token))
+            .set_json(json!({"provider": "ollama_cloud", "key": key}))
+    };
+    // The legacy rule: 10 characters or more.
+    let (status, _, body) = call!(app, add("too-short"));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "invalid_key_format");
+    let (status, _, body) = call!(app, add(good));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["provider_name"], "Ollama Cloud");
+
+    let test_key = || {
+        test::TestRequest::post()
+            .uri("/api/v1/byok/keys/test/ollama_cloud")
+            .insert_header(bearer(&token))
+    };
+    let (status, _, body) = call!(app, test_key());
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["provider"], "ollama_cloud");
+    assert_eq!(body["provider_name"], "Ollama Cloud");
+    assert_eq!(body["status"], "valid");
+    assert_eq!(body["success"], true, "success = status == valid");
+    assert!(body["message"].is_string());
+    assert_eq!(body["details"]["http_status"], 404);
+    // The probe: a chat request for a model that does not exist (the key is checked first).
+    assert_eq!(seen.lock().unwrap().last().unwrap(), "POST /api/chat");
+
+    // A key the provider refuses: `success` false, the status and message say why.
+    let (status, _, body) = call!(app, add("ollama-cloud-bad-0123456789"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = call!(app, test_key());
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "invalid");
+    assert_eq!(body["success"], false);
+    assert_eq!(body["provider_name"], "Ollama Cloud");
+    assert!(!body.to_string().contains("bad-0123456789"), "{body}");
+}
+
+#[actix_web::test]
+async fn legacy_execution_server_payloads_are_accepted_and_stored_complete() {
+    let (state, _dir) = state().await;
+    let token = user(&state, "legacy@example.com", Tier::Starter).await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let create = |body: Value| {
+        test::TestRequest::post()
+            .uri("/api/v1/execution-servers")
+            .insert_header(bearer(&token))
+            .set_json(body)
+    };
+    // SSH without `auth_method`: `key`, as the legacy service defaulted.
+    let pem =
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nCANARYsshkey\n-----END OPENSSH PRIVATE KEY-----\n";
+    let (status, _, body) = call!(
+        app,
+        create(json!({"name": "ssh-box", "server_type": "ssh",
+            "connection_config": {"host": "203.0.113.7", "username": "agent", "private_key": pem}}))
+    );
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["connection_config"]["auth_method"], "key");
+    assert_eq!(body["connection_config"]["private_key"], "***masked***");
+    assert!(!body.to_string().contains("CANARYsshkey"));
+
+    // Docker `volumes` as the legacy map: stored (and shown) as the list form.
+    let (status, _, body) = call!(
+        app,
+        create(json!({"name": "docker-box", "server_type": "docker",
+            "connection_config": {"image": "python:3.11-slim",
+                "volumes": {"/srv/data": "/workspace"}}}))
+    );
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        body["connection_config"]["volumes"],
+        json!(["/srv/data:/workspace"])
+    );
+    // A map entry that cannot be written as host:container is refused, naming no value.
+    let (status, _, body) = call!(
+        app,
+        create(json!({"name": "docker-bad", "server_type": "docker",
+            "connection_config": {"volumes": {"/srv": 5}}}))
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "invalid_connection_config");
 }
