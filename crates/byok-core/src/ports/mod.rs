@@ -11,6 +11,7 @@ mod keys;
 mod limits;
 mod orchestration;
 mod servers;
+mod sessions;
 mod settings;
 mod tokens;
 mod usage;
@@ -18,7 +19,10 @@ mod users;
 
 pub use crypto::SecretCipher;
 pub use execution::ExecutionBackend;
-pub use identity::{Authenticator, ExternalAccount, ExternalIdentity, TierSource, TokenVerifier};
+pub use identity::{
+    Authenticator, DirectoryAccount, ExternalAccount, ExternalIdentity, IdentityDirectory,
+    TierSource, TokenVerifier,
+};
 pub use invalidation::{ChangeNotifier, Invalidation};
 pub use keys::{CiphertextRow, KeyProber, KeyRepository, KeyRotationRepository, ProbeOutcome};
 pub use limits::{RateDecision, RateLimiter};
@@ -27,6 +31,7 @@ pub use orchestration::{
     OrchestratorTask, ReplyBlock,
 };
 pub use servers::{NewServer, ServerChanges, ServerRepository};
+pub use sessions::{LegacySession, LegacySessions};
 pub use settings::SettingsRepository;
 pub use tokens::TokenRepository;
 pub use usage::{UsageRepository, UsageSink};
