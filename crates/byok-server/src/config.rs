@@ -64,6 +64,10 @@
 //! | `BYOK_TOKEN_RATE_LIMIT` | `0` (unlimited) | LLM requests per window per gateway token |
 //! | `BYOK_RATE_LIMIT_WINDOW_SECS` | `60` | the window, aligned to the clock |
 //! | `REDIS_URL` | none | `redis://…`: rate-limit counters shared by all replicas; without it (or while Redis does not answer) each replica counts alone |
+//! | `BYOK_LEGACY_SESSION_REDIS_URL` | none | `redis://…` of the legacy backend's session store: when set, a request to `/api/v1/*` with neither `Authorization` nor `x-api-key` is authenticated by its `session_token` cookie (the legacy front end's pages), read-only (`GET session:{token}`); see docs/api.md "The legacy front end" |
+//! | `BYOK_LEGACY_SESSION_CACHE_SECS` | `30` | how long an accepted session cookie is trusted before the session is read again (0–300; refusals are kept at most 5 s): a sign-out in the legacy backend takes effect here within it |
+//! | `BYOK_PUBLIC_URL` | `http://{BYOK_BIND}` | the URL browsers reach this service at (e.g. `https://byok.example.com`; a trailing slash is trimmed): its origin is the one writes with a session cookie are accepted from |
+//! | `BYOK_ALLOWED_ORIGINS` | empty | comma-separated further origins (`https://app.example.com`) whose pages may write with a session cookie |
 //! | `BYOK_METRICS_TOKEN` | none | when set, `GET /metrics` requires it as `Authorization: Bearer` |
 //! | `BYOK_LOG_FORMAT` | `text` | `text` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
@@ -174,6 +178,16 @@ pub struct Settings {
     pub metrics_token: Option<SecretString>,
     /// `REDIS_URL`: shared rate-limit counters (may hold a password).
     pub redis_url: Option<SecretString>,
+    /// `BYOK_LEGACY_SESSION_REDIS_URL`: the legacy backend's session store; the
+    /// `session_token` cookie is accepted on `/api/v1/*` only when set (may hold a password).
+    pub legacy_session_redis_url: Option<SecretString>,
+    /// `BYOK_LEGACY_SESSION_CACHE_SECS`: how long an accepted session cookie is trusted.
+    pub legacy_session_cache: Duration,
+    /// `BYOK_PUBLIC_URL`, trailing slash trimmed (default `http://{BYOK_BIND}`): where browsers
+    /// reach the service; its origin is this service's own in the origin check of writes.
+    pub public_url: String,
+    /// `BYOK_ALLOWED_ORIGINS`: further origins trusted for cookie-authenticated writes.
+    pub allowed_origins: Vec<String>,
     /// On SIGTERM: how long in-flight requests and streams may take to finish.
     pub shutdown_timeout: Duration,
     /// On SIGTERM: how long readiness fails before the listener closes.
@@ -357,7 +371,44 @@ impl Settings {
         let model_aliases =
             ModelRouter::parse_aliases(&var("BYOK_MODEL_ALIASES").unwrap_or_default())
                 .map_err(|e| ConfigError(format!("BYOK_MODEL_ALIASES: {e}")))?;
+        let bind = var("BYOK_BIND").unwrap_or_else(|| "127.0.0.1:8080".into());
+        let public_url = var("BYOK_PUBLIC_URL")
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://{}", bind.trim()));
+        if !byok_core::origin::is_valid_origin(&public_url) {
+            return Err(ConfigError(
+                "BYOK_PUBLIC_URL must be an http(s) URL such as https://byok.example.com".into(),
+            ));
+        }
+        let allowed_origins: Vec<String> = var("BYOK_ALLOWED_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if let Some(bad) = allowed_origins
+            .iter()
+            .position(|o| !byok_core::origin::is_valid_origin(o))
+        {
+            return Err(ConfigError(format!(
+                "BYOK_ALLOWED_ORIGINS: entry {} is not an origin (scheme://host[:port], http or https)",
+                bad + 1
+            )));
+        }
+        let legacy_session_cache = number(
+            "BYOK_LEGACY_SESSION_CACHE_SECS",
+            byok_core::services::DEFAULT_LEGACY_SESSION_TTL.as_secs(),
+        )?;
+        if legacy_session_cache > 300 {
+            return Err(ConfigError(
+                "BYOK_LEGACY_SESSION_CACHE_SECS must be between 0 and 300".into(),
+            ));
+        }
         Ok(Self {
+            legacy_session_redis_url: var("BYOK_LEGACY_SESSION_REDIS_URL").map(SecretString::from),
+            legacy_session_cache: Duration::from_secs(legacy_session_cache),
+            public_url,
+            allowed_origins,
             system: SystemDefault {
                 provider: system_provider,
                 api_key: system_key,
@@ -476,7 +527,7 @@ impl Settings {
                 }),
                 None => None,
             },
-            bind: var("BYOK_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            bind,
             data_dir,
             database_url,
             db_max_connections: number("BYOK_DB_MAX_CONNECTIONS", 10usize)?.max(1),

@@ -464,3 +464,186 @@ async fn legacy_execution_server_payloads_are_accepted_and_stored_complete() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["code"], "invalid_connection_config");
 }
+
+/// The app with the legacy session cookie accepted, sessions from an in-memory store (the
+/// binary reads them from Redis: tests/integration/legacy_frontend.rs).
+async fn legacy_app_state(
+    vars: &[(&str, &str)],
+) -> (
+    AppState,
+    std::sync::Arc<byok_core::testing::MemLegacySessions>,
+    tempfile::TempDir,
+) {
+    use byok_core::services::LegacySessionAuthenticator;
+    use std::sync::Arc;
+    let (mut state, dir) = state_with(vars).await;
+    let sessions = Arc::new(byok_core::testing::MemLegacySessions::new());
+    state.legacy_sessions = Some(Arc::new(LegacySessionAuthenticator::new(
+        sessions.clone(),
+        Arc::new(state.db.clone()),
+        std::time::Duration::ZERO,
+    )));
+    (state, sessions, dir)
+}
+
+const SESSION: &str = "legacy_SESSION_token_0123456789abcdefghijk";
+
+#[actix_web::test]
+async fn the_legacy_session_cookie_authenticates_api_v1_with_the_origin_check_on_writes() {
+    let (state, sessions, _dir) =
+        legacy_app_state(&[("BYOK_PUBLIC_URL", "https://byok.example.com/")]).await;
+    assert_eq!(&*state.public_url, "https://byok.example.com");
+    let bearer_token = user(&state, "dev@example.com", Tier::Starter).await;
+    sessions.put(
+        SESSION,
+        r#"{"user": "dev@example.com", "access_token": "eyJ.x.y", "subscription_tier": "starter"}"#,
+    );
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let cookie = (
+        header::COOKIE,
+        format!("theme=dark; session_token={SESSION}"),
+    );
+
+    // A read with the cookie only.
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/byok/stats")
+            .insert_header(cookie.clone()),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user_tier"], "starter");
+
+    let add = |origin: Option<&str>, site: Option<&str>| {
+        let mut r = test::TestRequest::post()
+            .uri("/api/v1/byok/keys/add")
+            .insert_header(cookie.clone())
+            .set_json(json!({"provider": "groq", "key": "gsk_INPROCESScookie0123456789"}));
+        if let Some(o) = origin {
+            r = r.insert_header((header::ORIGIN, o));
+        }
+        if let Some(s) = site {
+            r = r.insert_header(("sec-fetch-site", s));
+        }
+        r
+    };
+    // Writes: the own origin, or no Origin but Sec-Fetch-Site: same-origin.
+    let (status, _, body) = call!(app, add(Some("https://byok.example.com"), None));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = call!(app, add(None, Some("same-origin")));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Another origin, `null`, or nothing to tell: 403 origin_refused, the one decision.
+    for (origin, site) in [
+        (Some("https://evil.example.com"), Some("cross-site")),
+        (Some("null"), None),
+        (None, Some("cross-site")),
+        (None, None),
+    ] {
+        let (status, _, body) = call!(app, add(origin, site));
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin:?} {site:?}: {body}");
+        assert_eq!(body["code"], "origin_refused");
+    }
+    // A header credential wins, and is not subject to the origin check.
+    let (status, _, body) = call!(
+        app,
+        add(Some("https://evil.example.com"), None).insert_header(bearer(&bearer_token)),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A refused header credential never falls back to the cookie.
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/byok/keys")
+            .insert_header(cookie.clone())
+            .insert_header(bearer("byok_not-a-token")),
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    // An unknown session: 401, like a bad token.
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/byok/keys")
+            .insert_header((
+                header::COOKIE,
+                "session_token=unknown_session_0123456789abcdef"
+            )),
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["code"], "invalid_token");
+
+    // Never on the LLM gateway.
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .insert_header(cookie.clone())
+            .set_json(json!({"model": "groq/llama", "messages": []})),
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(!body.to_string().contains(SESSION));
+    assert_eq!(
+        sessions.reads(),
+        4,
+        "the gateway never looked the cookie up"
+    );
+}
+
+#[actix_web::test]
+async fn without_the_setting_the_cookie_is_ignored() {
+    let (state, _dir) = state().await;
+    assert!(state.legacy_sessions.is_none());
+    user(&state, "dev@example.com", Tier::Starter).await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let (status, headers, body) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/byok/keys")
+            .insert_header((header::COOKIE, format!("session_token={SESSION}"))),
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["code"], "unauthenticated");
+    assert_eq!(headers.get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+}
+
+#[actix_web::test]
+async fn settings_of_the_legacy_front_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let var = |k: &'static str, v: &str| (k, v.to_string());
+    let data = var("BYOK_DATA_DIR", &dir.path().display().to_string());
+    let s = Settings::from_vars([data.clone(), var("BYOK_BIND", "0.0.0.0:9000")]).unwrap();
+    assert_eq!(s.public_url, "http://0.0.0.0:9000", "http://{{BYOK_BIND}}");
+    assert!(s.legacy_session_redis_url.is_none(), "opt-in");
+    assert_eq!(s.legacy_session_cache, std::time::Duration::from_secs(30));
+    assert!(s.allowed_origins.is_empty());
+    let s = Settings::from_vars([
+        data.clone(),
+        var(
+            "BYOK_ALLOWED_ORIGINS",
+            " https://app.example.com/ , http://localhost:3000",
+        ),
+        var("BYOK_LEGACY_SESSION_CACHE_SECS", "0"),
+        var(
+            "BYOK_LEGACY_SESSION_REDIS_URL",
+            "redis://:pw@127.0.0.1:6379/",
+        ),
+    ])
+    .unwrap();
+    assert_eq!(
+        s.allowed_origins,
+        ["https://app.example.com", "http://localhost:3000"]
+    );
+    assert!(s.legacy_session_cache.is_zero());
+    assert!(s.legacy_session_redis_url.is_some());
+    for (k, v) in [
+        ("BYOK_ALLOWED_ORIGINS", "https://ok.example.com,*"),
+        ("BYOK_ALLOWED_ORIGINS", "app.example.com"),
+        ("BYOK_PUBLIC_URL", "byok.example.com"),
+        ("BYOK_LEGACY_SESSION_CACHE_SECS", "301"),
+    ] {
+        let err = Settings::from_vars([data.clone(), var(k, v)])
+            .err()
+            .unwrap_or_else(|| panic!("{k}={v} must be refused"));
+        assert!(err.0.contains(k), "{err}");
+    }
+}
