@@ -11,6 +11,7 @@ mod docker;
 mod gateway;
 mod keycloak;
 mod kubernetes;
+mod legacy_frontend;
 mod memory;
 mod outage;
 mod pg_tls;
