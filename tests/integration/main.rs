@@ -12,6 +12,7 @@ mod docker;
 mod gateway;
 mod keycloak;
 mod kubernetes;
+mod legacy_frontend;
 mod memory;
 mod outage;
 mod pg_tls;

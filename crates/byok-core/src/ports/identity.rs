@@ -107,3 +107,38 @@ pub trait BrowserLogin: Send + Sync + 'static {
         nonce: &str,
     ) -> Result<BrowserSignIn, CoreError>;
 }
+
+/// An account of the identity provider, as [`IdentityDirectory::accounts_by_email`] finds it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DirectoryAccount {
+    /// The provider's subject (Keycloak's user id).
+    pub subject: String,
+    /// The issuer the provider's tokens carry (`iss`), exactly as they carry it: users created
+    /// from this account must have the origin a token of it would give them.
+    pub issuer: String,
+    /// Whether the provider vouches for the account's email (`emailVerified`).
+    pub email_verified: bool,
+    pub enabled: bool,
+    /// The tier the provider keeps for the account (an attribute), if any.
+    pub tier: Option<Tier>,
+}
+
+impl std::fmt::Debug for DirectoryAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectoryAccount")
+            .field("subject", &self.subject)
+            .field("email_verified", &self.email_verified)
+            .field("enabled", &self.enabled)
+            .field("tier", &self.tier)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Looks accounts up at the identity provider (Keycloak's admin API).
+#[async_trait]
+pub trait IdentityDirectory: Send + Sync + 'static {
+    /// The accounts whose email is `email` (compared case-insensitively, never as a prefix or
+    /// a pattern); empty when there is none. [`CoreError::Unavailable`] when the provider
+    /// cannot be asked.
+    async fn accounts_by_email(&self, email: &str) -> Result<Vec<DirectoryAccount>, CoreError>;
+}
