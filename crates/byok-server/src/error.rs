@@ -357,7 +357,7 @@ pub fn normalise_error<B: MessageBody + 'static>(
     let path = res.request().path();
     if !path.starts_with("/api/")
         && !path.starts_with("/v1")
-        && crate::middleware::wants_html(res.request())
+        && byok_console::wants_html(res.request())
     {
         // A person's browser (a form the console could not read, say): a page, not JSON.
         let (req, _) = res.into_parts();

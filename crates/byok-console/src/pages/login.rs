@@ -45,8 +45,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/login", web::get().to(form))
         .route("/login", web::post().to(with_token))
         .route("/login/link", web::post().to(with_link))
-        .route("/login/oidc", web::get().to(super::oidc::start))
-        .route("/login/oidc/callback", web::get().to(super::oidc::callback))
         .route("/login/{secret}", web::get().to(link_page))
         .route("/logout", web::post().to(logout));
 }

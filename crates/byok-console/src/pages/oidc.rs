@@ -63,6 +63,12 @@ fn pending_cookie(console: &Console, value: String, max_age: i64) -> Cookie<'sta
     c
 }
 
+/// The identity-provider sign-in routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/login/oidc", web::get().to(start))
+        .route("/login/oidc/callback", web::get().to(callback));
+}
+
 #[derive(Debug, Deserialize)]
 pub struct StartQuery {
     next: Option<String>,
