@@ -35,6 +35,7 @@ pub async fn gateway(extra: &[(&str, &str)]) -> Gw {
         "PERPLEXITY",
         "COHERE",
         "HUGGINGFACE",
+        "OLLAMA_CLOUD",
     ] {
         env = env.set(&format!("BYOK_PROVIDER_{id}_BASE_URL"), &llm.base);
     }
@@ -895,7 +896,7 @@ async fn every_provider_route_reaches_its_documented_path() {
     let t = g.env.create_user("all@example.com", "enterprise");
     let ollama = g.llm.base.clone();
     let custom = format!("{}/custom/v1", g.llm.base);
-    let keys: [(&str, &str, Option<&str>, &str); 9] = [
+    let keys: [(&str, &str, Option<&str>, &str); 10] = [
         ("openai", canary::OPENAI, None, "/chat/completions"),
         ("groq", canary::GROQ, None, "/chat/completions"),
         (
@@ -929,6 +930,13 @@ async fn every_provider_route_reaches_its_documented_path() {
             canary::CUSTOM,
             Some(custom.as_str()),
             "/custom/v1/chat/completions",
+        ),
+        // Ollama Cloud: its OpenAI-compatible API under the base `https://ollama.com`.
+        (
+            "ollama_cloud",
+            "ollama-cloud-CANARYopenai-key",
+            None,
+            "/v1/chat/completions",
         ),
     ];
     for (provider, key, endpoint, path) in keys {

@@ -788,3 +788,49 @@ async fn admin_client_maps_the_documented_statuses() {
     assert!(matches!(err, KeycloakError::Forbidden(401)), "{err}");
     assert!(!err.to_string().contains("wrong"));
 }
+
+/// The admin client as the identity directory of the legacy session cookie: accounts by exact
+/// email, with `enabled`, `emailVerified`, the tier attribute and the realm's issuer as its
+/// tokens carry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_client_finds_accounts_by_email_with_the_realms_issuer() {
+    use byok_core::Tier;
+    use byok_core::ports::IdentityDirectory;
+    use byok_keycloak::{AdminClient, KeycloakSettings};
+    let kc = KeycloakStandIn::start().await;
+    let (a, b) = (uuid(), uuid());
+    kc.add_user(
+        &a,
+        "a@example.com",
+        json!({"subscription_tier": ["professional"]}),
+    );
+    kc.add_user(&b, "b@example.com", json!({}));
+    kc.update_user(&b, json!({"enabled": false, "emailVerified": false}));
+    let mut settings = KeycloakSettings::for_testing(&kc.url);
+    settings.client_secret = Some(CLIENT_SECRET.to_string().into());
+    let admin = AdminClient::new(settings).unwrap().unwrap();
+
+    let found = admin.accounts_by_email("a@example.com").await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].subject, a);
+    assert_eq!(found[0].issuer, kc.issuer(), "the issuer tokens carry");
+    assert!(found[0].enabled && found[0].email_verified);
+    assert_eq!(found[0].tier, Some(Tier::Professional));
+    let b_found = admin.accounts_by_email("b@example.com").await.unwrap();
+    assert!(!b_found[0].enabled && !b_found[0].email_verified);
+    assert_eq!(b_found[0].tier, None);
+    assert!(
+        admin
+            .accounts_by_email("nobody@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The admin API refusing the service account: unavailable, not "no such account".
+    kc.forbid_admin
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        admin.accounts_by_email("a@example.com").await,
+        Err(byok_core::CoreError::Unavailable { .. })
+    ));
+}

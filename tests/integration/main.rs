@@ -6,12 +6,14 @@
 mod api;
 mod brigade;
 mod console;
+mod console_sessions;
 mod crypto;
 mod deploy;
 mod docker;
 mod gateway;
 mod keycloak;
 mod kubernetes;
+mod legacy_frontend;
 mod memory;
 mod outage;
 mod pg_tls;

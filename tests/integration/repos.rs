@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use byok_core::ports::{
-    KeyRepository, NewServer, SecretCipher, ServerChanges, ServerRepository, SettingsRepository,
-    TokenRepository, UsageRepository, UserRepository,
+    KeyRepository, NewLoginLink, NewServer, NewSession, SecretCipher, ServerChanges,
+    ServerRepository, SessionRepository, SettingsRepository, TokenRepository, UsageRepository,
+    UserRepository,
 };
 use byok_core::services::rotate_all;
 use byok_core::*;
@@ -33,6 +34,8 @@ byok_tests::both_backends!(
     concurrent_first_sights_leave_one_row,
     concurrent_claims_of_an_unknown_origin_row_all_succeed,
     rehome_issuer_moves_only_that_issuer,
+    console_sessions_and_sign_in_links,
+    roles_disabled_accounts_and_user_pages,
 );
 
 fn new_key(user: UserId, provider: ProviderId, ciphertext: &str) -> NewStoredKey {
@@ -1007,4 +1010,138 @@ async fn rehome_issuer_moves_only_that_issuer(kind: Kind) {
     }
     assert_eq!(origin(local.id).await, UserOrigin::Local);
     assert_eq!(origin(a1).await, external(ISSUER_C));
+}
+
+async fn console_sessions_and_sign_in_links(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = &t.open().await;
+    let user = UserRepository::create(db, "s@example.com", Tier::Starter)
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let token = TokenRepository::create(
+        db,
+        NewGatewayToken {
+            id: uuid::Uuid::new_v4(),
+            user_id: user.id,
+            name: "t".into(),
+            prefix: "byok_aaaaaaaa".into(),
+            hash: "session-token-hash".into(),
+            expires_at: None,
+        },
+    )
+    .await
+    .unwrap();
+    let session = |hash: &str, token_id| NewSession {
+        id_hash: hash.into(),
+        user_id: user.id,
+        csrf_token: "csrf".into(),
+        token_id,
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+    };
+    db.create_session(session("h1", None)).await.unwrap();
+    db.create_session(session("h2", Some(token.id)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.create_session(session("h1", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let found = db.find_session("h1").await.unwrap().unwrap();
+    assert_eq!(found.user.id, user.id);
+    assert_eq!(found.csrf_token, "csrf");
+    assert!(found.token.is_none());
+    let bound = db.find_session("h2").await.unwrap().unwrap();
+    assert_eq!(bound.token.as_ref().map(|t| t.id), Some(token.id));
+    assert!(db.find_session("nope").await.unwrap().is_none());
+    let later = now + chrono::Duration::minutes(5);
+    db.touch_session("h1", later).await.unwrap();
+    let touched = db.find_session("h1").await.unwrap().unwrap();
+    assert!(touched.last_seen_at > found.last_seen_at);
+    // Revoked tokens are still returned (the service decides), with their revocation.
+    TokenRepository::revoke(db, user.id, token.id)
+        .await
+        .unwrap();
+    let bound = db.find_session("h2").await.unwrap().unwrap();
+    assert!(bound.token.unwrap().revoked_at.is_some());
+    assert!(db.delete_session("h1").await.unwrap());
+    assert!(!db.delete_session("h1").await.unwrap());
+    assert_eq!(db.delete_user_sessions(user.id).await.unwrap(), 1);
+
+    // Links: single use, expiry, and concurrent redemptions.
+    let link = |hash: &str, minutes: i64| NewLoginLink {
+        id_hash: hash.into(),
+        user_id: user.id,
+        created_at: now,
+        expires_at: now + chrono::Duration::minutes(minutes),
+    };
+    db.create_login_link(link("l1", 15)).await.unwrap();
+    db.create_login_link(link("l2", -1)).await.unwrap();
+    assert_eq!(db.redeem_login_link("l2", now).await.unwrap(), None);
+    let tries = (0..8).map(|_| db.redeem_login_link("l1", now));
+    let won: Vec<_> = futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(won.iter().filter(|w| w.is_some()).count(), 1, "{won:?}");
+    assert_eq!(db.redeem_login_link("l1", now).await.unwrap(), None);
+    assert_eq!(db.redeem_login_link("unknown", now).await.unwrap(), None);
+    db.create_session(session("h3", None)).await.unwrap();
+    let purged = db
+        .delete_expired(now + chrono::Duration::hours(2))
+        .await
+        .unwrap();
+    assert_eq!(purged, 3, "one session and two links");
+}
+
+async fn roles_disabled_accounts_and_user_pages(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = &t.open().await;
+    let mut ids = Vec::new();
+    for email in ["c@example.com", "a@example.com", "b@example.com"] {
+        ids.push(
+            UserRepository::create(db, email, Tier::Free)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let a = ids[1];
+    assert_eq!(
+        UserRepository::get(db, a).await.unwrap().unwrap().role,
+        Role::User
+    );
+    assert!(
+        UserRepository::set_role(db, a, Role::Operator)
+            .await
+            .unwrap()
+    );
+    assert!(
+        UserRepository::set_disabled(db, a, Some(Utc::now()))
+            .await
+            .unwrap()
+    );
+    let got = UserRepository::get(db, a).await.unwrap().unwrap();
+    assert_eq!(got.role, Role::Operator);
+    assert!(!got.is_active());
+    assert!(UserRepository::set_disabled(db, a, None).await.unwrap());
+    assert!(
+        UserRepository::get(db, a)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active()
+    );
+    assert!(
+        !UserRepository::set_role(db, UserId::new_random(), Role::User)
+            .await
+            .unwrap()
+    );
+    let page = UserRepository::list_users(db, 0, 2).await.unwrap();
+    let emails: Vec<_> = page.iter().map(|u| u.email.as_str()).collect();
+    assert_eq!(emails, ["a@example.com", "b@example.com"]);
+    let rest = UserRepository::list_users(db, 2, 2).await.unwrap();
+    assert_eq!(rest.len(), 1);
 }

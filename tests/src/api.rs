@@ -33,6 +33,7 @@ pub fn point_providers_at(env: Env, base: &str) -> Env {
         "COHERE",
         "HUGGINGFACE",
         "OLLAMA",
+        "OLLAMA_CLOUD",
     ]
     .iter()
     .fold(env, |env, id| {

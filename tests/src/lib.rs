@@ -58,6 +58,8 @@ pub mod canary {
     pub const PERPLEXITY: &str = "pplx-CANARYperplexity0123456789abcd";
     /// The operator's system default key.
     pub const SYSTEM: &str = "sk-or-v1-CANARYsystem0123456789abcdefgh";
+    /// A legacy front end's `session_token` (URL-safe, like `secrets.token_urlsafe(32)`).
+    pub const SESSION: &str = "Lg7-CANARYsession_Qw3rTy9uIoP0aSdFgHjKlZx";
 
     /// The distinctive part of every canary (what a leak would contain).
     pub const MARKERS: &[&str] = &[
@@ -68,6 +70,7 @@ pub mod canary {
         "custom-CANARY",
         "CANARYperplexity",
         "CANARYsystem",
+        "CANARYsession",
     ];
 
     pub fn assert_absent(what: &str, text: &str) {

@@ -63,6 +63,18 @@ impl MockOidc {
         r["access_token"].as_str().unwrap().to_string()
     }
 
+    /// The claims of the access tokens the next authorization codes are exchanged for.
+    pub async fn login_claims(&self, claims: Value) {
+        let r = self
+            .http
+            .post(format!("{}/control/login-claims", self.url))
+            .json(&claims)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
     /// Adds a signing key; the server then signs with its keys in turn.
     pub async fn rotate(&self) {
         let r = self

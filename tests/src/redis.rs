@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 pub struct TestRedis {
     child: Child,
     pub url: String,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -42,8 +43,24 @@ impl TestRedis {
         Self {
             child,
             url: format!("redis://127.0.0.1:{port}/"),
+            port,
             _dir: dir,
         }
+    }
+
+    /// Runs a command with `redis-cli` (as the default user) and returns its trimmed output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .expect("redis-cli (it comes with redis-server)");
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 

@@ -57,6 +57,7 @@ impl Env {
             "GROQ",
             "OPENROUTER",
             "OLLAMA",
+            "OLLAMA_CLOUD",
         ] {
             vars.push((
                 format!("BYOK_PROVIDER_{id}_BASE_URL"),

@@ -107,7 +107,7 @@ impl ResponseError for Refused {
                 }
                 see_other(&to)
             }
-            Refused::Forbidden => crate::pages::forbidden(),
+            Refused::Forbidden => crate::frame::forbidden(),
             Refused::Unavailable => crate::web::secured(HttpResponse::ServiceUnavailable())
                 .content_type("text/plain; charset=utf-8")
                 .body("the console is not available"),

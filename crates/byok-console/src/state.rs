@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use async_trait::async_trait;
-use byok_core::ports::{Authenticator, RateLimiter, UsageRepository, UserRepository};
+use byok_core::ports::{Authenticator, BrowserLogin, RateLimiter, UsageRepository, UserRepository};
 use byok_core::services::{KeyVault, RouteResolver, ServerRegistry, SessionService, TokenService};
 use byok_core::{CoreError, Principal};
 
@@ -66,6 +66,8 @@ pub struct Console {
     pub errors: fn(CoreError) -> ErrorView,
     /// Sends Try it prompts through the gateway.
     pub prompts: Option<Arc<dyn PromptRunner>>,
+    /// Sign-in at the identity provider (Keycloak mode), offered on the sign-in page.
+    pub oidc: Option<Arc<dyn BrowserLogin>>,
 }
 
 impl std::fmt::Debug for Console {

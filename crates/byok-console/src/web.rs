@@ -81,3 +81,11 @@ pub fn same_origin(req: &HttpRequest, own: &str, allowed: &[String]) -> bool {
         allowed,
     )
 }
+
+/// Whether the client is a browser asking for a page (`Accept` names `text/html`).
+pub fn wants_html(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}

@@ -99,6 +99,10 @@ pub enum CoreError {
     /// No valid credential was presented.
     #[error("invalid or missing credentials")]
     Unauthenticated,
+    /// A write authenticated by a browser's cookie came from an origin that is not trusted
+    /// (see [`crate::origin::write_origin_allowed`]): possibly another site's page.
+    #[error("this origin may not change anything with a session cookie")]
+    OriginRefused,
     /// A user-supplied outbound address is forbidden by the target policy.
     #[error(transparent)]
     TargetForbidden(#[from] crate::policy::TargetError),

@@ -226,6 +226,13 @@ mod tests {
         assert_eq!(p("sonnet").model, "claude-sonnet-4-5");
         assert_eq!(p("fast").provider, Some(ProviderId::Groq));
         assert_eq!(p("meta-llama/llama-3.3-70b-instruct").provider, None);
+        // The prefix is the whole provider id: `ollama_cloud/…` is not `ollama`.
+        assert_eq!(
+            p("ollama_cloud/gpt-oss:120b").provider,
+            Some(ProviderId::OllamaCloud)
+        );
+        assert_eq!(p("ollama_cloud/gpt-oss:120b").model, "gpt-oss:120b");
+        assert_eq!(p("ollama/llama3.2").provider, Some(ProviderId::Ollama));
         assert!(r.route("").is_err());
         assert!(r.route("a b").is_err());
         assert!(r.route("openai/").is_err());

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use byok_core::ports::{ExternalAccount, TierSource};
+use byok_core::ports::{DirectoryAccount, ExternalAccount, IdentityDirectory, TierSource};
 use byok_core::{CoreError, Tier};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -77,6 +77,8 @@ pub struct AdminClient {
     settings: KeycloakSettings,
     secret: SecretString,
     token: tokio::sync::Mutex<Option<(SecretString, Instant)>>,
+    /// The realm's issuer, from its discovery document (read once).
+    issuer: tokio::sync::OnceCell<String>,
 }
 
 impl std::fmt::Debug for AdminClient {
@@ -103,6 +105,7 @@ impl AdminClient {
             settings,
             secret,
             token: tokio::sync::Mutex::new(None),
+            issuer: tokio::sync::OnceCell::new(),
         }))
     }
 
@@ -229,12 +232,41 @@ impl AdminClient {
         let mut url = url::Url::parse("http://x/users").map_err(unavailable)?;
         url.query_pairs_mut()
             .append_pair("email", email)
-            .append_pair("exact", "true");
+            .append_pair("exact", "true")
+            .append_pair("briefRepresentation", "false");
         let path = format!("/users?{}", url.query().unwrap_or_default());
         let (_, v) = self.call(Method::GET, &path, None).await?;
         Ok(v.as_array()
             .map(|a| a.iter().cloned().map(UserRepresentation).collect())
             .unwrap_or_default())
+    }
+
+    /// The issuer the realm's tokens carry: the `issuer` of its discovery document, the very
+    /// value `OidcVerifier` holds tokens to (read once, then kept).
+    pub async fn issuer(&self) -> Result<String, KeycloakError> {
+        #[derive(Deserialize)]
+        struct Discovery {
+            issuer: String,
+        }
+        self.issuer
+            .get_or_try_init(|| async {
+                let resp = self
+                    .http
+                    .get(self.settings.discovery_url())
+                    .send()
+                    .await
+                    .map_err(|e| unavailable(e.without_url()))?;
+                if !resp.status().is_success() {
+                    return Err(unavailable(format!("discovery answered {}", resp.status())));
+                }
+                let d: Discovery = resp
+                    .json()
+                    .await
+                    .map_err(|e| unavailable(e.without_url()))?;
+                Ok(d.issuer)
+            })
+            .await
+            .cloned()
     }
 
     /// Every user id of the realm, paged (`first`/`max`), for the legacy import.
@@ -281,5 +313,48 @@ impl TierSource for AdminClient {
                 message: e.to_string(),
             }),
         }
+    }
+}
+
+#[async_trait]
+impl IdentityDirectory for AdminClient {
+    async fn accounts_by_email(&self, email: &str) -> Result<Vec<DirectoryAccount>, CoreError> {
+        let found = match self.issuer().await {
+            Ok(issuer) => self.find_by_email(email).await.map(|u| (issuer, u)),
+            Err(e) => Err(e),
+        };
+        let (issuer, users) = found.map_err(|e| {
+            tracing::warn!(error = %e, "Keycloak could not be asked for the accounts of an email");
+            CoreError::Unavailable {
+                code: "identity_provider_unavailable",
+                message: "the identity provider cannot be reached; try again shortly".into(),
+            }
+        })?;
+        Ok(users
+            .iter()
+            // `exact=true` is a case-insensitive equality in current Keycloak; older ones
+            // matched substrings: only the email itself counts.
+            .filter(|u| {
+                u.0.get("email")
+                    .and_then(Value::as_str)
+                    .is_some_and(|e| e.eq_ignore_ascii_case(email))
+            })
+            .filter_map(|u| {
+                Some(DirectoryAccount {
+                    subject: u.id()?.to_string(),
+                    issuer: issuer.clone(),
+                    email_verified: u
+                        .0
+                        .get("emailVerified")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                    // Keycloak's UserRepresentation: `enabled` (absent means enabled).
+                    enabled: u.0.get("enabled").and_then(Value::as_bool).unwrap_or(true),
+                    tier: u
+                        .attribute("subscription_tier")
+                        .and_then(|t| Tier::from_str(&t).ok()),
+                })
+            })
+            .collect())
     }
 }

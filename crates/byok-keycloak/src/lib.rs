@@ -2,6 +2,7 @@
 
 mod admin;
 mod keystore;
+mod login;
 mod oidc;
 
 use std::time::Duration;
@@ -10,6 +11,7 @@ use secrecy::SecretString;
 
 pub use admin::{AdminClient, UserRepresentation};
 pub use keystore::{KeycloakKeyStore, legacy_attribute_names, legacy_keys_in_realm};
+pub use login::KeycloakLogin;
 pub use oidc::{ALLOWED_ALGORITHMS, DEFAULT_JWKS_MIN_REFRESH, OidcVerifier};
 
 /// Errors of this crate's set-up and admin calls. Never carries a token or a secret.

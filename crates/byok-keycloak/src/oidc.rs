@@ -226,9 +226,10 @@ fn audience_ok(claims: &Value, audience: &str) -> bool {
     in_aud || claims.get("azp").and_then(Value::as_str) == Some(audience)
 }
 
-#[async_trait]
-impl TokenVerifier for OidcVerifier {
-    async fn verify(&self, token: &str) -> Result<ExternalIdentity, CoreError> {
+impl OidcVerifier {
+    /// The issuer and claims of a token whose signature (an allowed asymmetric algorithm, a
+    /// key of the realm), issuer, expiry and not-before check out.
+    pub(crate) async fn decode_verified(&self, token: &str) -> Result<(String, Value), CoreError> {
         // Garbage is refused before any network activity.
         if token.len() > 16 * 1024 || token.split('.').count() != 3 {
             return Err(unauthenticated());
@@ -250,13 +251,47 @@ impl TokenVerifier for OidcVerifier {
         let mut validation = Validation::new(header.alg);
         validation.algorithms = vec![header.alg];
         validation.set_issuer(&[issuer.as_str()]);
-        validation.validate_aud = false; // aud or azp, checked below
+        validation.validate_aud = false; // checked by each caller
         validation.validate_nbf = true;
         validation.leeway = self.settings.leeway_secs;
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         let data = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map_err(|_| unauthenticated())?;
-        let claims = data.claims;
+        Ok((issuer, data.claims))
+    }
+
+    /// Checks an ID token from the code exchange: signed by the realm, for `client_id`
+    /// (`aud`), carrying `nonce`, for the same subject as the access token.
+    pub(crate) async fn verify_id_token(
+        &self,
+        token: &str,
+        client_id: &str,
+        nonce: &str,
+        subject: &str,
+    ) -> Result<(), CoreError> {
+        let (_, claims) = self.decode_verified(token).await?;
+        let aud_ok = match claims.get("aud") {
+            Some(Value::String(a)) => a == client_id,
+            Some(Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(client_id)),
+            _ => false,
+        };
+        let nonce_ok = claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .is_some_and(|n| byok_core::services::constant_time_eq(n, nonce));
+        let same_subject = claims.get("sub").and_then(Value::as_str) == Some(subject);
+        if aud_ok && nonce_ok && same_subject {
+            Ok(())
+        } else {
+            Err(unauthenticated())
+        }
+    }
+}
+
+#[async_trait]
+impl TokenVerifier for OidcVerifier {
+    async fn verify(&self, token: &str) -> Result<ExternalIdentity, CoreError> {
+        let (issuer, claims) = self.decode_verified(token).await?;
         // Keycloak signs ID and refresh tokens with the same key: only access tokens count.
         if claims
             .get("typ")

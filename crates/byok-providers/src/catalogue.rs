@@ -107,12 +107,26 @@ fn builtin(id: ProviderId) -> ProviderSpec {
         // No default: a user's own Ollama server is their endpoint (checked by the target
         // policy); an operator-run one is BYOK_PROVIDER_OLLAMA_BASE_URL.
         ProviderId::Ollama => (None, Bearer, get("/api/tags")),
+        // Ollama's hosted service: the API of a local server, keys as bearer tokens. Its
+        // `/api/tags` answers without a key (the legacy service probed it: every key was
+        // "valid"), so the probe is a chat request for a model that does not exist: 401/403
+        // for a bad key, 400/404 once the key was accepted; nothing runs, no token is spent.
+        ProviderId::OllamaCloud => (
+            Some("https://ollama.com"),
+            Bearer,
+            ProbeSpec {
+                path: "/api/chat",
+                default_url: None,
+                body: Some(r#"{"model":"byok-key-probe","messages":[],"stream":false}"#),
+                accepted_statuses: &[400, 404],
+            },
+        ),
         ProviderId::Custom => (None, Bearer, get("/models")),
     };
     let (chat, chat_path) = match id {
         ProviderId::Anthropic => (ChatWire::Anthropic, "/v1/messages"),
         // The Ollama endpoint is the server root; its OpenAI-compatible API is under /v1.
-        ProviderId::Ollama => (ChatWire::OpenAi, "/v1/chat/completions"),
+        ProviderId::Ollama | ProviderId::OllamaCloud => (ChatWire::OpenAi, "/v1/chat/completions"),
         _ => (ChatWire::OpenAi, "/chat/completions"),
     };
     ProviderSpec {
@@ -196,6 +210,19 @@ mod tests {
         assert_eq!(
             cat.get(ProviderId::Ollama).chat_path,
             "/v1/chat/completions"
+        );
+        let cloud = cat.get(ProviderId::OllamaCloud);
+        assert_eq!(cloud.base_url.as_deref(), Some("https://ollama.com"));
+        assert_eq!(cloud.probe.path, "/api/chat");
+        assert!(cloud.probe.body.is_some(), "a POST: /api/tags is public");
+        assert_eq!(cloud.auth, AuthStyle::Bearer);
+        assert_eq!(cloud.chat_path, "/v1/chat/completions");
+        assert!(
+            Catalogue::from_env(|k| (k == "BYOK_PROVIDER_OLLAMA_CLOUD_BASE_URL")
+                .then(|| "http://127.0.0.1:9".to_string()))
+            .unwrap()
+            .get(ProviderId::OllamaCloud)
+            .base_overridden
         );
         assert!(Catalogue::from_env(|_| Some("ftp://x".into())).is_err());
     }

@@ -40,7 +40,7 @@ pub fn build(
                     // LLM clients read errors in their own API's shape only.
                     return crate::gateway::unknown_endpoint(&req);
                 }
-                if !path.starts_with("/api/") && crate::middleware::wants_html(&req) {
+                if !path.starts_with("/api/") && byok_console::wants_html(&req) {
                     // A person's browser: the console's page.
                     return byok_console::not_found(who).await;
                 }

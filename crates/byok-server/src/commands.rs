@@ -75,6 +75,19 @@ pub async fn run_service(settings: Settings) -> Result<(), Failure> {
         );
     }
     state.usage_writer.replay_spool();
+    // Ended console sessions and sign-in links are refused when used; this deletes them.
+    let sessions = state.sessions.clone();
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            match sessions.purge_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "deleted ended console sessions and links"),
+                Err(e) => tracing::warn!(error = %e, "could not delete ended console sessions"),
+            }
+        }
+    });
     let listening = state.clone();
     actix_web::rt::spawn(byok_store::listen_invalidations(
         settings.database_url.expose_secret().to_string(),

@@ -55,6 +55,7 @@
 //! | `KEYCLOAK_AUDIENCE` | `KEYCLOAK_CLIENT_ID` | what tokens must carry in `aud` or `azp` |
 //! | `KEYCLOAK_TIER_CLAIM` | `subscription_tier` | the token claim holding the tier |
 //! | `KEYCLOAK_TIER_FROM_ROLES` | `false` | `true` maps realm roles named like tiers (`starter`, …) |
+//! | `KEYCLOAK_OPERATOR_ROLE` | none | a realm role that makes its holders operators (the console's Administration), read at each console sign-in; without it the stored role (`byok-gateway user set-role`) stands |
 //! | `KEYCLOAK_TIER_CACHE_SECS` | `60` | how long a tier read from the admin API is reused |
 //! | `KEYCLOAK_CA_FILE` | none | extra CA certificates (PEM) for Keycloak's TLS |
 //! | `KEYCLOAK_ALLOW_HTTP` | `false` | allow `http://` Keycloak URLs (development only) |
@@ -69,6 +70,8 @@
 //! | `BYOK_TOKEN_RATE_LIMIT` | `0` (unlimited) | LLM requests per window per gateway token |
 //! | `BYOK_RATE_LIMIT_WINDOW_SECS` | `60` | the window, aligned to the clock |
 //! | `REDIS_URL` | none | `redis://…`: rate-limit counters shared by all replicas; without it (or while Redis does not answer) each replica counts alone |
+//! | `BYOK_LEGACY_SESSION_REDIS_URL` | none | `redis://…` of the legacy backend's session store: when set, a request to `/api/v1/*` with neither `Authorization` nor `x-api-key` is authenticated by its `session_token` cookie (the legacy front end's pages), read-only (`GET session:{token}`); see docs/api.md "The legacy front end" |
+//! | `BYOK_LEGACY_SESSION_CACHE_SECS` | `30` | how long an accepted session cookie is trusted before the session is read again (0–300; refusals are kept at most 5 s): a sign-out in the legacy backend takes effect here within it |
 //! | `BYOK_METRICS_TOKEN` | none | when set, `GET /metrics` requires it as `Authorization: Bearer` |
 //! | `BYOK_LOG_FORMAT` | `text` | `text` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
@@ -201,6 +204,8 @@ pub struct Settings {
     pub public_url: String,
     /// Whether `BYOK_PUBLIC_URL` was set (else the bound address replaces it at start).
     pub public_url_explicit: bool,
+    /// `KEYCLOAK_OPERATOR_ROLE`.
+    pub keycloak_operator_role: Option<String>,
     /// `BYOK_ALLOWED_ORIGINS`.
     pub allowed_origins: Vec<String>,
     /// Console session and sign-in link lifetimes.
@@ -215,6 +220,11 @@ pub struct Settings {
     pub metrics_token: Option<SecretString>,
     /// `REDIS_URL`: shared rate-limit counters (may hold a password).
     pub redis_url: Option<SecretString>,
+    /// `BYOK_LEGACY_SESSION_REDIS_URL`: the legacy backend's session store; the
+    /// `session_token` cookie is accepted on `/api/v1/*` only when set (may hold a password).
+    pub legacy_session_redis_url: Option<SecretString>,
+    /// `BYOK_LEGACY_SESSION_CACHE_SECS`: how long an accepted session cookie is trusted.
+    pub legacy_session_cache: Duration,
     /// On SIGTERM: how long in-flight requests and streams may take to finish.
     pub shutdown_timeout: Duration,
     /// On SIGTERM: how long readiness fails before the listener closes.
@@ -399,7 +409,36 @@ impl Settings {
             ModelRouter::parse_aliases(&var("BYOK_MODEL_ALIASES").unwrap_or_default())
                 .map_err(|e| ConfigError(format!("BYOK_MODEL_ALIASES: {e}")))?;
         let bind = var("BYOK_BIND").unwrap_or_else(|| "127.0.0.1:8080".into());
+        let public_url = public_url(&bind)?;
+        let allowed_origins: Vec<String> = var("BYOK_ALLOWED_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if let Some(bad) = allowed_origins
+            .iter()
+            .position(|o| !byok_core::origin::is_valid_origin(o))
+        {
+            return Err(ConfigError(format!(
+                "BYOK_ALLOWED_ORIGINS: entry {} is not an origin (scheme://host[:port], http or https)",
+                bad + 1
+            )));
+        }
+        let legacy_session_cache = number(
+            "BYOK_LEGACY_SESSION_CACHE_SECS",
+            byok_core::services::DEFAULT_LEGACY_SESSION_TTL.as_secs(),
+        )?;
+        if legacy_session_cache > 300 {
+            return Err(ConfigError(
+                "BYOK_LEGACY_SESSION_CACHE_SECS must be between 0 and 300".into(),
+            ));
+        }
         Ok(Self {
+            legacy_session_redis_url: var("BYOK_LEGACY_SESSION_REDIS_URL").map(SecretString::from),
+            legacy_session_cache: Duration::from_secs(legacy_session_cache),
+            public_url,
+            allowed_origins,
             system: SystemDefault {
                 provider: system_provider,
                 api_key: system_key,
@@ -518,7 +557,7 @@ impl Settings {
                 }),
                 None => None,
             },
-            bind: bind.clone(),
+            bind,
             data_dir,
             database_url,
             db_max_connections: number("BYOK_DB_MAX_CONNECTIONS", 10usize)?.max(1),
@@ -529,16 +568,10 @@ impl Settings {
             probe_timeout: Duration::from_secs(number("BYOK_PROBE_TIMEOUT_SECS", 10u64)?.max(1)),
             auth_cache_ttl: Duration::from_secs(number("BYOK_AUTH_CACHE_TTL_SECS", 5u64)?),
             upgrade_url: var("BYOK_UPGRADE_URL").unwrap_or_else(|| "/pricing".into()),
-            public_url: public_url(&bind)?,
             public_url_explicit: var("BYOK_PUBLIC_URL").is_some(),
-            allowed_origins: var("BYOK_ALLOWED_ORIGINS")
-                .map(|v| {
-                    v.split(',')
-                        .map(|o| o.trim().trim_end_matches('/').to_string())
-                        .filter(|o| !o.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            keycloak_operator_role: var("KEYCLOAK_OPERATOR_ROLE")
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty()),
             session_policy: byok_core::services::SessionPolicy {
                 idle: Duration::from_secs(60 * number("BYOK_CONSOLE_IDLE_MINUTES", 120u64)?.max(1)),
                 absolute: Duration::from_secs(

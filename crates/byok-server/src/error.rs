@@ -199,6 +199,9 @@ pub fn decide(e: &CoreError, surface: Surface) -> Decision {
         CoreError::Unauthenticated => {
             Decision::new(StatusCode::UNAUTHORIZED, "invalid_token", false)
         }
+        // The caller is known, the page that sent the request is not trusted: a refusal of
+        // this request, not of the credential (which stays valid for the service's own pages).
+        CoreError::OriginRefused => Decision::new(StatusCode::FORBIDDEN, "origin_refused", true),
         CoreError::Exec(e) => Decision::new(exec_status(e), e.code(), true),
         // A configured address this service will not call: a property of what was stored or
         // sent, not of the caller's rights (the same 422 as an execution server's target).
@@ -272,6 +275,11 @@ impl From<CoreError> for ApiError {
                 format!("BYOK requires {required} tier or higher")
             }
             CoreError::Unauthenticated => "invalid or expired token".into(),
+            CoreError::OriginRefused => {
+                "this request came from a page of another origin: changes made with a session \
+                 cookie are accepted only from this service's own pages (or BYOK_ALLOWED_ORIGINS)"
+                    .into()
+            }
             CoreError::RateLimited { retry_after_secs } => {
                 format!("too many requests; retry in {retry_after_secs} s")
             }
@@ -349,7 +357,7 @@ pub fn normalise_error<B: MessageBody + 'static>(
     let path = res.request().path();
     if !path.starts_with("/api/")
         && !path.starts_with("/v1")
-        && crate::middleware::wants_html(res.request())
+        && byok_console::wants_html(res.request())
     {
         // A person's browser (a form the console could not read, say): a page, not JSON.
         let (req, _) = res.into_parts();
@@ -460,6 +468,7 @@ pub(crate) mod tests {
                 "rate_limited",
             ),
             (CoreError::Unauthenticated, 401, "invalid_token"),
+            (CoreError::OriginRefused, 403, "origin_refused"),
             (CoreError::Exec(ExecError::Timeout), 504, "timeout"),
             (CoreError::Exec(ExecError::AuthFailed), 502, "auth_failed"),
             (

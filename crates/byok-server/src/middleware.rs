@@ -98,11 +98,3 @@ fn method_label(m: &actix_web::http::Method) -> &'static str {
         _ => "other",
     }
 }
-
-/// Whether the client is a browser asking for a page (`Accept` names `text/html`).
-pub fn wants_html(req: &actix_web::HttpRequest) -> bool {
-    req.headers()
-        .get(actix_web::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"))
-}

@@ -2,6 +2,8 @@
 
 use actix_web::{HttpResponse, get};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::auth::SESSION_COOKIE;
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::error::{ErrorBody, UpgradeRequiredBody};
@@ -53,12 +55,14 @@ pub enum ApiErrors {
                        `key_decryption_failed`"
     )]
     Internal(ErrorBody),
-    /// The database cannot be reached (`database_unavailable`, with `retry-after`), or the
-    /// identity provider's keys cannot be fetched (`identity_provider_unavailable`).
+    /// The database cannot be reached (`database_unavailable`, with `retry-after`), the
+    /// identity provider's keys cannot be fetched (`identity_provider_unavailable`), or the
+    /// legacy session store does not answer (`session_store_unavailable`).
     #[response(
         status = 503,
-        description = "`database_unavailable` (with `retry-after`), or \
-                       `identity_provider_unavailable` (Keycloak sign-in)"
+        description = "`database_unavailable` (with `retry-after`), \
+                       `identity_provider_unavailable` (Keycloak sign-in), or \
+                       `session_store_unavailable` (the legacy session cookie)"
     )]
     Unavailable(ErrorBody),
 }
@@ -115,6 +119,18 @@ impl Modify for Security {
         components.add_security_scheme(
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+        );
+        // Declared, not listed on the operations: only the legacy front end's pages use it,
+        // and only where the operator enabled it.
+        components.add_security_scheme(
+            "legacy_session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                SESSION_COOKIE,
+                "The legacy front end's session cookie, accepted on /api/v1 only when the \
+                 operator sets BYOK_LEGACY_SESSION_REDIS_URL and no Authorization or x-api-key \
+                 header is sent. Writes with it must come from the service's own origin or \
+                 BYOK_ALLOWED_ORIGINS (else 403 `origin_refused`).",
+            ))),
         );
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use byok_core::ports::{Authenticator, KeyRotationRepository, UsageSink};
 use byok_core::routing::ModelRouter;
 use byok_core::services::{
-    ChainAuthenticator, ExternalAuthenticator, KeyVault, RouteResolver, ServerRegistry,
-    StaleIfError, TokenService,
+    ChainAuthenticator, ExternalAuthenticator, KeyVault, LegacySessionAuthenticator, RouteResolver,
+    ServerRegistry, StaleIfError, TokenService,
 };
 use byok_providers::upstream::{UpstreamClient, UpstreamOptions};
 use byok_providers::{HttpKeyProber, ProbeOptions};
@@ -26,6 +26,9 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     /// Checks bearer credentials; gateway tokens today, a JWT verifier can sit beside it.
     pub authenticator: Arc<dyn Authenticator>,
+    /// The legacy front end's `session_token` cookie, when `BYOK_LEGACY_SESSION_REDIS_URL`
+    /// is set (used on `/api/v1/*` only, and only without `Authorization`/`x-api-key`).
+    pub legacy_sessions: Option<Arc<LegacySessionAuthenticator>>,
     /// Model → route and credential, per request (with the settings and credential caches).
     pub routes: Arc<RouteResolver>,
     pub servers: ServerRegistry,
@@ -177,17 +180,29 @@ impl AppState {
             );
         }
         let tokens = Arc::new(token_service);
+        let mut browser_login: Option<Arc<dyn byok_core::ports::BrowserLogin>> = None;
         let external: Option<Arc<dyn Authenticator>> =
             match (&settings.keycloak, settings.auth_mode) {
                 (Some(k), AuthMode::Keycloak | AuthMode::Both) => {
-                    let verifier = byok_keycloak::OidcVerifier::new(k.clone())
-                        .map_err(|e| ConfigError(e.to_string()))?;
+                    let verifier = Arc::new(
+                        byok_keycloak::OidcVerifier::new(k.clone())
+                            .map_err(|e| ConfigError(e.to_string()))?,
+                    );
+                    // The console's "Sign in with your account" (authorization code + PKCE).
+                    browser_login = Some(Arc::new(
+                        byok_keycloak::KeycloakLogin::new(
+                            k.clone(),
+                            verifier.clone(),
+                            settings.keycloak_operator_role.clone(),
+                        )
+                        .map_err(|e| ConfigError(e.to_string()))?,
+                    ));
                     let tiers = admin
                         .clone()
                         .map(|a| a as Arc<dyn byok_core::ports::TierSource>);
                     Some(Arc::new(
                         ExternalAuthenticator::new(
-                            Arc::new(verifier),
+                            verifier,
                             tiers,
                             shared.clone(),
                             settings
@@ -202,6 +217,34 @@ impl AppState {
             };
         let authenticator: Arc<dyn Authenticator> =
             Arc::new(ChainAuthenticator::new(tokens.clone(), external));
+        let legacy_sessions = match &settings.legacy_session_redis_url {
+            Some(url) => {
+                let store = byok_store::RedisLegacySessions::new(url.expose_secret())
+                    .map_err(ConfigError)?;
+                let mut auth = LegacySessionAuthenticator::new(
+                    Arc::new(store),
+                    shared.clone(),
+                    settings.legacy_session_cache,
+                );
+                if let Some(admin) = &admin {
+                    // Sessions' emails are checked against Keycloak's accounts (enabled,
+                    // verified), and a Keycloak user seen first here is created.
+                    auth = auth.with_directory(
+                        admin.clone() as Arc<dyn byok_core::ports::IdentityDirectory>
+                    );
+                }
+                tracing::info!(
+                    public_url = %settings.public_url,
+                    allowed_origins = settings.allowed_origins.len(),
+                    keycloak_accounts = admin.is_some(),
+                    "the legacy front end's session cookie is accepted on /api/v1 (sessions read \
+                     from BYOK_LEGACY_SESSION_REDIS_URL); writes with it only from public_url's \
+                     origin and BYOK_ALLOWED_ORIGINS"
+                );
+                Some(Arc::new(auth))
+            }
+            None => None,
+        };
         let routes = Arc::new(
             RouteResolver::new(
                 vault.clone(),
@@ -273,11 +316,13 @@ impl AppState {
             upgrade_url: settings.upgrade_url.clone(),
             errors: crate::error::console_view,
             prompts: None,
+            oidc: browser_login,
         };
         Ok(Self {
             db,
             vault,
             authenticator,
+            legacy_sessions,
             keys,
             tokens,
             routes,
@@ -315,12 +360,20 @@ impl AppState {
                 self.vault.forget_credential(user, provider);
             }
             Invalidation::Token { id } => self.tokens.forget_token(id),
-            Invalidation::User { user } => self.tokens.forget_user(user),
+            Invalidation::User { user } => {
+                self.tokens.forget_user(user);
+                if let Some(l) = &self.legacy_sessions {
+                    l.forget_user(user);
+                }
+            }
             Invalidation::Settings { user } => self.routes.forget_settings(user),
             Invalidation::Everything => {
                 self.vault.forget_all();
                 self.tokens.forget_all();
                 self.routes.forget_all();
+                if let Some(l) = &self.legacy_sessions {
+                    l.forget_all();
+                }
             }
         }
     }

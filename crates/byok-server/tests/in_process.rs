@@ -18,9 +18,18 @@ use utoipa::OpenApi;
 
 /// A fresh service state: its own data directory, database and generated encryption key.
 async fn state() -> (AppState, tempfile::TempDir) {
+    state_with(&[]).await
+}
+
+/// [`state`] with more settings.
+async fn state_with(vars: &[(&str, &str)]) -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings::from_vars([("BYOK_DATA_DIR", dir.path().display().to_string())])
-        .expect("settings");
+    let mut all = vec![(
+        "BYOK_DATA_DIR".to_string(),
+        dir.path().display().to_string(),
+    )];
+    all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = Settings::from_vars(all).expect("settings");
     let state = byok_server::commands::prepare(&settings)
         .await
         .expect("state");
@@ -294,4 +303,351 @@ async fn updating_a_server_keeps_or_clears_its_workspace_path() {
     let (status, _, body) = call!(app, update(json!({"workspace_path": 5})));
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["code"], "invalid_workspace_path");
+}
+
+/// A loopback stand-in for Ollama Cloud's `POST /api/chat` as the key probe calls it: 401 for
+/// any key but `good`, and for `good` the 404 an unknown model earns. Records `METHOD path`.
+async fn ollama_cloud_standin(
+    good: &'static str,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let record = seen.clone();
+    actix_web::rt::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let head = String::from_utf8_lossy(&buf).to_string();
+            let line = head.lines().next().unwrap_or_default().to_string();
+            let mut parts = line.split(' ');
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            record.lock().unwrap().push(format!("{method} {path}"));
+            let authorised = head
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {good}")));
+            let (status, body) = if authorised {
+                (
+                    "404 Not Found",
+                    r#"{"error":"model 'byok-key-probe' not found"}"#,
+                )
+            } else {
+                ("401 Unauthorized", r#"{"error":"unauthorized"}"#)
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(reply.as_bytes()).await;
+        }
+    });
+    (base, seen)
+}
+
+#[actix_web::test]
+async fn ollama_cloud_keys_and_the_legacy_fields_of_the_key_test() {
+    let good = "ollama-cloud-good-0123456789";
+    let (base, seen) = ollama_cloud_standin(good).await;
+    let (state, _dir) = state_with(&[("BYOK_PROVIDER_OLLAMA_CLOUD_BASE_URL", &base)]).await;
+    let token = user(&state, "cloud@example.com", Tier::Starter).await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+
+    // Offered like every other provider, named as the legacy pages name it.
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/byok/providers")
+            .insert_header(bearer(&token)),
+    );
+    assert_eq!(status, StatusCode::OK);
+    let cloud = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "ollama_cloud")
+        .cloned()
+        .expect("ollama_cloud is listed");
+    assert_eq!(cloud["name"], "Ollama Cloud");
+    assert_eq!(cloud["key_format"], "any");
+
+    let add = |key: &str| {
+        test::TestRequest::post()
+            .uri("/api/v1/byok/keys/add")
+            .insert_header(bearer(&token))
+            .set_json(json!({"provider": "ollama_cloud", "key": key}))
+    };
+    // The legacy rule: 10 characters or more.
+    let (status, _, body) = call!(app, add("too-short"));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "invalid_key_format");
+    let (status, _, body) = call!(app, add(good));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["provider_name"], "Ollama Cloud");
+
+    let test_key = || {
+        test::TestRequest::post()
+            .uri("/api/v1/byok/keys/test/ollama_cloud")
+            .insert_header(bearer(&token))
+    };
+    let (status, _, body) = call!(app, test_key());
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["provider"], "ollama_cloud");
+    assert_eq!(body["provider_name"], "Ollama Cloud");
+    assert_eq!(body["status"], "valid");
+    assert_eq!(body["success"], true, "success = status == valid");
+    assert!(body["message"].is_string());
+    assert_eq!(body["details"]["http_status"], 404);
+    // The probe: a chat request for a model that does not exist (the key is checked first).
+    assert_eq!(seen.lock().unwrap().last().unwrap(), "POST /api/chat");
+
+    // A key the provider refuses: `success` false, the status and message say why.
+    let (status, _, body) = call!(app, add("ollama-cloud-bad-0123456789"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = call!(app, test_key());
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "invalid");
+    assert_eq!(body["success"], false);
+    assert_eq!(body["provider_name"], "Ollama Cloud");
+    assert!(!body.to_string().contains("bad-0123456789"), "{body}");
+}
+
+#[actix_web::test]
+async fn legacy_execution_server_payloads_are_accepted_and_stored_complete() {
+    let (state, _dir) = state().await;
+    let token = user(&state, "legacy@example.com", Tier::Starter).await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let create = |body: Value| {
+        test::TestRequest::post()
+            .uri("/api/v1/execution-servers")
+            .insert_header(bearer(&token))
+            .set_json(body)
+    };
+    // SSH without `auth_method`: `key`, as the legacy service defaulted.
+    let pem =
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nCANARYsshkey\n-----END OPENSSH PRIVATE KEY-----\n";
+    let (status, _, body) = call!(
+        app,
+        create(json!({"name": "ssh-box", "server_type": "ssh",
+            "connection_config": {"host": "203.0.113.7", "username": "agent", "private_key": pem}}))
+    );
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["connection_config"]["auth_method"], "key");
+    assert_eq!(body["connection_config"]["private_key"], "***masked***");
+    assert!(!body.to_string().contains("CANARYsshkey"));
+
+    // Docker `volumes` as the legacy map: stored (and shown) as the list form.
+    let (status, _, body) = call!(
+        app,
+        create(json!({"name": "docker-box", "server_type": "docker",
+            "connection_config": {"image": "python:3.11-slim",
+                "volumes": {"/srv/data": "/workspace"}}}))
+    );
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        body["connection_config"]["volumes"],
+        json!(["/srv/data:/workspace"])
+    );
+    // A map entry that cannot be written as host:container is refused, naming no value.
+    let (status, _, body) = call!(
+        app,
+        create(json!({"name": "docker-bad", "server_type": "docker",
+            "connection_config": {"volumes": {"/srv": 5}}}))
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "invalid_connection_config");
+}
+
+/// The app with the legacy session cookie accepted, sessions from an in-memory store (the
+/// binary reads them from Redis: tests/integration/legacy_frontend.rs).
+async fn legacy_app_state(
+    vars: &[(&str, &str)],
+) -> (
+    AppState,
+    std::sync::Arc<byok_core::testing::MemLegacySessions>,
+    tempfile::TempDir,
+) {
+    use byok_core::services::LegacySessionAuthenticator;
+    use std::sync::Arc;
+    let (mut state, dir) = state_with(vars).await;
+    let sessions = Arc::new(byok_core::testing::MemLegacySessions::new());
+    state.legacy_sessions = Some(Arc::new(LegacySessionAuthenticator::new(
+        sessions.clone(),
+        Arc::new(state.db.clone()),
+        std::time::Duration::ZERO,
+    )));
+    (state, sessions, dir)
+}
+
+const SESSION: &str = "legacy_SESSION_token_0123456789abcdefghijk";
+
+#[actix_web::test]
+async fn the_legacy_session_cookie_authenticates_api_v1_with_the_origin_check_on_writes() {
+    let (state, sessions, _dir) =
+        legacy_app_state(&[("BYOK_PUBLIC_URL", "https://byok.example.com/")]).await;
+    assert_eq!(state.console.public_url.get(), "https://byok.example.com");
+    let bearer_token = user(&state, "dev@example.com", Tier::Starter).await;
+    sessions.put(
+        SESSION,
+        r#"{"user": "dev@example.com", "access_token": "eyJ.x.y", "subscription_tier": "starter"}"#,
+    );
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let cookie = (
+        header::COOKIE,
+        format!("theme=dark; session_token={SESSION}"),
+    );
+
+    // A read with the cookie only.
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/byok/stats")
+            .insert_header(cookie.clone()),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user_tier"], "starter");
+
+    let add = |origin: Option<&str>, site: Option<&str>| {
+        let mut r = test::TestRequest::post()
+            .uri("/api/v1/byok/keys/add")
+            .insert_header(cookie.clone())
+            .set_json(json!({"provider": "groq", "key": "gsk_INPROCESScookie0123456789"}));
+        if let Some(o) = origin {
+            r = r.insert_header((header::ORIGIN, o));
+        }
+        if let Some(s) = site {
+            r = r.insert_header(("sec-fetch-site", s));
+        }
+        r
+    };
+    // Writes: the own origin, or no Origin but Sec-Fetch-Site: same-origin.
+    let (status, _, body) = call!(app, add(Some("https://byok.example.com"), None));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = call!(app, add(None, Some("same-origin")));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Another origin, `null`, or nothing to tell: 403 origin_refused, the one decision.
+    for (origin, site) in [
+        (Some("https://evil.example.com"), Some("cross-site")),
+        (Some("null"), None),
+        (None, Some("cross-site")),
+        (None, None),
+    ] {
+        let (status, _, body) = call!(app, add(origin, site));
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin:?} {site:?}: {body}");
+        assert_eq!(body["code"], "origin_refused");
+    }
+    // A header credential wins, and is not subject to the origin check.
+    let (status, _, body) = call!(
+        app,
+        add(Some("https://evil.example.com"), None).insert_header(bearer(&bearer_token)),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A refused header credential never falls back to the cookie.
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/byok/keys")
+            .insert_header(cookie.clone())
+            .insert_header(bearer("byok_not-a-token")),
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    // An unknown session: 401, like a bad token.
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/byok/keys")
+            .insert_header((
+                header::COOKIE,
+                "session_token=unknown_session_0123456789abcdef"
+            )),
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["code"], "invalid_token");
+
+    // Never on the LLM gateway.
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .insert_header(cookie.clone())
+            .set_json(json!({"model": "groq/llama", "messages": []})),
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(!body.to_string().contains(SESSION));
+    assert_eq!(
+        sessions.reads(),
+        4,
+        "the gateway never looked the cookie up"
+    );
+}
+
+#[actix_web::test]
+async fn without_the_setting_the_cookie_is_ignored() {
+    let (state, _dir) = state().await;
+    assert!(state.legacy_sessions.is_none());
+    user(&state, "dev@example.com", Tier::Starter).await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let (status, headers, body) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/byok/keys")
+            .insert_header((header::COOKIE, format!("session_token={SESSION}"))),
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["code"], "unauthenticated");
+    assert_eq!(headers.get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+}
+
+#[actix_web::test]
+async fn settings_of_the_legacy_front_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let var = |k: &'static str, v: &str| (k, v.to_string());
+    let data = var("BYOK_DATA_DIR", &dir.path().display().to_string());
+    let s = Settings::from_vars([data.clone(), var("BYOK_BIND", "0.0.0.0:9000")]).unwrap();
+    // A wildcard bind address is reached on loopback (and replaced by the bound address).
+    assert_eq!(
+        s.public_url, "http://127.0.0.1:9000",
+        "http://{{BYOK_BIND}}"
+    );
+    assert!(s.legacy_session_redis_url.is_none(), "opt-in");
+    assert_eq!(s.legacy_session_cache, std::time::Duration::from_secs(30));
+    assert!(s.allowed_origins.is_empty());
+    let s = Settings::from_vars([
+        data.clone(),
+        var(
+            "BYOK_ALLOWED_ORIGINS",
+            " https://app.example.com/ , http://localhost:3000",
+        ),
+        var("BYOK_LEGACY_SESSION_CACHE_SECS", "0"),
+        var(
+            "BYOK_LEGACY_SESSION_REDIS_URL",
+            "redis://:pw@127.0.0.1:6379/",
+        ),
+    ])
+    .unwrap();
+    assert_eq!(
+        s.allowed_origins,
+        ["https://app.example.com", "http://localhost:3000"]
+    );
+    assert!(s.legacy_session_cache.is_zero());
+    assert!(s.legacy_session_redis_url.is_some());
+    for (k, v) in [
+        ("BYOK_ALLOWED_ORIGINS", "https://ok.example.com,*"),
+        ("BYOK_ALLOWED_ORIGINS", "app.example.com"),
+        ("BYOK_PUBLIC_URL", "byok.example.com"),
+        ("BYOK_LEGACY_SESSION_CACHE_SECS", "301"),
+    ] {
+        let err = Settings::from_vars([data.clone(), var(k, v)])
+            .err()
+            .unwrap_or_else(|| panic!("{k}={v} must be refused"));
+        assert!(err.0.contains(k), "{err}");
+    }
 }

@@ -3,6 +3,7 @@
 mod backend;
 mod database;
 mod error;
+mod legacy_sessions;
 mod migrate;
 mod notify;
 mod options;
@@ -16,6 +17,7 @@ mod types;
 
 pub use backend::{Backend, parse_url};
 pub use database::{Database, PoolStatus};
+pub use legacy_sessions::RedisLegacySessions;
 pub use notify::listen_invalidations;
 pub use options::DbOptions;
 pub use rate::RedisRateLimiter;

@@ -44,7 +44,7 @@ async fn walkthrough(kind: Kind) {
 
     let providers = s.get("/api/v1/byok/providers", &token).await;
     let list = providers.json.as_array().unwrap();
-    assert_eq!(list.len(), 10);
+    assert_eq!(list.len(), 11);
     let openai = list.iter().find(|p| p["id"] == "openai").unwrap();
     assert_eq!(openai["configured"], true);
     assert_eq!(openai["key_format"], "sk-...");
@@ -74,7 +74,7 @@ async fn walkthrough(kind: Kind) {
     let usage = stats.as_object_mut().unwrap().remove("usage").unwrap();
     assert_eq!(
         stats,
-        json!({"total_providers": 10, "configured_providers": 1, "tested_providers": 1,
+        json!({"total_providers": 11, "configured_providers": 1, "tested_providers": 1,
                "valid_providers": 1, "user_tier": "starter"}),
         "the legacy fields, unchanged"
     );

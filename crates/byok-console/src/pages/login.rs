@@ -23,6 +23,8 @@ const ATTEMPTS_PER_MINUTE: u64 = 10;
 struct LoginPage {
     chrome: Chrome,
     next: String,
+    /// Sign-in at the identity provider is offered.
+    oidc: bool,
 }
 
 #[derive(Template)]
@@ -48,20 +50,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// `GET /login`
-pub async fn form(q: web::Query<NextQuery>) -> HttpResponse {
+pub async fn form(console: web::Data<Console>, q: web::Query<NextQuery>) -> HttpResponse {
     let notice = q
         .signed_out
         .as_ref()
         .map(|_| Notice::ok("You are signed out."));
-    login_page(StatusCode::OK, q.next.as_deref(), notice)
+    login_page(&console, StatusCode::OK, q.next.as_deref(), notice)
 }
 
-fn login_page(status: StatusCode, next: Option<&str>, notice: Option<Notice>) -> HttpResponse {
+pub(super) fn login_page(
+    console: &Console,
+    status: StatusCode,
+    next: Option<&str>,
+    notice: Option<Notice>,
+) -> HttpResponse {
     page(
         status,
         &LoginPage {
             chrome: Chrome::anonymous().with_notice(notice),
             next: local_path(next, "/keys").to_string(),
+            oidc: console.oidc.is_some(),
         },
     )
 }
@@ -84,8 +92,9 @@ async fn admit(console: &Console, req: &HttpRequest) -> bool {
     )
 }
 
-fn too_many() -> HttpResponse {
+fn too_many(console: &Console) -> HttpResponse {
     login_page(
+        console,
         StatusCode::TOO_MANY_REQUESTS,
         None,
         Some(Notice::error(
@@ -94,7 +103,7 @@ fn too_many() -> HttpResponse {
     )
 }
 
-fn signed_in(
+pub(super) fn signed_in(
     console: &Console,
     opened: &byok_core::services::OpenedSession,
     to: &str,
@@ -107,7 +116,7 @@ fn signed_in(
 }
 
 /// Ends the session the browser came with, if any (a new one replaces it at sign-in).
-async fn end_presented(console: &Console, req: &HttpRequest) {
+pub(super) async fn end_presented(console: &Console, req: &HttpRequest) {
     if let Some(old) = presented(req, console)
         && let Err(e) = console.sessions.sign_out(&old).await
     {
@@ -131,12 +140,13 @@ pub async fn with_token(
         return forbidden();
     }
     if !admit(&console, &req).await {
-        return too_many();
+        return too_many(&console);
     }
     let form = form.into_inner();
     let token = SecretString::from(form.token.expose_secret().trim().to_owned());
     let refused = || {
         login_page(
+            &console,
             StatusCode::UNAUTHORIZED,
             form.next.as_deref(),
             Some(Notice::error(
@@ -166,9 +176,14 @@ pub async fn with_token(
     }
 }
 
-fn unavailable(console: &Console, e: CoreError) -> HttpResponse {
+pub(super) fn unavailable(console: &Console, e: CoreError) -> HttpResponse {
     let view = (console.errors)(e);
-    login_page(view.status, None, Some(Notice::error(view.message)))
+    login_page(
+        console,
+        view.status,
+        None,
+        Some(Notice::error(view.message)),
+    )
 }
 
 /// `GET /login/{secret}`: asks for a click, so that link previews do not use the link.
@@ -197,7 +212,7 @@ pub async fn with_link(
         return forbidden();
     }
     if !admit(&console, &req).await {
-        return too_many();
+        return too_many(&console);
     }
     end_presented(&console, &req).await;
     match console.sessions.redeem_link(&form.secret).await {
@@ -206,6 +221,7 @@ pub async fn with_link(
             signed_in(&console, &opened, "/keys")
         }
         Err(CoreError::Unauthenticated) => login_page(
+            &console,
             StatusCode::UNAUTHORIZED,
             None,
             Some(Notice::error(

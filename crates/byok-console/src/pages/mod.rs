@@ -3,68 +3,18 @@
 
 mod keys;
 mod login;
+mod oidc;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use askama::Template;
 use byok_core::CoreError;
 use byok_core::Role;
 
 use crate::assets;
+pub use crate::frame::{Chrome, MessagePage, NavItem, Notice, UserBar, forbidden};
 use crate::session::SignedIn;
 use crate::state::Console;
 use crate::web::{page, see_other};
-
-/// One entry of the navigation.
-#[derive(Debug, Clone)]
-pub struct NavItem {
-    pub href: &'static str,
-    pub label: &'static str,
-    pub current: bool,
-}
-
-/// The signed-in person, as the frame shows them.
-#[derive(Debug, Clone)]
-pub struct UserBar {
-    pub email: String,
-    pub tier: String,
-    pub csrf: String,
-    pub operator: bool,
-}
-
-/// A one-line notice at the top of a page.
-#[derive(Debug, Clone)]
-pub struct Notice {
-    /// `ok`, `error` or `info` (a CSS class).
-    pub kind: &'static str,
-    pub text: String,
-}
-
-impl Notice {
-    pub fn ok(text: impl Into<String>) -> Self {
-        Self {
-            kind: "ok",
-            text: text.into(),
-        }
-    }
-    pub fn error(text: impl Into<String>) -> Self {
-        Self {
-            kind: "error",
-            text: text.into(),
-        }
-    }
-}
-
-/// What every page's frame needs.
-#[derive(Debug, Clone)]
-pub struct Chrome {
-    pub css: &'static str,
-    pub js: &'static str,
-    pub icon: &'static str,
-    pub user: Option<UserBar>,
-    pub nav: Vec<NavItem>,
-    pub notice: Option<Notice>,
-}
 
 const PAGES: [(&str, &str); 5] = [
     ("/keys", "Provider keys"),
@@ -75,18 +25,6 @@ const PAGES: [(&str, &str); 5] = [
 ];
 
 impl Chrome {
-    /// The frame for someone not signed in.
-    pub fn anonymous() -> Self {
-        Self {
-            css: assets::CSS_PATH.as_str(),
-            js: assets::JS_PATH.as_str(),
-            icon: assets::ICON_PATH.as_str(),
-            user: None,
-            nav: Vec::new(),
-            notice: None,
-        }
-    }
-
     /// The frame of a signed-in page; `current` is its path.
     pub fn signed_in(who: &SignedIn, current: &str) -> Self {
         let u = &who.0.user;
@@ -117,36 +55,6 @@ impl Chrome {
             ..Self::anonymous()
         }
     }
-
-    pub fn with_notice(mut self, notice: Option<Notice>) -> Self {
-        self.notice = notice;
-        self
-    }
-}
-
-/// A page with a title and a paragraph (refusals, not found, errors).
-#[derive(Template)]
-#[template(path = "message.html")]
-pub struct MessagePage {
-    pub chrome: Chrome,
-    pub title: String,
-    pub text: String,
-    pub back: Option<(&'static str, &'static str)>,
-}
-
-/// 403: a form without this session's token, or posted from another site.
-pub fn forbidden() -> HttpResponse {
-    page(
-        StatusCode::FORBIDDEN,
-        &MessagePage {
-            chrome: Chrome::anonymous(),
-            title: "This form cannot be accepted".into(),
-            text: "It came from another site, or from a page older than your session. \
-                   Go back, reload the page and try again."
-                .into(),
-            back: Some(("/", "Back to the console")),
-        },
-    )
 }
 
 /// A core error as a page, with the application's status and message.
@@ -220,6 +128,8 @@ async fn not_found(who: Option<SignedIn>) -> HttpResponse {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home))
         .route("/assets/{name}", web::get().to(assets::serve))
+        // Before the sign-in routes: `/login/{secret}` would take `/login/oidc`.
+        .configure(oidc::routes)
         .configure(login::routes)
         .configure(keys::routes);
 }

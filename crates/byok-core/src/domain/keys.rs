@@ -276,6 +276,19 @@ mod tests {
         assert!(ApiKey::parse(Ollama, "x").is_ok());
         assert!(ApiKey::parse(Ollama, "").is_ok(), "Ollama takes no key");
         assert!(ApiKey::parse(Custom, "").is_err());
+        // Ollama Cloud: no prefix, 10+ characters, as the legacy service accepted.
+        assert!(ApiKey::parse(OllamaCloud, "0123456789").is_ok());
+        assert!(ApiKey::parse(OllamaCloud, "012345678").is_err());
+        assert!(
+            ApiKey::parse(OllamaCloud, "").is_err(),
+            "a hosted service needs a key"
+        );
+        assert_eq!(OllamaCloud.key_format().describe(), "any");
+        assert_eq!("ollama_cloud".parse::<ProviderId>().unwrap(), OllamaCloud);
+        assert_eq!(
+            serde_json::to_value(OllamaCloud).unwrap(),
+            serde_json::json!("ollama_cloud")
+        );
         let long = format!("sk-{}", "a".repeat(600));
         assert!(ApiKey::parse(Openai, &long).is_err());
     }

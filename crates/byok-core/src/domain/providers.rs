@@ -21,12 +21,15 @@ pub enum ProviderId {
     Groq,
     Openrouter,
     Ollama,
+    /// Ollama Cloud (`https://ollama.com`), which the legacy front end offers.
+    #[serde(rename = "ollama_cloud")]
+    OllamaCloud,
     Custom,
 }
 
 impl ProviderId {
     /// Every provider, in the order the API lists them.
-    pub const ALL: [ProviderId; 10] = [
+    pub const ALL: [ProviderId; 11] = [
         ProviderId::Openai,
         ProviderId::Anthropic,
         ProviderId::Huggingface,
@@ -36,6 +39,7 @@ impl ProviderId {
         ProviderId::Groq,
         ProviderId::Openrouter,
         ProviderId::Ollama,
+        ProviderId::OllamaCloud,
         ProviderId::Custom,
     ];
 
@@ -51,6 +55,7 @@ impl ProviderId {
             ProviderId::Groq => "groq",
             ProviderId::Openrouter => "openrouter",
             ProviderId::Ollama => "ollama",
+            ProviderId::OllamaCloud => "ollama_cloud",
             ProviderId::Custom => "custom",
         }
     }
@@ -67,6 +72,7 @@ impl ProviderId {
             ProviderId::Groq => "Groq",
             ProviderId::Openrouter => "OpenRouter",
             ProviderId::Ollama => "Ollama",
+            ProviderId::OllamaCloud => "Ollama Cloud",
             ProviderId::Custom => "Custom (OpenAI-compatible)",
         }
     }
@@ -82,6 +88,8 @@ impl ProviderId {
             ProviderId::Openrouter => (Some("sk-or-v1-"), 20),
             ProviderId::Cohere | ProviderId::Together => (None, 20),
             ProviderId::Ollama => (None, 0),
+            // The legacy service accepted Ollama Cloud keys of 10 characters or more.
+            ProviderId::OllamaCloud => (None, 10),
             ProviderId::Custom => (None, 8),
         };
         KeyFormat {

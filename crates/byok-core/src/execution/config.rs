@@ -21,6 +21,13 @@ fn default_port() -> u32 {
     22
 }
 
+/// The legacy service's default when a client leaves `auth_method` out.
+pub(crate) const DEFAULT_AUTH_METHOD: &str = "key";
+
+fn default_auth_method() -> String {
+    DEFAULT_AUTH_METHOD.into()
+}
+
 pub(crate) fn default_image() -> String {
     "python:3.11-slim".into()
 }
@@ -41,6 +48,7 @@ struct SshInput {
     #[serde(default = "default_port")]
     port: u32,
     username: String,
+    #[serde(default = "default_auth_method")]
     auth_method: String,
     #[serde(default)]
     password: Option<Value>,
@@ -64,8 +72,10 @@ struct DockerInput {
     image: String,
     #[serde(default)]
     container_name: Option<String>,
+    /// A list of `host:container` strings, or the legacy map `{host: container}` (checked by
+    /// [`docker_volumes`]).
     #[serde(default)]
-    volumes: Option<Vec<String>>,
+    volumes: Option<Value>,
     #[serde(default)]
     environment: Option<BTreeMap<String, Value>>,
     /// `unix:///path/to/docker.sock`, `tcp://host:2376` or `https://host:2376`.
@@ -140,6 +150,45 @@ pub(crate) fn incoming(v: Option<&Value>, field: &str) -> Result<Incoming, CoreE
         }
         Some(Value::String(s)) => Ok(Incoming::Set(SecretString::from(s.clone()))),
         Some(_) => Err(bad_config(format!("{field} must be a string"))),
+    }
+}
+
+/// The longest volume entry (path or `host:container` string).
+const MAX_VOLUME_LEN: usize = 1024;
+
+/// Docker `volumes` in the stored form: a list of `host:container` strings. Accepts that list,
+/// or the legacy service's map `{"host_path": "container_path"}` (`Dict[str, str]`), whose
+/// entries become `host_path:container_path` (in key order); `null` is no volumes.
+pub(crate) fn docker_volumes(v: &Value) -> Result<Option<Vec<String>>, CoreError> {
+    let ok = |s: &str| !s.is_empty() && s.len() <= MAX_VOLUME_LEN && !s.contains('\0');
+    match v {
+        Value::Null => Ok(None),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i.as_str() {
+                Some(s) if ok(s) => Ok(s.to_string()),
+                _ => Err(bad_config("volumes must be non-empty strings")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Value::Object(map) => map
+            .iter()
+            .map(|(host, container)| match container.as_str() {
+                // A `:` would make `host:container` ambiguous (it separates the mode too).
+                Some(c) if ok(host) && ok(c) && !host.contains(':') && !c.contains(':') => {
+                    Ok(format!("{host}:{c}"))
+                }
+                _ => Err(bad_config(
+                    "volumes as a map must map non-empty host paths to non-empty container \
+                     paths, without ':'",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        _ => Err(bad_config(
+            "volumes must be a list of \"host:container\" strings or a map of host path to \
+             container path",
+        )),
     }
 }
 
@@ -240,12 +289,8 @@ pub(crate) fn validate(
             {
                 return Err(bad_config("an https:// endpoint needs tls_ca"));
             }
-            if c.volumes
-                .iter()
-                .flatten()
-                .any(|v| v.is_empty() || v.len() > 1024)
-            {
-                return Err(bad_config("volumes must be non-empty strings"));
+            if let Some(v) = &c.volumes {
+                docker_volumes(v)?;
             }
             if c.container_name.as_ref().is_some_and(|n| n.len() > 128) {
                 return Err(bad_config("container_name is too long"));

@@ -6,7 +6,8 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{CoreError, CryptoError};
 use crate::execution::config::{
-    Incoming, MASK, bad_config, default_image, default_namespace, incoming, validate,
+    DEFAULT_AUTH_METHOD, Incoming, MASK, bad_config, default_image, default_namespace,
+    docker_volumes, incoming, validate,
 };
 use crate::execution::host_key::HOST_KEY_FIELD;
 use crate::execution::server::ServerType;
@@ -57,6 +58,13 @@ pub fn seal_config(
             }
         }
     }
+    if kind == ServerType::Docker
+        && let Some(v) = config.get("volumes")
+        && let Some(list) = docker_volumes(v)?
+    {
+        // The legacy map form is stored as the list form.
+        out.insert("volumes".into(), json!(list));
+    }
     if kind == ServerType::Docker {
         let prev_env = stored.and_then(|s| s.get("environment"));
         match config.get("environment") {
@@ -90,7 +98,7 @@ pub fn seal_config(
     }
     // Normalise defaults so every stored config is complete.
     let normal = match kind {
-        ServerType::Ssh => json!({"port": 22}),
+        ServerType::Ssh => json!({"port": 22, "auth_method": DEFAULT_AUTH_METHOD}),
         ServerType::Docker => json!({"image": default_image()}),
         ServerType::Kubernetes => json!({"namespace": default_namespace()}),
         ServerType::Local => json!({}),
@@ -272,6 +280,68 @@ mod tests {
         let mut cleared = masked.clone();
         cleared["password"] = Value::Null;
         assert!(seal_config(ServerType::Ssh, &cleared, Some(&sealed), &Rev).is_err());
+    }
+
+    #[test]
+    fn docker_volumes_in_the_legacy_map_form_are_stored_as_the_list_form() {
+        let seal = |volumes: Value| {
+            seal_config(ServerType::Docker, &json!({"volumes": volumes}), None, &Rev)
+        };
+        let stored = seal(json!({"/srv/data": "/workspace", "/home/u/src": "/src"})).unwrap();
+        assert_eq!(
+            stored["volumes"],
+            json!(["/home/u/src:/src", "/srv/data:/workspace"]),
+            "host:container, in key order"
+        );
+        // The list form as accepted before, unchanged; null is no volumes.
+        let list = json!(["/srv/data:/workspace:ro"]);
+        assert_eq!(seal(list.clone()).unwrap()["volumes"], list);
+        assert_eq!(seal(Value::Null).unwrap()["volumes"], Value::Null);
+        // A stored list sent back (a PUT of what GET showed) stays as it is.
+        let again = seal_config(ServerType::Docker, &stored, Some(&stored), &Rev).unwrap();
+        assert_eq!(again["volumes"], stored["volumes"]);
+        for bad in [
+            json!({"/srv": ""}),
+            json!({"": "/w"}),
+            json!({"/srv": 5}),
+            json!({"C:/data": "/w"}),
+            json!({"/srv": "/w:ro"}),
+            json!([""]),
+            json!([5]),
+            json!("/srv:/w"),
+            json!(7),
+        ] {
+            let e = seal(bad.clone()).unwrap_err();
+            assert!(
+                matches!(
+                    &e,
+                    CoreError::InvalidInput {
+                        code: "invalid_connection_config",
+                        ..
+                    }
+                ),
+                "{bad}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ssh_auth_method_defaults_to_key_as_it_did() {
+        let pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nAA==\n-----END OPENSSH PRIVATE KEY-----\n";
+        let c = json!({"host": "h.example", "username": "u", "private_key": pem});
+        let sealed = seal_config(ServerType::Ssh, &c, None, &Rev).unwrap();
+        assert_eq!(sealed["auth_method"], "key", "stored complete");
+        assert_eq!(sealed["port"], 22);
+        // Omitted means key, which needs a private key (a password alone is not enough).
+        let pw = json!({"host": "h.example", "username": "u", "password": "hunter2"});
+        let e = seal_config(ServerType::Ssh, &pw, None, &Rev).unwrap_err();
+        assert!(e.to_string().contains("private_key"), "{e}");
+        // An explicit method is kept.
+        let explicit = json!({"host": "h.example", "username": "u", "auth_method": "password", "password": "p"});
+        assert_eq!(
+            seal_config(ServerType::Ssh, &explicit, None, &Rev).unwrap()["auth_method"],
+            "password"
+        );
     }
 
     #[test]

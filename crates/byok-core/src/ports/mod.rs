@@ -8,6 +8,7 @@ mod execution;
 mod identity;
 mod invalidation;
 mod keys;
+mod legacy_sessions;
 mod limits;
 mod orchestration;
 mod servers;
@@ -19,9 +20,13 @@ mod users;
 
 pub use crypto::SecretCipher;
 pub use execution::ExecutionBackend;
-pub use identity::{Authenticator, ExternalAccount, ExternalIdentity, TierSource, TokenVerifier};
+pub use identity::{
+    Authenticator, BrowserLogin, BrowserSignIn, DirectoryAccount, ExternalAccount,
+    ExternalIdentity, IdentityDirectory, TierSource, TokenVerifier,
+};
 pub use invalidation::{ChangeNotifier, Invalidation};
 pub use keys::{CiphertextRow, KeyProber, KeyRepository, KeyRotationRepository, ProbeOutcome};
+pub use legacy_sessions::{LegacySession, LegacySessions};
 pub use limits::{RateDecision, RateLimiter};
 pub use orchestration::{
     Orchestrator, OrchestratorError, OrchestratorEvent, OrchestratorReply, OrchestratorStream,

@@ -4,6 +4,7 @@ mod cache;
 mod identity;
 mod import;
 mod invalidation;
+mod legacy_sessions;
 mod limits;
 mod orchestration;
 mod rotation;
@@ -17,6 +18,7 @@ pub use cache::{DEFAULT_STALE_IF_ERROR, StaleIfError, StaleKind};
 pub use identity::{ChainAuthenticator, ExternalAuthenticator, external_user_id};
 pub use import::{ImportReport, LegacyKey, import_legacy_keys};
 pub use invalidation::{CacheStats, NoNotifier};
+pub use legacy_sessions::{DEFAULT_LEGACY_SESSION_TTL, LegacySessionAuthenticator};
 pub use limits::{
     ConcurrencyLimit, InFlight, LocalRateLimiter, RateLimits, decide as rate_decision, window_of,
 };

@@ -1,7 +1,8 @@
 //! In-memory fakes of the ports, one per port, for unit tests here and in other crates
 //! (the `test-util` feature): a toy cipher, a key store with its rotation side, a key prober
-//! that accepts every key, a settings store, a user store with its gateway tokens and an
-//! execution-server store.
+//! that accepts every key, a settings store, a user store with its gateway tokens, an
+//! execution-server store, the legacy front end's session store and an identity provider's
+//! directory of accounts.
 //!
 //! They keep the ports' contracts where a test can observe them (upsert replaces, record_test
 //! and replace_ciphertext compare first, names and emails are unique, a user has one default
@@ -10,11 +11,13 @@
 
 mod fail;
 mod keys;
+mod legacy_sessions;
 mod servers;
 mod settings;
 mod users;
 
 pub use keys::{AlwaysValid, MemKeys, ToyCipher};
+pub use legacy_sessions::{MemDirectory, MemLegacySessions};
 pub use servers::MemServers;
 pub use settings::MemSettings;
 pub use users::MemUsers;

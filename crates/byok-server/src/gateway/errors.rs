@@ -131,6 +131,7 @@ impl GatewayError {
                 format!("rate limit reached; retry in {retry_after_secs} s")
             }
             CoreError::Unauthenticated => "invalid or expired gateway token".into(),
+            CoreError::OriginRefused => "this origin may not send this request".into(),
             CoreError::InvalidInput { message, .. }
             | CoreError::NotFound { message, .. }
             | CoreError::Conflict { message, .. }

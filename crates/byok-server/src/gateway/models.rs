@@ -30,6 +30,7 @@ fn known_models(p: ProviderId) -> &'static [&'static str] {
             "gpt-4o",
             "openrouter/meta-llama/llama-3.3-70b-instruct",
         ],
+        ProviderId::OllamaCloud => &["ollama_cloud/gpt-oss:120b", "ollama_cloud/gpt-oss:20b"],
         ProviderId::Ollama | ProviderId::Custom => &[],
     }
 }

@@ -205,8 +205,12 @@ pub async fn delete_key(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TestKeyResponse {
     pub provider: ProviderId,
+    /// The provider's display name (as `GET /keys` shows it; the legacy LLM hub page reads it).
+    pub provider_name: String,
     /// `valid` (2xx), `invalid` (401/403), `error` (timeout, 429, 5xx, unreachable), `unknown`.
     pub status: TestStatus,
+    /// `status == "valid"` (the legacy LLM hub page reads this field).
+    pub success: bool,
     pub message: String,
     /// HTTP status, latency and host of the probe.
     #[schema(value_type = Object)]
@@ -241,6 +245,8 @@ pub async fn test_key(
         .inc();
     Ok(web::Json(TestKeyResponse {
         provider: id,
+        provider_name: id.display_name().into(),
+        success: outcome.status == TestStatus::Valid,
         status: outcome.status,
         message: outcome.message,
         details: outcome.details,

@@ -63,6 +63,9 @@ pub struct CreateServerRequest {
     #[schema(value_type = ServerType)]
     pub server_type: String,
     /// Typed per `server_type`; unknown fields are refused. Secrets are encrypted at rest.
+    /// As the legacy service accepted: ssh `auth_method` defaults to `key`; docker `volumes`
+    /// is a list of `host:container` strings or a map `{host_path: container_path}` (stored
+    /// as the list).
     #[schema(value_type = Object)]
     pub connection_config: Value,
     pub workspace_path: Option<String>,
