@@ -150,10 +150,8 @@ async fn console_in_chromium() {
         cross_site_form_post_is_refused,
         session_cookie_in_the_browser,
         sign_out,
+        keycloak_sign_in_round_trip,
         the_audit_catches_a_broken_page,
-        // The Keycloak sign-in round trip joins here when the console signs in through
-        // Keycloak: a step starting its own server with AUTH_MODE=keycloak against
-        // tests/oidc (oauth2-mock-server, which serves a login form) or tests/src/keycloak.rs.
         every_page_passes_the_audit,
     );
     let problems = std::mem::take(&mut b.problems);
@@ -472,6 +470,51 @@ async fn sign_out(b: &mut Browser, fx: &mut Fx) {
     b.client.add_cookie(c).await.unwrap();
     b.open("/keys").await;
     assert_eq!(b.wait_path("/login").await, "/login?next=/keys");
+}
+
+/// With AUTH_MODE=keycloak (a server of its own, against npm's oauth2-mock-server laid out
+/// like a Keycloak realm): the sign-in page offers the provider, the browser goes there and
+/// comes back signed in as the provider's user, with the tier and operator role it states.
+async fn keycloak_sign_in_round_trip(b: &mut Browser, fx: &mut Fx) {
+    let oidc = byok_tests::oidc::MockOidc::start()
+        .expect("oauth2-mock-server is not installed: make test installs it (tests/oidc)");
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let env = Env::new(data.path(), &db.url)
+        .set("AUTH_MODE", "keycloak")
+        .set("KEYCLOAK_URL", &oidc.url)
+        .set("KEYCLOAK_REALM", byok_tests::keycloak::REALM)
+        .set("KEYCLOAK_CLIENT_ID", "byok-gateway")
+        .set("KEYCLOAK_ALLOW_HTTP", "true")
+        .set("KEYCLOAK_OPERATOR_ROLE", "byok-operator");
+    let s = TestServer::start(env);
+    oidc.login_claims(serde_json::json!({
+        "sub": uuid::Uuid::new_v4().to_string(), "aud": "byok-gateway",
+        "email": "kc-user@example.com", "email_verified": true,
+        "subscription_tier": "professional", "realm_access": {"roles": ["byok-operator"]}
+    }))
+    .await;
+    b.at(&s.base);
+    b.forget_cookies().await;
+    let outcome = AssertUnwindSafe(async {
+        b.open("/login?next=/keys").await;
+        b.audit_current(page("sign-in-keycloak", "/login", false))
+            .await;
+        b.click("#oidc-sign-in").await;
+        b.wait_path("/keys").await;
+        assert_eq!(b.text(".who .email").await, "kc-user@example.com");
+        assert!(b.text(".who").await.to_lowercase().contains("professional"));
+        assert!(b.has(".who .pill.operator").await);
+        assert!(b.cookie("byok_session").await.is_some());
+    })
+    .catch_unwind()
+    .await;
+    b.forget_cookies().await;
+    b.at(&fx.s.base);
+    s.finish();
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
 }
 
 /// The audit's own check: a page broken on purpose (a field without a label, a button whose
