@@ -651,3 +651,335 @@ async fn settings_of_the_legacy_front_end() {
         assert!(err.0.contains(k), "{err}");
     }
 }
+
+/// The console's Execution servers page (`/servers`), signed in through `/login` with a
+/// gateway token, as a browser does (cookie, Origin, the form's CSRF token).
+mod console_servers {
+    use super::*;
+
+    const ORIGIN: &str = "http://127.0.0.1:8080";
+    const SECRET: &str = "CANARY-ssh-pw-0123456789";
+
+    /// (status, headers, HTML).
+    async fn html<B: MessageBody>(
+        resp: ServiceResponse<B>,
+    ) -> (StatusCode, header::HeaderMap, String) {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = test::read_body(resp).await;
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A signed-in browser: its session cookie.
+    struct Browser {
+        cookie: String,
+    }
+
+    /// Signs in at `/login` with a gateway token, as the form does.
+    macro_rules! sign_in {
+        ($app:expr, $token:expr) => {{
+            let resp = test::call_service(
+                &$app,
+                test::TestRequest::post()
+                    .uri("/login")
+                    .insert_header((header::ORIGIN, ORIGIN))
+                    .set_form([("token", $token.as_str())])
+                    .to_request(),
+            )
+            .await;
+            assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+            let cookie = resp
+                .headers()
+                .get_all(header::SET_COOKIE)
+                .filter_map(|v| v.to_str().ok())
+                .find(|v| v.starts_with("byok_session="))
+                .and_then(|v| v.split(';').next())
+                .expect("a session cookie")
+                .to_string();
+            Browser { cookie }
+        }};
+    }
+
+    impl Browser {
+        fn get(&self, uri: &str) -> test::TestRequest {
+            test::TestRequest::get()
+                .uri(uri)
+                .insert_header((header::COOKIE, self.cookie.clone()))
+        }
+
+        fn post(&self, uri: &str, form: &[(&str, &str)]) -> test::TestRequest {
+            test::TestRequest::post()
+                .uri(uri)
+                .insert_header((header::COOKIE, self.cookie.clone()))
+                .insert_header((header::ORIGIN, ORIGIN))
+                .set_form(form)
+        }
+    }
+
+    /// The CSRF token of the page's first form.
+    fn csrf(page: &str) -> String {
+        let at = page.find("name=\"csrf\" value=\"").expect("a form") + 19;
+        page[at..].split('"').next().unwrap().to_string()
+    }
+
+    fn location(h: &header::HeaderMap) -> String {
+        h.get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    macro_rules! page {
+        ($app:expr, $req:expr $(,)?) => {
+            html(test::call_service(&$app, $req.to_request()).await).await
+        };
+    }
+
+    #[actix_web::test]
+    async fn add_edit_default_and_delete_an_ssh_server() {
+        let (state, _dir) = state().await;
+        let token = user(&state, "servers@example.com", Tier::Starter).await;
+        let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+        let b = sign_in!(app, token);
+
+        // The list, empty, and the type chooser (plain links, no script needed).
+        let (status, _, list) = page!(app, b.get("/servers"));
+        assert_eq!(status, StatusCode::OK);
+        assert!(list.contains("id=\"servers-empty\""), "{list}");
+        let (status, _, chooser) = page!(app, b.get("/servers/new"));
+        assert_eq!(status, StatusCode::OK);
+        for kind in ["ssh", "docker", "kubernetes"] {
+            assert!(chooser.contains(&format!("href=\"/servers/new?type={kind}\"")));
+        }
+        assert!(
+            !chooser.contains("type=local"),
+            "local execution is off here, and starter could not use it"
+        );
+        let (status, _, form) = page!(app, b.get("/servers/new?type=ssh"));
+        assert_eq!(status, StatusCode::OK);
+        assert!(form.contains("id=\"add-server-form\""));
+        assert!(
+            form.contains("<option value=\"key\" selected>"),
+            "key is the default"
+        );
+        let token_field = csrf(&form);
+
+        // A refusal of the core lands next to its field; the other values stay, the secret does not.
+        let fields = |port: &'static str| {
+            vec![
+                ("csrf", token_field.clone()),
+                ("server_type", "ssh".to_string()),
+                ("name", "build-box".to_string()),
+                ("host", "203.0.113.7".to_string()),
+                ("port", port.to_string()),
+                ("username", "agent".to_string()),
+                ("auth_method", "password".to_string()),
+                ("password", SECRET.to_string()),
+                ("workspace_path", "/home/agent/work".to_string()),
+            ]
+        };
+        let post = |uri: &str, v: Vec<(&'static str, String)>| {
+            test::TestRequest::post()
+                .uri(uri)
+                .insert_header((header::COOKIE, b.cookie.clone()))
+                .insert_header((header::ORIGIN, ORIGIN))
+                .set_form(v)
+        };
+        let (status, _, refused) = page!(app, post("/servers", fields("70000")));
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(refused.contains("id=\"port-error\""), "{refused}");
+        assert!(
+            refused.contains("Port must be between 1 and 65535"),
+            "{refused}"
+        );
+        assert!(refused.contains("aria-describedby=\"port-error\" aria-invalid=\"true\""));
+        assert!(
+            refused.contains("value=\"agent\""),
+            "non-secret values are kept"
+        );
+        assert!(!refused.contains(SECRET), "the password is never put back");
+        let (status, _, refused) = page!(app, post("/servers", fields("ssh")));
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(refused.contains("id=\"port-error\""), "{refused}");
+
+        // Saved: to the list (no host is reached: the test does that).
+        let (status, headers, _) = page!(app, post("/servers", fields("2222")));
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let to = location(&headers);
+        assert!(to.starts_with("/servers?done=created&server="), "{to}");
+        let id = to.rsplit('=').next().unwrap().to_string();
+        let (_, _, list) = page!(app, b.get(&to));
+        assert!(list.contains(&format!("id=\"server-{id}\"")), "{list}");
+        assert!(list.contains("data-server-name=\"build-box\""));
+        assert!(list.contains("agent@203.0.113.7:2222"));
+        assert!(list.contains("host key not trusted yet"));
+        assert!(list.contains("“build-box” is saved"));
+        assert!(!list.contains(SECRET));
+
+        // The same name again: next to the name.
+        let (status, _, refused) = page!(app, post("/servers", fields("22")));
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(refused.contains("id=\"name-error\""), "{refused}");
+
+        // Edit: prefilled, no secret; an empty password keeps the stored one.
+        let (status, _, edit) = page!(app, b.get(&format!("/servers/{id}/edit")));
+        assert_eq!(status, StatusCode::OK);
+        assert!(edit.contains("id=\"edit-server-form\""));
+        assert!(edit.contains("value=\"203.0.113.7\""));
+        assert!(edit.contains("leave this empty to keep the stored value"));
+        assert!(!edit.contains(SECRET) && !edit.contains("***masked***"));
+        let mut renamed: Vec<(&'static str, String)> = fields("2222")
+            .into_iter()
+            .filter(|(k, _)| *k != "server_type")
+            .map(|(k, v)| match k {
+                "name" => (k, "renamed-box".to_string()),
+                "password" => (k, String::new()),
+                _ => (k, v),
+            })
+            .collect();
+        renamed.push(("is_active", "on".into()));
+        let (status, headers, _) = page!(app, post(&format!("/servers/{id}/edit"), renamed));
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            location(&headers),
+            format!("/servers?done=saved&server={id}")
+        );
+        let (_, _, api) = call!(
+            app,
+            test::TestRequest::get()
+                .uri("/api/v1/execution-servers")
+                .insert_header(bearer(&token)),
+        );
+        assert_eq!(api[0]["name"], "renamed-box");
+        assert_eq!(
+            api[0]["connection_config"]["password"], "***masked***",
+            "the stored password is kept: {api}"
+        );
+
+        // Run: the core's request rules, next to the field (no host reached).
+        let (status, _, run) = page!(app, b.get(&format!("/servers/{id}/run")));
+        assert_eq!(status, StatusCode::OK);
+        assert!(run.contains("id=\"run-form\""));
+        let (status, _, run) = page!(
+            app,
+            b.post(
+                &format!("/servers/{id}/run"),
+                &[
+                    ("csrf", token_field.as_str()),
+                    ("command", "  "),
+                    ("timeout_secs", "60")
+                ]
+            )
+        );
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(run.contains("id=\"command-error\""), "{run}");
+
+        // Make default.
+        let (status, headers, _) = page!(
+            app,
+            b.post(
+                &format!("/servers/{id}/default"),
+                &[("csrf", token_field.as_str())]
+            )
+        );
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (_, _, list) = page!(app, b.get(&location(&headers)));
+        assert!(
+            list.contains(&format!("id=\"default-marker-{id}\"")),
+            "{list}"
+        );
+        assert!(list.contains("is now your default server"));
+        // The selector clears it.
+        let (status, _, _) = page!(
+            app,
+            b.post(
+                "/servers/default",
+                &[("csrf", token_field.as_str()), ("server", "none")]
+            )
+        );
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (_, _, list) = page!(app, b.get("/servers"));
+        assert!(!list.contains("id=\"default-marker-"));
+
+        // Delete: a confirmation page, then the post.
+        let (status, _, confirm) = page!(app, b.get(&format!("/servers/{id}/delete")));
+        assert_eq!(status, StatusCode::OK);
+        assert!(confirm.contains(&format!("action=\"/servers/{id}/delete\"")));
+        assert!(confirm.contains("renamed-box"));
+        let (status, headers, _) = page!(
+            app,
+            b.post(
+                &format!("/servers/{id}/delete"),
+                &[("csrf", token_field.as_str())]
+            )
+        );
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (_, _, list) = page!(app, b.get(&location(&headers)));
+        assert!(list.contains("“renamed-box” is deleted"), "{list}");
+        assert!(list.contains("id=\"servers-empty\""));
+    }
+
+    #[actix_web::test]
+    async fn forms_without_the_session_token_are_refused() {
+        let (state, _dir) = state().await;
+        let token = user(&state, "csrf@example.com", Tier::Starter).await;
+        let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+        let b = sign_in!(app, token);
+        let add = [
+            ("server_type", "ssh"),
+            ("name", "x"),
+            ("host", "203.0.113.7"),
+            ("username", "agent"),
+            ("auth_method", "password"),
+            ("password", SECRET),
+        ];
+        let (status, _, body) = page!(app, b.post("/servers", &add));
+        assert_eq!(status, StatusCode::FORBIDDEN, "no csrf field");
+        assert!(!body.contains(SECRET));
+        let mut wrong = add.to_vec();
+        wrong.push(("csrf", "not-the-token"));
+        let (status, _, _) = page!(app, b.post("/servers", &wrong));
+        assert_eq!(status, StatusCode::FORBIDDEN, "a wrong csrf token");
+        let id = uuid::Uuid::new_v4().to_string();
+        for action in ["test", "trust", "default", "delete", "run", "edit"] {
+            let (status, _, _) = page!(app, b.post(&format!("/servers/{id}/{action}"), &[]));
+            assert_eq!(status, StatusCode::FORBIDDEN, "{action}");
+        }
+        // With the token but from another site: refused too.
+        let (_, _, list) = page!(app, b.get("/servers"));
+        let good = csrf(&list);
+        let mut signed = add.to_vec();
+        signed.push(("csrf", good.as_str()));
+        let (status, _, _) = page!(
+            app,
+            b.post("/servers", &signed)
+                .insert_header((header::ORIGIN, "https://evil.example"))
+        );
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (_, _, api) = call!(
+            app,
+            test::TestRequest::get()
+                .uri("/api/v1/execution-servers")
+                .insert_header(bearer(&token)),
+        );
+        assert_eq!(api, json!([]), "nothing was created");
+    }
+
+    #[actix_web::test]
+    async fn a_free_user_sees_what_plan_servers_need() {
+        let (state, _dir) = state().await;
+        let token = user(&state, "free-servers@example.com", Tier::Free).await;
+        let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+        let b = sign_in!(app, token);
+        for uri in ["/servers", "/servers/new", "/servers/new?type=ssh"] {
+            let (status, _, body) = page!(app, b.get(uri));
+            assert!(
+                status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+                "{uri}: {status}"
+            );
+            assert!(body.contains("id=\"servers-upgrade\""), "{uri}: {body}");
+            assert!(body.contains("need the starter plan"), "{uri}");
+            assert!(!body.contains("add-server-form"), "{uri}");
+        }
+    }
+}

@@ -4,6 +4,7 @@
 mod keys;
 mod login;
 mod oidc;
+mod servers;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -131,7 +132,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         // Before the sign-in routes: `/login/{secret}` would take `/login/oidc`.
         .configure(oidc::routes)
         .configure(login::routes)
-        .configure(keys::routes);
+        .configure(keys::routes)
+        .configure(servers::routes);
 }
 
 /// The console's 404 page, for paths the application leaves to it.

@@ -23,6 +23,14 @@ pub enum ServerType {
 }
 
 impl ServerType {
+    /// Every type, in the order pages offer them.
+    pub const ALL: [ServerType; 4] = [
+        ServerType::Ssh,
+        ServerType::Docker,
+        ServerType::Kubernetes,
+        ServerType::Local,
+    ];
+
     /// The lowercase name (`ssh`), as stored and sent.
     pub fn as_str(self) -> &'static str {
         match self {

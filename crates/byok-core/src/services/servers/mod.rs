@@ -138,6 +138,19 @@ impl ServerRegistry {
             })
     }
 
+    /// The server types `who` can use on this service, in [`ServerType::ALL`]'s order: those
+    /// a backend is offered for (`local` only where the operator enabled local execution) and
+    /// `who`'s tier allows (`starter`+, `local` `enterprise`). Empty below `starter`.
+    pub fn offered_types(&self, who: &Principal) -> Vec<ServerType> {
+        if who.tier.require(Tier::BYOK_MINIMUM).is_err() {
+            return Vec::new();
+        }
+        ServerType::ALL
+            .into_iter()
+            .filter(|kind| self.backend(who, *kind).is_ok())
+            .collect()
+    }
+
     /// The one gate every use of a stored server goes through (test, trust, exec, hand-off to
     /// the orchestrator): the tier (starter+, `local` enterprise and only when the operator
     /// enabled it), active for exec and hand-off, the config opened, and the backend's

@@ -313,3 +313,67 @@ async fn the_gate_refuses_inactive_servers_and_low_tiers() {
         "{missing:?}"
     );
 }
+
+/// A backend of one type that is never reached.
+struct Offers(ServerType);
+
+#[async_trait]
+impl ExecutionBackend for Offers {
+    fn kind(&self) -> ServerType {
+        self.0
+    }
+    async fn admit(
+        &self,
+        _: &ExecutionServer,
+        _: &OpenConfig,
+    ) -> Result<Option<SocketAddr>, ExecError> {
+        Err(ExecError::BackendUnavailable("not in this test".into()))
+    }
+    async fn test(&self, _: &ExecutionServer, _: &OpenConfig) -> Result<ServerTest, ExecError> {
+        Err(ExecError::BackendUnavailable("not in this test".into()))
+    }
+    async fn exec(
+        &self,
+        _: &ExecutionServer,
+        _: &OpenConfig,
+        _: &ExecRequest,
+    ) -> Result<ExecResult, ExecError> {
+        Err(ExecError::BackendUnavailable("not in this test".into()))
+    }
+}
+
+#[tokio::test]
+async fn offered_types_follow_the_backends_and_the_tier() {
+    let offering = |kinds: &[ServerType]| {
+        ServerRegistry::new(
+            Arc::new(MemServers::new()),
+            Arc::new(ToyCipher),
+            kinds
+                .iter()
+                .map(|k| Arc::new(Offers(*k)) as Arc<dyn ExecutionBackend>)
+                .collect(),
+        )
+    };
+    let all = offering(&[
+        ServerType::Local,
+        ServerType::Kubernetes,
+        ServerType::Ssh,
+        ServerType::Docker,
+    ]);
+    assert!(all.offered_types(&principal(Tier::Free)).is_empty());
+    assert_eq!(
+        all.offered_types(&principal(Tier::Starter)),
+        vec![ServerType::Ssh, ServerType::Docker, ServerType::Kubernetes],
+        "local needs enterprise; the order is the pages' one"
+    );
+    assert_eq!(
+        all.offered_types(&principal(Tier::Enterprise)),
+        ServerType::ALL.to_vec()
+    );
+    let remote = offering(&[ServerType::Ssh, ServerType::Docker]);
+    assert_eq!(
+        remote.offered_types(&principal(Tier::Enterprise)),
+        vec![ServerType::Ssh, ServerType::Docker],
+        "no backend, no type (local execution off)"
+    );
+}
