@@ -17,6 +17,7 @@ use byok_tests::browser::{Browser, Page};
 use byok_tests::canary;
 use byok_tests::db::TestDb;
 use byok_tests::server::{Env, TestServer};
+use byok_tests::sshd::Sshd;
 use byok_tests::standin::StandIn;
 use fantoccini::cookies::Cookie;
 use fantoccini::key::Key;
@@ -35,7 +36,8 @@ enum Who {
 }
 
 /// Every page the audit visits (axe-core light and dark, keyboard, 375 px, weight, and the
-/// screenshots): one line per page. Runs last, so the flows' data is on the pages.
+/// screenshots): one line per page. Runs last, so the flows' data is on the pages; `{server}`
+/// in a path is the execution server the servers step registered.
 const PAGES: &[(Who, Page)] = &[
     (Who::Nobody, page("sign-in", "/login", true)),
     (
@@ -49,6 +51,25 @@ const PAGES: &[(Who, Page)] = &[
     ),
     (Who::Operator, page("not-found", "/no-such-page", false)),
     (Who::Free, page("keys-free", "/keys", true)),
+    (Who::Operator, page("servers", "/servers", true)),
+    (Who::Operator, page("server-types", "/servers/new", false)),
+    (
+        Who::Operator,
+        page("server-ssh-form", "/servers/new?type=ssh", true),
+    ),
+    (
+        Who::Operator,
+        page("server-edit", "/servers/{server}/edit", false),
+    ),
+    (
+        Who::Operator,
+        page("server-run", "/servers/{server}/run", false),
+    ),
+    (
+        Who::Operator,
+        page("server-delete", "/servers/{server}/delete", false),
+    ),
+    (Who::Free, page("servers-free", "/servers", false)),
 ];
 
 const fn page(name: &'static str, path: &'static str, screenshot: bool) -> Page {
@@ -68,6 +89,9 @@ struct Fx {
     _db: TestDb,
     _data: tempfile::TempDir,
     _keys: StandIn,
+    sshd: Sshd,
+    /// The execution server registered by `servers_with_a_real_sshd`.
+    server_id: Option<String>,
     operator: String,
     free: String,
     /// The sign-in link the first start printed (its path).
@@ -101,6 +125,8 @@ impl Fx {
             _db: db,
             _data: data,
             _keys: keys,
+            sshd: Sshd::start(),
+            server_id: None,
             operator,
             free,
             link,
@@ -147,6 +173,7 @@ async fn console_in_chromium() {
         keys_add_test_delete,
         keyboard_only_sign_in_and_add_a_key,
         free_user_sees_the_upgrade_message,
+        servers_with_a_real_sshd,
         cross_site_form_post_is_refused,
         session_cookie_in_the_browser,
         sign_out,
@@ -368,6 +395,72 @@ async fn free_user_sees_the_upgrade_message(b: &mut Browser, fx: &mut Fx) {
     assert!(!b.has(".who .pill.operator").await);
 }
 
+/// Register the real sshd (its private key pasted), see its host-key fingerprint, trust it,
+/// see the test pass, make it the default and run `uname` on it.
+async fn servers_with_a_real_sshd(b: &mut Browser, fx: &mut Fx) {
+    become_(b, fx, Who::Operator).await;
+    b.open("/servers").await;
+    assert!(b.has("#servers-empty").await);
+    b.click("#add-server").await;
+    b.wait_path("/servers/new").await;
+    b.click("#add-ssh").await;
+    b.wait_path("/servers/new?type=ssh").await;
+    b.fill("#name", "build-box").await;
+    b.fill("#host", "127.0.0.1").await;
+    b.fill("#port", &fx.sshd.port.to_string()).await;
+    b.fill("#username", byok_tests::sshd::USER).await;
+    b.choose("#auth_method", "key").await;
+    b.fill("#private_key", &fx.sshd.private_key).await;
+    b.fill("#workspace_path", "/tmp").await;
+    b.click("#save-server").await;
+    b.wait_path("/servers?").await;
+    let row = b.el("tr[data-server-name='build-box']").await;
+    let id = row.attr("id").await.unwrap().unwrap();
+    let id = id.strip_prefix("server-").unwrap().to_string();
+    fx.server_id = Some(id.clone());
+    assert_eq!(
+        row.attr("data-server-type").await.unwrap().as_deref(),
+        Some("ssh")
+    );
+    let html = b.client.source().await.unwrap();
+    assert!(
+        !html.contains("OPENSSH PRIVATE KEY") && !html.contains(fx.sshd.private_key.trim()),
+        "the private key is never on a page"
+    );
+
+    // The first test stops at the host key: the fingerprint sshd really has.
+    b.click(&format!("#test-{id}")).await;
+    b.wait_path(&format!("/servers/{id}/test")).await;
+    assert!(b.has("#host-key-step").await, "{}", b.page_text().await);
+    assert_eq!(b.text("#host-key-fingerprint").await, fx.sshd.fingerprint);
+    b.audit_current(page("server-host-key", "", true)).await;
+    b.click("#trust-host-key").await;
+    b.wait_path(&format!("/servers/{id}/trust")).await;
+    assert!(b.has("#trusted-notice").await);
+    let result = b.el("#test-result").await;
+    assert_eq!(
+        result.attr("data-status").await.unwrap().as_deref(),
+        Some("success"),
+        "{}",
+        b.text("#test-result").await
+    );
+    assert_eq!(b.text("#test-status").await, "Connected");
+
+    // Default, then a command.
+    b.open("/servers").await;
+    b.click(&format!("#make-default-{id}")).await;
+    b.wait_path("/servers").await;
+    assert!(b.has(&format!("#default-marker-{id}")).await);
+    b.click(&format!("#run-{id}")).await;
+    b.wait_path(&format!("/servers/{id}/run")).await;
+    b.fill("#command", "uname").await;
+    b.click("#run-button").await;
+    b.wait_path(&format!("/servers/{id}/run")).await;
+    assert_eq!(b.text("#run-exit-code").await, "0");
+    assert_eq!(b.text("#run-stdout").await.trim(), "Linux");
+    b.audit_current(page("server-run-result", "", false)).await;
+}
+
 /// A form on another origin posting to /keys, with the session cookie and even the right CSRF
 /// token: 403, nothing stored. The same request from the console's own origin is accepted,
 /// so the refusal is the origin check's.
@@ -559,7 +652,20 @@ async fn the_audit_catches_a_broken_page(b: &mut Browser, fx: &mut Fx) {
 async fn every_page_passes_the_audit(b: &mut Browser, fx: &mut Fx) {
     for (who, page) in PAGES {
         become_(b, fx, *who).await;
-        b.open(page.path).await;
+        let path = match &fx.server_id {
+            Some(id) => page.path.replace("{server}", id),
+            None if page.path.contains("{server}") => {
+                panic!("{}: no server registered (its step failed)", page.name)
+            }
+            None => page.path.to_string(),
+        };
+        b.open(&path).await;
+        assert!(
+            b.status().await < 400 || page.name == "not-found",
+            "{}: status {}",
+            page.name,
+            b.status().await
+        );
         source_without_secrets(b).await;
         b.audit_current(*page).await;
     }

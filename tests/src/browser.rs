@@ -107,7 +107,8 @@ impl WebDriverCompatibleCommand for Cdp {
     }
 }
 
-/// A page the audit visits: a name (for messages and screenshot files) and its path.
+/// A page the audit visits: a name (for messages and screenshot files) and its path (which
+/// [`Browser::audit`] opens; [`Browser::audit_current`] audits whatever is loaded).
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
     pub name: &'static str,
