@@ -61,7 +61,7 @@ rm -rf "$3"
 
 fn env_path(var: &str, candidates: &[&str]) -> Option<PathBuf> {
     if let Ok(p) = std::env::var(var) {
-        return Some(p.into());
+        return Some(PathBuf::from(p)).filter(|p| p.exists());
     }
     candidates.iter().map(PathBuf::from).find(|p| p.exists())
 }
