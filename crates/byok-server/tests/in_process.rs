@@ -517,3 +517,78 @@ async fn console_tokens_create_once_list_and_revoke() {
         "/login?next=/tokens"
     );
 }
+
+#[actix_web::test]
+async fn console_usage_with_and_without_requests() {
+    use byok_core::ports::UsageRepository;
+    use byok_core::{CredentialKind, ProviderId, UsageRecord};
+    let (state, _dir) = state().await;
+    let busy = state
+        .tokens
+        .create_user("busy@example.com", Tier::Starter)
+        .await
+        .unwrap();
+    let busy_token = state.tokens.issue(busy.id, "t", None).await.unwrap();
+    let idle_token = user(&state, "idle@example.com", Tier::Free).await;
+    let now = chrono::Utc::now();
+    let rec = |provider, credential, status, days_ago: i64| UsageRecord {
+        id: uuid::Uuid::now_v7(),
+        user_id: busy.id,
+        provider,
+        model: "m".into(),
+        credential,
+        status,
+        input_tokens: 1000,
+        output_tokens: 100,
+        latency_ms: 5,
+        at: now - chrono::Duration::days(days_ago),
+    };
+    let mut records = Vec::new();
+    for d in 0..30 {
+        records.push(rec(ProviderId::Openai, CredentialKind::User, 200, d));
+        records.push(rec(ProviderId::Openai, CredentialKind::System, 200, d));
+    }
+    records.push(rec(ProviderId::Anthropic, CredentialKind::User, 500, 3));
+    // Older than the window: not shown.
+    records.push(rec(ProviderId::Groq, CredentialKind::User, 200, 40));
+    state.db.insert_usage(&records).await.unwrap();
+    let origin = state.console.public_url.get();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+
+    let cookie = sign_in!(app, origin, busy_token.token.expose_secret().to_string());
+    let (status, _, body) = page!(
+        app,
+        test::TestRequest::get()
+            .uri("/usage")
+            .insert_header((header::COOKIE, cookie))
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("<dd class=\"value\" id=\"usage-requests\">61</dd>"));
+    assert!(body.contains("<dd class=\"value\" id=\"usage-own-share\">51%</dd>"));
+    assert!(body.contains("<dd class=\"value\" id=\"usage-errors\">1</dd>"));
+    assert!(body.contains("<dd class=\"value\" id=\"usage-input-tokens\">61,000</dd>"));
+    assert!(body.contains("role=\"img\""));
+    assert!(
+        body.contains("61 in all, 31 with your own keys, 30 with the platform&#39;s key, 1 errors")
+    );
+    assert!(body.contains("class=\"bar-errors\""));
+    let openai = between(&body, "<tr id=\"usage-provider-openai\">", "</tr>").unwrap();
+    assert!(openai.contains(">60<") && openai.contains(">30<") && openai.contains(">60,000<"));
+    assert!(body.contains("id=\"usage-provider-anthropic\""));
+    assert!(!body.contains("usage-provider-groq"), "outside the window");
+    assert!(!body.contains("id=\"usage-empty\""));
+    assert!(!body.contains("style="), "no inline style (CSP)");
+    assert!(body.len() < 150_000);
+
+    let cookie = sign_in!(app, origin, idle_token);
+    let (status, _, body) = page!(
+        app,
+        test::TestRequest::get()
+            .uri("/usage")
+            .insert_header((header::COOKIE, cookie))
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("id=\"usage-empty\""));
+    assert!(body.contains("href=\"/tokens\"") && body.contains("href=\"/try\""));
+    assert!(!body.contains("id=\"usage-chart\""));
+}

@@ -4,6 +4,7 @@
 mod keys;
 mod login;
 mod tokens;
+mod usage;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -223,7 +224,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/assets/{name}", web::get().to(assets::serve))
         .configure(login::routes)
         .configure(keys::routes)
-        .configure(tokens::routes);
+        .configure(tokens::routes)
+        .configure(usage::routes);
 }
 
 /// The console's 404 page, for paths the application leaves to it.
