@@ -1280,3 +1280,141 @@ async fn console_usage_with_and_without_requests() {
     assert!(body.contains("href=\"/tokens\"") && body.contains("href=\"/try\""));
     assert!(!body.contains("id=\"usage-chart\""));
 }
+
+// ---- Console: sign-in rules (review findings) ----
+
+#[actix_web::test]
+async fn console_over_https_uses_a_host_prefixed_secure_cookie() {
+    let (state, _dir) = state_with(&[("BYOK_PUBLIC_URL", "https://byok.example.com")]).await;
+    let token = user(&state, "https@example.com", Tier::Starter).await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let (status, headers, _) = page!(
+        app,
+        test::TestRequest::post()
+            .uri("/login")
+            .insert_header(("origin", "https://byok.example.com"))
+            .set_form([("token", token.as_str())])
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers
+        .get_all(header::SET_COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(byok_console::SECURE_COOKIE_NAME))
+        .expect("__Host-byok_session")
+        .to_ascii_lowercase();
+    for flag in ["secure", "httponly", "samesite=lax", "path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains("domain="), "{cookie}");
+    // The http origin of the same host is another origin.
+    let (status, _, _) = page!(
+        app,
+        test::TestRequest::post()
+            .uri("/login")
+            .insert_header(("origin", "http://byok.example.com"))
+            .set_form([("token", token.as_str())])
+    );
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[actix_web::test]
+async fn console_sign_in_attempts_are_limited_and_next_stays_here() {
+    let (state, _dir) = state().await;
+    let token = user(&state, "limits@example.com", Tier::Starter).await;
+    let origin = state.console.public_url.get();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    // Another host's URL, a protocol-relative one, a backslash trick: all land on /keys.
+    for next in [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+        "/keys",
+    ] {
+        let (status, headers, _) = page!(
+            app,
+            test::TestRequest::post()
+                .uri("/login")
+                .peer_addr("192.0.2.1:1000".parse().unwrap())
+                .insert_header(("origin", origin.as_str()))
+                .set_form([("token", token.as_str()), ("next", next)])
+        );
+        assert_eq!(status, StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(headers.get(header::LOCATION).unwrap(), "/keys", "{next}");
+    }
+    let mut limited = false;
+    for _ in 0..12 {
+        let (status, _, body) = page!(
+            app,
+            test::TestRequest::post()
+                .uri("/login")
+                .peer_addr("192.0.2.2:1000".parse().unwrap())
+                .insert_header(("origin", origin.as_str()))
+                .set_form([("token", "byok_wrong-token-0123456789")])
+        );
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(body.contains("Too many sign-in attempts"), "{body}");
+            limited = true;
+            break;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert!(limited, "the eleventh attempt in a minute is refused");
+    // Another address is not affected.
+    let (status, _, _) = page!(
+        app,
+        test::TestRequest::post()
+            .uri("/login")
+            .peer_addr("192.0.2.3:1000".parse().unwrap())
+            .insert_header(("origin", origin.as_str()))
+            .set_form([("token", token.as_str())])
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+#[actix_web::test]
+async fn console_a_new_sign_in_replaces_the_browsers_session() {
+    let (state, _dir) = state().await;
+    let token = user(&state, "rotate@example.com", Tier::Starter).await;
+    let origin = state.console.public_url.get();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let first = sign_in!(app, origin, token);
+    let (status, headers, _) = page!(
+        app,
+        test::TestRequest::post()
+            .uri("/login")
+            .insert_header(("origin", origin.as_str()))
+            .insert_header((header::COOKIE, first.clone()))
+            .set_form([("token", token.as_str())])
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let second = session_cookie(&headers).unwrap();
+    assert_ne!(first, second, "a new id at sign-in");
+    let keys = |c: String| {
+        test::TestRequest::get()
+            .uri("/keys")
+            .insert_header((header::COOKIE, c))
+    };
+    assert_eq!(
+        page!(app, keys(first)).0,
+        StatusCode::SEE_OTHER,
+        "the old one ended"
+    );
+    assert_eq!(page!(app, keys(second)).0, StatusCode::OK);
+    // A malformed query on a page gets a page, not the API's JSON.
+    let (status, headers, body) = page!(
+        app,
+        test::TestRequest::get()
+            .uri("/login?next=a&next=b")
+            .insert_header((header::ACCEPT, "text/html"))
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        headers
+            .get(header::CONTENT_TYPE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(body.contains("could not be read"), "{body}");
+}
