@@ -38,6 +38,10 @@ fn printed_link_secret(s: &TestServer) -> String {
         .map(str::trim)
         .find(|l| l.contains("/login/"))
         .expect("a sign-in link on stdout");
+    assert!(
+        line.starts_with(&format!("{}/login/", s.base)),
+        "the printed link carries the bound address: {line}"
+    );
     line.rsplit('/').next().unwrap().to_string()
 }
 

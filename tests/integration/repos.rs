@@ -26,6 +26,7 @@ byok_tests::both_backends!(
     rotation_reencrypts_everything_and_reports_failures,
     settings_default_and_replace,
     usage_batches_and_summary,
+    usage_daily_totals_by_utc_day_provider_and_credential,
     servers_crud_and_name_uniqueness,
     concurrent_defaults_leave_exactly_one,
     server_pages_and_sealed_config_swap,
@@ -502,10 +503,95 @@ async fn usage_batches_and_summary(kind: Kind) {
     let names: Vec<&str> = s.by_provider.iter().map(|p| p.provider.as_str()).collect();
     assert_eq!(names, ["openai", "openrouter"]);
     assert_eq!(s.by_provider[0].byok_requests, 200);
+    let since = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap();
+    let daily = db.usage_daily(u, since).await.unwrap();
+    assert_eq!(
+        daily.iter().map(|d| d.requests).sum::<u64>(),
+        300,
+        "the daily totals count every record once"
+    );
+    assert_eq!(daily.iter().map(|d| d.errors).sum::<u64>(), 100);
     assert_eq!(
         db.usage_summary(UserId::new_random()).await.unwrap(),
         UsageSummary::default()
     );
+}
+
+async fn usage_daily_totals_by_utc_day_provider_and_credential(kind: Kind) {
+    use chrono::{NaiveDate, TimeZone};
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    let (u, other) = (UserId::new_random(), UserId::new_random());
+    let at = |d: u32, h: u32, m: u32, s: u32, micros: u32| {
+        Utc.with_ymd_and_hms(2026, 11, d, h, m, s).unwrap()
+            + chrono::Duration::microseconds(i64::from(micros))
+    };
+    let rec = |user, provider, credential, status, i, o, when| UsageRecord {
+        id: uuid::Uuid::new_v4(),
+        user_id: user,
+        provider,
+        model: "m".into(),
+        credential,
+        status,
+        input_tokens: i,
+        output_tokens: o,
+        latency_ms: 5,
+        at: when,
+    };
+    use CredentialKind::{System, User};
+    use ProviderId::{Anthropic, Openai};
+    let day = |d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+    let batch = vec![
+        // The day before: not counted from the 10th on.
+        rec(u, Openai, User, 200, 1000, 1000, at(9, 23, 59, 59, 999_999)),
+        // The day's first instant.
+        rec(u, Openai, User, 200, 10, 1, at(10, 0, 0, 0, 0)),
+        rec(u, Openai, User, 502, 0, 0, at(10, 12, 30, 0, 250_000)),
+        rec(u, Openai, System, 200, 20, 2, at(10, 13, 0, 0, 0)),
+        rec(u, Anthropic, User, 200, 30, 3, at(10, 23, 59, 59, 999_999)),
+        // The next UTC day begins at midnight UTC.
+        rec(u, Anthropic, User, 404, 5, 0, at(11, 0, 0, 0, 0)),
+        // Someone else's: never counted.
+        rec(other, Openai, User, 200, 99, 99, at(10, 12, 0, 0, 0)),
+    ];
+    db.insert_usage(&batch).await.unwrap();
+    // Written again (a retried batch, a replayed spool), whole and in part, with a record given
+    // twice in one batch and one new record: the totals count each record once.
+    db.insert_usage(&batch).await.unwrap();
+    let mut again = batch[2..].to_vec();
+    let late = rec(u, Anthropic, User, 200, 7, 7, at(11, 8, 0, 0, 0));
+    again.push(late.clone());
+    again.push(late);
+    db.insert_usage(&again).await.unwrap();
+    let rows = db.usage_daily(u, day(10)).await.unwrap();
+    let row = |d, p: &str, c, r, e, i, o| DailyUsage {
+        day: day(d),
+        provider: p.into(),
+        credential: c,
+        requests: r,
+        errors: e,
+        input_tokens: i,
+        output_tokens: o,
+    };
+    assert_eq!(
+        rows,
+        vec![
+            row(10, "anthropic", User, 1, 0, 30, 3),
+            row(10, "openai", System, 1, 0, 20, 2),
+            row(10, "openai", User, 2, 1, 10, 1),
+            row(11, "anthropic", User, 2, 1, 12, 7),
+        ]
+    );
+    assert_eq!(db.usage_daily(u, day(9)).await.unwrap().len(), 5);
+    assert!(db.usage_daily(u, day(12)).await.unwrap().is_empty());
+    assert!(
+        db.usage_daily(UserId::new_random(), day(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The totals agree with the records.
+    assert_eq!(db.usage_summary(u).await.unwrap().requests, 7);
 }
 
 fn new_server(user: UserId, name: &str, default: bool) -> NewServer {

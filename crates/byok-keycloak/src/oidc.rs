@@ -270,17 +270,27 @@ impl OidcVerifier {
         subject: &str,
     ) -> Result<(), CoreError> {
         let (_, claims) = self.decode_verified(token).await?;
+        let azp = claims.get("azp").and_then(Value::as_str);
         let aud_ok = match claims.get("aud") {
-            Some(Value::String(a)) => a == client_id,
-            Some(Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(client_id)),
+            Some(Value::String(a)) => a == client_id && azp.is_none_or(|p| p == client_id),
+            // Several audiences: this client must be the authorized party (OIDC Core 3.1.3.7).
+            Some(Value::Array(a)) => {
+                a.iter().any(|x| x.as_str() == Some(client_id))
+                    && (a.len() == 1 || azp == Some(client_id))
+            }
             _ => false,
         };
+        // Keycloak marks its ID tokens `typ: ID`; an access or refresh token is not one.
+        let typ_ok = claims
+            .get("typ")
+            .and_then(Value::as_str)
+            .is_none_or(|t| t.eq_ignore_ascii_case("ID"));
         let nonce_ok = claims
             .get("nonce")
             .and_then(Value::as_str)
             .is_some_and(|n| byok_core::services::constant_time_eq(n, nonce));
         let same_subject = claims.get("sub").and_then(Value::as_str) == Some(subject);
-        if aud_ok && nonce_ok && same_subject {
+        if aud_ok && typ_ok && nonce_ok && same_subject {
             Ok(())
         } else {
             Err(unauthenticated())

@@ -48,13 +48,6 @@ pub async fn run_service(settings: Settings) -> Result<(), Failure> {
     }
     let state = prepare(&settings).await?;
     check_encryption_key(&state).await?;
-    if settings.auth_mode == AuthMode::Keycloak {
-        println!("AUTH_MODE=keycloak: sign in through Keycloak; no local admin is created.");
-    } else if !settings.bootstrap_admin {
-        println!("BYOK_BOOTSTRAP_ADMIN=false: create users with `byok-gateway user create`.");
-    } else {
-        bootstrap_admin(&state, &settings).await?;
-    }
     start_reaper(&settings.docker_sockets);
     if settings.metrics_token.is_none() {
         tracing::info!(
@@ -113,23 +106,34 @@ pub async fn run_service(settings: Settings) -> Result<(), Failure> {
     if let Some(n) = settings.workers {
         server = server.workers(n);
     }
-    for addr in server.addrs() {
-        tracing::info!(%addr, database = %settings.database_display(), "listening");
-        println!("BYOK gateway listening on http://{addr}");
-    }
+    let mut settings = settings;
     if !settings.public_url_explicit
         && let Some(addr) = server.addrs().first()
     {
-        // Derived from the bind address: the port is known now (port 0 picks one).
-        let host = match addr.ip() {
-            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            ip => ip.to_string(),
-        };
-        state
-            .console
-            .public_url
-            .set(format!("http://{host}:{}", addr.port()));
+        // Derived from the bind address, whose port is known now (port 0 picks one); the
+        // configured host stays (a wildcard is reached on loopback).
+        settings.public_url = crate::config::derived_public_url(&settings.bind, addr.port());
+        state.console.public_url.set(settings.public_url.clone());
+        if settings.bind.starts_with("0.0.0.0") || settings.bind.starts_with("[::]") {
+            tracing::warn!(
+                public_url = %settings.public_url,
+                "BYOK_PUBLIC_URL is not set: the console's sign-in links and its same-origin \
+                 check use {}; set BYOK_PUBLIC_URL to the address people reach this service at",
+                settings.public_url
+            );
+        }
+    }
+    // After binding, so that the printed sign-in link carries the real address.
+    if settings.auth_mode == AuthMode::Keycloak {
+        println!("AUTH_MODE=keycloak: sign in through Keycloak; no local admin is created.");
+    } else if !settings.bootstrap_admin {
+        println!("BYOK_BOOTSTRAP_ADMIN=false: create users with `byok-gateway user create`.");
+    } else {
+        bootstrap_admin(&state, &settings).await?;
+    }
+    for addr in server.addrs() {
+        tracing::info!(%addr, database = %settings.database_display(), "listening");
+        println!("BYOK gateway listening on http://{addr}");
     }
     println!("Console: {}/", state.console.public_url.get());
     let server = server.run();

@@ -130,6 +130,9 @@ fn public_url(bind: &str) -> Result<String, ConfigError> {
             if !matches!(parsed.scheme(), "http" | "https")
                 || parsed.host_str().is_none()
                 || parsed.query().is_some()
+                || parsed.fragment().is_some()
+                || !parsed.username().is_empty()
+                || parsed.password().is_some()
                 || !matches!(parsed.path(), "" | "/")
             {
                 return Err(ConfigError(
@@ -138,13 +141,24 @@ fn public_url(bind: &str) -> Result<String, ConfigError> {
             }
             Ok(u)
         }
-        None => {
-            let addr = bind
-                .replace("0.0.0.0:", "127.0.0.1:")
-                .replace("[::]:", "127.0.0.1:");
-            Ok(format!("http://{addr}"))
-        }
+        None => Ok(derived_public_url(bind, 0)),
     }
+}
+
+/// `http://host:port` from the bind address: its host (a wildcard is reached on loopback)
+/// and its port, or `port` when the configured one is 0 (picked at bind time).
+pub fn derived_public_url(bind: &str, port: u16) -> String {
+    let bind = bind.trim();
+    let (host, configured) = match bind.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().unwrap_or(0)),
+        None => (bind, 0),
+    };
+    let host = match host {
+        "" | "0.0.0.0" | "[::]" | "::" => "127.0.0.1",
+        h => h,
+    };
+    let port = if configured == 0 { port } else { configured };
+    format!("http://{host}:{port}")
 }
 
 fn flag(name: &str) -> bool {

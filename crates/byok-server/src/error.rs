@@ -330,7 +330,13 @@ pub fn path_error(_: PathError, _: &HttpRequest) -> actix_web::Error {
 }
 
 /// A query string that does not parse.
-pub fn query_error(_: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+pub fn query_error(e: QueryPayloadError, req: &HttpRequest) -> actix_web::Error {
+    let path = req.path();
+    if !path.starts_with("/api/") && !path.starts_with("/v1") && byok_console::wants_html(req) {
+        // A person's browser on a console page: a page, not the API's JSON.
+        let page = byok_console::status_page(StatusCode::BAD_REQUEST);
+        return actix_web::error::InternalError::from_response(e, page).into();
+    }
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_query",

@@ -983,3 +983,438 @@ mod console_servers {
         }
     }
 }
+
+// ---- Console: gateway tokens and usage pages ----
+
+/// Sends `req` to the app: (status, headers, body as text).
+macro_rules! page {
+    ($app:expr, $req:expr $(,)?) => {{
+        let resp = test::call_service(&$app, $req.to_request()).await;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+        (status, headers, body)
+    }};
+}
+
+/// The text between `start` (after it) and the next `end` in `body`.
+fn between<'a>(body: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = body.find(start)? + start.len();
+    let len = body[from..].find(end)?;
+    Some(&body[from..from + len])
+}
+
+/// The session cookie (`name=value`) a response sets.
+fn session_cookie(headers: &header::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::SET_COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(byok_console::COOKIE_NAME))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_string)
+}
+
+/// Signs in to the console with a gateway token: the session cookie.
+macro_rules! sign_in {
+    ($app:expr, $origin:expr, $token:expr) => {{
+        let (status, headers, _) = page!(
+            $app,
+            test::TestRequest::post()
+                .uri("/login")
+                .insert_header(("origin", $origin.as_str()))
+                .set_form([("token", $token.as_str())])
+        );
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        session_cookie(&headers).expect("a session cookie")
+    }};
+}
+
+fn csrf_of(body: &str) -> String {
+    between(body, "name=\"csrf\" value=\"", "\"")
+        .expect("a CSRF field")
+        .to_string()
+}
+
+#[actix_web::test]
+async fn console_tokens_create_once_list_and_revoke() {
+    let (state, _dir) = state().await;
+    let signed_in_with = user(&state, "tokens@example.com", Tier::Starter).await;
+    let origin = state.console.public_url.get();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let cookie = sign_in!(app, origin, signed_in_with);
+    let get = |uri: &str| {
+        test::TestRequest::get()
+            .uri(uri)
+            .insert_header((header::COOKIE, cookie.clone()))
+    };
+    let post = |uri: &str, form: Vec<(&str, &str)>| {
+        test::TestRequest::post()
+            .uri(uri)
+            .insert_header((header::COOKIE, cookie.clone()))
+            .insert_header(("origin", origin.clone()))
+            .set_form(form)
+    };
+
+    // The list: the token this session was opened with, marked; snippets with this URL and
+    // the placeholder, never a token.
+    let (status, headers, body) = page!(app, get("/tokens"));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers.get(header::CACHE_CONTROL).unwrap(), "no-store");
+    assert!(body.contains(&signed_in_with[..13]), "the prefix is listed");
+    assert!(!body.contains(&signed_in_with), "never the token");
+    assert!(body.contains("id=\"this-session-token\""));
+    assert!(body.contains(&format!(
+        "ANTHROPIC_BASE_URL={origin} ANTHROPIC_AUTH_TOKEN="
+    )));
+    assert!(body.contains("$BYOK_TOKEN"));
+    assert!(body.contains(&format!("OpenAI(base_url=&#34;{origin}/v1&#34;")));
+    let csrf = csrf_of(&body);
+
+    // Without the form's CSRF token, or from another site: 403, nothing created.
+    let (status, _, _) = page!(app, post("/tokens", vec![("name", "x"), ("expiry", "30")]));
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = page!(
+        app,
+        post(
+            "/tokens",
+            vec![("csrf", "wrong"), ("name", "x"), ("expiry", "30")]
+        )
+    );
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = page!(
+        app,
+        post(
+            "/tokens",
+            vec![("csrf", &csrf), ("name", "x"), ("expiry", "30")]
+        )
+        .insert_header(("origin", "https://evil.example"))
+    );
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A name the service refuses: the error beside the field, the form kept.
+    let (status, _, body) = page!(
+        app,
+        post(
+            "/tokens",
+            vec![("csrf", &csrf), ("name", "  "), ("expiry", "30")]
+        )
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("id=\"token-name-error\""));
+    assert!(body.contains("aria-invalid=\"true\""));
+    assert!(!body.contains("id=\"new-token\""));
+
+    // Created: 200 with the token once, no-store, and the snippets filled with it.
+    let (status, headers, body) = page!(
+        app,
+        post(
+            "/tokens",
+            vec![("csrf", &csrf), ("name", "laptop"), ("expiry", "30")]
+        )
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers.get(header::CACHE_CONTROL).unwrap(), "no-store");
+    let token = between(&body, "<code id=\"new-token-value\">", "</code>")
+        .expect("the one-time block")
+        .to_string();
+    assert!(token.starts_with("byok_") && token.len() == 48, "{token}");
+    assert!(body.contains("it will not be shown again"));
+    assert!(body.contains("data-copy=\"new-token-value\""));
+    assert!(body.contains(&format!("ANTHROPIC_AUTH_TOKEN={token} claude")));
+    let prefix = &token[..13];
+
+    // It works, and expires in 30 days (the same service as the API).
+    let (status, _, list) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/tokens")
+            .insert_header(bearer(&token))
+    );
+    assert_eq!(status, StatusCode::OK);
+    let mine = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["prefix"] == prefix)
+        .unwrap()
+        .clone();
+    let expires: chrono::DateTime<chrono::Utc> =
+        mine["expires_at"].as_str().unwrap().parse().unwrap();
+    let days = (expires - chrono::Utc::now()).num_hours();
+    assert!((29 * 24..=30 * 24).contains(&days), "{days} hours");
+    let id = mine["id"].as_str().unwrap().to_string();
+
+    // Never shown again.
+    let (_, _, body) = page!(app, get("/tokens"));
+    assert!(!body.contains(&token));
+    assert!(!body.contains("id=\"new-token\""));
+    assert!(body.contains(&format!("id=\"token-{id}\" data-prefix=\"{prefix}\"")));
+    assert!(body.contains(&format!("id=\"revoke-{id}\"")));
+
+    // Revoke: a confirmation first (not this session's token), then the post.
+    let (status, _, body) = page!(app, get(&format!("/tokens/{id}/revoke")));
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(&format!("action=\"/tokens/{id}/revoke\"")));
+    assert!(!body.contains("signs you out"));
+    let (status, _, _) = page!(app, post(&format!("/tokens/{id}/revoke"), vec![]));
+    assert_eq!(status, StatusCode::FORBIDDEN, "no CSRF token");
+    let (status, headers, _) = page!(
+        app,
+        post(&format!("/tokens/{id}/revoke"), vec![("csrf", &csrf)])
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        headers.get(header::LOCATION).unwrap(),
+        "/tokens?done=revoked"
+    );
+    let (status, _, _) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/tokens")
+            .insert_header(bearer(&token))
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "revoked at once");
+    let (_, _, body) = page!(app, get("/tokens?done=revoked"));
+    assert!(body.contains(&format!(
+        "id=\"token-{id}\" data-prefix=\"{prefix}\" data-status=\"revoked\""
+    )));
+    assert!(!body.contains(&format!("id=\"revoke-{id}\"")));
+    let (status, _, _) = page!(app, get(&format!("/tokens/{id}/revoke")));
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing left to revoke");
+
+    // Revoking the token this session was opened with says it signs you out, and does.
+    let (_, _, body) = page!(app, get("/tokens"));
+    let marker = format!("\" data-prefix=\"{}\"", &signed_in_with[..13]);
+    let at = body.find(&marker).expect("the session's token is listed");
+    let own = body[..at].rsplit("id=\"token-").next().unwrap().to_string();
+    let (_, _, body) = page!(app, get(&format!("/tokens/{own}/revoke")));
+    assert!(body.contains("revoking it signs you out"), "{body}");
+    let (status, headers, _) = page!(
+        app,
+        post(&format!("/tokens/{own}/revoke"), vec![("csrf", &csrf)])
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        headers.get(header::LOCATION).unwrap(),
+        "/login?signed_out=1"
+    );
+    let (status, headers, _) = page!(app, get("/tokens"));
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        headers.get(header::LOCATION).unwrap(),
+        "/login?next=/tokens"
+    );
+}
+
+#[actix_web::test]
+async fn console_usage_with_and_without_requests() {
+    use byok_core::ports::UsageRepository;
+    use byok_core::{CredentialKind, ProviderId, UsageRecord};
+    let (state, _dir) = state().await;
+    let busy = state
+        .tokens
+        .create_user("busy@example.com", Tier::Starter)
+        .await
+        .unwrap();
+    let busy_token = state.tokens.issue(busy.id, "t", None).await.unwrap();
+    let idle_token = user(&state, "idle@example.com", Tier::Free).await;
+    let now = chrono::Utc::now();
+    let rec = |provider, credential, status, days_ago: i64| UsageRecord {
+        id: uuid::Uuid::now_v7(),
+        user_id: busy.id,
+        provider,
+        model: "m".into(),
+        credential,
+        status,
+        input_tokens: 1000,
+        output_tokens: 100,
+        latency_ms: 5,
+        at: now - chrono::Duration::days(days_ago),
+    };
+    let mut records = Vec::new();
+    for d in 0..30 {
+        records.push(rec(ProviderId::Openai, CredentialKind::User, 200, d));
+        records.push(rec(ProviderId::Openai, CredentialKind::System, 200, d));
+    }
+    records.push(rec(ProviderId::Anthropic, CredentialKind::User, 500, 3));
+    // Older than the window: not shown.
+    records.push(rec(ProviderId::Groq, CredentialKind::User, 200, 40));
+    state.db.insert_usage(&records).await.unwrap();
+    let origin = state.console.public_url.get();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+
+    let cookie = sign_in!(app, origin, busy_token.token.expose_secret().to_string());
+    let (status, _, body) = page!(
+        app,
+        test::TestRequest::get()
+            .uri("/usage")
+            .insert_header((header::COOKIE, cookie))
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("<dd class=\"value\" id=\"usage-requests\">61</dd>"));
+    assert!(body.contains("<dd class=\"value\" id=\"usage-own-share\">51%</dd>"));
+    assert!(body.contains("<dd class=\"value\" id=\"usage-errors\">1</dd>"));
+    assert!(body.contains("<dd class=\"value\" id=\"usage-input-tokens\">61,000</dd>"));
+    assert!(body.contains("role=\"img\""));
+    assert!(
+        body.contains("61 in all, 31 with your own keys, 30 with the platform&#39;s key, 1 errors")
+    );
+    assert!(body.contains("class=\"bar-errors\""));
+    let openai = between(&body, "<tr id=\"usage-provider-openai\">", "</tr>").unwrap();
+    assert!(openai.contains(">60<") && openai.contains(">30<") && openai.contains(">60,000<"));
+    assert!(body.contains("id=\"usage-provider-anthropic\""));
+    assert!(!body.contains("usage-provider-groq"), "outside the window");
+    assert!(!body.contains("id=\"usage-empty\""));
+    assert!(!body.contains("style="), "no inline style (CSP)");
+    assert!(body.len() < 150_000);
+
+    let cookie = sign_in!(app, origin, idle_token);
+    let (status, _, body) = page!(
+        app,
+        test::TestRequest::get()
+            .uri("/usage")
+            .insert_header((header::COOKIE, cookie))
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("id=\"usage-empty\""));
+    assert!(body.contains("href=\"/tokens\"") && body.contains("href=\"/try\""));
+    assert!(!body.contains("id=\"usage-chart\""));
+}
+
+// ---- Console: sign-in rules (review findings) ----
+
+#[actix_web::test]
+async fn console_over_https_uses_a_host_prefixed_secure_cookie() {
+    let (state, _dir) = state_with(&[("BYOK_PUBLIC_URL", "https://byok.example.com")]).await;
+    let token = user(&state, "https@example.com", Tier::Starter).await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let (status, headers, _) = page!(
+        app,
+        test::TestRequest::post()
+            .uri("/login")
+            .insert_header(("origin", "https://byok.example.com"))
+            .set_form([("token", token.as_str())])
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers
+        .get_all(header::SET_COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(byok_console::SECURE_COOKIE_NAME))
+        .expect("__Host-byok_session")
+        .to_ascii_lowercase();
+    for flag in ["secure", "httponly", "samesite=lax", "path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains("domain="), "{cookie}");
+    // The http origin of the same host is another origin.
+    let (status, _, _) = page!(
+        app,
+        test::TestRequest::post()
+            .uri("/login")
+            .insert_header(("origin", "http://byok.example.com"))
+            .set_form([("token", token.as_str())])
+    );
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[actix_web::test]
+async fn console_sign_in_attempts_are_limited_and_next_stays_here() {
+    let (state, _dir) = state().await;
+    let token = user(&state, "limits@example.com", Tier::Starter).await;
+    let origin = state.console.public_url.get();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    // Another host's URL, a protocol-relative one, a backslash trick: all land on /keys.
+    for next in [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+        "/keys",
+    ] {
+        let (status, headers, _) = page!(
+            app,
+            test::TestRequest::post()
+                .uri("/login")
+                .peer_addr("192.0.2.1:1000".parse().unwrap())
+                .insert_header(("origin", origin.as_str()))
+                .set_form([("token", token.as_str()), ("next", next)])
+        );
+        assert_eq!(status, StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(headers.get(header::LOCATION).unwrap(), "/keys", "{next}");
+    }
+    let mut limited = false;
+    for _ in 0..12 {
+        let (status, _, body) = page!(
+            app,
+            test::TestRequest::post()
+                .uri("/login")
+                .peer_addr("192.0.2.2:1000".parse().unwrap())
+                .insert_header(("origin", origin.as_str()))
+                .set_form([("token", "byok_wrong-token-0123456789")])
+        );
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(body.contains("Too many sign-in attempts"), "{body}");
+            limited = true;
+            break;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert!(limited, "the eleventh attempt in a minute is refused");
+    // Another address is not affected.
+    let (status, _, _) = page!(
+        app,
+        test::TestRequest::post()
+            .uri("/login")
+            .peer_addr("192.0.2.3:1000".parse().unwrap())
+            .insert_header(("origin", origin.as_str()))
+            .set_form([("token", token.as_str())])
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+#[actix_web::test]
+async fn console_a_new_sign_in_replaces_the_browsers_session() {
+    let (state, _dir) = state().await;
+    let token = user(&state, "rotate@example.com", Tier::Starter).await;
+    let origin = state.console.public_url.get();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let first = sign_in!(app, origin, token);
+    let (status, headers, _) = page!(
+        app,
+        test::TestRequest::post()
+            .uri("/login")
+            .insert_header(("origin", origin.as_str()))
+            .insert_header((header::COOKIE, first.clone()))
+            .set_form([("token", token.as_str())])
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let second = session_cookie(&headers).unwrap();
+    assert_ne!(first, second, "a new id at sign-in");
+    let keys = |c: String| {
+        test::TestRequest::get()
+            .uri("/keys")
+            .insert_header((header::COOKIE, c))
+    };
+    assert_eq!(
+        page!(app, keys(first)).0,
+        StatusCode::SEE_OTHER,
+        "the old one ended"
+    );
+    assert_eq!(page!(app, keys(second)).0, StatusCode::OK);
+    // A malformed query on a page gets a page, not the API's JSON.
+    let (status, headers, body) = page!(
+        app,
+        test::TestRequest::get()
+            .uri("/login?next=a&next=b")
+            .insert_header((header::ACCEPT, "text/html"))
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        headers
+            .get(header::CONTENT_TYPE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(body.contains("could not be read"), "{body}");
+}

@@ -108,6 +108,19 @@ pub mod pg {
     diesel::joinable!(console_sessions -> users (user_id));
     diesel::joinable!(console_sessions -> gateway_tokens (token_id));
     diesel::joinable!(login_links -> users (user_id));
+    diesel::table! {
+        usage_daily (user_id, day, provider, credential) {
+            user_id -> Text,
+            day -> Date,
+            provider -> Text,
+            credential -> Text,
+            requests -> Int8,
+            errors -> Int8,
+            input_tokens -> Int8,
+            output_tokens -> Int8,
+        }
+    }
+
     diesel::allow_tables_to_appear_in_same_query!(
         users,
         console_sessions,
@@ -116,6 +129,7 @@ pub mod pg {
         user_provider_keys,
         user_settings,
         usage_records,
+        usage_daily,
         execution_servers
     );
 }
@@ -228,6 +242,19 @@ pub mod sqlite {
     diesel::joinable!(console_sessions -> users (user_id));
     diesel::joinable!(console_sessions -> gateway_tokens (token_id));
     diesel::joinable!(login_links -> users (user_id));
+    diesel::table! {
+        usage_daily (user_id, day, provider, credential) {
+            user_id -> Text,
+            day -> Date,
+            provider -> Text,
+            credential -> Text,
+            requests -> BigInt,
+            errors -> BigInt,
+            input_tokens -> BigInt,
+            output_tokens -> BigInt,
+        }
+    }
+
     diesel::allow_tables_to_appear_in_same_query!(
         users,
         console_sessions,
@@ -236,6 +263,7 @@ pub mod sqlite {
         user_provider_keys,
         user_settings,
         usage_records,
+        usage_daily,
         execution_servers
     );
 }

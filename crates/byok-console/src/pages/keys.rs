@@ -223,9 +223,11 @@ pub async fn add(
     };
     let provider = match form.provider.parse::<ProviderId>() {
         Ok(p) => p,
-        Err(_) => {
+        Err(e) => {
+            // The API's status for an unknown provider; the field says what to do.
+            let view = (console.errors)(e);
             echo.error_provider = Some("Choose a provider.".into());
-            return render(&console, &who, StatusCode::UNPROCESSABLE_ENTITY, None, echo).await;
+            return render(&console, &who, view.status, None, echo).await;
         }
     };
     let opt = |s: String| Some(s.trim().to_string()).filter(|s| !s.is_empty());

@@ -214,9 +214,10 @@ pub async fn with_link(
     if !admit(&console, &req).await {
         return too_many(&console);
     }
-    end_presented(&console, &req).await;
     match console.sessions.redeem_link(&form.secret).await {
         Ok(opened) => {
+            // A link that does not work leaves the browser's session alone.
+            end_presented(&console, &req).await;
             tracing::info!("console sign-in with a link");
             signed_in(&console, &opened, "/keys")
         }

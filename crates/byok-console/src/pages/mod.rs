@@ -5,6 +5,8 @@ mod keys;
 mod login;
 mod oidc;
 mod servers;
+mod tokens;
+mod usage;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -133,7 +135,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(oidc::routes)
         .configure(login::routes)
         .configure(keys::routes)
-        .configure(servers::routes);
+        .configure(servers::routes)
+        .configure(tokens::routes)
+        .configure(usage::routes);
 }
 
 /// The console's 404 page, for paths the application leaves to it.

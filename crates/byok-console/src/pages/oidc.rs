@@ -21,7 +21,18 @@ use crate::state::Console;
 use crate::web::{local_path, secured};
 
 const PENDING_COOKIE: &str = "byok_oidc";
+/// Over https: `__Host-` (Secure, `Path=/`, no `Domain`), so that no sibling host and no
+/// plain-http response can plant an attempt.
+const SECURE_PENDING_COOKIE: &str = "__Host-byok_oidc";
 const PENDING_PATH: &str = "/login/oidc";
+
+fn pending_name(console: &Console) -> &'static str {
+    if console.secure() {
+        SECURE_PENDING_COOKIE
+    } else {
+        PENDING_COOKIE
+    }
+}
 /// How long a person may take at the identity provider.
 const PENDING_SECS: i64 = 600;
 
@@ -49,8 +60,9 @@ fn redirect_uri(console: &Console) -> String {
 }
 
 fn pending_cookie(console: &Console, value: String, max_age: i64) -> Cookie<'static> {
-    let mut c = Cookie::build(PENDING_COOKIE, value)
-        .path(PENDING_PATH)
+    let path = if console.secure() { "/" } else { PENDING_PATH };
+    let mut c = Cookie::build(pending_name(console), value)
+        .path(path)
         .http_only(true)
         .secure(console.secure())
         // The provider sends the browser back with a top-level GET: Lax carries the cookie.
@@ -124,8 +136,8 @@ pub struct Callback {
     error: Option<String>,
 }
 
-fn read_pending(req: &HttpRequest) -> Option<Pending> {
-    let raw = req.cookie(PENDING_COOKIE)?;
+fn read_pending(req: &HttpRequest, console: &Console) -> Option<Pending> {
+    let raw = req.cookie(pending_name(console))?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(raw.value())
         .ok()?;
@@ -154,7 +166,9 @@ pub async fn callback(
     if q.error.is_some() {
         return refused("The identity provider did not sign you in. Try again.");
     }
-    let (Some(code), Some(state), Some(pending)) = (&q.code, &q.state, read_pending(&req)) else {
+    let (Some(code), Some(state), Some(pending)) =
+        (&q.code, &q.state, read_pending(&req, &console))
+    else {
         return refused(
             "This sign-in attempt is not known here (it may have expired). Start again.",
         );
@@ -204,7 +218,8 @@ pub async fn callback(
     match console.sessions.open(&user, None).await {
         Ok(opened) => {
             tracing::info!(user_id = %user.id, "console sign-in through the identity provider");
-            let mut res = signed_in(&console, &opened, &pending.next);
+            // The return path came back through the browser: checked again.
+            let mut res = signed_in(&console, &opened, local_path(Some(&pending.next), "/keys"));
             let _ = res.add_cookie(&pending_cookie(&console, String::new(), 0));
             res
         }

@@ -1,6 +1,6 @@
 //! Usage records and totals.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -66,4 +66,20 @@ pub struct UsageSummary {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub by_provider: Vec<ProviderUsage>,
+}
+
+/// A user's usage on one UTC calendar day, for one provider and one kind of credential
+/// (see [`crate::ports::UsageRepository::usage_daily`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DailyUsage {
+    /// The UTC date of the requests.
+    pub day: NaiveDate,
+    /// The provider id as recorded (`openai`, …).
+    pub provider: String,
+    pub credential: CredentialKind,
+    pub requests: u64,
+    /// Requests answered with a status of 400 or more.
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
 }

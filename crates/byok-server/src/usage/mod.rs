@@ -545,6 +545,13 @@ mod tests {
         async fn usage_summary(&self, _: UserId) -> Result<UsageSummary, StoreError> {
             Ok(UsageSummary::default())
         }
+        async fn usage_daily(
+            &self,
+            _: UserId,
+            _: chrono::NaiveDate,
+        ) -> Result<Vec<byok_core::DailyUsage>, StoreError> {
+            Ok(Vec::new())
+        }
     }
 
     fn rec() -> UsageRecord {

@@ -1,16 +1,24 @@
-//! `UsageRepository`: usage records (batched, stored once per record id) and per-user
-//! summaries.
+//! `UsageRepository`: usage records (batched, stored once per record id), per-user
+//! summaries, and the daily totals (`usage_daily`) kept in the same transaction as the
+//! records they count.
 
 use async_trait::async_trait;
 use byok_core::ports::UsageRepository;
-use byok_core::{ProviderUsage, StoreError, UsageRecord, UsageSummary, UserId};
-use diesel::ExpressionMethods;
-use diesel_async::RunQueryDsl;
+use std::collections::{BTreeMap, HashSet};
 
+use byok_core::{
+    CredentialKind, DailyUsage, ProviderUsage, StoreError, UsageRecord, UsageSummary, UserId,
+};
+use chrono::NaiveDate;
+use diesel::upsert::excluded;
+use diesel::{ExpressionMethods, QueryDsl};
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+
+use super::with_conn;
 use crate::database::Database;
 use crate::error::{db_err, pool_err};
 use crate::options::bounded;
-use crate::pool::{DbPool, SqliteHeld};
+use crate::pool::{DbPool, Held, SqliteHeld};
 use crate::types::DbUuid;
 
 #[derive(diesel::QueryableByName)]
@@ -37,6 +45,44 @@ const USAGE_SUMMARY_SQL: &str = "SELECT provider, credential, \
      FROM usage_records WHERE user_id = PARAM GROUP BY provider, credential \
      ORDER BY provider, credential";
 
+/// One (user, UTC day, provider, credential) group of a batch: what it adds to `usage_daily`.
+type DailyKey = (String, NaiveDate, &'static str, &'static str);
+
+/// Requests, errors, input and output tokens.
+type DailyCounts = [i64; 4];
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// What the records of a batch that were actually inserted (`inserted`: the ids the insert
+/// reported; a record id given twice in the batch counts once) add to the daily totals, in
+/// key order, so that writers on several replicas lock the same rows in the same order.
+fn daily_deltas(
+    records: &[UsageRecord],
+    inserted: impl IntoIterator<Item = uuid::Uuid>,
+) -> Vec<(DailyKey, DailyCounts)> {
+    let mut new: HashSet<uuid::Uuid> = inserted.into_iter().collect();
+    let mut groups: BTreeMap<DailyKey, DailyCounts> = BTreeMap::new();
+    for r in records {
+        if !new.remove(&r.id) {
+            continue;
+        }
+        let key = (
+            r.user_id.to_string(),
+            r.at.date_naive(),
+            r.provider.as_str(),
+            r.credential.as_str(),
+        );
+        let c = groups.entry(key).or_default();
+        c[0] = c[0].saturating_add(1);
+        c[1] = c[1].saturating_add(i64::from(r.status >= 400));
+        c[2] = c[2].saturating_add(clamp(r.input_tokens));
+        c[3] = c[3].saturating_add(clamp(r.output_tokens));
+    }
+    groups.into_iter().collect()
+}
+
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
@@ -47,7 +93,6 @@ impl UsageRepository for Database {
         if records.is_empty() {
             return Ok(());
         }
-        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         macro_rules! rows {
             ($s:ident, $records:expr) => {
                 $records
@@ -70,21 +115,79 @@ impl UsageRepository for Database {
                     .collect::<Vec<_>>()
             };
         }
+        // The records (those already stored skipped, the others' ids returned), then what
+        // they add to the daily totals.
+        macro_rules! insert_records {
+            ($s:ident, $records:expr) => {
+                diesel::insert_into($s::usage_records::table)
+                    .values(rows!($s, $records))
+                    .on_conflict($s::usage_records::record_id)
+                    .do_nothing()
+                    .returning($s::usage_records::record_id)
+            };
+        }
+        macro_rules! add_daily {
+            ($s:ident, $deltas:expr) => {{
+                use $s::usage_daily as d;
+                diesel::insert_into(d::table)
+                    .values(
+                        $deltas
+                            .iter()
+                            .map(|((user, day, provider, credential), c)| {
+                                (
+                                    d::user_id.eq(user.as_str()),
+                                    d::day.eq(*day),
+                                    d::provider.eq(*provider),
+                                    d::credential.eq(*credential),
+                                    d::requests.eq(c[0]),
+                                    d::errors.eq(c[1]),
+                                    d::input_tokens.eq(c[2]),
+                                    d::output_tokens.eq(c[3]),
+                                )
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                    .on_conflict((d::user_id, d::day, d::provider, d::credential))
+                    .do_update()
+                    .set((
+                        d::requests.eq(d::requests + excluded(d::requests)),
+                        d::errors.eq(d::errors + excluded(d::errors)),
+                        d::input_tokens.eq(d::input_tokens + excluded(d::input_tokens)),
+                        d::output_tokens.eq(d::output_tokens + excluded(d::output_tokens)),
+                    ))
+            }};
+        }
         match &self.pool {
             DbPool::Pg(pool) => {
                 use crate::schema::pg as s;
                 // Bounded: a hanging database must not hold the usage writer (its queue would
                 // fill). A batch whose acknowledgement is lost this way is stored once anyway
-                // (record ids, ON CONFLICT DO NOTHING).
+                // (record ids, ON CONFLICT DO NOTHING; the totals count what was inserted).
                 bounded(self.bounds.usage_write, async {
-                    let mut conn = pool.get().await.map_err(pool_err)?;
-                    diesel::insert_into(s::usage_records::table)
-                        .values(rows!(s, records))
-                        .on_conflict(s::usage_records::record_id)
-                        .do_nothing()
-                        .execute(&mut conn)
-                        .await
-                        .map_err(db_err)
+                    // Held: a transaction cut short is not pooled again (the server rolls it
+                    // back when the connection closes).
+                    let mut held = Held::get(pool).await?;
+                    let conn = held.conn()?;
+                    conn.batch_execute("BEGIN").await.map_err(db_err)?;
+                    let result = async {
+                        let ids: Vec<Option<DbUuid>> =
+                            insert_records!(s, records).get_results(conn).await?;
+                        let deltas = daily_deltas(records, ids.into_iter().flatten().map(|u| u.0));
+                        if !deltas.is_empty() {
+                            add_daily!(s, deltas).execute(conn).await?;
+                        }
+                        Ok::<_, diesel::result::Error>(())
+                    }
+                    .await;
+                    let out = match result {
+                        Ok(()) => conn.batch_execute("COMMIT").await.map_err(db_err),
+                        Err(e) => {
+                            let _ = conn.batch_execute("ROLLBACK").await;
+                            Err(db_err(e))
+                        }
+                    };
+                    held.finish();
+                    out
                 })
                 .await?;
             }
@@ -99,14 +202,14 @@ impl UsageRepository for Database {
                     let conn = held.conn()?;
                     conn.spawn_blocking(move |c| {
                         c.immediate_transaction(|c| {
-                            diesel::RunQueryDsl::execute(
-                                diesel::insert_into(s::usage_records::table)
-                                    .values(rows!(s, owned))
-                                    .on_conflict(s::usage_records::record_id)
-                                    .do_nothing(),
-                                c,
-                            )
-                            .map(|_| ())
+                            let ids: Vec<Option<DbUuid>> =
+                                diesel::RunQueryDsl::get_results(insert_records!(s, owned), c)?;
+                            let deltas =
+                                daily_deltas(&owned, ids.into_iter().flatten().map(|u| u.0));
+                            if !deltas.is_empty() {
+                                diesel::RunQueryDsl::execute(add_daily!(s, deltas), c)?;
+                            }
+                            Ok::<_, diesel::result::Error>(())
                         })
                     })
                     .await
@@ -186,5 +289,50 @@ impl UsageRepository for Database {
             }
         }
         Ok(summary)
+    }
+    async fn usage_daily(
+        &self,
+        user: UserId,
+        since: NaiveDate,
+    ) -> Result<Vec<DailyUsage>, StoreError> {
+        let user = user.to_string();
+        let rows: Vec<(NaiveDate, String, String, i64, i64, i64, i64)> =
+            with_conn!(self, |conn, s| {
+                use s::usage_daily as d;
+                d::table
+                    .filter(d::user_id.eq(&user))
+                    .filter(d::day.ge(since))
+                    .order((d::day, d::provider, d::credential))
+                    .select((
+                        d::day,
+                        d::provider,
+                        d::credential,
+                        d::requests,
+                        d::errors,
+                        d::input_tokens,
+                        d::output_tokens,
+                    ))
+                    .load(conn)
+                    .await
+                    .map_err(db_err)?
+            });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(day, provider, credential, requests, errors, input, output)| DailyUsage {
+                    day,
+                    provider,
+                    credential: if credential == "user" {
+                        CredentialKind::User
+                    } else {
+                        CredentialKind::System
+                    },
+                    requests: to_u64(requests),
+                    errors: to_u64(errors),
+                    input_tokens: to_u64(input),
+                    output_tokens: to_u64(output),
+                },
+            )
+            .collect())
     }
 }

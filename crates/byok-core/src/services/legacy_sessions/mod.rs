@@ -170,6 +170,11 @@ impl LegacySessionAuthenticator {
                 }
             },
         };
+        if !user.is_active() {
+            // Disabled here by an operator: refused like every other credential of theirs.
+            tracing::info!(user_id = %user.id, "legacy session refused: the account is disabled");
+            return Ok(None);
+        }
         let tier = tier_of(&user, account.as_ref(), session);
         Ok(Some(Principal {
             user_id: user.id,

@@ -357,3 +357,22 @@ async fn a_tier_change_is_seen_once_the_user_is_forgotten() {
         Tier::Enterprise
     );
 }
+
+#[tokio::test]
+async fn a_disabled_user_is_refused() {
+    let w = World::new();
+    let local = w
+        .users
+        .create("dev@example.com", Tier::Starter)
+        .await
+        .unwrap();
+    w.sessions.put(TOKEN, &doc("dev@example.com", "starter"));
+    let auth = w.auth(Duration::from_secs(30));
+    assert!(auth.authenticate(&secret(TOKEN)).await.is_ok());
+    w.users
+        .set_disabled(local.id, Some(chrono::Utc::now()))
+        .await
+        .unwrap();
+    auth.forget_user(local.id);
+    assert!(refused(auth.authenticate(&secret(TOKEN)).await));
+}

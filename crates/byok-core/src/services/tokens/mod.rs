@@ -163,6 +163,11 @@ impl TokenService {
         self
     }
 
+    /// The lifetime of a token issued without one (`None`: such tokens do not expire).
+    pub fn default_lifetime(&self) -> Option<chrono::Duration> {
+        self.default_lifetime
+    }
+
     /// Re-reads the account of every externally authenticated token owner from `source` at
     /// most every `every` (per user): a disabled or deleted account's tokens are refused, a
     /// changed tier applies, at the latest `every` after the change. While the provider cannot
