@@ -346,12 +346,16 @@ impl Browser {
         v.as_u64().unwrap_or(0) as u16
     }
 
-    /// Waits (up to 10 s) until the current path starts with `prefix` and the page has loaded.
+    /// Waits (up to 10 s) until a new document (not the one the last click or key press was
+    /// made on) has loaded at a path starting with `prefix`.
     pub async fn wait_path(&self, prefix: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let p = self.path().await;
-            let ready = self.js("return document.readyState;").await;
+            // A document the last click or key press came from is not the one waited for.
+            let ready = self
+                .js("return window.__byokLeft ? 'stale' : document.readyState;")
+                .await;
             if p.starts_with(prefix) && ready == "complete" {
                 return p;
             }
@@ -414,9 +418,9 @@ impl Browser {
 
     /// Clicks the element matching `css` (navigations it starts are waited for by the caller).
     pub async fn click(&self, css: &str) {
-        self.el(css)
-            .await
-            .click()
+        let e = self.el(css).await;
+        self.leaving().await;
+        e.click()
             .await
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
@@ -449,8 +453,14 @@ impl Browser {
 
     // --- The keyboard ---------------------------------------------------------------------
 
+    /// Marks the current document, so that [`Browser::wait_path`] waits for the next one.
+    async fn leaving(&self) {
+        self.js("window.__byokLeft = true;").await;
+    }
+
     /// Presses and releases keys, one after the other.
     pub async fn keys(&self, keys: &[char]) {
+        self.leaving().await;
         let mut seq = KeyActions::new("keyboard".into());
         for k in keys {
             seq = seq
@@ -558,7 +568,7 @@ impl Browser {
             self.screenshot(&dir.join(format!("console-{name}-dark.png")))
                 .await;
         }
-        let v = self.axe().await;
+        let v = self.axe_colours().await;
         self.problems
             .extend(v.into_iter().map(|v| format!("{name} (dark): {v}")));
         self.scheme(false).await;
@@ -620,6 +630,17 @@ impl Browser {
     /// axe-core's serious and critical violations on the loaded page, one line each with the
     /// rule, its help and the elements; minor and moderate ones are printed, not returned.
     pub async fn axe(&self) -> Vec<String> {
+        self.axe_rules(None).await
+    }
+
+    /// [`Browser::axe`] with only the rules that depend on colours (the dark pass: the other
+    /// rules see the same document in both schemes).
+    pub async fn axe_colours(&self) -> Vec<String> {
+        self.axe_rules(Some(&["color-contrast", "link-in-text-block"]))
+            .await
+    }
+
+    async fn axe_rules(&self, only: Option<&[&str]>) -> Vec<String> {
         if self.js("return typeof axe;").await != json!("object") {
             self.js(&format!("{}\nreturn typeof axe;", self.axe)).await;
         }
@@ -627,13 +648,16 @@ impl Browser {
             .client
             .execute_async(
                 "const done = arguments[arguments.length - 1];
-                 axe.run(document, {resultTypes: ['violations']}).then(
+                 const only = arguments[0];
+                 const options = {resultTypes: ['violations']};
+                 if (only) options.runOnly = {type: 'rule', values: only};
+                 axe.run(document, options).then(
                    r => done(r.violations.map(v => ({
                      id: v.id, impact: v.impact, help: v.help,
                      nodes: v.nodes.slice(0, 5).map(n => n.target.join(' ') + ' — ' + n.failureSummary.replace(/\\s+/g, ' '))
                    }))),
                    e => done({error: String(e)}));",
-                Vec::new(),
+                vec![json!(only)],
             )
             .await
             .unwrap();
