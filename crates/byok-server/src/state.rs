@@ -57,6 +57,8 @@ pub struct AppState {
     pub redis: Option<Arc<byok_store::RedisRateLimiter>>,
     /// Console sessions and sign-in links.
     pub sessions: byok_core::services::SessionService,
+    /// Account administration and the service figures (the console and the CLI).
+    pub admin: byok_core::services::Administration,
     /// The web console's state (mounted at `/`).
     pub console: byok_console::Console,
 }
@@ -258,6 +260,11 @@ impl AppState {
             Arc::new(db.clone()),
             settings.session_policy,
         );
+        let admin = byok_core::services::Administration::new(
+            tokens.clone(),
+            sessions.clone(),
+            Arc::new(db.clone()),
+        );
         let console = byok_console::Console {
             sessions: sessions.clone(),
             tokens: tokens.clone(),
@@ -272,7 +279,9 @@ impl AppState {
             allowed_origins: settings.allowed_origins.clone(),
             upgrade_url: settings.upgrade_url.clone(),
             errors: crate::error::console_view,
+            // Set where the app is assembled (`app::build`): the runner is the gateway.
             prompts: None,
+            admin: admin.clone(),
         };
         Ok(Self {
             db,
@@ -303,6 +312,7 @@ impl AppState {
             limiter,
             redis,
             sessions,
+            admin,
             console,
         })
     }

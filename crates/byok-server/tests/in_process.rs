@@ -295,3 +295,174 @@ async fn updating_a_server_keeps_or_clears_its_workspace_path() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["code"], "invalid_workspace_path");
 }
+
+// ---- Resolve -------------------------------------------------
+
+/// The platform's key in these tests (OpenRouter's format).
+const SYSTEM_KEY: &str = "sk-or-v1-SYSTEMKEY0123456789abcdefghijkl";
+/// A user's OpenAI key; the stand-in refuses keys containing `invalid`.
+const USER_KEY: &str = "sk-proj-INPROCESS0123456789abcdefghijklmnop";
+
+/// A loopback stand-in for an OpenAI-compatible chat API: every POST answers a chat
+/// completion, but a key containing `invalid` gets 401 and a prompt containing `leak` gets a
+/// 400 whose message quotes the key (as some providers do). It records the keys it saw.
+struct StandIn {
+    base: String,
+    keys: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn stand_in() -> StandIn {
+    use actix_web::{HttpRequest, HttpResponse};
+    let keys: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let seen = keys.clone();
+    let server = actix_web::HttpServer::new(move || {
+        let seen = seen.clone();
+        actix_web::App::new().default_service(web::to(
+            move |req: HttpRequest, body: web::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let key = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .trim_start_matches("Bearer ")
+                        .to_string();
+                    seen.lock().unwrap().push(key.clone());
+                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if key.contains("invalid") {
+                        return HttpResponse::Unauthorized().json(json!({"error": {
+                            "message": "Incorrect API key provided", "type": "invalid_request_error",
+                            "code": "invalid_api_key"}}));
+                    }
+                    if body.to_string().contains("leak") {
+                        return HttpResponse::BadRequest().json(json!({"error": {
+                            "message": format!("bad request for key {key} on account acct_42"),
+                            "type": "invalid_request_error"}}));
+                    }
+                    HttpResponse::Ok().json(json!({
+                        "id": "chatcmpl-1", "object": "chat.completion", "created": 1,
+                        "model": body["model"],
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "Hello from the stand-in"}}],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+                    }))
+                }
+            },
+        ))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let base = format!("http://{}", server.addrs()[0]);
+    actix_web::rt::spawn(server.run());
+    StandIn { base, keys }
+}
+
+/// A service whose platform key (OpenRouter) and OpenAI are the stand-in, with `extra`
+/// settings.
+async fn state_with(stand_in: &StandIn, extra: &[(&str, &str)]) -> (AppState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars: Vec<(String, String)> = vec![
+        ("BYOK_DATA_DIR".into(), dir.path().display().to_string()),
+        ("DEFAULT_LLM_API_KEY".into(), SYSTEM_KEY.into()),
+        (
+            "DEFAULT_LLM_BASE_URL".into(),
+            format!("{}/api/v1", stand_in.base),
+        ),
+        (
+            "BYOK_PROVIDER_OPENAI_BASE_URL".into(),
+            format!("{}/v1", stand_in.base),
+        ),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = Settings::from_vars(vars).expect("settings");
+    let state = byok_server::commands::prepare(&settings)
+        .await
+        .expect("state");
+    (state, dir)
+}
+
+#[actix_web::test]
+async fn resolve_names_the_key_and_the_server() {
+    let s = stand_in().await;
+    let (state, _dir) = state_with(&s, &[]).await;
+    let starter = user(&state, "own@example.com", Tier::Starter).await;
+    let free = user(&state, "free@example.com", Tier::Free).await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let resolve = |token: &str, query: &str| {
+        test::TestRequest::get()
+            .uri(&format!("/api/v1/byok/resolve{query}"))
+            .insert_header(bearer(token))
+    };
+
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::post()
+            .uri("/api/v1/byok/keys/add")
+            .insert_header(bearer(&starter))
+            .set_json(json!({"provider": "openai", "key": USER_KEY, "label": "work"})),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = call!(
+        app,
+        test::TestRequest::post()
+            .uri("/api/v1/execution-servers")
+            .insert_header(bearer(&starter))
+            .set_json(
+                json!({"name": "box", "server_type": "ssh", "is_default": true,
+                "connection_config": {"host": "203.0.113.7", "username": "agent",
+                    "auth_method": "password", "password": "pw-123456"}})
+            ),
+    );
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Own key: provider, label, preview, the badge; never the key.
+    let (status, _, body) = call!(app, resolve(&starter, "?model=openai/gpt-4o"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["provider"], "openai");
+    assert_eq!(body["provider_name"], "OpenAI");
+    assert_eq!(body["upstream_model"], "gpt-4o");
+    assert_eq!(body["credential"], "own");
+    assert_eq!(body["key_label"], "work");
+    assert_eq!(body["key_preview"], "sk-p...mnop");
+    assert_eq!(body["fallback_to_platform"], false);
+    assert_eq!(body["badge"], "Using your OpenAI key (work \u{2026}mnop)");
+    assert_eq!(body["execution_server"]["name"], "box");
+    assert_eq!(body["execution_server"]["server_type"], "ssh");
+    assert!(!body.to_string().contains(USER_KEY));
+
+    // The platform's key for a free user, whatever the model's family; no server.
+    let (status, _, body) = call!(app, resolve(&free, "?model=gpt-4o"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["credential"], "platform");
+    assert_eq!(body["provider"], "openrouter");
+    assert_eq!(body["upstream_model"], "openai/gpt-4o");
+    assert_eq!(body["key_label"], Value::Null);
+    assert_eq!(body["key_preview"], Value::Null);
+    assert_eq!(body["execution_server"], Value::Null);
+    assert_eq!(body["badge"], "Using the platform's key");
+
+    // The router's refusals, through the one decision.
+    let (status, _, body) = call!(app, resolve(&free, "?model=openai/"));
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["code"], "unknown_model");
+    let (status, _, body) = call!(app, resolve(&free, "?model=openai/gpt%204o"));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "invalid_model");
+    // No model at all: a malformed request.
+    for q in ["", "?model=", "?model=%20"] {
+        let (status, _, body) = call!(app, resolve(&free, q));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body}");
+        assert_eq!(body["code"], "missing_parameter");
+    }
+    let (status, _, _) = call!(
+        app,
+        test::TestRequest::get().uri("/api/v1/byok/resolve?model=gpt-4o")
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        s.keys.lock().unwrap().is_empty(),
+        "resolving calls no provider"
+    );
+}

@@ -19,5 +19,4 @@ pub use database::{Database, PoolStatus};
 pub use notify::listen_invalidations;
 pub use options::DbOptions;
 pub use rate::RedisRateLimiter;
-pub use repos::AdoptionStats;
 pub use types::{DbJson, DbUuid};

@@ -1,7 +1,7 @@
 //! In-memory fakes of the ports, one per port, for unit tests here and in other crates
 //! (the `test-util` feature): a toy cipher, a key store with its rotation side, a key prober
 //! that accepts every key, a settings store, a user store with its gateway tokens and an
-//! execution-server store.
+//! execution-server store, and service-wide figures over records held in memory.
 //!
 //! They keep the ports' contracts where a test can observe them (upsert replaces, record_test
 //! and replace_ciphertext compare first, names and emails are unique, a user has one default
@@ -12,9 +12,11 @@ mod fail;
 mod keys;
 mod servers;
 mod settings;
+mod stats;
 mod users;
 
 pub use keys::{AlwaysValid, MemKeys, ToyCipher};
 pub use servers::MemServers;
 pub use settings::MemSettings;
+pub use stats::MemStats;
 pub use users::MemUsers;

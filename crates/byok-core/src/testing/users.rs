@@ -15,6 +15,9 @@ use crate::ports::{
     NewLoginLink, NewSession, SessionRepository, StoredSession, TokenRepository, UserRepository,
 };
 
+/// A sign-in link, with when it was used.
+type UsedLink = (NewLoginLink, Option<DateTime<Utc>>);
+
 /// Users and gateway tokens in memory ([`UserRepository`] and [`TokenRepository`]). Emails are
 /// unique; an external user is stored under the issuer that first vouched for it, with its
 /// email only when verified (else `<id>@external.invalid`), as the database does. While
@@ -29,7 +32,7 @@ pub struct MemUsers {
     /// Last activity of each session.
     seen: Mutex<HashMap<String, DateTime<Utc>>>,
     /// Sign-in links by hash, with when they were used.
-    links: Mutex<HashMap<String, (NewLoginLink, Option<DateTime<Utc>>)>>,
+    links: Mutex<HashMap<String, UsedLink>>,
     failing: Failing,
 }
 
