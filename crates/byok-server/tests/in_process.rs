@@ -296,12 +296,13 @@ async fn updating_a_server_keeps_or_clears_its_workspace_path() {
     assert_eq!(body["code"], "invalid_workspace_path");
 }
 
-// ---- Resolve -------------------------------------------------
+// ---- Resolve and Try it -------------------------------------------------
 
 /// The platform's key in these tests (OpenRouter's format).
 const SYSTEM_KEY: &str = "sk-or-v1-SYSTEMKEY0123456789abcdefghijkl";
 /// A user's OpenAI key; the stand-in refuses keys containing `invalid`.
 const USER_KEY: &str = "sk-proj-INPROCESS0123456789abcdefghijklmnop";
+const ORIGIN: &str = "http://127.0.0.1:8080";
 
 /// A loopback stand-in for an OpenAI-compatible chat API: every POST answers a chat
 /// completion, but a key containing `invalid` gets 401 and a prompt containing `leak` gets a
@@ -381,6 +382,95 @@ async fn state_with(stand_in: &StandIn, extra: &[(&str, &str)]) -> (AppState, te
         .await
         .expect("state");
     (state, dir)
+}
+
+/// Sends `req` to the app: (status, headers, body as text).
+macro_rules! page {
+    ($app:expr, $req:expr $(,)?) => {{
+        let resp = test::call_service(&$app, $req.to_request()).await;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = test::read_body(resp).await;
+        (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    }};
+}
+
+/// Signs in to the console with a gateway token: the session cookie (`name=value`).
+macro_rules! sign_in {
+    ($app:expr, $token:expr) => {{
+        let (status, headers, _) = page!(
+            $app,
+            test::TestRequest::post()
+                .uri("/login")
+                .insert_header((header::ORIGIN, ORIGIN))
+                .set_form([("token", $token)])
+        );
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let cookie = headers
+            .get_all(header::SET_COOKIE)
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("byok_session="))
+            .expect("a session cookie")
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        cookie
+    }};
+}
+
+/// The CSRF token of a page.
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a csrf field");
+    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// The text of the element with this id (its first text, tags stripped).
+fn text_of(html: &str, id: &str) -> Option<String> {
+    let at = html.find(&format!("id=\"{id}\""))?;
+    let rest = &html[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find("</")?;
+    let mut text = rest[start..start + end].to_string();
+    while let (Some(a), Some(b)) = (text.find('<'), text.find('>')) {
+        if b < a {
+            break;
+        }
+        text.replace_range(a..=b, "");
+    }
+    Some(text.replace("&#39;", "'").replace("&#x27;", "'"))
+}
+
+fn get(uri: &str, cookie: &str) -> test::TestRequest {
+    test::TestRequest::get()
+        .uri(uri)
+        .insert_header((header::COOKIE, cookie.to_string()))
+}
+
+fn post_form(uri: &str, cookie: &str, form: &[(&str, &str)]) -> test::TestRequest {
+    test::TestRequest::post()
+        .uri(uri)
+        .insert_header((header::COOKIE, cookie.to_string()))
+        .insert_header((header::ORIGIN, ORIGIN))
+        .set_form(form)
+}
+
+/// Waits until `check` holds (usage is written off the request path).
+async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("never happened");
 }
 
 #[actix_web::test]
@@ -465,4 +555,244 @@ async fn resolve_names_the_key_and_the_server() {
         s.keys.lock().unwrap().is_empty(),
         "resolving calls no provider"
     );
+}
+
+#[actix_web::test]
+async fn try_it_answers_through_the_gateway_with_the_right_badge() {
+    let s = stand_in().await;
+    let (state, _dir) = state_with(&s, &[("BYOK_RATE_LIMITS", "free=1")]).await;
+    let starter = user(&state, "own@example.com", Tier::Starter).await;
+    let free = user(&state, "free@example.com", Tier::Free).await;
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let (status, _, _) = call!(
+        app,
+        test::TestRequest::post()
+            .uri("/api/v1/byok/keys/add")
+            .insert_header(bearer(&starter))
+            .set_json(json!({"provider": "openai", "key": USER_KEY, "label": "work"})),
+    );
+    assert_eq!(status, StatusCode::OK);
+
+    // Own key: the badge before sending, the answer and the same badge after.
+    let own = sign_in!(app, starter.as_str());
+    let (status, _, html) = page!(app, get("/try?model=openai/gpt-4o", &own));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        text_of(&html, "try-badge").unwrap(),
+        "Using your OpenAI key (work \u{2026}mnop)"
+    );
+    assert!(html.contains("data-credential=\"own\""));
+    assert!(html.contains("<option value=\"gpt-4o\">"), "the datalist");
+    assert!(
+        text_of(&html, "try-server")
+            .unwrap()
+            .contains("No execution server set")
+    );
+    let csrf = csrf_of(&html);
+    let (status, _, html) = page!(
+        app,
+        post_form(
+            "/try",
+            &own,
+            &[
+                ("csrf", csrf.as_str()),
+                ("model", "openai/gpt-4o"),
+                ("prompt", "Say hello"),
+                ("action", "send")
+            ]
+        )
+    );
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(
+        text_of(&html, "try-answer").unwrap(),
+        "Hello from the stand-in"
+    );
+    assert_eq!(
+        text_of(&html, "try-result-badge").unwrap(),
+        "Using your OpenAI key (work \u{2026}mnop)"
+    );
+    assert!(html.contains("tokens: 5 in, 4 out"), "{html}");
+    assert_eq!(s.keys.lock().unwrap().last().unwrap(), USER_KEY);
+    assert!(!html.contains(USER_KEY));
+    // Recorded as a gateway request of this user.
+    eventually(|| {
+        let req = test::TestRequest::get()
+            .uri("/api/v1/byok/stats")
+            .insert_header(bearer(&starter))
+            .to_request();
+        let app = &app;
+        async move {
+            let body: Value = test::call_and_read_body_json(app, req).await;
+            body["usage"]["byok_requests"] == 1
+        }
+    })
+    .await;
+    // A check sends nothing.
+    let before = s.keys.lock().unwrap().len();
+    let (status, _, html) = page!(
+        app,
+        post_form(
+            "/try",
+            &own,
+            &[
+                ("csrf", csrf.as_str()),
+                ("model", "gpt-4o"),
+                ("prompt", "x"),
+                ("action", "check")
+            ]
+        )
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text_of(&html, "try-badge")
+            .unwrap()
+            .starts_with("Using your OpenAI key")
+    );
+    assert_eq!(s.keys.lock().unwrap().len(), before);
+    // An unknown model: the router's refusal next to the field.
+    let (status, _, html) = page!(
+        app,
+        post_form(
+            "/try",
+            &own,
+            &[
+                ("csrf", csrf.as_str()),
+                ("model", "openai/"),
+                ("prompt", "x"),
+                ("action", "send")
+            ]
+        )
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("id=\"try-model-error\""));
+    // Without the page's CSRF token: refused.
+    let (status, _, _) = page!(
+        app,
+        post_form(
+            "/try",
+            &own,
+            &[
+                ("csrf", "nope"),
+                ("model", "gpt-4o"),
+                ("prompt", "x"),
+                ("action", "send")
+            ]
+        )
+    );
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Platform key (a free user): its badge, the system key upstream, then the rate limit.
+    let platform = sign_in!(app, free.as_str());
+    let (_, _, html) = page!(app, get("/try?model=gpt-4o", &platform));
+    assert_eq!(
+        text_of(&html, "try-badge").unwrap(),
+        "Using the platform's key"
+    );
+    assert!(html.contains("data-credential=\"platform\""));
+    // A free user has no execution servers: said plainly, not as an error.
+    assert!(!html.contains("notice error"), "{html}");
+    assert!(
+        text_of(&html, "try-server")
+            .unwrap()
+            .contains("No execution server set")
+    );
+    let csrf = csrf_of(&html);
+    let send = |prompt: &'static str| {
+        post_form(
+            "/try",
+            &platform,
+            &[
+                ("csrf", csrf.as_str()),
+                ("model", "gpt-4o"),
+                ("prompt", prompt),
+                ("action", "send"),
+            ],
+        )
+    };
+    let (status, _, html) = page!(app, send("Say hello"));
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(
+        text_of(&html, "try-result-badge").unwrap(),
+        "Using the platform's key"
+    );
+    assert_eq!(s.keys.lock().unwrap().last().unwrap(), SYSTEM_KEY);
+    let (status, _, html) = page!(app, send("Say hello again"));
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{html}");
+    assert!(html.contains("rate limit reached"));
+}
+
+#[actix_web::test]
+async fn try_it_falls_back_and_scrubs_the_platform_errors() {
+    let s = stand_in().await;
+    let (state, _dir) = state_with(&s, &[]).await;
+    let starter = user(&state, "own@example.com", Tier::Starter).await;
+    let figures = state.admin.clone();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let refused_key = "sk-proj-invalid0123456789abcdefghijklmnop";
+    let (status, _, _) = call!(
+        app,
+        test::TestRequest::post()
+            .uri("/api/v1/byok/keys/add")
+            .insert_header(bearer(&starter))
+            .set_json(json!({"provider": "openai", "key": refused_key})),
+    );
+    assert_eq!(status, StatusCode::OK);
+    let cookie = sign_in!(app, starter.as_str());
+    let (_, _, html) = page!(app, get("/try?model=gpt-4o", &cookie));
+    let csrf = csrf_of(&html);
+    let send = |prompt: &'static str| {
+        post_form(
+            "/try",
+            &cookie,
+            &[
+                ("csrf", csrf.as_str()),
+                ("model", "gpt-4o"),
+                ("prompt", prompt),
+                ("action", "send"),
+            ],
+        )
+    };
+    // user_only: the provider's refusal of the user's own key, as a notice.
+    let (status, _, html) = page!(app, send("hi"));
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{html}");
+    assert!(html.contains("class=\"notice error\""), "{html}");
+
+    // user_then_system: the platform's key answers, and the result says so.
+    let (status, _, _) = call!(
+        app,
+        test::TestRequest::put()
+            .uri("/api/v1/byok/settings")
+            .insert_header(bearer(&starter))
+            .set_json(json!({"fallback_policy": "user_then_system"})),
+    );
+    assert_eq!(status, StatusCode::OK);
+    let (_, _, html) = page!(app, get("/try?model=gpt-4o", &cookie));
+    assert!(html.contains("id=\"try-fallback\""));
+    let (status, _, html) = page!(app, send("hi"));
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(
+        text_of(&html, "try-result-badge").unwrap(),
+        "Using the platform's key"
+    );
+    assert!(html.contains("id=\"try-fell-back\""));
+    assert_eq!(s.keys.lock().unwrap().last().unwrap(), SYSTEM_KEY);
+    // The usage records say so: the operators' fallback count.
+    eventually(|| {
+        let figures = figures.clone();
+        async move {
+            let f = figures
+                .figures(byok_core::services::Actor::Host, 30)
+                .await
+                .unwrap();
+            f.usage.fallbacks == 1 && f.usage.own_requests == 2 && f.usage.platform_requests == 1
+        }
+    })
+    .await;
+
+    // The platform provider's error quoting its key: the user reads a generic message.
+    let (status, _, html) = page!(app, send("please leak"));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
+    assert!(!html.contains(SYSTEM_KEY), "{html}");
+    assert!(!html.contains("acct_42"), "{html}");
+    assert!(!html.contains(refused_key));
 }

@@ -3,6 +3,7 @@
 
 mod keys;
 mod login;
+mod try_it;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -221,7 +222,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home))
         .route("/assets/{name}", web::get().to(assets::serve))
         .configure(login::routes)
-        .configure(keys::routes);
+        .configure(keys::routes)
+        .configure(try_it::routes);
 }
 
 /// The console's 404 page, for paths the application leaves to it.
