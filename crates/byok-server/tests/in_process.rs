@@ -296,7 +296,7 @@ async fn updating_a_server_keeps_or_clears_its_workspace_path() {
     assert_eq!(body["code"], "invalid_workspace_path");
 }
 
-// ---- Resolve and Try it -------------------------------------------------
+// ---- Resolve, Try it and Administration -------------------------------------------------
 
 /// The platform's key in these tests (OpenRouter's format).
 const SYSTEM_KEY: &str = "sk-or-v1-SYSTEMKEY0123456789abcdefghijkl";
@@ -795,4 +795,209 @@ async fn try_it_falls_back_and_scrubs_the_platform_errors() {
     assert!(!html.contains(SYSTEM_KEY), "{html}");
     assert!(!html.contains("acct_42"), "{html}");
     assert!(!html.contains(refused_key));
+}
+
+#[actix_web::test]
+async fn administration_is_for_operators() {
+    let s = stand_in().await;
+    let (state, _dir) = state_with(&s, &[]).await;
+    let op_token = user(&state, "op@example.com", Tier::Enterprise).await;
+    let plain_token = user(&state, "plain@example.com", Tier::Starter).await;
+    let op = state
+        .admin
+        .find(byok_core::services::Actor::Host, "op@example.com")
+        .await
+        .unwrap();
+    state
+        .admin
+        .set_role(
+            byok_core::services::Actor::Host,
+            op.id,
+            byok_core::Role::Operator,
+        )
+        .await
+        .unwrap();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+
+    // Not an operator: a 403 page, no nav entry, and no action either.
+    let plain = sign_in!(app, plain_token.as_str());
+    let (status, _, html) = page!(app, get("/admin", &plain));
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(html.contains("Administration is for operators"));
+    let (_, _, keys_html) = page!(app, get("/keys", &plain));
+    assert!(!keys_html.contains("href=\"/admin\""));
+    let csrf = csrf_of(&keys_html);
+    let (status, _, _) = page!(
+        app,
+        post_form(
+            "/admin/users",
+            &plain,
+            &[
+                ("csrf", csrf.as_str()),
+                ("email", "x@example.com"),
+                ("tier", "free")
+            ]
+        )
+    );
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // An operator sees the users and the figures.
+    let cookie = sign_in!(app, op_token.as_str());
+    let (status, _, html) = page!(app, get("/admin", &cookie));
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("data-email=\"plain@example.com\""));
+    assert!(html.contains("data-email=\"op@example.com\""));
+    assert!(html.contains("id=\"figure-fallbacks\""));
+    assert!(html.contains("href=\"/admin\""));
+    let csrf = csrf_of(&html);
+
+    // Create a user: the sign-in link is shown once, and it works.
+    let (status, _, html) = page!(
+        app,
+        post_form(
+            "/admin/users",
+            &cookie,
+            &[
+                ("csrf", csrf.as_str()),
+                ("email", "New@Example.com"),
+                ("tier", "starter")
+            ]
+        )
+    );
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let link = text_of(&html, "new-user-link").unwrap();
+    assert!(link.starts_with(&format!("{ORIGIN}/login/")), "{link}");
+    assert!(html.contains("data-email=\"new@example.com\""));
+    let (_, _, again) = page!(app, get("/admin", &cookie));
+    assert!(!again.contains(&link), "shown once");
+    assert!(!again.contains("id=\"new-user-link\""));
+    let secret = link.rsplit('/').next().unwrap().to_string();
+    let (status, headers, _) = page!(
+        app,
+        test::TestRequest::post()
+            .uri("/login/link")
+            .insert_header((header::ORIGIN, ORIGIN))
+            .set_form([("secret", secret.as_str())])
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers.contains_key(header::SET_COOKIE));
+    // The same email again: the error next to the field.
+    let (status, _, html) = page!(
+        app,
+        post_form(
+            "/admin/users",
+            &cookie,
+            &[
+                ("csrf", csrf.as_str()),
+                ("email", "new@example.com"),
+                ("tier", "free")
+            ]
+        )
+    );
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(html.contains("id=\"new-email-error\""));
+
+    // Tier change: the user's token sees it at once.
+    let plain_id = {
+        let at = html.find("data-email=\"plain@example.com\"").unwrap();
+        let row = &html[..at];
+        let id_at = row.rfind("id=\"user-").unwrap() + "id=\"user-".len();
+        row[id_at..id_at + 36].to_string()
+    };
+    let (status, headers, _) = page!(
+        app,
+        post_form(
+            &format!("/admin/users/{plain_id}/tier"),
+            &cookie,
+            &[("csrf", csrf.as_str()), ("tier", "professional")]
+        )
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers.get(header::LOCATION).unwrap(), "/admin?done=tier");
+    let (_, _, body) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/byok/stats")
+            .insert_header(bearer(&plain_token))
+    );
+    assert_eq!(body["user_tier"], "professional");
+
+    // Disable: asked first; then their session and their token stop working.
+    let (status, _, confirm) = page!(
+        app,
+        get(&format!("/admin/users/{plain_id}/disable"), &cookie)
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert!(confirm.contains("Disable plain@example.com?"));
+    let (status, headers, _) = page!(
+        app,
+        post_form(
+            &format!("/admin/users/{plain_id}/disable"),
+            &cookie,
+            &[("csrf", csrf.as_str())]
+        )
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        headers.get(header::LOCATION).unwrap(),
+        "/admin?done=disabled&ended=1"
+    );
+    let (status, headers, _) = page!(app, get("/keys", &plain));
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        headers
+            .get(header::LOCATION)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("/login")
+    );
+    let (status, _, _) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/byok/keys")
+            .insert_header(bearer(&plain_token))
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Enabled again: the token works again.
+    let (status, _, _) = page!(
+        app,
+        post_form(
+            &format!("/admin/users/{plain_id}/enable"),
+            &cookie,
+            &[("csrf", csrf.as_str())]
+        )
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, _) = call!(
+        app,
+        test::TestRequest::get()
+            .uri("/api/v1/byok/keys")
+            .insert_header(bearer(&plain_token))
+    );
+    assert_eq!(status, StatusCode::OK);
+
+    // Not oneself.
+    let op_id = op.id.to_string();
+    let (status, _, html) = page!(
+        app,
+        post_form(
+            &format!("/admin/users/{op_id}/disable"),
+            &cookie,
+            &[("csrf", csrf.as_str())]
+        )
+    );
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(html.contains("your own account"), "{html}");
+    let (status, _, _) = page!(
+        app,
+        post_form(
+            &format!("/admin/users/{op_id}/role"),
+            &cookie,
+            &[("csrf", csrf.as_str()), ("role", "user")]
+        )
+    );
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = page!(app, get("/admin", &cookie));
+    assert_eq!(status, StatusCode::OK, "still an operator");
 }

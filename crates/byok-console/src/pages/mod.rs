@@ -1,6 +1,7 @@
 //! The pages, one module each, and what every page shares: the frame (`Chrome`: stylesheet,
 //! navigation, the signed-in bar, a one-line notice) and the routes.
 
+mod admin;
 mod keys;
 mod login;
 mod try_it;
@@ -223,7 +224,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/assets/{name}", web::get().to(assets::serve))
         .configure(login::routes)
         .configure(keys::routes)
-        .configure(try_it::routes);
+        .configure(try_it::routes)
+        .configure(admin::routes);
 }
 
 /// The console's 404 page, for paths the application leaves to it.
