@@ -13,6 +13,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{Chrome, MessagePage, Notice, forbidden};
+use crate::frame::{ConfirmPage, CsrfOnly};
 use crate::session::SignedIn;
 use crate::state::Console;
 use crate::web::{page, see_other};
@@ -481,18 +482,6 @@ pub async fn set_role(
     }
 }
 
-#[derive(Template)]
-#[template(path = "confirm.html")]
-struct ConfirmPage {
-    chrome: Chrome,
-    title: String,
-    text: String,
-    action: String,
-    button: String,
-    back: &'static str,
-    csrf: String,
-}
-
 /// `GET /admin/users/{id}/disable`: asks first.
 pub async fn confirm_disable(
     console: web::Data<Console>,
@@ -521,11 +510,6 @@ pub async fn confirm_disable(
             csrf: who.0.csrf_token.clone(),
         },
     )
-}
-
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
 }
 
 /// `POST /admin/users/{id}/disable`
