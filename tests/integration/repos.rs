@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use byok_core::ports::{
     KeyRepository, NewLoginLink, NewServer, NewSession, SecretCipher, ServerChanges,
-    ServerRepository, SessionRepository, SettingsRepository, TokenRepository, UsageRepository,
-    UserRepository,
+    ServerRepository, SessionRepository, SettingsRepository, StatsRepository, TokenRepository,
+    UsageFigures, UsageRepository, UserRepository,
 };
 use byok_core::services::rotate_all;
 use byok_core::*;
@@ -37,6 +37,7 @@ byok_tests::both_backends!(
     rehome_issuer_moves_only_that_issuer,
     console_sessions_and_sign_in_links,
     roles_disabled_accounts_and_user_pages,
+    service_figures_adoption_and_usage_window,
 );
 
 fn new_key(user: UserId, provider: ProviderId, ciphertext: &str) -> NewStoredKey {
@@ -456,6 +457,7 @@ async fn usage_batches_and_summary(kind: Kind) {
         output_tokens: o,
         latency_ms: 5,
         at: Utc::now(),
+        fallback: false,
     };
     db.insert_usage(&[]).await.unwrap();
     let batch: Vec<UsageRecord> = (0..300)
@@ -536,6 +538,7 @@ async fn usage_daily_totals_by_utc_day_provider_and_credential(kind: Kind) {
         input_tokens: i,
         output_tokens: o,
         latency_ms: 5,
+        fallback: false,
         at: when,
     };
     use CredentialKind::{System, User};
@@ -1230,4 +1233,108 @@ async fn roles_disabled_accounts_and_user_pages(kind: Kind) {
     assert_eq!(emails, ["a@example.com", "b@example.com"]);
     let rest = UserRepository::list_users(db, 2, 2).await.unwrap();
     assert_eq!(rest.len(), 1);
+}
+
+async fn service_figures_adoption_and_usage_window(kind: Kind) {
+    let t = TestDb::new(kind).await;
+    let db = t.open().await;
+    let a = UserRepository::create(&db, "a@example.com", Tier::Starter)
+        .await
+        .unwrap();
+    let b = UserRepository::create(&db, "b@example.com", Tier::Free)
+        .await
+        .unwrap();
+    let c = UserRepository::create(&db, "c@example.com", Tier::Enterprise)
+        .await
+        .unwrap();
+    db.upsert(new_key(a.id, ProviderId::Openai, "cipher-a"))
+        .await
+        .unwrap();
+    db.upsert(new_key(c.id, ProviderId::Openai, "cipher-c1"))
+        .await
+        .unwrap();
+    db.upsert(new_key(c.id, ProviderId::Groq, "cipher-c2"))
+        .await
+        .unwrap();
+    let adoption = db.adoption_stats().await.unwrap();
+    assert_eq!((adoption.eligible_users, adoption.users_with_keys), (2, 2));
+    assert_eq!(
+        adoption.keys_by_provider,
+        [("groq".to_string(), 1), ("openai".to_string(), 2)]
+    );
+
+    let rec = |user: UserId, provider, credential, status, fallback, days_ago: i64| UsageRecord {
+        id: uuid::Uuid::new_v4(),
+        user_id: user,
+        provider,
+        model: "m".into(),
+        credential,
+        status,
+        input_tokens: 10,
+        output_tokens: 2,
+        latency_ms: 5,
+        at: Utc::now() - chrono::TimeDelta::days(days_ago),
+        fallback,
+    };
+    db.insert_usage(&[
+        rec(
+            a.id,
+            ProviderId::Openai,
+            CredentialKind::User,
+            200,
+            false,
+            1,
+        ),
+        // An own key refused, then served on the platform's key: one fallback.
+        rec(
+            a.id,
+            ProviderId::Openai,
+            CredentialKind::User,
+            429,
+            false,
+            1,
+        ),
+        rec(
+            a.id,
+            ProviderId::Openrouter,
+            CredentialKind::System,
+            200,
+            true,
+            1,
+        ),
+        rec(
+            b.id,
+            ProviderId::Openrouter,
+            CredentialKind::System,
+            200,
+            false,
+            2,
+        ),
+        // Outside the window.
+        rec(c.id, ProviderId::Groq, CredentialKind::User, 200, false, 40),
+    ])
+    .await
+    .unwrap();
+    let f = db
+        .usage_figures(Utc::now() - chrono::TimeDelta::days(30))
+        .await
+        .unwrap();
+    assert_eq!((f.requests, f.own_requests, f.platform_requests), (4, 2, 2));
+    assert_eq!((f.fallbacks, f.errors), (1, 1));
+    assert_eq!((f.active_users, f.byok_users), (2, 1));
+    let names: Vec<&str> = f.by_provider.iter().map(|p| p.provider.as_str()).collect();
+    assert_eq!(names, ["openai", "openrouter"]);
+    assert_eq!(
+        (f.by_provider[0].own_requests, f.by_provider[0].errors),
+        (2, 1)
+    );
+    assert_eq!(f.by_provider[1].platform_requests, 2);
+    assert_eq!(f.by_provider[1].input_tokens, 20);
+    let all = db
+        .usage_figures(Utc::now() - chrono::TimeDelta::days(60))
+        .await
+        .unwrap();
+    assert_eq!((all.requests, all.active_users, all.byok_users), (5, 3, 2));
+    let none = db.usage_figures(Utc::now()).await.unwrap();
+    assert_eq!(none, UsageFigures::default());
 }

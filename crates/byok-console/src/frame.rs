@@ -102,3 +102,30 @@ pub fn forbidden() -> HttpResponse {
         },
     )
 }
+
+/// A confirmation page before a destructive action (the form posts to `action`).
+#[derive(Template)]
+#[template(path = "confirm.html")]
+pub struct ConfirmPage {
+    pub chrome: Chrome,
+    pub title: String,
+    pub text: String,
+    pub action: String,
+    pub button: String,
+    pub back: &'static str,
+    pub csrf: String,
+}
+
+/// A form that carries only the session's CSRF token. A missing field is refused like a
+/// wrong one (403), not as an unreadable form.
+#[derive(Debug, serde::Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// When something happened, as the pages write it (empty when it did not).
+pub fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}

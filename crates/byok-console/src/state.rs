@@ -5,8 +5,10 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use async_trait::async_trait;
 use byok_core::ports::{Authenticator, BrowserLogin, RateLimiter, UsageRepository, UserRepository};
-use byok_core::services::{KeyVault, RouteResolver, ServerRegistry, SessionService, TokenService};
-use byok_core::{CoreError, Principal};
+use byok_core::services::{
+    Administration, KeyVault, RouteResolver, ServerRegistry, SessionService, TokenService,
+};
+use byok_core::{CoreError, CredentialKind, Principal};
 
 /// How a core error is shown, decided by the application (byok-server's one status
 /// decision), never here.
@@ -27,14 +29,19 @@ pub struct PromptAnswer {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub latency_ms: u64,
+    /// Whose key answered (the platform's after a fallback from the user's own).
+    pub credential: CredentialKind,
 }
 
 /// Sends a prompt through the gateway as `who` (implemented by the application, which owns
-/// the gateway).
-#[async_trait]
+/// the gateway). `req` is the page's request: its id and trace context carry on to the call.
+/// Errors come as the application words them (a provider's message on the platform's key is
+/// already replaced by a generic one).
+#[async_trait(?Send)]
 pub trait PromptRunner: Send + Sync + 'static {
     async fn run(
         &self,
+        req: &actix_web::HttpRequest,
         who: &Principal,
         model: &str,
         prompt: &str,
@@ -68,6 +75,8 @@ pub struct Console {
     pub prompts: Option<Arc<dyn PromptRunner>>,
     /// Sign-in at the identity provider (Keycloak mode), offered on the sign-in page.
     pub oidc: Option<Arc<dyn BrowserLogin>>,
+    /// Accounts and service figures, for operators.
+    pub admin: Administration,
 }
 
 impl std::fmt::Debug for Console {

@@ -87,6 +87,10 @@ pub enum CoreError {
     /// The request conflicts with stored state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// The caller is known but may not do this (an operator's action by someone who is not
+    /// one). `code` is stable, `message` is safe to show.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     /// Nothing can serve the request right now (no user key and no system default, say).
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },

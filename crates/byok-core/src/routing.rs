@@ -132,6 +132,33 @@ fn unknown(requested: &str) -> CoreError {
     }
 }
 
+/// Well-known models of a provider, as `GET /v1/models` and the console list them (any other
+/// model name of a reachable provider works too). Custom and Ollama models live behind the
+/// user's endpoint: none is known here.
+pub fn known_models(p: ProviderId) -> &'static [&'static str] {
+    match p {
+        ProviderId::Anthropic => &[
+            "claude-opus-4-1",
+            "claude-sonnet-4-5",
+            "claude-haiku-4-5",
+            "claude-3-5-haiku-latest",
+        ],
+        ProviderId::Openai => &["gpt-4o", "gpt-4o-mini", "gpt-4.1", "o3-mini"],
+        ProviderId::Groq => &["groq/llama-3.3-70b-versatile", "groq/llama-3.1-8b-instant"],
+        ProviderId::Together => &["together/meta-llama/Llama-3.3-70B-Instruct-Turbo"],
+        ProviderId::Perplexity => &["sonar", "sonar-pro"],
+        ProviderId::Cohere => &["command-r-plus", "command-a-03-2025"],
+        ProviderId::Huggingface => &["huggingface/meta-llama/Llama-3.1-8B-Instruct"],
+        ProviderId::Openrouter => &[
+            "claude-sonnet-4-5",
+            "gpt-4o",
+            "openrouter/meta-llama/llama-3.3-70b-instruct",
+        ],
+        ProviderId::OllamaCloud => &["ollama_cloud/gpt-oss:120b", "ollama_cloud/gpt-oss:20b"],
+        ProviderId::Ollama | ProviderId::Custom => &[],
+    }
+}
+
 /// The provider a bare model name belongs to, by family prefix.
 pub fn family(model: &str) -> Option<ProviderId> {
     let m = model.to_ascii_lowercase();

@@ -23,7 +23,12 @@ pub fn build(
         InitError = (),
     >,
 > {
-    let console = web::Data::new(state.console.clone());
+    // The console's Try it prompts go through this gateway.
+    let mut console = state.console.clone();
+    console.prompts = Some(std::sync::Arc::new(
+        crate::gateway::prompt::GatewayPrompts::new(state.get_ref().clone()),
+    ));
+    let console = web::Data::new(console);
     App::new()
         .app_data(state)
         .app_data(console)

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpServer, web};
 use byok_core::ports::UserRepository;
-use byok_core::services::{TokenService, rotate_all, rotate_servers};
+use byok_core::services::{Actor, TokenService, rotate_all, rotate_servers};
 use byok_core::{CoreError, Role, Tier, User, normalize_email};
 use secrecy::ExposeSecret;
 
@@ -468,17 +468,21 @@ pub async fn user(settings: Settings, cmd: UserCommand) -> Result<(), Failure> {
         UserCommand::SetRole { email, role } => {
             let role: Role = role.parse().map_err(core)?;
             let user = find_user(&state.tokens, &email).await?;
-            UserRepository::set_role(&state.db, user.id, role).await?;
+            state
+                .admin
+                .set_role(Actor::Host, user.id, role)
+                .await
+                .map_err(core)?;
             println!("{} is now {role}", user.email);
         }
         UserCommand::Disable { email } => {
             let user = find_user(&state.tokens, &email).await?;
-            state
-                .tokens
-                .set_disabled(user.id, true)
+            // The console's administration page does the same (core `Administration`).
+            let ended = state
+                .admin
+                .set_disabled(Actor::Host, user.id, true)
                 .await
                 .map_err(core)?;
-            let ended = state.sessions.end_all(user.id).await.map_err(core)?;
             println!(
                 "{} is disabled: its tokens and sign-in links are refused, {ended} console \
                  session(s) ended (other processes see it within BYOK_AUTH_CACHE_TTL_SECS)",
@@ -488,8 +492,8 @@ pub async fn user(settings: Settings, cmd: UserCommand) -> Result<(), Failure> {
         UserCommand::Enable { email } => {
             let user = find_user(&state.tokens, &email).await?;
             state
-                .tokens
-                .set_disabled(user.id, false)
+                .admin
+                .set_disabled(Actor::Host, user.id, false)
                 .await
                 .map_err(core)?;
             println!("{} is enabled again", user.email);
@@ -497,7 +501,11 @@ pub async fn user(settings: Settings, cmd: UserCommand) -> Result<(), Failure> {
         UserCommand::SetTier { email, tier } => {
             let tier = parse_tier(&tier)?;
             let user = find_user(&state.tokens, &email).await?;
-            state.tokens.set_tier(user.id, tier).await.map_err(core)?;
+            state
+                .admin
+                .set_tier(Actor::Host, user.id, tier)
+                .await
+                .map_err(core)?;
             println!(
                 "{} is now {tier} (running services on PostgreSQL see it at once, others within \
                  BYOK_AUTH_CACHE_TTL_SECS)",

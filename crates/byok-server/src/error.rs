@@ -189,6 +189,7 @@ pub fn decide(e: &CoreError, surface: Surface) -> Decision {
         }
         CoreError::NotFound { code, .. } => Decision::new(StatusCode::NOT_FOUND, code, false),
         CoreError::Conflict { code, .. } => Decision::new(StatusCode::CONFLICT, code, true),
+        CoreError::Forbidden { code, .. } => Decision::new(StatusCode::FORBIDDEN, code, true),
         CoreError::Unavailable { code, .. } => {
             Decision::new(StatusCode::SERVICE_UNAVAILABLE, code, false)
         }
@@ -270,6 +271,7 @@ impl From<CoreError> for ApiError {
             CoreError::InvalidInput { message, .. }
             | CoreError::NotFound { message, .. }
             | CoreError::Conflict { message, .. }
+            | CoreError::Forbidden { message, .. }
             | CoreError::Unavailable { message, .. } => message,
             CoreError::UpgradeRequired { required, .. } => {
                 format!("BYOK requires {required} tier or higher")
@@ -343,6 +345,16 @@ pub fn query_error(e: QueryPayloadError, req: &HttpRequest) -> actix_web::Error 
         "invalid query string",
     )
     .into()
+}
+
+/// A required query parameter is missing or empty (`missing_parameter`, 400: the request is
+/// malformed, as an unreadable query string is).
+pub fn missing_parameter(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "missing_parameter",
+        format!("the query parameter {name} is required"),
+    )
 }
 
 /// Gives every error response without a JSON body (404 for unknown paths, 405, framework
@@ -457,6 +469,14 @@ pub(crate) mod tests {
                 },
                 409,
                 "duplicate_name",
+            ),
+            (
+                CoreError::Forbidden {
+                    code: "operator_required",
+                    message: "operators only".into(),
+                },
+                403,
+                "operator_required",
             ),
             (
                 CoreError::Unavailable {

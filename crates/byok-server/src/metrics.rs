@@ -15,6 +15,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use byok_core::ports::StatsRepository;
 use byok_core::services::{CacheStats, StaleKind};
 use byok_store::{Database, PoolStatus};
 

@@ -19,7 +19,7 @@ use crate::routes::{byok, health, servers, tokens};
     paths(
         health::healthz, health::readyz, health::metrics,
         byok::providers, byok::list_keys, byok::add_key, byok::delete_key, byok::test_key,
-        byok::stats, byok::get_settings, byok::put_settings,
+        byok::stats, byok::get_settings, byok::put_settings, byok::resolve,
         tokens::create, tokens::list, tokens::revoke,
         servers::list, servers::create, servers::default_server, servers::update, servers::remove,
         servers::test, servers::exec, servers::trust_host_key,

@@ -60,6 +60,8 @@ pub struct AppState {
     pub redis: Option<Arc<byok_store::RedisRateLimiter>>,
     /// Console sessions and sign-in links.
     pub sessions: byok_core::services::SessionService,
+    /// Account administration and the service figures (the console and the CLI).
+    pub admin: byok_core::services::Administration,
     /// The web console's state (mounted at `/`).
     pub console: byok_console::Console,
 }
@@ -301,6 +303,11 @@ impl AppState {
             Arc::new(db.clone()),
             settings.session_policy,
         );
+        let admin = byok_core::services::Administration::new(
+            tokens.clone(),
+            sessions.clone(),
+            Arc::new(db.clone()),
+        );
         let console = byok_console::Console {
             sessions: sessions.clone(),
             tokens: tokens.clone(),
@@ -315,8 +322,10 @@ impl AppState {
             allowed_origins: settings.allowed_origins.clone(),
             upgrade_url: settings.upgrade_url.clone(),
             errors: crate::error::console_view,
+            // Set where the app is assembled (`app::build`): the runner is the gateway.
             prompts: None,
             oidc: browser_login,
+            admin: admin.clone(),
         };
         Ok(Self {
             db,
@@ -348,6 +357,7 @@ impl AppState {
             limiter,
             redis,
             sessions,
+            admin,
             console,
         })
     }

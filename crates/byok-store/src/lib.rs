@@ -21,5 +21,4 @@ pub use legacy_sessions::RedisLegacySessions;
 pub use notify::listen_invalidations;
 pub use options::DbOptions;
 pub use rate::RedisRateLimiter;
-pub use repos::AdoptionStats;
 pub use types::{DbJson, DbUuid};

@@ -84,6 +84,7 @@ pub mod pg {
             latency_ms -> Int8,
             created_at -> Timestamptz,
             record_id -> Nullable<Uuid>,
+            fallback -> Bool,
         }
     }
 
@@ -218,6 +219,7 @@ pub mod sqlite {
             latency_ms -> BigInt,
             created_at -> TimestamptzSqlite,
             record_id -> Nullable<Text>,
+            fallback -> Bool,
         }
     }
 

@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::{Chrome, Notice, error_page, forbidden};
+use crate::frame::{ConfirmPage, CsrfOnly, when};
 use crate::session::SignedIn;
 use crate::state::Console;
 use crate::web::{page, see_other};
@@ -72,11 +73,6 @@ fn status_of(s: Option<TestStatus>) -> (&'static str, &'static str) {
         Some(TestStatus::Error) => ("Unreachable", "unreachable"),
         Some(TestStatus::Unknown) => ("Not checkable", "saved"),
     }
-}
-
-fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default()
 }
 
 async fn render(
@@ -263,11 +259,6 @@ pub async fn add(
     }
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
-}
-
 /// `POST /keys/{provider}/test`: tests the stored key and shows the provider's answer.
 pub async fn test(
     console: web::Data<Console>,
@@ -315,18 +306,6 @@ pub async fn test(
             .await
         }
     }
-}
-
-#[derive(Template)]
-#[template(path = "confirm.html")]
-struct ConfirmPage {
-    chrome: Chrome,
-    title: String,
-    text: String,
-    action: String,
-    button: String,
-    back: &'static str,
-    csrf: String,
 }
 
 /// `GET /keys/{provider}/delete`: asks first.

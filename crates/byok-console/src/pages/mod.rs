@@ -1,11 +1,13 @@
 //! The pages, one module each, and what every page shares: the frame (`Chrome`: stylesheet,
 //! navigation, the signed-in bar, a one-line notice) and the routes.
 
+mod admin;
 mod keys;
 mod login;
 mod oidc;
 mod servers;
 mod tokens;
+mod try_it;
 mod usage;
 
 use actix_web::http::StatusCode;
@@ -137,7 +139,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(keys::routes)
         .configure(servers::routes)
         .configure(tokens::routes)
-        .configure(usage::routes);
+        .configure(usage::routes)
+        .configure(try_it::routes)
+        .configure(admin::routes);
 }
 
 /// The console's 404 page, for paths the application leaves to it.

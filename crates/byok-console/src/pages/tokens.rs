@@ -13,6 +13,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{Chrome, Notice, error_page, forbidden};
+use crate::frame::{ConfirmPage, CsrfOnly};
 use crate::session::{SignedIn, cleared_cookie, presented};
 use crate::state::Console;
 use crate::web::{page, see_other};
@@ -88,18 +89,6 @@ struct TokensPage {
     snippets: Vec<Snippet>,
     /// When the session's own token caps the lifetime of new ones.
     cap_note: Option<String>,
-    csrf: String,
-}
-
-#[derive(Template)]
-#[template(path = "confirm.html")]
-struct ConfirmPage {
-    chrome: Chrome,
-    title: String,
-    text: String,
-    action: String,
-    button: String,
-    back: &'static str,
     csrf: String,
 }
 
@@ -433,12 +422,6 @@ pub async fn confirm_revoke(
             csrf: who.0.csrf_token.clone(),
         },
     )
-}
-
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
 }
 
 /// `POST /tokens/{id}/revoke`. Revoking the token this session was opened with ends the

@@ -126,6 +126,12 @@ impl KeyPreview {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The key's last four characters, when the preview shows them (not for `****`).
+    pub fn tail(&self) -> Option<&str> {
+        let (_, tail) = self.0.rsplit_once("...")?;
+        (!tail.is_empty()).then_some(tail)
+    }
 }
 
 /// Result of the last key test.

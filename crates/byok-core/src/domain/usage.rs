@@ -43,6 +43,9 @@ pub struct UsageRecord {
     pub output_tokens: u64,
     pub latency_ms: u64,
     pub at: DateTime<Utc>,
+    /// Served on the platform's key after the user's own key failed (the fallback of policy
+    /// `user_then_system`).
+    pub fallback: bool,
 }
 
 /// Usage per provider.

@@ -14,6 +14,7 @@ mod orchestration;
 mod servers;
 mod sessions;
 mod settings;
+mod stats;
 mod tokens;
 mod usage;
 mod users;
@@ -35,6 +36,7 @@ pub use orchestration::{
 pub use servers::{NewServer, ServerChanges, ServerRepository};
 pub use sessions::{NewLoginLink, NewSession, SessionRepository, StoredSession};
 pub use settings::SettingsRepository;
+pub use stats::{AdoptionStats, ProviderMix, StatsRepository, UsageFigures};
 pub use tokens::TokenRepository;
 pub use usage::{UsageRepository, UsageSink};
 pub use users::UserRepository;

@@ -1,5 +1,6 @@
 //! Services: the business rules, written against the ports.
 
+mod admin;
 mod cache;
 mod identity;
 mod import;
@@ -14,6 +15,9 @@ mod sessions;
 mod tokens;
 mod vault;
 
+pub use admin::{
+    Actor, Administration, CreatedUser, MAX_FIGURE_DAYS, ServiceFigures, USERS_PER_PAGE, UserPage,
+};
 pub use cache::{DEFAULT_STALE_IF_ERROR, StaleIfError, StaleKind};
 pub use identity::{ChainAuthenticator, ExternalAuthenticator, external_user_id};
 pub use import::{ImportReport, LegacyKey, import_legacy_keys};
@@ -27,7 +31,10 @@ pub use orchestration::{
     conversation_history, infer_task_type, orchestration_requested, strip_orchestration_prefix,
 };
 pub use rotation::{RotationReport, rotate_all, rotate_servers};
-pub use routes::{Resolution, Route, RouteResolver, SystemDefault, is_fallback_status};
+pub use routes::{
+    ReachableModel, Resolution, Route, RouteResolver, RouteSummary, SystemDefault,
+    is_fallback_status,
+};
 pub use servers::{
     CHECKED_ADDRESS_FIELD, CreateServer, EXEC_PER_MINUTE, MAX_IN_FLIGHT_PER_USER, ServerRegistry,
     UpdateServer,

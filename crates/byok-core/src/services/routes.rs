@@ -7,7 +7,7 @@ use crate::domain::*;
 use crate::error::CoreError;
 use crate::ports::SettingsRepository;
 use crate::ports::{ChangeNotifier, Invalidation};
-use crate::routing::{ModelRouter, RoutedModel};
+use crate::routing::{ModelRouter, RoutedModel, known_models};
 use crate::services::KeyVault;
 use crate::services::cache::{StaleIfError, StaleKind, TtlCache};
 use crate::services::invalidation::NoNotifier;
@@ -31,6 +31,8 @@ pub struct Route {
     pub api_key: Option<ApiKey>,
     /// The user's endpoint for `custom`/`ollama` keys (subject to the target policy).
     pub endpoint: Option<String>,
+    /// The platform's key, tried after the user's own key failed ([`Resolution::fallback`]).
+    pub fallback: bool,
 }
 
 /// The routes for one request: the primary and, per the user's policy, a fallback.
@@ -39,6 +41,65 @@ pub struct Resolution {
     pub primary: Route,
     /// Set when the primary is the user's key and their policy is `user_then_system`.
     pub fallback: Option<Route>,
+}
+
+/// Which credential a request for a model would use, as a person is shown it: never a key,
+/// only the stored label and preview of the user's own one ([`RouteResolver::summarize`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSummary {
+    /// The provider that would be called.
+    pub provider: ProviderId,
+    /// The model name sent upstream.
+    pub model: String,
+    pub credential: CredentialKind,
+    /// The label of the user's key (own key only).
+    pub key_label: Option<String>,
+    /// The stored preview of the user's key (own key only).
+    pub key_preview: Option<KeyPreview>,
+    /// Whether a refused own key would be retried once on the platform's key.
+    pub fallback: bool,
+}
+
+impl RouteSummary {
+    /// The badge shown beside a prompt, the one wording of it (the console and
+    /// `GET /api/v1/byok/resolve` both show this): "Using your OpenAI key (work …1234)",
+    /// without the parts the key lacks (no label: "(…1234)"; a preview that hides the end:
+    /// "(work)"; neither: no parentheses), or "Using the platform's key".
+    pub fn badge(&self) -> String {
+        match self.credential {
+            CredentialKind::System => "Using the platform's key".to_string(),
+            CredentialKind::User => {
+                let mut out = format!("Using your {} key", self.provider.display_name());
+                let label = self
+                    .key_label
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty());
+                let tail = self
+                    .key_preview
+                    .as_ref()
+                    .and_then(KeyPreview::tail)
+                    .map(|t| format!("\u{2026}{t}"));
+                let parts: Vec<String> =
+                    label.map(str::to_string).into_iter().chain(tail).collect();
+                if !parts.is_empty() {
+                    out.push_str(" (");
+                    out.push_str(&parts.join(" "));
+                    out.push(')');
+                }
+                out
+            }
+        }
+    }
+}
+
+/// A model the caller can reach, with the provider and credential that would serve it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReachableModel {
+    /// The name to request (`provider/*` for Custom and Ollama, whose models are the user's).
+    pub id: String,
+    pub provider: ProviderId,
+    pub credential: CredentialKind,
 }
 
 /// Upstream statuses after which a user's key may fall back to the system default.
@@ -124,7 +185,12 @@ impl RouteResolver {
         match user {
             Some(cred) => {
                 let fallback = match self.settings(who).await?.fallback_policy {
-                    FallbackPolicy::UserThenSystem => self.system_route(&routed, requested).ok(),
+                    FallbackPolicy::UserThenSystem => {
+                        self.system_route(&routed, requested).ok().map(|r| Route {
+                            fallback: true,
+                            ..r
+                        })
+                    }
                     FallbackPolicy::UserOnly => None,
                 };
                 Ok(Resolution {
@@ -134,6 +200,7 @@ impl RouteResolver {
                         credential: CredentialKind::User,
                         api_key: Some(cred.key),
                         endpoint: cred.endpoint,
+                        fallback: false,
                     },
                     fallback,
                 })
@@ -181,6 +248,7 @@ impl RouteResolver {
             credential: CredentialKind::System,
             api_key: self.system.api_key.clone(),
             endpoint: None,
+            fallback: false,
         })
     }
 
@@ -247,6 +315,67 @@ impl RouteResolver {
     pub fn with_notifier(mut self, notifier: Arc<dyn ChangeNotifier>) -> Self {
         self.notifier = notifier;
         self
+    }
+
+    /// What a request for `requested` by `who` would use, without a key: [`Self::resolve`]
+    /// (so the same refusals: an invalid or unknown model, a tier refusal, `no_credential`),
+    /// then the stored label and preview of the user's key when it serves.
+    pub async fn summarize(
+        &self,
+        who: &Principal,
+        requested: &str,
+    ) -> Result<RouteSummary, CoreError> {
+        let res = self.resolve(who, requested).await?;
+        let primary = res.primary;
+        let (key_label, key_preview) = match primary.credential {
+            CredentialKind::User => self
+                .vault
+                .list(who)
+                .await?
+                .into_iter()
+                .find(|k| k.provider == primary.provider)
+                .map_or((None, None), |k| (k.label, Some(k.key_preview))),
+            CredentialKind::System => (None, None),
+        };
+        Ok(RouteSummary {
+            provider: primary.provider,
+            model: primary.model,
+            credential: primary.credential,
+            key_label,
+            key_preview,
+            fallback: res.fallback.is_some(),
+        })
+    }
+
+    /// The models the caller can reach: the well-known models ([`known_models`]) of every
+    /// provider [`Self::reachable`] names (`provider/*` for Custom and Ollama), each once, with
+    /// the credential that would serve it.
+    pub async fn reachable_models(
+        &self,
+        who: &Principal,
+    ) -> Result<Vec<ReachableModel>, CoreError> {
+        let mut out: Vec<ReachableModel> = Vec::new();
+        for (provider, credential) in self.reachable(who).await? {
+            let names: Vec<String> = match provider {
+                ProviderId::Ollama | ProviderId::Custom => {
+                    vec![format!("{}/*", provider.as_str())]
+                }
+                _ => known_models(provider)
+                    .iter()
+                    .map(|m| (*m).to_string())
+                    .collect(),
+            };
+            for id in names {
+                if !out.iter().any(|m| m.id == id) {
+                    out.push(ReachableModel {
+                        id,
+                        provider,
+                        credential,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Providers the caller can reach, with the credential that would serve them: every
@@ -365,5 +494,91 @@ mod tests {
         assert_eq!(res.primary.credential, CredentialKind::System);
         assert_eq!(res.primary.provider, ProviderId::Openrouter);
         assert!(res.fallback.is_none());
+    }
+
+    #[test]
+    fn the_badge_says_whose_key_in_one_wording() {
+        let own = |label: Option<&str>, preview: &str| RouteSummary {
+            provider: ProviderId::Openai,
+            model: "gpt-4o".into(),
+            credential: CredentialKind::User,
+            key_label: label.map(str::to_string),
+            key_preview: Some(KeyPreview::from_stored(preview.into())),
+            fallback: false,
+        };
+        assert_eq!(
+            own(Some("work"), "sk-p...1234").badge(),
+            "Using your OpenAI key (work \u{2026}1234)"
+        );
+        assert_eq!(
+            own(None, "sk-p...1234").badge(),
+            "Using your OpenAI key (\u{2026}1234)"
+        );
+        assert_eq!(
+            own(Some("work"), "****").badge(),
+            "Using your OpenAI key (work)"
+        );
+        assert_eq!(own(Some("  "), "****").badge(), "Using your OpenAI key");
+        let platform = RouteSummary {
+            credential: CredentialKind::System,
+            key_label: None,
+            key_preview: None,
+            ..own(None, "")
+        };
+        assert_eq!(platform.badge(), "Using the platform's key");
+    }
+
+    #[tokio::test]
+    async fn a_summary_names_the_key_without_revealing_it() {
+        let settings = Arc::new(MemSettings::new());
+        let (r, vault) = resolver(settings.clone());
+        let u = who(Tier::Starter);
+        vault
+            .add(
+                &u,
+                AddKey {
+                    provider: ProviderId::Openai,
+                    key: SecretString::from(USER_KEY),
+                    label: Some("work".into()),
+                    endpoint: None,
+                },
+            )
+            .await
+            .unwrap();
+        settings
+            .put_settings(
+                u.user_id,
+                &UserSettings {
+                    fallback_policy: FallbackPolicy::UserThenSystem,
+                },
+            )
+            .await
+            .unwrap();
+        let s = r.summarize(&u, "gpt-4o").await.unwrap();
+        assert_eq!(s.credential, CredentialKind::User);
+        assert_eq!(s.key_label.as_deref(), Some("work"));
+        assert!(s.fallback);
+        assert_eq!(s.badge(), "Using your OpenAI key (work \u{2026}ghij)");
+        assert!(!format!("{s:?}").contains(USER_KEY));
+
+        // A free user is served by the platform's key whatever they stored; an unknown
+        // model is the router's refusal.
+        let free = who(Tier::Free);
+        let s = r.summarize(&free, "gpt-4o").await.unwrap();
+        assert_eq!(s.badge(), "Using the platform's key");
+        assert!(!s.fallback);
+        assert!(matches!(
+            r.summarize(&free, "openai/").await,
+            Err(CoreError::NotFound {
+                code: "unknown_model",
+                ..
+            })
+        ));
+        let models = r.reachable_models(&u).await.unwrap();
+        assert!(
+            models
+                .iter()
+                .any(|m| m.id == "gpt-4o" && m.credential == CredentialKind::User)
+        );
     }
 }

@@ -71,6 +71,18 @@ impl GatewayError {
         }
     }
 
+    /// The stable code of this error: the service's own, else the one OpenAI clients read,
+    /// else one named after the status (`bad_request`, `bad_gateway`, `gateway_error`).
+    pub fn stable_code(&self) -> &'static str {
+        self.code
+            .or(self.openai_type().1)
+            .unwrap_or(match self.status.as_u16() {
+                400 | 409 | 413 | 422 => "bad_request",
+                502 => "bad_gateway",
+                _ => "gateway_error",
+            })
+    }
+
     pub fn response(&self, ingress: Ingress) -> HttpResponse {
         let mut resp = HttpResponse::build(self.status);
         if let Some(r) = &self.retry_after {
@@ -135,6 +147,7 @@ impl GatewayError {
             CoreError::InvalidInput { message, .. }
             | CoreError::NotFound { message, .. }
             | CoreError::Conflict { message, .. }
+            | CoreError::Forbidden { message, .. }
             | CoreError::Unavailable { message, .. } => message,
             CoreError::Exec(e) => e.to_string(),
             CoreError::TargetForbidden(t) => t.to_string(),

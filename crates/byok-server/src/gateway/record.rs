@@ -93,6 +93,7 @@ pub(super) fn log_and_record_line(
         output_tokens: output,
         latency_ms,
         at: chrono::Utc::now(),
+        fallback: route.fallback,
     });
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
-use crate::error::{ApiError, ErrorBody, UpgradeRequiredBody};
+use crate::error::{ApiError, ErrorBody, UpgradeRequiredBody, missing_parameter};
 use crate::openapi::{ApiErrors, BodyErrors};
 use crate::state::AppState;
 
@@ -392,5 +392,107 @@ pub async fn put_settings(
         .await?;
     Ok(web::Json(SettingsBody {
         fallback_policy: s.fallback_policy.as_str().into(),
+    }))
+}
+
+/// Whose key serves a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialSource {
+    /// The caller's own key (BYOK).
+    Own,
+    /// The platform's key (the system default).
+    Platform,
+}
+
+/// An execution server, as named in other answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerRef {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub server_type: byok_core::execution::ServerType,
+}
+
+/// Which credential a request for a model would use for the caller (never a key).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResolveResponse {
+    /// The model as asked for.
+    pub model: String,
+    /// The provider that would be called.
+    pub provider: ProviderId,
+    pub provider_name: String,
+    /// The model name the provider would be asked for.
+    pub upstream_model: String,
+    /// `own` (the caller's key) or `platform` (the platform's key).
+    pub credential: CredentialSource,
+    /// The label of the caller's key (`own` only).
+    pub key_label: Option<String>,
+    /// The stored preview of the caller's key, e.g. `sk-p...1234` (`own` only).
+    pub key_preview: Option<String>,
+    /// Whether a refusal of the caller's key (401, 403, 429) would be retried once on the
+    /// platform's key (policy `user_then_system`, for a model the platform can serve).
+    pub fallback_to_platform: bool,
+    /// Where agent work would run: the caller's active default execution server (null when
+    /// none is set, and below tier `starter`, which has no execution servers).
+    pub execution_server: Option<ServerRef>,
+    /// Ready to show: "Using your OpenAI key (work …1234)" or "Using the platform's key".
+    pub badge: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResolveQuery {
+    model: Option<String>,
+}
+
+/// Which credential a gateway request for `model` would use for the caller, and where agent
+/// work would run: the facts behind the "Using your OpenAI key" badge. Resolved exactly as
+/// the gateway resolves a request (same refusals), without calling the provider.
+#[utoipa::path(
+    get, path = "/api/v1/byok/resolve", tag = "byok", operation_id = "resolve_model",
+    params(("model" = String, Query, description = "a model name as sent to `/v1/messages` or `/v1/chat/completions`, e.g. `openai/gpt-4o`")),
+    responses(
+        (status = 200, body = ResolveResponse, description = "the credential a request for this model would use"),
+        (status = 400, body = ErrorBody, description = "no `model` parameter (`missing_parameter`), or an unreadable query string (`invalid_query`)"),
+        (status = 403, body = UpgradeRequiredBody, description = "a Custom or Ollama model without a key, below tier `starter`"),
+        (status = 404, body = ErrorBody, description = "an unknown model (`unknown_model`), or a Custom or Ollama model without a stored key (`key_not_found`)"),
+        (status = 422, body = ErrorBody, description = "a model name that cannot be one (`invalid_model`)"),
+        ApiErrors,
+        // After ApiErrors: this 503 names its own case too.
+        (status = 503, body = ErrorBody, description = "no key of the caller's and no platform key for this model (`no_credential`), `database_unavailable` (with `retry-after`), or `identity_provider_unavailable`"),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+#[get("/resolve")]
+pub async fn resolve(
+    state: web::Data<AppState>,
+    who: Authenticated,
+    q: web::Query<ResolveQuery>,
+) -> Result<web::Json<ResolveResponse>, ApiError> {
+    let model = q
+        .model
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| missing_parameter("model"))?;
+    let summary = state.routes.summarize(&who.0, model).await?;
+    let server = state.servers.agent_server(&who.0).await?;
+    Ok(web::Json(ResolveResponse {
+        model: model.to_string(),
+        provider: summary.provider,
+        provider_name: summary.provider.display_name().into(),
+        upstream_model: summary.model.clone(),
+        credential: match summary.credential {
+            byok_core::CredentialKind::User => CredentialSource::Own,
+            byok_core::CredentialKind::System => CredentialSource::Platform,
+        },
+        key_label: summary.key_label.clone(),
+        key_preview: summary.key_preview.as_ref().map(|p| p.as_str().to_string()),
+        fallback_to_platform: summary.fallback,
+        execution_server: server.map(|s| ServerRef {
+            id: s.id,
+            name: s.name,
+            server_type: s.server_type,
+        }),
+        badge: summary.badge(),
     }))
 }

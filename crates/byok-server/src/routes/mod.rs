@@ -20,6 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(byok::delete_key)
                 .service(byok::test_key)
                 .service(byok::stats)
+                .service(byok::resolve)
                 .service(byok::get_settings)
                 .service(byok::put_settings),
         )

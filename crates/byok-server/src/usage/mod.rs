@@ -566,6 +566,7 @@ mod tests {
             output_tokens: 1,
             latency_ms: 1,
             at: chrono::Utc::now(),
+            fallback: false,
         }
     }
 

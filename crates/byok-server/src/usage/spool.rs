@@ -3,7 +3,8 @@
 //! and at the next start, then emptied.
 //!
 //! One line per record: `{"id":…,"user_id":…,"provider":…,"model":…,"credential":…,"status":…,
-//! "input_tokens":…,"output_tokens":…,"latency_ms":…,"at":…}` (no secrets: the model name is the
+//! "input_tokens":…,"output_tokens":…,"latency_ms":…,"at":…,"fallback":…}` (`fallback` absent
+//! in lines older than it: false; no secrets: the model name is the
 //! scrubbed one the log line shows). Appends are synced to disk. Only the writer task touches the
 //! file, so appends and replay never overlap within a process; `BYOK_DATA_DIR` belongs to one
 //! process (as its SQLite database and key file do).
@@ -33,6 +34,9 @@ struct Line {
     output_tokens: u64,
     latency_ms: u64,
     at: DateTime<Utc>,
+    /// Absent in lines written before it existed.
+    #[serde(default)]
+    fallback: bool,
 }
 
 impl From<&UsageRecord> for Line {
@@ -48,6 +52,7 @@ impl From<&UsageRecord> for Line {
             output_tokens: r.output_tokens,
             latency_ms: r.latency_ms,
             at: r.at,
+            fallback: r.fallback,
         }
     }
 }
@@ -65,6 +70,7 @@ impl From<Line> for UsageRecord {
             output_tokens: l.output_tokens,
             latency_ms: l.latency_ms,
             at: l.at,
+            fallback: l.fallback,
         }
     }
 }
@@ -258,6 +264,7 @@ mod tests {
             output_tokens: 1,
             latency_ms: 3,
             at: Utc::now(),
+            fallback: false,
         }
     }
 

@@ -13,8 +13,6 @@ mod users;
 
 use chrono::{DateTime, Utc};
 
-pub use stats::AdoptionStats;
-
 /// Runs `$body` with `$conn` bound to a pooled connection and `$s` to that backend's schema.
 /// The body is compiled once per backend. On PostgreSQL the whole of it (pool wait, the
 /// connection's check, the body) is bounded by `$bound` (default: the query bound), past which

@@ -1,28 +1,118 @@
-//! Aggregate counts for the BYOK adoption metrics.
+//! `StatsRepository`: aggregates over every user for the BYOK adoption metrics and the
+//! operators' figures (aggregates only: no user ids leave the database).
 
+use async_trait::async_trait;
 use byok_core::StoreError;
+use byok_core::ports::{AdoptionStats, ProviderMix, StatsRepository, UsageFigures};
+use chrono::{DateTime, Utc};
 use diesel::dsl::{count, count_star};
 use diesel::{AggregateExpressionMethods, ExpressionMethods, QueryDsl};
 use diesel_async::RunQueryDsl;
 
 use super::with_conn;
 use crate::database::Database;
-use crate::error::db_err;
+use crate::error::{db_err, pool_err};
+use crate::options::bounded;
+use crate::pool::{DbPool, SqliteHeld};
 
-/// How many users bring their own keys, for metrics (aggregates only: no user ids).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AdoptionStats {
-    /// Users whose tier allows BYOK (`starter` and above).
-    pub eligible_users: u64,
-    /// Users with at least one enabled key.
-    pub users_with_keys: u64,
-    /// Enabled keys per provider id, ordered by provider.
-    pub keys_by_provider: Vec<(String, u64)>,
+#[derive(diesel::QueryableByName)]
+struct MixRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    provider: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    credential: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    requests: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    errors: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    fallbacks: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    input_tokens: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    output_tokens: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct UsersRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    active_users: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    byok_users: i64,
+}
+
+const MIX_SQL: &str = "SELECT provider, credential, \
+     CAST(COUNT(*) AS BIGINT) AS requests, \
+     CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
+     CAST(COALESCE(SUM(CASE WHEN fallback THEN 1 ELSE 0 END), 0) AS BIGINT) AS fallbacks, \
+     CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
+     CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens \
+     FROM usage_records WHERE created_at >= PARAM GROUP BY provider, credential \
+     ORDER BY provider, credential";
+
+const USERS_SQL: &str = "SELECT \
+     CAST(COUNT(DISTINCT user_id) AS BIGINT) AS active_users, \
+     CAST(COUNT(DISTINCT CASE WHEN credential = 'user' THEN user_id END) AS BIGINT) AS byok_users \
+     FROM usage_records WHERE created_at >= PARAM";
+
+fn n(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 impl Database {
-    /// Counts for the BYOK adoption metrics (three aggregate queries).
-    pub async fn adoption_stats(&self) -> Result<AdoptionStats, StoreError> {
+    /// The two aggregate queries of [`StatsRepository::usage_figures`], written once with the
+    /// bind of each backend.
+    async fn usage_rows(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<(Vec<MixRow>, Option<UsersRow>), StoreError> {
+        match &self.pool {
+            DbPool::Pg(pool) => {
+                use diesel::sql_types::Timestamptz;
+                bounded(self.bounds.slow, async {
+                    let mut conn = pool.get().await.map_err(pool_err)?;
+                    let mix: Vec<MixRow> = diesel::sql_query(MIX_SQL.replace("PARAM", "$1"))
+                        .bind::<Timestamptz, _>(since)
+                        .load(&mut conn)
+                        .await
+                        .map_err(db_err)?;
+                    let users: Vec<UsersRow> = diesel::sql_query(USERS_SQL.replace("PARAM", "$1"))
+                        .bind::<Timestamptz, _>(since)
+                        .load(&mut conn)
+                        .await
+                        .map_err(db_err)?;
+                    Ok((mix, users.into_iter().next()))
+                })
+                .await
+            }
+            DbPool::Sqlite(pool) => {
+                use diesel::sql_types::TimestamptzSqlite;
+                let mut held = SqliteHeld::get(pool).await?;
+                let out = {
+                    let conn = held.conn()?;
+                    let mix: Vec<MixRow> = diesel::sql_query(MIX_SQL.replace("PARAM", "?"))
+                        .bind::<TimestamptzSqlite, _>(since)
+                        .load(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    let users: Vec<UsersRow> = diesel::sql_query(USERS_SQL.replace("PARAM", "?"))
+                        .bind::<TimestamptzSqlite, _>(since)
+                        .load(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    (mix, users.into_iter().next())
+                };
+                held.finish();
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl StatsRepository for Database {
+    /// Three aggregate queries (the metrics endpoint reads them at most every 30 s).
+    async fn adoption_stats(&self) -> Result<AdoptionStats, StoreError> {
         // The tier rule is core's: every tier that allows BYOK.
         let eligible: Vec<&str> = byok_core::Tier::ALL
             .into_iter()
@@ -53,11 +143,54 @@ impl Database {
                 .map_err(db_err)?;
             (eligible, with_keys, per)
         });
-        let n = |v: i64| u64::try_from(v).unwrap_or(0);
         Ok(AdoptionStats {
             eligible_users: n(eligible),
             users_with_keys: n(with_keys),
             keys_by_provider: per.into_iter().map(|(p, c)| (p, n(c))).collect(),
         })
+    }
+
+    async fn usage_figures(&self, since: DateTime<Utc>) -> Result<UsageFigures, StoreError> {
+        let (rows, users) = self.usage_rows(since).await?;
+        let mut out = UsageFigures::default();
+        if let Some(u) = users {
+            out.active_users = n(u.active_users);
+            out.byok_users = n(u.byok_users);
+        }
+        for r in rows {
+            let requests = n(r.requests);
+            let own = r.credential == "user";
+            out.requests += requests;
+            out.errors += n(r.errors);
+            out.fallbacks += n(r.fallbacks);
+            if own {
+                out.own_requests += requests;
+            } else {
+                out.platform_requests += requests;
+            }
+            // Rows come ordered by provider: a provider's second row follows its first.
+            if out
+                .by_provider
+                .last()
+                .is_none_or(|last| last.provider != r.provider)
+            {
+                out.by_provider.push(ProviderMix {
+                    provider: r.provider.clone(),
+                    ..ProviderMix::default()
+                });
+            }
+            let Some(entry) = out.by_provider.last_mut() else {
+                continue;
+            };
+            if own {
+                entry.own_requests += requests;
+            } else {
+                entry.platform_requests += requests;
+            }
+            entry.errors += n(r.errors);
+            entry.input_tokens += n(r.input_tokens);
+            entry.output_tokens += n(r.output_tokens);
+        }
+        Ok(out)
     }
 }

@@ -110,6 +110,7 @@ impl UsageRepository for Database {
                             t::latency_ms.eq(clamp(r.latency_ms)),
                             t::created_at.eq(r.at),
                             t::record_id.eq(Some(DbUuid(r.id))),
+                            t::fallback.eq(r.fallback),
                         )
                     })
                     .collect::<Vec<_>>()

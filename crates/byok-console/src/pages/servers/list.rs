@@ -12,6 +12,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::view::{ConfirmPage, Summary, Upgrade, capitalise, server_id, status_of, upgrade_of};
+use crate::frame::CsrfOnly;
 use crate::pages::{Chrome, Notice, error_page, forbidden, not_found};
 use crate::session::{SignedIn, encode};
 use crate::state::Console;
@@ -150,12 +151,6 @@ pub async fn list(
         _ => None,
     };
     render(&console, &who, StatusCode::OK, notice, None).await
-}
-
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
 }
 
 /// The details of a test result as shown (never the error code, shown as the message).

@@ -1,13 +1,10 @@
 //! What the servers pages share: a server as a row (its target summary, never a secret), the
 //! upgrade callout, the id in the path, the confirmation page.
 
-use askama::Template;
 use byok_core::execution::{ExecutionServer, MASK, ServerType, mask_config, pinned_host_key};
 use byok_core::{CoreError, Tier};
 use serde_json::Value;
 use uuid::Uuid;
-
-use crate::pages::Chrome;
 
 /// The server id in a path (`None`: not an id, so no such server).
 pub fn server_id(raw: &str) -> Option<Uuid> {
@@ -99,11 +96,7 @@ fn public<'a>(config: &'a Value, field: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty() && *s != MASK)
 }
 
-/// When something happened, as the pages write it.
-pub fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default()
-}
+pub use crate::frame::{ConfirmPage, when};
 
 /// A test status (`success`, `failed`, `error`) as a label and a CSS class.
 pub fn status_of(s: Option<&str>) -> (&'static str, &'static str) {
@@ -167,19 +160,6 @@ impl Summary {
             ssh: s.server_type == ServerType::Ssh,
         }
     }
-}
-
-/// A confirmation page before a destructive action.
-#[derive(Template)]
-#[template(path = "confirm.html")]
-pub struct ConfirmPage {
-    pub chrome: Chrome,
-    pub title: String,
-    pub text: String,
-    pub action: String,
-    pub button: String,
-    pub back: &'static str,
-    pub csrf: String,
 }
 
 #[cfg(test)]

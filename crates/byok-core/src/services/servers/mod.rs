@@ -402,7 +402,7 @@ impl ServerRegistry {
                 .into_iter()
                 .find(|x| x.id.to_string() == s || x.name == s)
                 .ok_or_else(not_found)?,
-            None => match servers.into_iter().find(|x| x.is_default && x.is_active) {
+            None => match servers.into_iter().find(runs_agent_work) {
                 Some(s) => s,
                 None => return Ok(None),
             },
@@ -424,6 +424,23 @@ impl ServerRegistry {
             );
         }
         Ok(Some((chosen, connection)))
+    }
+
+    /// The server agent work runs on when none is named: the caller's active default server,
+    /// as [`Self::for_orchestration`] chooses it; none below tier `starter` (no servers there).
+    pub async fn agent_server(
+        &self,
+        who: &Principal,
+    ) -> Result<Option<ExecutionServer>, CoreError> {
+        if who.tier.require(Tier::BYOK_MINIMUM).is_err() {
+            return Ok(None);
+        }
+        Ok(self
+            .repo
+            .list_servers(who.user_id)
+            .await?
+            .into_iter()
+            .find(runs_agent_work))
     }
 
     /// The user's default server, if any.
@@ -495,6 +512,11 @@ impl ServerRegistry {
             Err(not_found())
         }
     }
+}
+
+/// Whether agent work runs on `s` when no server is named: the active default.
+fn runs_agent_work(s: &ExecutionServer) -> bool {
+    s.is_default && s.is_active
 }
 
 #[cfg(test)]

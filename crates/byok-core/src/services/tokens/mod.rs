@@ -235,6 +235,11 @@ impl TokenService {
         let found = self.users.set_disabled(user, at).await?;
         if found {
             self.forget_user(user);
+            if !disabled {
+                // Tokens tried while the account was disabled are remembered as refused (by
+                // hash, not by user): forget those refusals so it works again at once here.
+                self.cache.refused.clear();
+            }
             self.notifier.publish(Invalidation::User { user }).await;
         }
         Ok(found)
