@@ -16,6 +16,7 @@ use std::time::Instant;
 use byok_tests::browser::{Browser, Page};
 use byok_tests::canary;
 use byok_tests::db::TestDb;
+use byok_tests::llm::LlmStandIn;
 use byok_tests::server::{Env, TestServer};
 use byok_tests::sshd::Sshd;
 use byok_tests::standin::StandIn;
@@ -49,7 +50,7 @@ const PAGES: &[(Who, Page)] = &[
         Who::Operator,
         page("keys-delete", "/keys/groq/delete", false),
     ),
-    (Who::Operator, page("not-found", "/no-such-page", false)),
+    (Who::Operator, error_page("not-found", "/no-such-page")),
     (Who::Free, page("keys-free", "/keys", true)),
     (Who::Operator, page("servers", "/servers", true)),
     (Who::Operator, page("server-types", "/servers/new", false)),
@@ -73,6 +74,13 @@ const PAGES: &[(Who, Page)] = &[
     (Who::Operator, page("tokens", "/tokens", true)),
     (Who::Operator, page("usage", "/usage", true)),
     (Who::Free, page("usage-free", "/usage", false)),
+    (
+        Who::Operator,
+        page("try", "/try?model=openai/gpt-4o-mini", true),
+    ),
+    (Who::Free, page("try-free", "/try", false)),
+    (Who::Operator, page("admin", "/admin", true)),
+    (Who::Free, error_page("admin-refused", "/admin")),
 ];
 
 const fn page(name: &'static str, path: &'static str, screenshot: bool) -> Page {
@@ -80,6 +88,17 @@ const fn page(name: &'static str, path: &'static str, screenshot: bool) -> Page 
         name,
         path,
         screenshot,
+        error: false,
+    }
+}
+
+/// An error page the audit visits on purpose (no screenshot).
+const fn error_page(name: &'static str, path: &'static str) -> Page {
+    Page {
+        name,
+        path,
+        screenshot: false,
+        error: true,
     }
 }
 
@@ -92,6 +111,7 @@ struct Fx {
     _db: TestDb,
     _data: tempfile::TempDir,
     _keys: StandIn,
+    _llm: LlmStandIn,
     sshd: Sshd,
     /// The execution server registered by `servers_with_a_real_sshd`.
     server_id: Option<String>,
@@ -112,7 +132,14 @@ impl Fx {
         let env = Env::new(data.path(), &db.url)
             .set("BYOK_BOOTSTRAP_ADMIN_EMAIL", OPERATOR_EMAIL)
             .set("BYOK_ALLOWED_TARGETS", "127.0.0.1/32");
-        let env = byok_tests::api::point_providers_at(env, &keys.base);
+        // Key probes go to the key stand-in; OpenAI (an own key) and OpenRouter (the
+        // platform's key) answer prompts (and OpenAI's key probe) from the LLM stand-in, for
+        // Try it and Usage.
+        let llm = LlmStandIn::start().await;
+        let env = byok_tests::api::point_providers_at(env, &keys.base)
+            .set("BYOK_PROVIDER_OPENAI_BASE_URL", &llm.base)
+            .set("BYOK_PROVIDER_OPENROUTER_BASE_URL", &llm.base)
+            .set("DEFAULT_LLM_API_KEY", canary::SYSTEM);
         let s = TestServer::start(env.clone());
         let operator = s.admin().to_string();
         let out = s.logs();
@@ -128,6 +155,7 @@ impl Fx {
             _db: db,
             _data: data,
             _keys: keys,
+            _llm: llm,
             sshd: Sshd::start(),
             server_id: None,
             operator,
@@ -178,6 +206,8 @@ async fn console_in_chromium() {
         free_user_sees_the_upgrade_message,
         servers_with_a_real_sshd,
         tokens_create_and_revoke,
+        try_it_own_key_and_platform_key,
+        administration,
         cross_site_form_post_is_refused,
         session_cookie_in_the_browser,
         sign_out,
@@ -303,41 +333,49 @@ async fn keys_add_test_delete(b: &mut Browser, fx: &mut Fx) {
     );
     assert!(b.has("#provider-error").await);
 
-    b.choose("#provider", "openai").await;
-    b.fill("#key", canary::OPENAI).await;
+    b.choose("#provider", "anthropic").await;
+    b.fill("#key", canary::ANTHROPIC).await;
     b.fill("#label", "work").await;
     b.click("#add form button[type=submit]").await;
     b.wait_path("/keys?done=saved").await;
-    assert!(b.text(".notice.ok").await.contains("OpenAI key is saved"));
-    let row = b.text("#provider-openai").await;
+    assert!(
+        b.text(".notice.ok")
+            .await
+            .contains("Anthropic key is saved")
+    );
+    let row = b.text("#provider-anthropic").await;
     assert!(row.contains("Saved, not tested"), "{row}");
     assert!(row.contains("work"), "{row}");
     source_without_secrets(b).await;
 
     // Test: the stand-in accepts this key.
-    b.click("#provider-openai form[action='/keys/openai/test'] button")
+    b.click("#provider-anthropic form[action='/keys/anthropic/test'] button")
         .await;
-    b.wait_path("/keys/openai/test").await;
+    b.wait_path("/keys/anthropic/test").await;
     let notice = b.text(".notice").await;
-    assert!(notice.starts_with("OpenAI: Valid"), "{notice}");
-    assert!(b.text("#provider-openai").await.contains("Valid"));
+    assert!(notice.starts_with("Anthropic: Valid"), "{notice}");
+    assert!(b.text("#provider-anthropic").await.contains("Valid"));
 
     // Delete: a confirmation page first.
-    b.click("#provider-openai a[href='/keys/openai/delete']")
+    b.click("#provider-anthropic a[href='/keys/anthropic/delete']")
         .await;
-    b.wait_path("/keys/openai/delete").await;
-    assert!(b.text("h1").await.contains("Delete your OpenAI key?"));
-    b.click("form[action='/keys/openai/delete'] button[type=submit]")
+    b.wait_path("/keys/anthropic/delete").await;
+    assert!(b.text("h1").await.contains("Delete your Anthropic key?"));
+    b.click("form[action='/keys/anthropic/delete'] button[type=submit]")
         .await;
     b.wait_path("/keys?done=deleted").await;
-    assert!(b.text(".notice.ok").await.contains("OpenAI key is deleted"));
     assert!(
-        b.has("#provider-openai a[href='/keys?provider=openai#add']")
+        b.text(".notice.ok")
+            .await
+            .contains("Anthropic key is deleted")
+    );
+    assert!(
+        b.has("#provider-anthropic a[href='/keys?provider=anthropic#add']")
             .await,
         "after deletion the row offers Add again"
     );
     let r = fx.s.get("/api/v1/byok/keys", &fx.operator).await;
-    assert!(!r.text.contains("\"openai\""), "{}", r.text);
+    assert!(!r.text.contains("\"anthropic\""), "{}", r.text);
 }
 
 /// Sign in with a token and add a key with the keyboard alone: Tab, typing, Arrow keys,
@@ -360,24 +398,24 @@ async fn keyboard_only_sign_in_and_add_a_key(b: &mut Browser, fx: &mut Fx) {
     assert!(b.focused("main#main").await, "the skip link focuses <main>");
 
     b.tab_to("#provider").await;
-    b.arrow_to_option("anthropic").await;
+    b.arrow_to_option("openai").await;
     b.tab_to("#key").await;
-    b.type_text(canary::ANTHROPIC).await;
+    b.type_text(canary::OPENAI).await;
     b.press(Key::Enter).await;
     b.wait_path("/keys?done=saved").await;
     assert!(
-        b.text("#provider-anthropic")
+        b.text("#provider-openai")
             .await
             .contains("Saved, not tested"),
         "the key was saved"
     );
     // The row's Test button, pressed with Space.
-    b.tab_to("#provider-anthropic form[action='/keys/anthropic/test'] button")
+    b.tab_to("#provider-openai form[action='/keys/openai/test'] button")
         .await;
     b.press(Key::Space).await;
-    b.wait_path("/keys/anthropic/test").await;
+    b.wait_path("/keys/openai/test").await;
     let notice = b.text(".notice").await;
-    assert!(notice.starts_with("Anthropic: Valid"), "{notice}");
+    assert!(notice.starts_with("OpenAI: Valid"), "{notice}");
     source_without_secrets(b).await;
     // This session is the one `sign_out` ends.
     fx.to_sign_out = b.cookie("byok_session").await;
@@ -517,6 +555,85 @@ async fn tokens_create_and_revoke(b: &mut Browser, fx: &mut Fx) {
     );
     let r = fx.s.get("/api/v1/byok/keys", &token).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+}
+
+/// Try it: the badge says whose key answers a model before anything is sent (the operator's
+/// own OpenAI key; the platform's key for Anthropic, where they have none), and the answer
+/// carries the badge of the key that answered.
+async fn try_it_own_key_and_platform_key(b: &mut Browser, fx: &mut Fx) {
+    become_(b, fx, Who::Operator).await;
+    for (model, credential, says) in [
+        ("openai/gpt-4o-mini", "own", "your OpenAI key"),
+        (
+            "anthropic/claude-3-5-haiku-latest",
+            "platform",
+            "the platform's key",
+        ),
+    ] {
+        b.open("/try").await;
+        b.fill("#try-model", model).await;
+        b.click("#try-check").await;
+        b.wait_path("/try").await;
+        let badge = b.el("#try-badge").await;
+        assert_eq!(
+            badge.attr("data-credential").await.unwrap().as_deref(),
+            Some(credential),
+            "{model}: {}",
+            b.page_text().await
+        );
+        assert!(badge.text().await.unwrap().contains(says), "{model}");
+        b.fill("#try-prompt", "Say hello.").await;
+        b.click("#try-send").await;
+        b.wait_path("/try").await;
+        let result = b.el("#try-result-badge").await;
+        assert_eq!(
+            result.attr("data-credential").await.unwrap().as_deref(),
+            Some(credential),
+            "{model}: {}",
+            b.page_text().await
+        );
+        assert!(
+            b.text("#try-answer").await.contains(byok_tests::llm::TEXT),
+            "{model}: the stand-in's answer"
+        );
+        if credential == "own" {
+            b.audit_current(page("try-answer", "", false)).await;
+        }
+        source_without_secrets(b).await;
+    }
+    assert!(b.text("#try-server").await.contains("build-box"));
+}
+
+/// Administration: an operator creates a user and gets their sign-in link once; a user who
+/// is not an operator sees no Administration entry (the 403 page is audited with the others).
+async fn administration(b: &mut Browser, fx: &mut Fx) {
+    become_(b, fx, Who::Operator).await;
+    b.open("/admin").await;
+    b.fill("#new-email", "linus@example.com").await;
+    b.choose("#new-tier", "starter").await;
+    b.click("#create-user").await;
+    b.wait_path("/admin").await;
+    let link = b.text("#new-user-link").await;
+    assert!(link.contains("/login/"), "{link}");
+    b.audit_current(page("admin-new-user", "", false)).await;
+    b.open("/admin").await;
+    assert!(b.has("#users tr[data-email='linus@example.com']").await);
+    assert!(
+        !b.page_text().await.contains(&link),
+        "the link is shown once"
+    );
+    // The link signs the new user in (a fresh browser state).
+    b.forget_cookies().await;
+    let path = &link[link.find("/login/").unwrap()..];
+    b.open(path).await;
+    b.click("form[action='/login/link'] button[type=submit]")
+        .await;
+    b.wait_path("/keys").await;
+    assert_eq!(b.text(".who .email").await, "linus@example.com");
+    assert!(
+        !b.has("nav a[href='/admin']").await,
+        "no Administration entry"
+    );
 }
 
 /// A form on another origin posting to /keys, with the session cookie and even the right CSRF
@@ -723,11 +840,11 @@ async fn every_page_passes_the_audit(b: &mut Browser, fx: &mut Fx) {
             None => page.path.to_string(),
         };
         b.open(&path).await;
+        let status = b.status().await;
         assert!(
-            b.status().await < 400 || page.name == "not-found",
-            "{}: status {}",
-            page.name,
-            b.status().await
+            (status >= 400) == page.error,
+            "{}: status {status}",
+            page.name
         );
         source_without_secrets(b).await;
         b.audit_current(*page).await;

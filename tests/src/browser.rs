@@ -115,6 +115,8 @@ pub struct Page {
     pub path: &'static str,
     /// Whether to write its screenshots (every page is audited).
     pub screenshot: bool,
+    /// An error page (a 403 or 404 on purpose), else the page must answer below 400.
+    pub error: bool,
 }
 
 /// One headless Chromium, its chromedriver, and the page base URL paths are resolved against.
