@@ -117,7 +117,7 @@ struct Fx {
     server_id: Option<String>,
     operator: String,
     free: String,
-    /// The sign-in link the first start printed (its path).
+    /// The sign-in link the first start printed.
     link: String,
     sessions: HashMap<Who, Cookie<'static>>,
     /// The keyboard step's session, which `sign_out` ends.
@@ -148,7 +148,13 @@ impl Fx {
             .map(str::trim)
             .find(|l| l.contains("/login/"))
             .unwrap_or_else(|| panic!("no sign-in link printed at first start:\n{out}"));
-        let link = printed[printed.find("/login/").unwrap()..].to_string();
+        // The link as printed, whole: it must name the address the server really listens on.
+        let link = printed[printed.find("http").expect("a URL")..].to_string();
+        assert!(
+            link.starts_with(&format!("{}/login/", s.base)),
+            "{link} is not on {}",
+            s.base
+        );
         let free = env.create_user(FREE_EMAIL, "free");
         Self {
             s,
