@@ -190,6 +190,14 @@ pub fn decide(e: &CoreError, surface: Surface) -> Decision {
         CoreError::NotFound { code, .. } => Decision::new(StatusCode::NOT_FOUND, code, false),
         CoreError::Conflict { code, .. } => Decision::new(StatusCode::CONFLICT, code, true),
         CoreError::Forbidden { code, .. } => Decision::new(StatusCode::FORBIDDEN, code, true),
+        // On the management API, "no key can serve this model for you" (`no_credential`) is a
+        // state the caller changes by adding a key, not an outage: 409. The LLM APIs keep 503,
+        // the status their clients retry or report.
+        CoreError::Unavailable { code, .. }
+            if *code == "no_credential" && matches!(surface, Surface::Management) =>
+        {
+            Decision::new(StatusCode::CONFLICT, code, false)
+        }
         CoreError::Unavailable { code, .. } => {
             Decision::new(StatusCode::SERVICE_UNAVAILABLE, code, false)
         }
@@ -483,7 +491,7 @@ pub(crate) mod tests {
                     code: "no_credential",
                     message: "none".into(),
                 },
-                503,
+                409,
                 "no_credential",
             ),
             (
@@ -535,7 +543,16 @@ pub(crate) mod tests {
             assert_eq!((api.status.as_u16(), api.code), (status, code));
             assert_eq!(api.body()["code"], code);
         }
-        // The one difference between the surfaces: a core validation error on the LLM APIs.
+        // The differences between the surfaces: no credential for a model is 503 on the LLM
+        // APIs (409 on the management API), and a core validation error is 400 there.
+        let none = CoreError::Unavailable {
+            code: "no_credential",
+            message: "none".into(),
+        };
+        assert_eq!(
+            decide(&none, Surface::Gateway).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         let invalid = CoreError::InvalidInput {
             code: "invalid_model",
             message: "bad".into(),

@@ -204,9 +204,12 @@ mod tests {
             let d = crate::error::decide(&e, crate::error::Surface::Gateway);
             let service_code = d.service_code;
             let g = GatewayError::from(e);
-            // The same as the management API's, but for core validation errors (400 here).
+            // The same as the management API's, but for core validation errors (400 here) and
+            // a model no key can serve (503 here, 409 there).
             let status = if status == 422 && !service_code {
                 400
+            } else if code == "no_credential" {
+                503
             } else {
                 status
             };

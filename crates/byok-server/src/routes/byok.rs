@@ -455,10 +455,9 @@ pub struct ResolveQuery {
         (status = 400, body = ErrorBody, description = "no `model` parameter (`missing_parameter`), or an unreadable query string (`invalid_query`)"),
         (status = 403, body = UpgradeRequiredBody, description = "a Custom or Ollama model without a key, below tier `starter`"),
         (status = 404, body = ErrorBody, description = "an unknown model (`unknown_model`), or a Custom or Ollama model without a stored key (`key_not_found`)"),
+        (status = 409, body = ErrorBody, description = "no key of the caller's and no platform key for this model (`no_credential`): add a key"),
         (status = 422, body = ErrorBody, description = "a model name that cannot be one (`invalid_model`)"),
         ApiErrors,
-        // After ApiErrors: this 503 names its own case too.
-        (status = 503, body = ErrorBody, description = "no key of the caller's and no platform key for this model (`no_credential`), `database_unavailable` (with `retry-after`), or `identity_provider_unavailable`"),
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
