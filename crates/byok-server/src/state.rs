@@ -26,6 +26,8 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     /// Checks bearer credentials; gateway tokens today, a JWT verifier can sit beside it.
     pub authenticator: Arc<dyn Authenticator>,
+    /// The identity provider's token checks (Keycloak mode), to forget a changed user.
+    pub external: Option<Arc<ExternalAuthenticator>>,
     /// The legacy front end's `session_token` cookie, when `BYOK_LEGACY_SESSION_REDIS_URL`
     /// is set (used on `/api/v1/*` only, and only without `Authorization`/`x-api-key`).
     pub legacy_sessions: Option<Arc<LegacySessionAuthenticator>>,
@@ -183,7 +185,7 @@ impl AppState {
         }
         let tokens = Arc::new(token_service);
         let mut browser_login: Option<Arc<dyn byok_core::ports::BrowserLogin>> = None;
-        let external: Option<Arc<dyn Authenticator>> =
+        let external: Option<Arc<ExternalAuthenticator>> =
             match (&settings.keycloak, settings.auth_mode) {
                 (Some(k), AuthMode::Keycloak | AuthMode::Both) => {
                     let verifier = Arc::new(
@@ -217,8 +219,10 @@ impl AppState {
                 }
                 _ => None,
             };
-        let authenticator: Arc<dyn Authenticator> =
-            Arc::new(ChainAuthenticator::new(tokens.clone(), external));
+        let authenticator: Arc<dyn Authenticator> = Arc::new(ChainAuthenticator::new(
+            tokens.clone(),
+            external.clone().map(|e| e as Arc<dyn Authenticator>),
+        ));
         let legacy_sessions = match &settings.legacy_session_redis_url {
             Some(url) => {
                 let store = byok_store::RedisLegacySessions::new(url.expose_secret())
@@ -332,6 +336,7 @@ impl AppState {
             vault,
             authenticator,
             legacy_sessions,
+            external,
             keys,
             tokens,
             routes,
@@ -372,6 +377,9 @@ impl AppState {
             Invalidation::Token { id } => self.tokens.forget_token(id),
             Invalidation::User { user } => {
                 self.tokens.forget_user(user);
+                if let Some(e) = &self.external {
+                    e.forget_user(user);
+                }
                 if let Some(l) = &self.legacy_sessions {
                     l.forget_user(user);
                 }

@@ -66,6 +66,10 @@ impl<K: std::hash::Hash + Eq, V: Clone> TtlMap<K, V> {
         }
     }
 
+    fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+        self.entries.retain(|_, (_, v)| keep(v));
+    }
+
     fn insert(&mut self, k: K, v: V, ttl: Duration) {
         if self.entries.len() >= MAX_ENTRIES {
             self.entries.clear();
@@ -103,6 +107,13 @@ impl std::fmt::Debug for ExternalAuthenticator {
 }
 
 impl ExternalAuthenticator {
+    /// Drops what is cached about `user` (disabled, or changed elsewhere): their next token
+    /// is checked and provisioned again, which refuses a disabled account at once.
+    pub fn forget_user(&self, user: UserId) {
+        lock(&self.accepted).retain(|p| p.user_id != user);
+        self.provisioned.invalidate(&user);
+    }
+
     /// `cache_ttl` bounds how long an accepted token is trusted without a new check (never
     /// past its `exp`); `tier_ttl` how long a tier read from `tiers` is reused.
     pub fn new(
@@ -291,6 +302,34 @@ mod tests {
                 expires_at: Utc::now() + chrono::Duration::hours(1),
             })
         }
+    }
+
+    #[tokio::test]
+    async fn a_user_disabled_here_is_refused_once_forgotten() {
+        let users = Arc::new(MemUsers::new());
+        let auth = ExternalAuthenticator::new(
+            Arc::new(AnyToken),
+            None,
+            users.clone(),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        let sub = "8f1c2a0e-8d3b-4e5f-9a7b-0c1d2e3f4a5b";
+        let token: SecretString = format!("jwt:{sub}:starter").into();
+        let who = auth.authenticate(&token).await.unwrap();
+        users
+            .set_disabled(who.user_id, Some(Utc::now()))
+            .await
+            .unwrap();
+        assert!(
+            auth.authenticate(&token).await.is_ok(),
+            "cached until forgotten"
+        );
+        auth.forget_user(who.user_id);
+        assert!(matches!(
+            auth.authenticate(&token).await,
+            Err(CoreError::Unauthenticated)
+        ));
     }
 
     #[tokio::test]
