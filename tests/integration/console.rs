@@ -60,6 +60,18 @@ const PAGES: &[(Who, Page)] = &[
     ),
     (
         Who::Operator,
+        page("server-docker-form", "/servers/new?type=docker", false),
+    ),
+    (
+        Who::Operator,
+        page(
+            "server-kubernetes-form",
+            "/servers/new?type=kubernetes",
+            false,
+        ),
+    ),
+    (
+        Who::Operator,
         page("server-edit", "/servers/{server}/edit", false),
     ),
     (

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use byok_tests::db::TestDb;
 use byok_tests::server::{Env, TestServer};
 use reqwest::StatusCode;
@@ -174,6 +176,28 @@ async fn links_tokens_cookies_and_the_same_origin_rule() {
         "the key is never shown again"
     );
     assert!(page.contains("sk-p...6789"));
+
+    // A used link posted from a signed-in browser is refused and leaves its session alone.
+    let stale = http
+        .post(format!("{}/login/link", s.base))
+        .header(ORIGIN, &s.base)
+        .header(COOKIE, &cookie)
+        .form(&[("secret", secret.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::UNAUTHORIZED);
+    let still = http
+        .get(format!("{}/keys", s.base))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        still.status(),
+        StatusCode::OK,
+        "the session survives a bad link"
+    );
 
     // Sign-out ends the session server-side: the old cookie no longer works.
     let out = http
@@ -393,5 +417,33 @@ async fn signing_in_through_an_independent_oidc_server() {
         .unwrap();
     assert!(!replay.status().is_redirection(), "{}", replay.status());
     assert!(set_cookie(&replay, "byok_session").is_none());
+
+    // The return path comes back through the browser's cookie: one planted with another
+    // site's address still lands on a page of this service.
+    let start = http
+        .get(format!("{}/login/oidc?next=/tokens", s.base))
+        .send()
+        .await
+        .unwrap();
+    let (pending, _) = set_cookie(&start, "byok_oidc").unwrap();
+    let raw = pending.split_once('=').unwrap().1;
+    let mut attempt: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(raw).unwrap()).unwrap();
+    attempt["next"] = json!("https://evil.example/");
+    let planted = format!(
+        "byok_oidc={}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&attempt).unwrap())
+    );
+    let to = start.headers()[LOCATION].to_str().unwrap().to_string();
+    let back = http.get(&to).send().await.unwrap();
+    let callback = back.headers()[LOCATION].to_str().unwrap().to_string();
+    let done = http
+        .get(&callback)
+        .header(COOKIE, &planted)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert_eq!(done.headers()[LOCATION], "/keys", "never another site");
     s.finish();
 }
