@@ -1,5 +1,5 @@
 # Thin wrappers; the scripts under scripts/ and .ci/ hold the logic.
-.PHONY: run build test bench bench-litellm fmt fmt-check clippy openapi openapi-check core-deps-check module-cycles-check lint ci
+.PHONY: run build test bench bench-pages bench-litellm fmt fmt-check clippy openapi openapi-check core-deps-check module-cycles-check lint ci
 
 # Serves with the default configuration (embedded SQLite under ./data); the environment passes through.
 run:
@@ -13,9 +13,13 @@ test:
 	bash scripts/test.sh
 
 # Benchmarks (release builds; numbers go to docs/benchmarks.md and bench/results/).
-# BENCH_SECS, BENCH_ROUNDS, BENCH_USERS, BENCH_SOAK_SECS shorten or lengthen the runs.
+# BENCH_SECS, BENCH_ROUNDS, BENCH_USERS, BENCH_SOAK_SECS, BENCH_PAGE_REQUESTS shorten or lengthen the runs.
 bench:
 	bash scripts/bench.sh
+
+# The console's pages only (the last part of make bench).
+bench-pages:
+	bash scripts/bench.sh pages
 
 bench-litellm:
 	bash scripts/bench-litellm.sh

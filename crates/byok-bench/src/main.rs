@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+mod client;
 mod load;
+mod pages;
 mod stub;
 mod suite;
 
@@ -68,6 +70,31 @@ enum Cmd {
         users: usize,
         #[arg(long, default_value_t = 600)]
         soak_secs: u64,
+        #[arg(long, default_value = "bench/results")]
+        out_dir: PathBuf,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        doc: PathBuf,
+    },
+    /// Time the console's pages for a full account and write the results.
+    Pages {
+        /// The gateway binary (a release build).
+        #[arg(long, default_value = "target/release/byok-gateway")]
+        gateway: PathBuf,
+        /// Timed requests per page.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Users in the database, each with a key (the first is signed in).
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Execution servers of the signed-in user.
+        #[arg(long, default_value_t = 50)]
+        servers: usize,
+        /// Days of usage of the signed-in user.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Usage records per day.
+        #[arg(long, default_value_t = 2000)]
+        per_day: u32,
         #[arg(long, default_value = "bench/results")]
         out_dir: PathBuf,
         #[arg(long, default_value = "docs/benchmarks.md")]
@@ -152,6 +179,30 @@ fn main() -> std::process::ExitCode {
                     rounds,
                     users,
                     soak_secs,
+                    out_dir,
+                    doc,
+                    command,
+                })
+                .await
+            }
+            Cmd::Pages {
+                gateway,
+                requests,
+                users,
+                servers,
+                days,
+                per_day,
+                out_dir,
+                doc,
+            } => {
+                let command = std::env::args().collect::<Vec<_>>().join(" ");
+                pages::pages(pages::PagesOptions {
+                    gateway,
+                    requests,
+                    users,
+                    servers,
+                    days,
+                    per_day,
                     out_dir,
                     doc,
                     command,

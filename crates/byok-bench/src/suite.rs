@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::json;
 
+use crate::client::Conn;
 use crate::load::{LoadSpec, Report, run};
 
 /// Suite settings.
@@ -25,9 +26,9 @@ pub struct SuiteOptions {
     pub command: String,
 }
 
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Drop for Proc {
@@ -37,7 +38,7 @@ impl Drop for Proc {
     }
 }
 
-fn spawn_and_read_addr(mut cmd: Command, prefix: &str) -> Result<Proc, String> {
+pub(crate) fn spawn_and_read_addr(mut cmd: Command, prefix: &str) -> Result<Proc, String> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
@@ -77,7 +78,7 @@ fn stub(chunks: usize, interval_us: u64) -> Result<Proc, String> {
 }
 
 /// Resident memory of a process, KiB: (current, peak).
-fn rss(pid: u32) -> (u64, u64) {
+pub(crate) fn rss(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -96,7 +97,7 @@ struct Gateway {
     tokens: Vec<String>,
 }
 
-fn gateway_env(cmd: &mut Command, dir: &Path, stub: SocketAddr) {
+pub(crate) fn gateway_env(cmd: &mut Command, dir: &Path, stub: SocketAddr) {
     let base = format!("http://{stub}/v1");
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -114,7 +115,12 @@ fn gateway_env(cmd: &mut Command, dir: &Path, stub: SocketAddr) {
         .env("MALLOC_ARENA_MAX", "2");
 }
 
-fn cli(gateway: &Path, dir: &Path, stub: SocketAddr, args: &[&str]) -> Result<String, String> {
+pub(crate) fn cli(
+    gateway: &Path,
+    dir: &Path,
+    stub: SocketAddr,
+    args: &[&str],
+) -> Result<String, String> {
     let mut cmd = Command::new(gateway);
     gateway_env(&mut cmd, dir, stub);
     let out = cmd
@@ -161,16 +167,17 @@ async fn start_gateway(opts: &SuiteOptions, stub: SocketAddr) -> Result<Gateway,
             .unwrap_or_else(|_| Stdio::null()),
     );
     let proc = spawn_and_read_addr(cmd, "BYOK gateway listening on ")?;
-    let http = setup_http::Client::new(proc.addr);
+    let mut http = Conn::open(proc.addr).await?;
     for (i, t) in tokens.iter().enumerate() {
         let key = format!("sk-bench{i:06}abcdefghijklmnopqrstuvwxyz0123");
         let status = http
-            .post(
+            .post_json(
                 "/api/v1/byok/keys/add",
                 t,
                 &json!({"provider": "openai", "key": key}).to_string(),
             )
-            .await?;
+            .await?
+            .status;
         if status != 200 {
             return Err(format!("adding a key answered {status}"));
         }
@@ -180,44 +187,6 @@ async fn start_gateway(opts: &SuiteOptions, stub: SocketAddr) -> Result<Gateway,
         _dir: dir,
         tokens,
     })
-}
-
-mod setup_http {
-    //! One-off POSTs over a fresh connection (set-up only, not measured).
-    use std::net::SocketAddr;
-
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use hyper::Request;
-    use hyper_util::rt::TokioIo;
-
-    pub struct Client(SocketAddr);
-
-    impl Client {
-        pub fn new(addr: SocketAddr) -> Self {
-            Self(addr)
-        }
-
-        pub async fn post(&self, path: &str, token: &str, body: &str) -> Result<u16, String> {
-            let stream = tokio::net::TcpStream::connect(self.0)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            let req = Request::post(path)
-                .header("host", "bench")
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {token}"))
-                .body(Full::new(Bytes::from(body.to_string())))
-                .map_err(|e| e.to_string())?;
-            let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status().as_u16();
-            let _ = resp.into_body().collect().await;
-            Ok(status)
-        }
-    }
 }
 
 const OPENAI_BODY: &str = r#"{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"Say hello in five words."}],"max_tokens":32}"#;
@@ -275,7 +244,7 @@ fn merge(into: &mut Report, r: Report) {
     into.ttfb_us.extend(r.ttfb_us);
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -464,17 +433,7 @@ pub async fn suite(opts: SuiteOptions) -> Result<(), String> {
                "soak_start_rss_kib": soak_start, "soak_end_rss_kib": soak_end,
                "soak": soak.to_json()},
     });
-    std::fs::create_dir_all(&opts.out_dir).map_err(|e| e.to_string())?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let raw_path = opts.out_dir.join(format!("bench-{stamp}.json"));
-    std::fs::write(
-        &raw_path,
-        serde_json::to_string_pretty(&raw).unwrap_or_default(),
-    )
-    .map_err(|e| e.to_string())?;
+    let raw_path = write_raw(&opts.out_dir, "bench", &raw)?;
 
     let ratio = s2g.throughput() / s2d.throughput().max(1e-9);
     let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
@@ -523,27 +482,50 @@ pub async fn suite(opts: SuiteOptions) -> Result<(), String> {
         mib(soak_end),
     );
     let section = format!(
-        "<!-- results:start -->\nMachine: {}.\n\nCommand: `{}` ({} s per run, {} alternating rounds per scenario). Raw output: `{}`.\n\n{table}<!-- results:end -->",
+        "Machine: {}.\n\nCommand: `{}` ({} s per run, {} alternating rounds per scenario). Raw output: `{}`.\n\n{table}",
         machine(),
         opts.command,
         secs,
         rounds,
         raw_path.display()
     );
-    let doc = std::fs::read_to_string(&opts.doc).unwrap_or_default();
-    let updated = match (
-        doc.find("<!-- results:start -->"),
-        doc.find("<!-- results:end -->"),
-    ) {
-        (Some(a), Some(b)) if b > a => format!(
-            "{}{section}{}",
-            &doc[..a],
-            &doc[b + "<!-- results:end -->".len()..]
-        ),
-        _ => format!("{doc}\n{section}\n"),
-    };
-    std::fs::write(&opts.doc, updated).map_err(|e| e.to_string())?;
+    write_section(&opts.doc, "results", &section)?;
     println!("{table}");
     println!("raw: {}", raw_path.display());
     Ok(())
+}
+
+/// Replaces what lies between `<!-- {name}:start -->` and `<!-- {name}:end -->` in `doc`
+/// (appending the marked section when the markers are missing).
+pub(crate) fn write_section(doc: &Path, name: &str, section: &str) -> Result<(), String> {
+    let (start, end) = (
+        format!("<!-- {name}:start -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let marked = format!("{start}\n{section}{end}");
+    let text = std::fs::read_to_string(doc).unwrap_or_default();
+    let updated = match (text.find(&start), text.find(&end)) {
+        (Some(a), Some(b)) if b > a => {
+            format!("{}{marked}{}", &text[..a], &text[b + end.len()..])
+        }
+        _ => format!("{text}\n{marked}\n"),
+    };
+    std::fs::write(doc, updated).map_err(|e| format!("{}: {e}", doc.display()))
+}
+
+/// Writes a run's raw figures to `{out_dir}/{prefix}-{unix time}.json`; returns the path.
+pub(crate) fn write_raw(
+    out_dir: &Path,
+    prefix: &str,
+    raw: &serde_json::Value,
+) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(out_dir).map_err(|e| e.to_string())?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let path = out_dir.join(format!("{prefix}-{stamp}.json"));
+    let text = serde_json::to_string_pretty(raw).map_err(|e| e.to_string())?;
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    Ok(path)
 }
