@@ -119,6 +119,7 @@ pub mod pg {
             errors -> Int8,
             input_tokens -> Int8,
             output_tokens -> Int8,
+            fallbacks -> Int8,
         }
     }
 
@@ -254,6 +255,7 @@ pub mod sqlite {
             errors -> BigInt,
             input_tokens -> BigInt,
             output_tokens -> BigInt,
+            fallbacks -> BigInt,
         }
     }
 

@@ -62,8 +62,8 @@ pub struct UsageFigures {
 pub trait StatsRepository: Send + Sync + 'static {
     /// BYOK adoption now: eligible users, users with a key, enabled keys per provider.
     async fn adoption_stats(&self) -> Result<AdoptionStats, StoreError>;
-    /// Usage records made at or after `since`, summed: per provider and credential kind,
-    /// fallbacks, errors, and distinct users. Only records with a time at or after `since`
-    /// count (a usage record's time is when it was served).
+    /// Usage from the UTC day of `since` on, summed: per provider and credential kind,
+    /// fallbacks, errors, and distinct users. Counted by whole UTC days (the daily totals):
+    /// every request served on or after `since`'s UTC date counts.
     async fn usage_figures(&self, since: DateTime<Utc>) -> Result<UsageFigures, StoreError>;
 }

@@ -234,12 +234,17 @@ impl Administration {
         Ok(())
     }
 
-    /// BYOK adoption now and the gateway's usage over the last `days` (1 to
-    /// [`MAX_FIGURE_DAYS`]).
+    /// BYOK adoption now and the gateway's usage over the last `days` UTC days, today
+    /// included (1 to [`MAX_FIGURE_DAYS`]), as the usage page counts them.
     pub async fn figures(&self, by: Actor<'_>, days: u32) -> Result<ServiceFigures, CoreError> {
         self.authorize(by)?;
         let days = days.clamp(1, MAX_FIGURE_DAYS);
-        let since = Utc::now() - chrono::TimeDelta::days(i64::from(days));
+        let today = Utc::now().date_naive();
+        let since = today
+            .checked_sub_days(chrono::Days::new(u64::from(days - 1)))
+            .unwrap_or(today)
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc();
         let adoption = self.stats.adoption_stats().await?;
         let usage = self.stats.usage_figures(since).await?;
         Ok(ServiceFigures {

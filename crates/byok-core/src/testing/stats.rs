@@ -43,7 +43,7 @@ impl StatsRepository for MemStats {
     async fn usage_figures(&self, since: DateTime<Utc>) -> Result<UsageFigures, StoreError> {
         let mut records: Vec<UsageRecord> = lock(&self.records)
             .iter()
-            .filter(|r| r.at >= since)
+            .filter(|r| r.at.date_naive() >= since.date_naive())
             .cloned()
             .collect();
         records.sort_by(|a, b| a.provider.as_str().cmp(b.provider.as_str()));

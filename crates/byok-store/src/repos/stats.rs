@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use byok_core::StoreError;
 use byok_core::ports::{AdoptionStats, ProviderMix, StatsRepository, UsageFigures};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use diesel::dsl::{count, count_star};
 use diesel::{AggregateExpressionMethods, ExpressionMethods, QueryDsl};
 use diesel_async::RunQueryDsl;
@@ -41,19 +41,21 @@ struct UsersRow {
     byok_users: i64,
 }
 
+/// The window is read from the daily totals (`usage_daily`, indexed by day), not from every
+/// request of the window: at most users × days × providers × 2 rows, whatever the traffic.
 const MIX_SQL: &str = "SELECT provider, credential, \
-     CAST(COUNT(*) AS BIGINT) AS requests, \
-     CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
-     CAST(COALESCE(SUM(CASE WHEN fallback THEN 1 ELSE 0 END), 0) AS BIGINT) AS fallbacks, \
+     CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS requests, \
+     CAST(COALESCE(SUM(errors), 0) AS BIGINT) AS errors, \
+     CAST(COALESCE(SUM(fallbacks), 0) AS BIGINT) AS fallbacks, \
      CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
      CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens \
-     FROM usage_records WHERE created_at >= PARAM GROUP BY provider, credential \
+     FROM usage_daily WHERE day >= PARAM GROUP BY provider, credential \
      ORDER BY provider, credential";
 
 const USERS_SQL: &str = "SELECT \
      CAST(COUNT(DISTINCT user_id) AS BIGINT) AS active_users, \
      CAST(COUNT(DISTINCT CASE WHEN credential = 'user' THEN user_id END) AS BIGINT) AS byok_users \
-     FROM usage_records WHERE created_at >= PARAM";
+     FROM usage_daily WHERE day >= PARAM AND requests > 0";
 
 fn n(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
@@ -64,20 +66,20 @@ impl Database {
     /// bind of each backend.
     async fn usage_rows(
         &self,
-        since: DateTime<Utc>,
+        since: NaiveDate,
     ) -> Result<(Vec<MixRow>, Option<UsersRow>), StoreError> {
         match &self.pool {
             DbPool::Pg(pool) => {
-                use diesel::sql_types::Timestamptz;
+                use diesel::sql_types::Date;
                 bounded(self.bounds.slow, async {
                     let mut conn = pool.get().await.map_err(pool_err)?;
                     let mix: Vec<MixRow> = diesel::sql_query(MIX_SQL.replace("PARAM", "$1"))
-                        .bind::<Timestamptz, _>(since)
+                        .bind::<Date, _>(since)
                         .load(&mut conn)
                         .await
                         .map_err(db_err)?;
                     let users: Vec<UsersRow> = diesel::sql_query(USERS_SQL.replace("PARAM", "$1"))
-                        .bind::<Timestamptz, _>(since)
+                        .bind::<Date, _>(since)
                         .load(&mut conn)
                         .await
                         .map_err(db_err)?;
@@ -86,17 +88,17 @@ impl Database {
                 .await
             }
             DbPool::Sqlite(pool) => {
-                use diesel::sql_types::TimestamptzSqlite;
+                use diesel::sql_types::Date;
                 let mut held = SqliteHeld::get(pool).await?;
                 let out = {
                     let conn = held.conn()?;
                     let mix: Vec<MixRow> = diesel::sql_query(MIX_SQL.replace("PARAM", "?"))
-                        .bind::<TimestamptzSqlite, _>(since)
+                        .bind::<Date, _>(since)
                         .load(&mut *conn)
                         .await
                         .map_err(db_err)?;
                     let users: Vec<UsersRow> = diesel::sql_query(USERS_SQL.replace("PARAM", "?"))
-                        .bind::<TimestamptzSqlite, _>(since)
+                        .bind::<Date, _>(since)
                         .load(&mut *conn)
                         .await
                         .map_err(db_err)?;
@@ -151,7 +153,7 @@ impl StatsRepository for Database {
     }
 
     async fn usage_figures(&self, since: DateTime<Utc>) -> Result<UsageFigures, StoreError> {
-        let (rows, users) = self.usage_rows(since).await?;
+        let (rows, users) = self.usage_rows(since.date_naive()).await?;
         let mut out = UsageFigures::default();
         if let Some(u) = users {
             out.active_users = n(u.active_users);

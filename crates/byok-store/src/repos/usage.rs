@@ -48,8 +48,8 @@ const USAGE_SUMMARY_SQL: &str = "SELECT provider, credential, \
 /// One (user, UTC day, provider, credential) group of a batch: what it adds to `usage_daily`.
 type DailyKey = (String, NaiveDate, &'static str, &'static str);
 
-/// Requests, errors, input and output tokens.
-type DailyCounts = [i64; 4];
+/// Requests, errors, input and output tokens, fallbacks.
+type DailyCounts = [i64; 5];
 
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -79,6 +79,7 @@ fn daily_deltas(
         c[1] = c[1].saturating_add(i64::from(r.status >= 400));
         c[2] = c[2].saturating_add(clamp(r.input_tokens));
         c[3] = c[3].saturating_add(clamp(r.output_tokens));
+        c[4] = c[4].saturating_add(i64::from(r.fallback));
     }
     groups.into_iter().collect()
 }
@@ -144,6 +145,7 @@ impl UsageRepository for Database {
                                     d::errors.eq(c[1]),
                                     d::input_tokens.eq(c[2]),
                                     d::output_tokens.eq(c[3]),
+                                    d::fallbacks.eq(c[4]),
                                 )
                             })
                             .collect::<Vec<_>>(),
@@ -155,6 +157,7 @@ impl UsageRepository for Database {
                         d::errors.eq(d::errors + excluded(d::errors)),
                         d::input_tokens.eq(d::input_tokens + excluded(d::input_tokens)),
                         d::output_tokens.eq(d::output_tokens + excluded(d::output_tokens)),
+                        d::fallbacks.eq(d::fallbacks + excluded(d::fallbacks)),
                     ))
             }};
         }

@@ -1,0 +1,2 @@
+DROP INDEX usage_daily_day;
+ALTER TABLE usage_daily DROP COLUMN fallbacks;
