@@ -8,8 +8,8 @@ use byok_core::CredentialKind;
 use byok_core::services::RouteSummary;
 use serde::Deserialize;
 
-use super::{Chrome, Notice, forbidden};
-use crate::session::SignedIn;
+use super::{Chrome, Notice};
+use crate::session::{CsrfForm, SignedIn};
 use crate::state::{Console, PromptAnswer};
 use crate::web::page;
 
@@ -84,7 +84,6 @@ pub struct TryQuery {
 
 #[derive(Debug, Deserialize)]
 pub struct TryForm {
-    csrf: String,
     #[serde(default)]
     model: String,
     #[serde(default)]
@@ -219,14 +218,9 @@ pub async fn show(
 /// gateway as the signed-in person (`send`) and shows the answer.
 pub async fn send(
     console: web::Data<Console>,
-    who: SignedIn,
     req: HttpRequest,
-    form: web::Form<TryForm>,
+    CsrfForm { who, form }: CsrfForm<TryForm>,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
-    let form = form.into_inner();
     let model = form.model.trim().to_string();
     let prompt = form.prompt;
     let mut f = facts(&console, &who, &model).await;

@@ -12,8 +12,8 @@ use serde_json::Value;
 use super::fields::{self, FormView, Prefill};
 use super::form::{self, ServerInput};
 use super::view::{Upgrade, server_id, type_description, type_label, upgrade_for};
-use crate::pages::{Chrome, error_page, forbidden, not_found};
-use crate::session::SignedIn;
+use crate::pages::{Chrome, error_page, not_found};
+use crate::session::{CsrfForm, SignedIn};
 use crate::state::Console;
 use crate::web::{page, see_other};
 
@@ -191,13 +191,8 @@ fn workspace(raw: &str) -> Option<String> {
 /// `POST /servers`: adds a server.
 pub async fn create(
     console: web::Data<Console>,
-    who: SignedIn,
-    input: web::Form<ServerInput>,
+    CsrfForm { who, form: input }: CsrfForm<ServerInput>,
 ) -> HttpResponse {
-    if who.check_csrf(&input.csrf).is_err() {
-        return forbidden();
-    }
-    let input = input.into_inner();
     let Some(kind) = offered(&console, &who, &input.server_type) else {
         return choose(
             &console,
@@ -270,13 +265,9 @@ pub async fn edit(
 /// `POST /servers/{id}/edit`: saves the changes (empty secrets keep the stored ones).
 pub async fn update(
     console: web::Data<Console>,
-    who: SignedIn,
     path: web::Path<String>,
-    input: web::Form<ServerInput>,
+    CsrfForm { who, form: input }: CsrfForm<ServerInput>,
 ) -> HttpResponse {
-    if who.check_csrf(&input.csrf).is_err() {
-        return forbidden();
-    }
     let Some(id) = server_id(&path) else {
         return not_found(Some(who)).await;
     };
@@ -285,7 +276,6 @@ pub async fn update(
         Ok(s) => s,
         Err(e) => return error_page(&console, Chrome::signed_in(&who, "/servers"), e),
     };
-    let input = input.into_inner();
     let kind = server.server_type;
     let refused = || {
         let mut pre = Prefill::from_input(&input, kind, true);
