@@ -312,16 +312,10 @@ pub async fn create(
         d => match d.parse::<u32>() {
             Ok(d) => Some(d),
             Err(_) => {
-                echo.error_expiry = Some("Choose when the token expires.".into());
-                return render(
-                    &console,
-                    &who,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    None,
-                    echo,
-                    None,
-                )
-                .await;
+                let view =
+                    console.invalid_field("invalid_expiry", "Choose when the token expires.");
+                echo.error_expiry = Some(view.message);
+                return render(&console, &who, view.status, None, echo, None).await;
             }
         },
     };

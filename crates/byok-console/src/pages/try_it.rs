@@ -225,8 +225,9 @@ pub async fn send(
     let prompt = form.prompt;
     let mut f = facts(&console, &who, &model).await;
     if model.is_empty() {
-        f.model_error = Some("Choose a model.".into());
-        f.status = StatusCode::UNPROCESSABLE_ENTITY;
+        let view = console.invalid_field("invalid_model", "Choose a model.");
+        f.model_error = Some(view.message);
+        f.status = view.status;
     }
     let summary = match (&f.summary, form.action.as_str()) {
         (Some(s), "send") if f.model_error.is_none() => s.clone(),
@@ -241,14 +242,15 @@ pub async fn send(
         } else {
             format!("The prompt is longer than {MAX_PROMPT_CHARS} characters.")
         };
+        let view = console.invalid_field("invalid_prompt", why);
         return render(
             &who,
             f,
             model,
             prompt,
-            Some(why),
+            Some(view.message),
             None,
-            StatusCode::UNPROCESSABLE_ENTITY,
+            view.status,
             None,
         );
     }

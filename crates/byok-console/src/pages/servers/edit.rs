@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::fields::{self, FormView, Prefill};
-use super::form::{self, ServerInput};
+use super::form::{self, FormProblem, ServerInput};
 use super::view::{Upgrade, server_id, type_description, type_label, upgrade_for};
 use crate::pages::{Chrome, error_page, not_found};
 use crate::session::{CsrfForm, SignedIn};
@@ -184,6 +184,14 @@ fn refusal(console: &Console, form: &mut FormView, e: CoreError) -> StatusCode {
     view.status
 }
 
+/// Puts a problem of the form itself (found before the core saw it) next to its field, as a
+/// core validation error of the config. Returns the status the application decided.
+fn problem(console: &Console, form: &mut FormView, p: FormProblem) -> StatusCode {
+    let view = console.invalid_field("invalid_connection_config", p.message);
+    form.set_error(Some(p.field), view.message);
+    view.status
+}
+
 fn workspace(raw: &str) -> Option<String> {
     Some(raw.trim().to_string()).filter(|p| !p.is_empty())
 }
@@ -194,20 +202,16 @@ pub async fn create(
     CsrfForm { who, form: input }: CsrfForm<ServerInput>,
 ) -> HttpResponse {
     let Some(kind) = offered(&console, &who, &input.server_type) else {
-        return choose(
-            &console,
-            &who,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some("Choose a type of server.".into()),
-        );
+        let view = console.invalid_field("invalid_server_type", "Choose a type of server.");
+        return choose(&console, &who, view.status, Some(view.message));
     };
     let refused = || fields::view(kind, &Prefill::from_input(&input, kind, false));
     let config = match form::connection_config(kind, &input, false) {
         Ok(c) => c,
-        Err(problem) => {
+        Err(p) => {
             let mut f = refused();
-            f.set_error(Some(problem.field), problem.message);
-            return new_form(&who, StatusCode::UNPROCESSABLE_ENTITY, f);
+            let status = problem(&console, &mut f, p);
+            return new_form(&who, status, f);
         }
     };
     let req = CreateServer {
@@ -284,10 +288,10 @@ pub async fn update(
     };
     let config = match form::connection_config(kind, &input, true) {
         Ok(c) => c,
-        Err(problem) => {
+        Err(p) => {
             let mut f = refused();
-            f.set_error(Some(problem.field), problem.message);
-            return edit_form(&who, &server, StatusCode::UNPROCESSABLE_ENTITY, f);
+            let status = problem(&console, &mut f, p);
+            return edit_form(&who, &server, status, f);
         }
     };
     let wants_default = input.is_default.is_some();

@@ -314,13 +314,15 @@ pub async fn trust(
     };
     let fingerprint = form.fingerprint.trim().to_string();
     if fingerprint.is_empty() {
+        let view = console.invalid_field(
+            "invalid_fingerprint",
+            "No fingerprint was sent: test the server again to see it.",
+        );
         return render(
             &console,
             &who,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some(Notice::error(
-                "No fingerprint was sent: test the server again to see it.",
-            )),
+            view.status,
+            Some(Notice::error(view.message)),
             None,
         )
         .await;
@@ -330,20 +332,15 @@ pub async fn trust(
         && pinned != fingerprint
         && form.replace.is_none()
     {
+        let view = console.invalid_field(
+            "replacement_not_confirmed",
+            "Tick the box to confirm that you replaced this server's host key yourself.",
+        );
         let mut panel = mismatch_panel(id, pinned.to_string(), fingerprint);
         if let Some(step) = panel.host_key.as_mut() {
-            step.error = Some(
-                "Tick the box to confirm that you replaced this server's host key yourself.".into(),
-            );
+            step.error = Some(view.message);
         }
-        return render(
-            &console,
-            &who,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            Some(panel),
-        )
-        .await;
+        return render(&console, &who, view.status, None, Some(panel)).await;
     }
     match console
         .servers
@@ -442,11 +439,12 @@ pub async fn choose_default(
         return see_other("/servers?done=default&server=none");
     }
     let Some(id) = server_id(&form.server) else {
+        let view = console.invalid_field("invalid_server", "Choose a server, or no default.");
         return render(
             &console,
             &who,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some(Notice::error("Choose a server, or no default.")),
+            view.status,
+            Some(Notice::error(view.message)),
             None,
         )
         .await;

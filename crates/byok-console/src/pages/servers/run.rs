@@ -180,8 +180,9 @@ pub async fn run(
     let timeout = match p.timeout.parse::<u64>() {
         Ok(n) => n,
         Err(_) => {
-            p.error_timeout = Some("Enter a number of seconds.".into());
-            return run_page(&who, StatusCode::UNPROCESSABLE_ENTITY, None, p);
+            let view = console.invalid_field("invalid_timeout", "Enter a number of seconds.");
+            p.error_timeout = Some(view.message);
+            return run_page(&who, view.status, None, p);
         }
     };
     let request = match ExecRequest::new(
