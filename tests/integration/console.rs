@@ -38,7 +38,8 @@ enum Who {
 
 /// Every page the audit visits (axe-core light and dark, keyboard, 375 px, weight, and the
 /// screenshots): one line per page. Runs last, so the flows' data is on the pages; `{server}`
-/// in a path is the execution server the servers step registered.
+/// in a path is the execution server the servers step registered, `{user}` the user the
+/// administration step created.
 const PAGES: &[(Who, Page)] = &[
     (Who::Nobody, page("sign-in", "/login", true)),
     (
@@ -92,6 +93,10 @@ const PAGES: &[(Who, Page)] = &[
     ),
     (Who::Free, page("try-free", "/try", false)),
     (Who::Operator, page("admin", "/admin", true)),
+    (
+        Who::Operator,
+        page("admin-disable", "/admin/users/{user}/disable", false),
+    ),
     (Who::Free, error_page("admin-refused", "/admin")),
 ];
 
@@ -127,6 +132,8 @@ struct Fx {
     sshd: Sshd,
     /// The execution server registered by `servers_with_a_real_sshd`.
     server_id: Option<String>,
+    /// The user created by `administration`.
+    user_id: Option<String>,
     operator: String,
     free: String,
     /// The sign-in link the first start printed.
@@ -176,6 +183,7 @@ impl Fx {
             _llm: llm,
             sshd: Sshd::start(),
             server_id: None,
+            user_id: None,
             operator,
             free,
             link,
@@ -635,7 +643,9 @@ async fn administration(b: &mut Browser, fx: &mut Fx) {
     assert!(link.contains("/login/"), "{link}");
     b.audit_current(page("admin-new-user", "", false)).await;
     b.open("/admin").await;
-    assert!(b.has("#users tr[data-email='linus@example.com']").await);
+    let row = b.el("#users tr[data-email='linus@example.com']").await;
+    let id = row.attr("id").await.unwrap().expect("a row id");
+    fx.user_id = Some(id.strip_prefix("user-").expect("user-<id>").to_string());
     assert!(
         !b.page_text().await.contains(&link),
         "the link is shown once"
@@ -850,13 +860,18 @@ async fn every_page_passes_the_audit(b: &mut Browser, fx: &mut Fx) {
             become_(b, fx, *who).await;
             current = Some(*who);
         }
-        let path = match &fx.server_id {
-            Some(id) => page.path.replace("{server}", id),
-            None if page.path.contains("{server}") => {
-                panic!("{}: no server registered (its step failed)", page.name)
+        let mut path = page.path.to_string();
+        for (placeholder, id, step) in [
+            ("{server}", &fx.server_id, "servers_with_a_real_sshd"),
+            ("{user}", &fx.user_id, "administration"),
+        ] {
+            if path.contains(placeholder) {
+                let Some(id) = id else {
+                    panic!("{}: no {placeholder} (the {step} step failed)", page.name)
+                };
+                path = path.replace(placeholder, id);
             }
-            None => page.path.to_string(),
-        };
+        }
         b.open(&path).await;
         let status = b.status().await;
         assert!(

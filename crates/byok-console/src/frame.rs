@@ -116,14 +116,6 @@ pub struct ConfirmPage {
     pub csrf: String,
 }
 
-/// A form that carries only the session's CSRF token. A missing field is refused like a
-/// wrong one (403), not as an unreadable form.
-#[derive(Debug, serde::Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    pub csrf: String,
-}
-
 /// When something happened, as the pages write it (empty when it did not).
 pub fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
     t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())

@@ -11,4 +11,4 @@ pub use pages::configure;
 pub use pages::{fallback as not_found, status_page};
 pub use session::{COOKIE_NAME, SECURE_COOKIE_NAME, SignedIn};
 pub use state::{Console, ErrorView, PromptAnswer, PromptRunner, PublicUrl};
-pub use web::{same_origin, wants_html};
+pub use web::wants_html;

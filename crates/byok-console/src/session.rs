@@ -1,4 +1,5 @@
-//! The session cookie, the `SignedIn` extractor, and the checks every form post passes.
+//! The session cookie, the `SignedIn` extractor, and the checks every form post passes
+//! (`CsrfForm`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +10,8 @@ use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use byok_core::services::{ConsoleUser, OpenedSession, constant_time_eq};
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::state::Console;
 use crate::web::{same_origin, see_other};
@@ -171,11 +174,119 @@ impl FromRequest for SignedIn {
 
 impl SignedIn {
     /// Checks a form's CSRF token against the session's (the origin was checked already).
-    pub fn check_csrf(&self, presented: &str) -> Result<(), Refused> {
+    fn check_csrf(&self, presented: &str) -> Result<(), Refused> {
         if constant_time_eq(presented, &self.0.csrf_token) {
             Ok(())
         } else {
             Err(Refused::Forbidden)
         }
+    }
+}
+
+/// A form posted by a signed-in person, with this session's CSRF token: what every form
+/// handler takes instead of `SignedIn` and `web::Form`. Before the handler runs, the person
+/// is signed in from this origin (`SignedIn`), the body is read as `web::Form` reads it (the
+/// route's `FormConfig` limit; an unreadable form is the framework's 4xx, which the
+/// application answers with a page), and its `csrf` field must equal the session's token
+/// (compared in constant time): a missing or wrong one is refused with the 403 page, like a
+/// form from another site.
+///
+/// `form` is the rest of the form (`()` when it carries only the token). The token is taken
+/// out with `#[serde(flatten)]`, under which every value stays text: the fields of `T` are
+/// `String`, `Option<String>` or `SecretString`, and pages parse numbers themselves (so a bad
+/// one is shown next to its field).
+#[derive(Debug)]
+pub struct CsrfForm<T = ()> {
+    pub who: SignedIn,
+    pub form: T,
+}
+
+/// A form as posted: the token, and the page's fields.
+#[derive(Deserialize)]
+struct WithCsrf<T> {
+    /// Absent: refused like a wrong one (403), not as an unreadable form.
+    #[serde(default)]
+    csrf: String,
+    #[serde(flatten)]
+    form: T,
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, actix_web::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let who = SignedIn::from_request(req, payload);
+        let form = web::Form::<WithCsrf<T>>::from_request(req, payload);
+        Box::pin(async move {
+            // The session and the origin first: a refused request is not read further.
+            let who = who.await?;
+            let web::Form(posted) = form.await?;
+            who.check_csrf(&posted.csrf)?;
+            Ok(CsrfForm {
+                who,
+                form: posted.form,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Fields {
+        name: String,
+        #[serde(default)]
+        ticked: Option<String>,
+        secret: Option<SecretString>,
+    }
+
+    async fn posted<T: DeserializeOwned + 'static>(
+        form: &[(&str, &str)],
+    ) -> Result<WithCsrf<T>, actix_web::Error> {
+        let (req, mut payload) = TestRequest::post().set_form(form).to_http_parts();
+        web::Form::<WithCsrf<T>>::from_request(&req, &mut payload)
+            .await
+            .map(|f| f.0)
+    }
+
+    #[actix_web::test]
+    async fn the_token_is_taken_out_and_the_fields_stay_text() {
+        let f = posted::<Fields>(&[("csrf", "t0k"), ("name", "box"), ("secret", "s3")])
+            .await
+            .unwrap();
+        assert_eq!(f.csrf, "t0k");
+        assert_eq!(f.form.name, "box");
+        assert_eq!(f.form.ticked, None);
+        assert_eq!(f.form.secret.unwrap().expose_secret(), "s3");
+        let f = posted::<Fields>(&[("name", "box"), ("ticked", "on")])
+            .await
+            .unwrap();
+        assert_eq!(
+            f.csrf, "",
+            "a missing token is empty: refused as a wrong one"
+        );
+        assert_eq!(f.form.ticked.as_deref(), Some("on"));
+    }
+
+    #[actix_web::test]
+    async fn a_token_only_form_and_an_unreadable_form() {
+        let f = posted::<()>(&[("csrf", "t0k"), ("extra", "ignored")])
+            .await
+            .unwrap();
+        assert_eq!(f.csrf, "t0k");
+        assert!(posted::<()>(&[]).await.is_ok());
+        let Err(missing) = posted::<Fields>(&[("csrf", "t0k")]).await else {
+            panic!("a form without a field it needs is unreadable");
+        };
+        assert_eq!(
+            missing.as_response_error().status_code(),
+            StatusCode::BAD_REQUEST
+        );
     }
 }

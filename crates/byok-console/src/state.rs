@@ -88,6 +88,16 @@ impl std::fmt::Debug for Console {
 }
 
 impl Console {
+    /// A field a page refused itself, before the core saw the form (no number where one is
+    /// needed, nothing chosen): shown like a core validation error (`code` as the core would
+    /// name it), with the status the application decides for one, never one chosen here.
+    pub fn invalid_field(&self, code: &'static str, message: impl Into<String>) -> ErrorView {
+        (self.errors)(CoreError::InvalidInput {
+            code,
+            message: message.into(),
+        })
+    }
+
     /// Whether cookies must be `Secure` (the public URL is https).
     pub fn secure(&self) -> bool {
         self.public_url.get().starts_with("https://")

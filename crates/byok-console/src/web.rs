@@ -1,8 +1,8 @@
 //! Responses of the console: security headers on every page, redirects, error pages, and the
 //! same-origin check of form posts.
 
+use actix_web::http::StatusCode;
 use actix_web::http::header;
-use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use askama::Template;
 
@@ -67,16 +67,14 @@ pub fn local_path<'a>(next: Option<&'a str>, fallback: &'a str) -> &'a str {
     }
 }
 
-/// Whether a state-changing request comes from this origin (or an allowed one): the
-/// `Origin` header, else `Sec-Fetch-Site: same-origin`. Safe methods always pass.
+/// Whether a form post comes from this origin (or an allowed one): core's
+/// `origin::request_origin_allowed` on this request's method and headers (reads always pass).
 pub fn same_origin(req: &HttpRequest, own: &str, allowed: &[String]) -> bool {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return true;
-    }
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    byok_core::origin::write_origin_allowed(
-        header("origin"),
-        header("sec-fetch-site"),
+    let get = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    byok_core::origin::request_origin_allowed(
+        req.method().as_str(),
+        get("origin"),
+        get("sec-fetch-site"),
         own,
         allowed,
     )

@@ -11,6 +11,21 @@
 //! default port (80 for `http`, 443 for `https`) the same as no port. Only `http` and `https`
 //! origins are accepted.
 
+/// Whether a cookie-authenticated request with `method` may proceed: a read (`GET`, `HEAD`,
+/// `OPTIONS`: nothing changes) always; anything else is a write, as [`write_origin_allowed`]
+/// decides. The one rule of the management API's cookie and of the web console's forms; each
+/// reads the headers from its framework's request.
+pub fn request_origin_allowed(
+    method: &str,
+    origin: Option<&str>,
+    sec_fetch_site: Option<&str>,
+    own_origin: &str,
+    allowed: &[String],
+) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS")
+        || write_origin_allowed(origin, sec_fetch_site, own_origin, allowed)
+}
+
 /// Whether a cookie-authenticated write (`POST`, `PUT`, `PATCH`, `DELETE`) may proceed.
 ///
 /// - `origin`: the request's `Origin` header, if any. When present it decides: allowed when it
@@ -225,6 +240,28 @@ mod tests {
             assert!(!allowed(None, Some(site), &[]), "{site}");
         }
         assert!(!allowed(None, None, &[]), "no Origin and no Sec-Fetch-Site");
+    }
+
+    #[test]
+    fn reads_pass_and_every_other_method_is_a_write() {
+        let evil = Some("https://evil.example.com");
+        for read in ["GET", "HEAD", "OPTIONS"] {
+            assert!(request_origin_allowed(read, evil, None, OWN, &[]), "{read}");
+        }
+        for write in ["POST", "PUT", "PATCH", "DELETE", "PROPFIND", "get"] {
+            assert!(
+                !request_origin_allowed(write, evil, None, OWN, &[]),
+                "{write}"
+            );
+            assert!(
+                !request_origin_allowed(write, None, None, OWN, &[]),
+                "{write}"
+            );
+            assert!(
+                request_origin_allowed(write, Some(OWN), None, OWN, &[]),
+                "{write}"
+            );
+        }
     }
 
     #[test]

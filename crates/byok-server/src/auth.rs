@@ -60,11 +60,15 @@ pub fn session_cookie(req: &HttpRequest) -> Option<SecretString> {
         .map(|v| SecretString::from(v.to_owned()))
 }
 
-/// Whether this cookie-authenticated request passes the origin check (reads always do): the
-/// console's rule, against the same public URL (known after binding) and allowed origins.
+/// Whether this cookie-authenticated request passes the origin check (reads always do): core's
+/// rule ([`byok_core::origin::request_origin_allowed`], the console's forms pass the same one),
+/// against the service's public URL (known after binding) and allowed origins.
 fn origin_allowed(req: &HttpRequest, state: &AppState) -> bool {
-    byok_console::same_origin(
-        req,
+    let get = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    byok_core::origin::request_origin_allowed(
+        req.method().as_str(),
+        get("origin"),
+        get("sec-fetch-site"),
         &state.console.public_url.get(),
         &state.console.allowed_origins,
     )

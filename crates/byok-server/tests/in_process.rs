@@ -1206,6 +1206,82 @@ async fn console_tokens_create_once_list_and_revoke() {
     );
 }
 
+/// Whether a response is a page (HTML), not the API's JSON.
+fn is_page(headers: &header::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"))
+}
+
+/// Every form handler takes `CsrfForm`: signed in, the form read, its CSRF token checked
+/// before the handler runs. A missing or wrong token is a 403 page whatever else the form
+/// holds; a form that cannot be read is a 400 page (for a browser); a field the page refuses
+/// itself gets the status of a core validation error.
+#[actix_web::test]
+async fn console_forms_pass_one_extractor() {
+    let (state, _dir) = state().await;
+    let token = user(&state, "forms@example.com", Tier::Starter).await;
+    let origin = state.console.public_url.get();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let cookie = sign_in!(app, origin, token);
+    let post = |uri: &str, form: Vec<(&str, &str)>| {
+        test::TestRequest::post()
+            .uri(uri)
+            .insert_header((header::COOKIE, cookie.clone()))
+            .insert_header(("origin", origin.clone()))
+            .insert_header((header::ACCEPT, "text/html"))
+            .set_form(form)
+    };
+    let (_, _, keys) = page!(
+        app,
+        test::TestRequest::get()
+            .uri("/keys")
+            .insert_header((header::COOKIE, cookie.clone()))
+    );
+    let csrf = csrf_of(&keys);
+    let key = [
+        ("provider", "groq"),
+        ("key", "gsk_not-a-real-key-0123456789"),
+    ];
+
+    for (uri, form) in [
+        ("/keys", key.to_vec()),
+        ("/keys/settings", vec![("fallback_policy", "user_only")]),
+        ("/logout", vec![]),
+    ] {
+        let (status, headers, body) = page!(app, post(uri, form.clone()));
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri} without a token");
+        assert!(is_page(&headers), "{uri}");
+        assert!(body.contains("cannot be accepted"), "{uri}: {body}");
+        let mut wrong = form;
+        wrong.push(("csrf", "not-the-token"));
+        let (status, _, _) = page!(app, post(uri, wrong));
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri} with a wrong token");
+    }
+
+    // With the token but without a field the form needs: a page saying so.
+    let (status, headers, body) = page!(app, post("/keys", vec![("csrf", &csrf)]));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(is_page(&headers));
+    assert!(body.contains("could not be read"), "{body}");
+
+    // A field the page refuses itself: the status of a core validation error, next to it.
+    let (status, _, body) = page!(
+        app,
+        post(
+            "/tokens",
+            vec![("csrf", &csrf), ("name", "x"), ("expiry", "soon")]
+        )
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("id=\"token-expiry-error\""), "{body}");
+
+    // Nothing above signed the person out; with the token, sign-out works.
+    let (status, _, _) = page!(app, post("/logout", vec![("csrf", &csrf)]));
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
 #[actix_web::test]
 async fn console_usage_with_and_without_requests() {
     use byok_core::ports::UsageRepository;
@@ -1409,14 +1485,7 @@ async fn console_a_new_sign_in_replaces_the_browsers_session() {
             .insert_header((header::ACCEPT, "text/html"))
     );
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        headers
-            .get(header::CONTENT_TYPE)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
+    assert!(is_page(&headers));
     assert!(body.contains("could not be read"), "{body}");
 }
 

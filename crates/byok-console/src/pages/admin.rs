@@ -12,9 +12,9 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Chrome, MessagePage, Notice, forbidden};
-use crate::frame::{ConfirmPage, CsrfOnly};
-use crate::session::SignedIn;
+use super::{Chrome, MessagePage, Notice};
+use crate::frame::ConfirmPage;
+use crate::session::{CsrfForm, SignedIn};
 use crate::state::Console;
 use crate::web::{page, see_other};
 
@@ -349,7 +349,6 @@ async fn action_failed(console: &Console, who: &SignedIn, e: CoreError) -> HttpR
 
 #[derive(Deserialize)]
 pub struct CreateUserForm {
-    csrf: String,
     #[serde(default)]
     email: String,
     #[serde(default)]
@@ -359,13 +358,8 @@ pub struct CreateUserForm {
 /// `POST /admin/users`: creates a user and shows their sign-in link once (never in a URL).
 pub async fn create(
     console: web::Data<Console>,
-    who: SignedIn,
-    form: web::Form<CreateUserForm>,
+    CsrfForm { who, form }: CsrfForm<CreateUserForm>,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
-    let form = form.into_inner();
     let mut echo = CreateForm {
         email: form.email.clone(),
         tier: form.tier.clone(),
@@ -418,20 +412,15 @@ fn user_id(raw: &str) -> Option<UserId> {
 
 #[derive(Deserialize)]
 pub struct TierForm {
-    csrf: String,
     tier: String,
 }
 
 /// `POST /admin/users/{id}/tier`
 pub async fn set_tier(
     console: web::Data<Console>,
-    who: SignedIn,
     id: web::Path<String>,
-    form: web::Form<TierForm>,
+    CsrfForm { who, form }: CsrfForm<TierForm>,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     let Some(id) = user_id(&id) else {
         return super::not_found(Some(who)).await;
     };
@@ -451,20 +440,15 @@ pub async fn set_tier(
 
 #[derive(Deserialize)]
 pub struct RoleForm {
-    csrf: String,
     role: String,
 }
 
 /// `POST /admin/users/{id}/role`
 pub async fn set_role(
     console: web::Data<Console>,
-    who: SignedIn,
     id: web::Path<String>,
-    form: web::Form<RoleForm>,
+    CsrfForm { who, form }: CsrfForm<RoleForm>,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     let Some(id) = user_id(&id) else {
         return super::not_found(Some(who)).await;
     };
@@ -515,34 +499,23 @@ pub async fn confirm_disable(
 /// `POST /admin/users/{id}/disable`
 pub async fn disable(
     console: web::Data<Console>,
-    who: SignedIn,
     id: web::Path<String>,
-    form: web::Form<CsrfOnly>,
+    CsrfForm { who, .. }: CsrfForm,
 ) -> HttpResponse {
-    set_disabled(console, who, id, form, true).await
+    set_disabled(&console, who, &id, true).await
 }
 
 /// `POST /admin/users/{id}/enable`
 pub async fn enable(
     console: web::Data<Console>,
-    who: SignedIn,
     id: web::Path<String>,
-    form: web::Form<CsrfOnly>,
+    CsrfForm { who, .. }: CsrfForm,
 ) -> HttpResponse {
-    set_disabled(console, who, id, form, false).await
+    set_disabled(&console, who, &id, false).await
 }
 
-async fn set_disabled(
-    console: web::Data<Console>,
-    who: SignedIn,
-    id: web::Path<String>,
-    form: web::Form<CsrfOnly>,
-    disabled: bool,
-) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
-    let Some(id) = user_id(&id) else {
+async fn set_disabled(console: &Console, who: SignedIn, id: &str, disabled: bool) -> HttpResponse {
+    let Some(id) = user_id(id) else {
         return super::not_found(Some(who)).await;
     };
     match console
@@ -552,20 +525,16 @@ async fn set_disabled(
     {
         Ok(ended) if disabled => see_other(&format!("/admin?done=disabled&ended={ended}")),
         Ok(_) => see_other("/admin?done=enabled"),
-        Err(e) => action_failed(&console, &who, e).await,
+        Err(e) => action_failed(console, &who, e).await,
     }
 }
 
 /// `POST /admin/users/{id}/link`: a new single-use sign-in link, shown once.
 pub async fn new_link(
     console: web::Data<Console>,
-    who: SignedIn,
     id: web::Path<String>,
-    form: web::Form<CsrfOnly>,
+    CsrfForm { who, .. }: CsrfForm,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     let Some(id) = user_id(&id) else {
         return super::not_found(Some(who)).await;
     };

@@ -9,9 +9,9 @@ use byok_core::{CoreError, FallbackPolicy, ProviderId, TestStatus, Tier, UserSet
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{Chrome, Notice, error_page, forbidden};
-use crate::frame::{ConfirmPage, CsrfOnly, when};
-use crate::session::SignedIn;
+use super::{Chrome, Notice, error_page};
+use crate::frame::{ConfirmPage, when};
+use crate::session::{CsrfForm, SignedIn};
 use crate::state::Console;
 use crate::web::{page, see_other};
 
@@ -192,7 +192,6 @@ pub async fn list(
 
 #[derive(Deserialize)]
 pub struct AddKeyForm {
-    csrf: String,
     provider: String,
     key: SecretString,
     #[serde(default)]
@@ -204,13 +203,8 @@ pub struct AddKeyForm {
 /// `POST /keys`: add or replace a key.
 pub async fn add(
     console: web::Data<Console>,
-    who: SignedIn,
-    form: web::Form<AddKeyForm>,
+    CsrfForm { who, form }: CsrfForm<AddKeyForm>,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
-    let form = form.into_inner();
     let mut echo = AddForm {
         provider: form.provider.clone(),
         label: form.label.clone(),
@@ -262,13 +256,9 @@ pub async fn add(
 /// `POST /keys/{provider}/test`: tests the stored key and shows the provider's answer.
 pub async fn test(
     console: web::Data<Console>,
-    who: SignedIn,
     provider: web::Path<String>,
-    form: web::Form<CsrfOnly>,
+    CsrfForm { who, .. }: CsrfForm,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     let Ok(provider) = provider.parse::<ProviderId>() else {
         return super::not_found(Some(who)).await;
     };
@@ -332,13 +322,9 @@ pub async fn confirm_delete(who: SignedIn, provider: web::Path<String>) -> HttpR
 /// `POST /keys/{provider}/delete`
 pub async fn delete(
     console: web::Data<Console>,
-    who: SignedIn,
     provider: web::Path<String>,
-    form: web::Form<CsrfOnly>,
+    CsrfForm { who, .. }: CsrfForm,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     let Ok(provider) = provider.parse::<ProviderId>() else {
         return super::not_found(Some(who)).await;
     };
@@ -353,19 +339,14 @@ pub async fn delete(
 
 #[derive(Deserialize)]
 pub struct SettingsForm {
-    csrf: String,
     fallback_policy: String,
 }
 
 /// `POST /keys/settings`: the fallback policy.
 pub async fn settings(
     console: web::Data<Console>,
-    who: SignedIn,
-    form: web::Form<SettingsForm>,
+    CsrfForm { who, form }: CsrfForm<SettingsForm>,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     let policy = match form.fallback_policy.as_str() {
         "user_then_system" => FallbackPolicy::UserThenSystem,
         _ => FallbackPolicy::UserOnly,

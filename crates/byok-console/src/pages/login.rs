@@ -235,21 +235,12 @@ pub async fn with_link(
     }
 }
 
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
-}
-
-/// `POST /logout`
+/// `POST /logout` (the session's CSRF token checked by the extractor).
 pub async fn logout(
     console: web::Data<Console>,
-    who: crate::session::SignedIn,
     req: HttpRequest,
-    form: web::Form<CsrfForm>,
+    _: crate::session::CsrfForm,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     if let Some(cookie) = presented(&req, &console)
         && let Err(e) = console.sessions.sign_out(&cookie).await
     {

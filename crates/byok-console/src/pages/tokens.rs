@@ -12,9 +12,9 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Chrome, Notice, error_page, forbidden};
-use crate::frame::{ConfirmPage, CsrfOnly};
-use crate::session::{SignedIn, cleared_cookie, presented};
+use super::{Chrome, Notice, error_page};
+use crate::frame::ConfirmPage;
+use crate::session::{CsrfForm, SignedIn, cleared_cookie, presented};
 use crate::state::Console;
 use crate::web::{page, see_other};
 
@@ -290,9 +290,6 @@ pub async fn list(
 
 #[derive(Debug, Deserialize)]
 pub struct CreateTokenForm {
-    /// Absent: refused like a wrong one (403), not as an unreadable form.
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -303,13 +300,8 @@ pub struct CreateTokenForm {
 /// is in this response only, sent `no-store`).
 pub async fn create(
     console: web::Data<Console>,
-    who: SignedIn,
-    form: web::Form<CreateTokenForm>,
+    CsrfForm { who, form }: CsrfForm<CreateTokenForm>,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
-    let form = form.into_inner();
     let mut echo = CreateForm {
         name: form.name.clone(),
         expiry: Some(form.expiry.clone()),
@@ -320,16 +312,10 @@ pub async fn create(
         d => match d.parse::<u32>() {
             Ok(d) => Some(d),
             Err(_) => {
-                echo.error_expiry = Some("Choose when the token expires.".into());
-                return render(
-                    &console,
-                    &who,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    None,
-                    echo,
-                    None,
-                )
-                .await;
+                let view =
+                    console.invalid_field("invalid_expiry", "Choose when the token expires.");
+                echo.error_expiry = Some(view.message);
+                return render(&console, &who, view.status, None, echo, None).await;
             }
         },
     };
@@ -428,14 +414,10 @@ pub async fn confirm_revoke(
 /// session too (the service would refuse it at the next request anyway).
 pub async fn revoke(
     console: web::Data<Console>,
-    who: SignedIn,
     req: HttpRequest,
     id: web::Path<String>,
-    form: web::Form<CsrfOnly>,
+    CsrfForm { who, .. }: CsrfForm,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     let Ok(id) = Uuid::parse_str(&id) else {
         return super::not_found(Some(who)).await;
     };

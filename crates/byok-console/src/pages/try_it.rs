@@ -8,8 +8,8 @@ use byok_core::CredentialKind;
 use byok_core::services::RouteSummary;
 use serde::Deserialize;
 
-use super::{Chrome, Notice, forbidden};
-use crate::session::SignedIn;
+use super::{Chrome, Notice};
+use crate::session::{CsrfForm, SignedIn};
 use crate::state::{Console, PromptAnswer};
 use crate::web::page;
 
@@ -84,7 +84,6 @@ pub struct TryQuery {
 
 #[derive(Debug, Deserialize)]
 pub struct TryForm {
-    csrf: String,
     #[serde(default)]
     model: String,
     #[serde(default)]
@@ -219,20 +218,16 @@ pub async fn show(
 /// gateway as the signed-in person (`send`) and shows the answer.
 pub async fn send(
     console: web::Data<Console>,
-    who: SignedIn,
     req: HttpRequest,
-    form: web::Form<TryForm>,
+    CsrfForm { who, form }: CsrfForm<TryForm>,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
-    let form = form.into_inner();
     let model = form.model.trim().to_string();
     let prompt = form.prompt;
     let mut f = facts(&console, &who, &model).await;
     if model.is_empty() {
-        f.model_error = Some("Choose a model.".into());
-        f.status = StatusCode::UNPROCESSABLE_ENTITY;
+        let view = console.invalid_field("invalid_model", "Choose a model.");
+        f.model_error = Some(view.message);
+        f.status = view.status;
     }
     let summary = match (&f.summary, form.action.as_str()) {
         (Some(s), "send") if f.model_error.is_none() => s.clone(),
@@ -247,14 +242,15 @@ pub async fn send(
         } else {
             format!("The prompt is longer than {MAX_PROMPT_CHARS} characters.")
         };
+        let view = console.invalid_field("invalid_prompt", why);
         return render(
             &who,
             f,
             model,
             prompt,
-            Some(why),
+            Some(view.message),
             None,
-            StatusCode::UNPROCESSABLE_ENTITY,
+            view.status,
             None,
         );
     }

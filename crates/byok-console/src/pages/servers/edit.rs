@@ -10,10 +10,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::fields::{self, FormView, Prefill};
-use super::form::{self, ServerInput};
+use super::form::{self, FormProblem, ServerInput};
 use super::view::{Upgrade, server_id, type_description, type_label, upgrade_for};
-use crate::pages::{Chrome, error_page, forbidden, not_found};
-use crate::session::SignedIn;
+use crate::pages::{Chrome, error_page, not_found};
+use crate::session::{CsrfForm, SignedIn};
 use crate::state::Console;
 use crate::web::{page, see_other};
 
@@ -184,6 +184,14 @@ fn refusal(console: &Console, form: &mut FormView, e: CoreError) -> StatusCode {
     view.status
 }
 
+/// Puts a problem of the form itself (found before the core saw it) next to its field, as a
+/// core validation error of the config. Returns the status the application decided.
+fn problem(console: &Console, form: &mut FormView, p: FormProblem) -> StatusCode {
+    let view = console.invalid_field("invalid_connection_config", p.message);
+    form.set_error(Some(p.field), view.message);
+    view.status
+}
+
 fn workspace(raw: &str) -> Option<String> {
     Some(raw.trim().to_string()).filter(|p| !p.is_empty())
 }
@@ -191,28 +199,19 @@ fn workspace(raw: &str) -> Option<String> {
 /// `POST /servers`: adds a server.
 pub async fn create(
     console: web::Data<Console>,
-    who: SignedIn,
-    input: web::Form<ServerInput>,
+    CsrfForm { who, form: input }: CsrfForm<ServerInput>,
 ) -> HttpResponse {
-    if who.check_csrf(&input.csrf).is_err() {
-        return forbidden();
-    }
-    let input = input.into_inner();
     let Some(kind) = offered(&console, &who, &input.server_type) else {
-        return choose(
-            &console,
-            &who,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some("Choose a type of server.".into()),
-        );
+        let view = console.invalid_field("invalid_server_type", "Choose a type of server.");
+        return choose(&console, &who, view.status, Some(view.message));
     };
     let refused = || fields::view(kind, &Prefill::from_input(&input, kind, false));
     let config = match form::connection_config(kind, &input, false) {
         Ok(c) => c,
-        Err(problem) => {
+        Err(p) => {
             let mut f = refused();
-            f.set_error(Some(problem.field), problem.message);
-            return new_form(&who, StatusCode::UNPROCESSABLE_ENTITY, f);
+            let status = problem(&console, &mut f, p);
+            return new_form(&who, status, f);
         }
     };
     let req = CreateServer {
@@ -270,13 +269,9 @@ pub async fn edit(
 /// `POST /servers/{id}/edit`: saves the changes (empty secrets keep the stored ones).
 pub async fn update(
     console: web::Data<Console>,
-    who: SignedIn,
     path: web::Path<String>,
-    input: web::Form<ServerInput>,
+    CsrfForm { who, form: input }: CsrfForm<ServerInput>,
 ) -> HttpResponse {
-    if who.check_csrf(&input.csrf).is_err() {
-        return forbidden();
-    }
     let Some(id) = server_id(&path) else {
         return not_found(Some(who)).await;
     };
@@ -285,7 +280,6 @@ pub async fn update(
         Ok(s) => s,
         Err(e) => return error_page(&console, Chrome::signed_in(&who, "/servers"), e),
     };
-    let input = input.into_inner();
     let kind = server.server_type;
     let refused = || {
         let mut pre = Prefill::from_input(&input, kind, true);
@@ -294,10 +288,10 @@ pub async fn update(
     };
     let config = match form::connection_config(kind, &input, true) {
         Ok(c) => c,
-        Err(problem) => {
+        Err(p) => {
             let mut f = refused();
-            f.set_error(Some(problem.field), problem.message);
-            return edit_form(&who, &server, StatusCode::UNPROCESSABLE_ENTITY, f);
+            let status = problem(&console, &mut f, p);
+            return edit_form(&who, &server, status, f);
         }
     };
     let wants_default = input.is_default.is_some();

@@ -12,7 +12,6 @@ use serde_json::{Map, Value, json};
 #[derive(Default, Deserialize)]
 #[serde(default)]
 pub struct ServerInput {
-    pub csrf: String,
     pub server_type: String,
     pub name: String,
     pub workspace_path: String,

@@ -12,9 +12,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::view::{ConfirmPage, Summary, Upgrade, capitalise, server_id, status_of, upgrade_of};
-use crate::frame::CsrfOnly;
-use crate::pages::{Chrome, Notice, error_page, forbidden, not_found};
-use crate::session::{SignedIn, encode};
+use crate::pages::{Chrome, Notice, error_page, not_found};
+use crate::session::{CsrfForm, SignedIn, encode};
 use crate::state::Console;
 use crate::web::{page, see_other};
 
@@ -279,13 +278,9 @@ async fn show_test(
 /// `POST /servers/{id}/test`: tests the connection and shows what the server answered.
 pub async fn test(
     console: web::Data<Console>,
-    who: SignedIn,
     path: web::Path<String>,
-    form: web::Form<CsrfOnly>,
+    CsrfForm { who, .. }: CsrfForm,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     let Some(id) = server_id(&path) else {
         return not_found(Some(who)).await;
     };
@@ -295,8 +290,6 @@ pub async fn test(
 
 #[derive(Deserialize)]
 pub struct TrustForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     fingerprint: String,
     /// Ticked to replace a key trusted before.
@@ -308,13 +301,9 @@ pub struct TrustForm {
 /// present that key now), then tests again.
 pub async fn trust(
     console: web::Data<Console>,
-    who: SignedIn,
     path: web::Path<String>,
-    form: web::Form<TrustForm>,
+    CsrfForm { who, form }: CsrfForm<TrustForm>,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     let Some(id) = server_id(&path) else {
         return not_found(Some(who)).await;
     };
@@ -325,13 +314,15 @@ pub async fn trust(
     };
     let fingerprint = form.fingerprint.trim().to_string();
     if fingerprint.is_empty() {
+        let view = console.invalid_field(
+            "invalid_fingerprint",
+            "No fingerprint was sent: test the server again to see it.",
+        );
         return render(
             &console,
             &who,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some(Notice::error(
-                "No fingerprint was sent: test the server again to see it.",
-            )),
+            view.status,
+            Some(Notice::error(view.message)),
             None,
         )
         .await;
@@ -341,20 +332,15 @@ pub async fn trust(
         && pinned != fingerprint
         && form.replace.is_none()
     {
+        let view = console.invalid_field(
+            "replacement_not_confirmed",
+            "Tick the box to confirm that you replaced this server's host key yourself.",
+        );
         let mut panel = mismatch_panel(id, pinned.to_string(), fingerprint);
         if let Some(step) = panel.host_key.as_mut() {
-            step.error = Some(
-                "Tick the box to confirm that you replaced this server's host key yourself.".into(),
-            );
+            step.error = Some(view.message);
         }
-        return render(
-            &console,
-            &who,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            Some(panel),
-        )
-        .await;
+        return render(&console, &who, view.status, None, Some(panel)).await;
     }
     match console
         .servers
@@ -410,13 +396,9 @@ pub async fn trust(
 /// `POST /servers/{id}/default`: makes this server the default.
 pub async fn make_default(
     console: web::Data<Console>,
-    who: SignedIn,
     path: web::Path<String>,
-    form: web::Form<CsrfOnly>,
+    CsrfForm { who, .. }: CsrfForm,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     let Some(id) = server_id(&path) else {
         return not_found(Some(who)).await;
     };
@@ -428,8 +410,6 @@ pub async fn make_default(
 
 #[derive(Deserialize)]
 pub struct DefaultForm {
-    #[serde(default)]
-    csrf: String,
     /// A server id, or `none`.
     #[serde(default)]
     server: String,
@@ -438,12 +418,8 @@ pub struct DefaultForm {
 /// `POST /servers/default`: the default selector (a server, or none).
 pub async fn choose_default(
     console: web::Data<Console>,
-    who: SignedIn,
-    form: web::Form<DefaultForm>,
+    CsrfForm { who, form }: CsrfForm<DefaultForm>,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     let p = who.0.principal();
     let chrome = || Chrome::signed_in(&who, "/servers");
     if form.server == "none" {
@@ -463,11 +439,12 @@ pub async fn choose_default(
         return see_other("/servers?done=default&server=none");
     }
     let Some(id) = server_id(&form.server) else {
+        let view = console.invalid_field("invalid_server", "Choose a server, or no default.");
         return render(
             &console,
             &who,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some(Notice::error("Choose a server, or no default.")),
+            view.status,
+            Some(Notice::error(view.message)),
             None,
         )
         .await;
@@ -518,13 +495,9 @@ pub async fn confirm_delete(
 /// `POST /servers/{id}/delete`
 pub async fn delete(
     console: web::Data<Console>,
-    who: SignedIn,
     path: web::Path<String>,
-    form: web::Form<CsrfOnly>,
+    CsrfForm { who, .. }: CsrfForm,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     let Some(id) = server_id(&path) else {
         return not_found(Some(who)).await;
     };

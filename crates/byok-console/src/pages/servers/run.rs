@@ -13,8 +13,8 @@ use byok_core::execution::{
 use serde::Deserialize;
 
 use super::view::{Summary, server_id};
-use crate::pages::{Chrome, Notice, error_page, forbidden, not_found};
-use crate::session::SignedIn;
+use crate::pages::{Chrome, Notice, error_page, not_found};
+use crate::session::{CsrfForm, SignedIn};
 use crate::state::Console;
 use crate::web::page;
 
@@ -150,8 +150,6 @@ pub async fn form(
 #[derive(Deserialize)]
 pub struct RunForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     command: String,
     #[serde(default)]
     timeout_secs: String,
@@ -160,13 +158,9 @@ pub struct RunForm {
 /// `POST /servers/{id}/run`: runs the command and shows what it did.
 pub async fn run(
     console: web::Data<Console>,
-    who: SignedIn,
     path: web::Path<String>,
-    form: web::Form<RunForm>,
+    CsrfForm { who, form }: CsrfForm<RunForm>,
 ) -> HttpResponse {
-    if who.check_csrf(&form.csrf).is_err() {
-        return forbidden();
-    }
     let Some(id) = server_id(&path) else {
         return not_found(Some(who)).await;
     };
@@ -175,7 +169,6 @@ pub async fn run(
         Ok(s) => s,
         Err(e) => return error_page(&console, Chrome::signed_in(&who, "/servers"), e),
     };
-    let form = form.into_inner();
     let mut p = RunPage {
         command: form.command.clone(),
         timeout: form.timeout_secs.trim().to_string(),
@@ -187,8 +180,9 @@ pub async fn run(
     let timeout = match p.timeout.parse::<u64>() {
         Ok(n) => n,
         Err(_) => {
-            p.error_timeout = Some("Enter a number of seconds.".into());
-            return run_page(&who, StatusCode::UNPROCESSABLE_ENTITY, None, p);
+            let view = console.invalid_field("invalid_timeout", "Enter a number of seconds.");
+            p.error_timeout = Some(view.message);
+            return run_page(&who, view.status, None, p);
         }
     };
     let request = match ExecRequest::new(
