@@ -38,7 +38,7 @@
 //! | `BYOK_DOCKER_ALLOW_PLAIN_TCP` | `false` | `true` allows plain `tcp://` Docker endpoints (through the target policy) |
 //! | `BYOK_ALLOW_LOCAL_EXECUTION` | `false` | `true` lets `enterprise` users run commands on this host (local servers) |
 //! | `BYOK_TOKEN_LIFETIME_DAYS` | `90` | lifetime of gateway tokens created without one (`0`: no expiry) |
-//! | `BYOK_IDENTITY_REFRESH_SECS` | `60` | how often the account (enabled, tier) of a Keycloak user is re-read for their gateway tokens |
+//! | `BYOK_IDENTITY_REFRESH_SECS` | `60` | how often the account (enabled, tier) of a Keycloak user is re-read for their gateway tokens and console sessions |
 //! | `BYOK_LOCAL_SANDBOX_UID`, `BYOK_LOCAL_SANDBOX_GID` | `990000`, the uid | the first of the unprivileged ids local runs take (one each; never 0) |
 //! | `BYOK_LOCAL_SANDBOXES` | `8` | local runs at once on this host (each with its own uid/gid; more wait) |
 //! | `BYOK_LOCAL_MAX_PROCESSES`, `BYOK_LOCAL_MAX_MEMORY_MB` | `64`, `1024` | processes of one run; address space per process |

@@ -302,11 +302,13 @@ impl AppState {
         );
         let metrics =
             crate::metrics::Metrics::new().map_err(|e| ConfigError(format!("metrics: {e}")))?;
+        // Sessions of Keycloak users follow their account like their gateway tokens do.
         let sessions = byok_core::services::SessionService::new(
             Arc::new(db.clone()),
             Arc::new(db.clone()),
             settings.session_policy,
-        );
+        )
+        .with_accounts(tokens.clone());
         let admin = byok_core::services::Administration::new(
             tokens.clone(),
             sessions.clone(),
