@@ -323,6 +323,7 @@ impl AppState {
             users: Arc::new(db.clone()),
             usage: Arc::new(db.clone()),
             limiter: limiter.clone(),
+            trusted_proxies: settings.trusted_proxies.clone(),
             authenticator: authenticator.clone(),
             public_url: Arc::new(byok_console::PublicUrl::new(settings.public_url.clone())),
             allowed_origins: settings.allowed_origins.clone(),

@@ -1372,6 +1372,134 @@ async fn console_sign_in_attempts_are_limited_and_next_stays_here() {
     assert_eq!(status, StatusCode::SEE_OTHER);
 }
 
+/// Review finding: the sign-in limit was keyed on the TCP peer, so behind a reverse proxy
+/// every client shared one bucket (ten wrong tokens anywhere locked everyone out for a
+/// minute). With `BYOK_TRUSTED_PROXIES`, the client the proxy names is counted.
+#[actix_web::test]
+async fn console_sign_in_limit_counts_each_client_behind_a_trusted_proxy() {
+    let (state, _dir) = state_with(&[("BYOK_TRUSTED_PROXIES", "10.0.0.0/8")]).await;
+    let token = user(&state, "proxied@example.com", Tier::Starter).await;
+    let origin = state.console.public_url.get();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let attempt = |peer: &str, forwarded: Option<&str>, token: &str| {
+        let mut req = test::TestRequest::post()
+            .uri("/login")
+            .peer_addr(peer.parse().unwrap())
+            .insert_header(("origin", origin.as_str()))
+            .set_form([("token", token)]);
+        if let Some(f) = forwarded {
+            req = req.insert_header(("x-forwarded-for", f));
+        }
+        req
+    };
+    // Client A, through the proxy, tries wrong tokens until it is limited.
+    let mut limited = false;
+    for _ in 0..12 {
+        let (status, _, _) = page!(
+            app,
+            attempt(
+                "10.0.0.1:4000",
+                Some("203.0.113.1"),
+                "byok_wrong-token-0123456789"
+            )
+        );
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert!(limited, "client A is limited");
+    // Client B, through the same proxy: its own count.
+    let (status, _, _) = page!(app, attempt("10.0.0.1:4000", Some("203.0.113.2"), &token));
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "client B is not limited by A"
+    );
+    // A cannot get out of its count with a header of its own: through the proxy its entries
+    // are left of the address the proxy appended; straight to the service (an untrusted
+    // peer) the header is ignored.
+    for (peer, forwarded) in [
+        ("10.0.0.1:4000", "198.51.100.9, 203.0.113.1"),
+        ("10.0.0.1:4000", "10.0.0.77, 203.0.113.1"),
+        ("203.0.113.1:5000", "198.51.100.9"),
+        ("203.0.113.1:5000", "198.51.100.9, 10.0.0.1"),
+    ] {
+        let (status, _, _) = page!(app, attempt(peer, Some(forwarded), &token));
+        assert_eq!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{peer} with {forwarded}"
+        );
+    }
+    // A malformed header through the proxy: the proxy's own address is counted, not A's.
+    let (status, _, _) = page!(app, attempt("10.0.0.1:4000", Some("unknown"), &token));
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+#[actix_web::test]
+async fn console_without_trusted_proxies_x_forwarded_for_is_ignored() {
+    let (state, _dir) = state().await;
+    let token = user(&state, "direct@example.com", Tier::Starter).await;
+    let origin = state.console.public_url.get();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    // Every attempt claims another address; all come from one peer and share its count.
+    let mut limited = false;
+    for i in 0..12 {
+        let (status, _, _) = page!(
+            app,
+            test::TestRequest::post()
+                .uri("/login")
+                .peer_addr("10.0.0.1:4000".parse().unwrap())
+                .insert_header(("origin", origin.as_str()))
+                .insert_header(("x-forwarded-for", format!("203.0.113.{i}")))
+                .set_form([("token", "byok_wrong-token-0123456789")])
+        );
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "a made-up X-Forwarded-For is not a new client");
+    let (status, _, _) = page!(
+        app,
+        test::TestRequest::post()
+            .uri("/login")
+            .peer_addr("10.0.0.1:4000".parse().unwrap())
+            .insert_header(("origin", origin.as_str()))
+            .insert_header(("x-forwarded-for", "198.51.100.1"))
+            .set_form([("token", token.as_str())])
+    );
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[actix_web::test]
+async fn trusted_proxies_must_be_addresses_or_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    for bad in ["proxy.internal", "10.0.0.0/40", "10.0.0.1, nonsense"] {
+        let e = Settings::from_vars([
+            ("BYOK_DATA_DIR", data.as_str()),
+            ("BYOK_TRUSTED_PROXIES", bad),
+        ])
+        .expect_err("refused");
+        assert!(e.to_string().starts_with("BYOK_TRUSTED_PROXIES: "), "{e}");
+    }
+    let ok = Settings::from_vars([
+        ("BYOK_DATA_DIR", data.as_str()),
+        ("BYOK_TRUSTED_PROXIES", " 10.0.0.0/8, 192.168.1.5,fd00::/8 "),
+    ])
+    .expect("accepted");
+    assert!(ok.trusted_proxies.trusts("10.1.2.3".parse().unwrap()));
+    assert!(!ok.trusted_proxies.trusts("203.0.113.1".parse().unwrap()));
+    let none = Settings::from_vars([("BYOK_DATA_DIR", data.as_str())]).expect("default");
+    assert!(
+        none.trusted_proxies.is_empty(),
+        "trusts no proxy by default"
+    );
+}
+
 #[actix_web::test]
 async fn console_a_new_sign_in_replaces_the_browsers_session() {
     let (state, _dir) = state().await;
