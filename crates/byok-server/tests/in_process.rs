@@ -1500,6 +1500,118 @@ async fn trusted_proxies_must_be_addresses_or_ranges() {
     );
 }
 
+/// A stand-in for the identity provider's browser sign-in: every code is exchanged for
+/// `access_token` (a gateway token here, which the authenticator accepts like a JWT).
+struct FakeLogin {
+    access_token: String,
+}
+
+#[byok_core::async_trait::async_trait]
+impl byok_core::ports::BrowserLogin for FakeLogin {
+    async fn authorization_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        _nonce: &str,
+        _challenge: &str,
+    ) -> Result<String, byok_core::CoreError> {
+        Ok(format!(
+            "https://idp.example/auth?redirect_uri={redirect_uri}&state={state}"
+        ))
+    }
+    async fn exchange(
+        &self,
+        _code: &str,
+        _verifier: &secrecy::SecretString,
+        _redirect_uri: &str,
+        _nonce: &str,
+    ) -> Result<byok_core::ports::BrowserSignIn, byok_core::CoreError> {
+        Ok(byok_core::ports::BrowserSignIn {
+            access_token: self.access_token.clone().into(),
+            operator: None,
+        })
+    }
+}
+
+/// Over https the OIDC attempt's cookie is `__Host-byok_oidc`: `Secure`, `Path=/`, no
+/// `Domain`, `HttpOnly`, `SameSite=Lax`; the callback reads it under that name and clears it.
+#[actix_web::test]
+async fn console_oidc_attempt_cookie_over_https_is_host_prefixed() {
+    let (mut state, _dir) = state_with(&[("BYOK_PUBLIC_URL", "https://byok.example.com")]).await;
+    let token = user(&state, "oidc-https@example.com", Tier::Starter).await;
+    state.console.oidc = Some(std::sync::Arc::new(FakeLogin {
+        access_token: token,
+    }));
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let (status, headers, _) = page!(
+        app,
+        test::TestRequest::get().uri("/login/oidc?next=/tokens")
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let set = headers
+        .get_all(header::SET_COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("__Host-byok_oidc="))
+        .expect("__Host-byok_oidc")
+        .to_string();
+    let attributes: Vec<String> = set
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect();
+    for flag in [
+        "secure",
+        "httponly",
+        "samesite=lax",
+        "path=/",
+        "max-age=600",
+    ] {
+        assert!(attributes.iter().any(|a| a == flag), "{flag}: {set}");
+    }
+    assert!(!attributes.iter().any(|a| a.starts_with("domain")), "{set}");
+    let pending = set.split(';').next().unwrap().to_string();
+    let value = pending.split_once('=').unwrap().1.to_string();
+    let to = headers.get(header::LOCATION).unwrap().to_str().unwrap();
+    let state_param = to.split("state=").nth(1).unwrap().to_string();
+
+    // Back from the provider: the attempt is read under its __Host- name, then cleared.
+    let (status, headers, body) = page!(
+        app,
+        test::TestRequest::get()
+            .uri(&format!("/login/oidc/callback?code=c&state={state_param}"))
+            .insert_header((header::COOKIE, pending))
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers.get(header::LOCATION).unwrap(), "/tokens");
+    let cookies: Vec<&str> = headers
+        .get_all(header::SET_COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with(byok_console::SECURE_COOKIE_NAME)),
+        "signed in: {cookies:?}"
+    );
+    let cleared = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-byok_oidc="))
+        .expect("the attempt's cookie is cleared")
+        .to_ascii_lowercase();
+    assert!(
+        cleared.contains("max-age=0") && cleared.contains("secure"),
+        "{cleared}"
+    );
+    // The plain-http name is not read over https (a cookie planted by an http response).
+    let (status, _, _) = page!(
+        app,
+        test::TestRequest::get()
+            .uri(&format!("/login/oidc/callback?code=c&state={state_param}"))
+            .insert_header((header::COOKIE, format!("byok_oidc={value}")))
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
 #[actix_web::test]
 async fn console_a_new_sign_in_replaces_the_browsers_session() {
     let (state, _dir) = state().await;
