@@ -447,3 +447,110 @@ async fn signing_in_through_an_independent_oidc_server() {
     assert_eq!(done.headers()[LOCATION], "/keys", "never another site");
     s.finish();
 }
+
+/// Review finding: a user disabled (or deleted) in Keycloak kept an open console session until
+/// its idle or absolute end. A session of a Keycloak user now follows the account like the
+/// user's gateway tokens (re-read at most every `BYOK_IDENTITY_REFRESH_SECS`, 1 s here): a
+/// tier changed there applies, disabled or deleted there ends the session. (The session is
+/// opened with a gateway token of the Keycloak user: the Keycloak stand-in has the admin API
+/// but no browser sign-in; an OIDC-opened session takes the same check.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keycloak_users_session_follows_the_account() {
+    use byok_tests::keycloak::{CLIENT_ID, CLIENT_SECRET, KeycloakStandIn, REALM};
+
+    let kc = KeycloakStandIn::start().await;
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let env = Env::new(data.path(), &db.url)
+        .set("AUTH_MODE", "keycloak")
+        .set("KEYCLOAK_URL", &kc.url)
+        .set("KEYCLOAK_REALM", REALM)
+        .set("KEYCLOAK_CLIENT_ID", CLIENT_ID)
+        .set("KEYCLOAK_CLIENT_SECRET", CLIENT_SECRET)
+        .set("KEYCLOAK_ALLOW_HTTP", "true")
+        .set("BYOK_AUTH_CACHE_TTL_SECS", "1")
+        .set("BYOK_IDENTITY_REFRESH_SECS", "1");
+    let s = TestServer::start(env);
+    let http = client();
+    let sub = uuid::Uuid::new_v4().to_string();
+    kc.add_user(
+        &sub,
+        "kc-session@example.com",
+        json!({"subscription_tier": ["starter"]}),
+    );
+    let jwt = kc.token(&sub, json!({}));
+    let r = s
+        .post("/api/v1/tokens", &jwt, json!({"name": "console"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let token = r.json["token"].as_str().unwrap().to_string();
+    let sign_in = || {
+        let (http, s, token) = (&http, &s, token.clone());
+        async move {
+            let r = http
+                .post(format!("{}/login", s.base))
+                .header(ORIGIN, &s.base)
+                .form(&[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+            set_cookie(&r, "byok_session").expect("a session").0
+        }
+    };
+    // (status, page) of /keys with this session.
+    let keys = |cookie: String| {
+        let http = &http;
+        let url = format!("{}/keys", s.base);
+        async move {
+            let r = http.get(url).header(COOKIE, cookie).send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    // Polls /keys until `done` holds (at most 5 s): the answer last seen.
+    let eventually = |cookie: String, done: fn(&(StatusCode, String)) -> bool| {
+        let keys = &keys;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let got = keys(cookie.clone()).await;
+                if done(&got) || std::time::Instant::now() > deadline {
+                    return got;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    let session = sign_in().await;
+    let (status, page) = keys(session.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("starter"), "the tier Keycloak keeps: {page}");
+
+    // A tier changed in Keycloak reaches the open session.
+    kc.update_user(
+        &sub,
+        json!({"attributes": {"subscription_tier": ["professional"]}}),
+    );
+    let (status, page) = eventually(session.clone(), |(_, p)| p.contains("professional")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("professional"), "the new tier applies");
+
+    // Disabled in Keycloak: the open session ends (to the sign-in page) ...
+    kc.update_user(&sub, json!({"enabled": false}));
+    let (status, _) = eventually(session.clone(), |(st, _)| *st != StatusCode::OK).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the session ended");
+    // ... for good: enabled again, the old cookie opens nothing (the session was deleted),
+    // while a new sign-in works.
+    kc.update_user(&sub, json!({"enabled": true}));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(keys(session).await.0, StatusCode::SEE_OTHER);
+    let session = sign_in().await;
+    assert_eq!(keys(session.clone()).await.0, StatusCode::OK);
+
+    // Deleted in Keycloak: ended too.
+    kc.remove_user(&sub);
+    let (status, _) = eventually(session, |(st, _)| *st != StatusCode::OK).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the session ended");
+    s.finish();
+}

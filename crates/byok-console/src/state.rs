@@ -61,6 +61,8 @@ pub struct Console {
     pub usage: Arc<dyn UsageRepository>,
     /// Counts sign-in attempts.
     pub limiter: Arc<dyn RateLimiter>,
+    /// Proxies whose `X-Forwarded-For` names the client (`BYOK_TRUSTED_PROXIES`).
+    pub trusted_proxies: byok_core::client_addr::TrustedProxies,
     /// The authenticator of the JSON API (for the record; pages use sessions).
     pub authenticator: Arc<dyn Authenticator>,
     /// This service's public URL (`BYOK_PUBLIC_URL`), without a trailing slash.

@@ -80,6 +80,20 @@ pub fn same_origin(req: &HttpRequest, own: &str, allowed: &[String]) -> bool {
     )
 }
 
+/// The client's address: the peer, or behind a trusted proxy the address it forwarded
+/// (`byok_core::client_addr`, `BYOK_TRUSTED_PROXIES`); `None` when the peer is unknown.
+pub fn client_ip(
+    req: &HttpRequest,
+    proxies: &byok_core::client_addr::TrustedProxies,
+) -> Option<std::net::IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let forwarded = req
+        .headers()
+        .get_all(header::X_FORWARDED_FOR)
+        .map(header::HeaderValue::as_bytes);
+    Some(proxies.client_ip(peer, forwarded))
+}
+
 /// Whether the client is a browser asking for a page (`Accept` names `text/html`).
 pub fn wants_html(req: &HttpRequest) -> bool {
     req.headers()

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(unreachable_pub)]
 
+pub mod client_addr;
 pub mod domain;
 pub mod error;
 pub mod execution;

@@ -270,32 +270,40 @@ impl OidcVerifier {
         subject: &str,
     ) -> Result<(), CoreError> {
         let (_, claims) = self.decode_verified(token).await?;
-        let azp = claims.get("azp").and_then(Value::as_str);
-        let aud_ok = match claims.get("aud") {
-            Some(Value::String(a)) => a == client_id && azp.is_none_or(|p| p == client_id),
-            // Several audiences: this client must be the authorized party (OIDC Core 3.1.3.7).
-            Some(Value::Array(a)) => {
-                a.iter().any(|x| x.as_str() == Some(client_id))
-                    && (a.len() == 1 || azp == Some(client_id))
-            }
-            _ => false,
-        };
-        // Keycloak marks its ID tokens `typ: ID`; an access or refresh token is not one.
-        let typ_ok = claims
-            .get("typ")
-            .and_then(Value::as_str)
-            .is_none_or(|t| t.eq_ignore_ascii_case("ID"));
-        let nonce_ok = claims
-            .get("nonce")
-            .and_then(Value::as_str)
-            .is_some_and(|n| byok_core::services::constant_time_eq(n, nonce));
-        let same_subject = claims.get("sub").and_then(Value::as_str) == Some(subject);
-        if aud_ok && typ_ok && nonce_ok && same_subject {
+        if id_token_claims_ok(&claims, client_id, nonce, subject) {
             Ok(())
         } else {
             Err(unauthenticated())
         }
     }
+}
+
+/// The claims an ID token from the code exchange must carry (its signature, issuer and expiry
+/// already checked): for `client_id` (the only audience, or one of several with `azp` naming
+/// it; an `azp` present must name it), not an access or refresh token (`typ` absent or `ID`),
+/// the attempt's `nonce`, and the access token's `subject`.
+fn id_token_claims_ok(claims: &Value, client_id: &str, nonce: &str, subject: &str) -> bool {
+    let azp = claims.get("azp").and_then(Value::as_str);
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => a == client_id && azp.is_none_or(|p| p == client_id),
+        // Several audiences: this client must be the authorized party (OIDC Core 3.1.3.7).
+        Some(Value::Array(a)) => {
+            a.iter().any(|x| x.as_str() == Some(client_id))
+                && (a.len() == 1 || azp == Some(client_id))
+        }
+        _ => false,
+    };
+    // Keycloak marks its ID tokens `typ: ID`; an access or refresh token is not one.
+    let typ_ok = claims
+        .get("typ")
+        .and_then(Value::as_str)
+        .is_none_or(|t| t.eq_ignore_ascii_case("ID"));
+    let nonce_ok = claims
+        .get("nonce")
+        .and_then(Value::as_str)
+        .is_some_and(|n| byok_core::services::constant_time_eq(n, nonce));
+    let same_subject = claims.get("sub").and_then(Value::as_str) == Some(subject);
+    aud_ok && typ_ok && nonce_ok && same_subject
 }
 
 #[async_trait]
@@ -349,6 +357,46 @@ pub const DEFAULT_JWKS_MIN_REFRESH: Duration = Duration::from_secs(30);
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn id_token_typ_azp_aud_nonce_and_subject_rules() {
+        let ok = |extra: Value| {
+            let mut c = json!({"aud": "byok", "typ": "ID", "nonce": "n-1", "sub": "s-1"});
+            for (k, v) in extra.as_object().unwrap() {
+                if v.is_null() {
+                    c.as_object_mut().unwrap().remove(k);
+                } else {
+                    c[k] = v.clone();
+                }
+            }
+            id_token_claims_ok(&c, "byok", "n-1", "s-1")
+        };
+        // Accepted: Keycloak's shape, `typ` absent (other providers), `azp` naming this client,
+        // several audiences with `azp` naming this client, one audience in an array.
+        assert!(ok(json!({})));
+        assert!(ok(json!({"typ": null})));
+        assert!(ok(json!({"typ": "id"})));
+        assert!(ok(json!({"azp": "byok"})));
+        assert!(ok(json!({"aud": ["other", "byok"], "azp": "byok"})));
+        assert!(ok(json!({"aud": ["byok"]})));
+        // An access or refresh token of the realm is not an ID token.
+        assert!(!ok(json!({"typ": "Bearer"})));
+        assert!(!ok(json!({"typ": "Refresh"})));
+        // Issued to another client: `azp` naming another party, or several audiences without
+        // `azp` naming this client.
+        assert!(!ok(json!({"azp": "other"})));
+        assert!(!ok(json!({"aud": ["other", "byok"]})));
+        assert!(!ok(json!({"aud": ["other", "byok"], "azp": "other"})));
+        assert!(!ok(json!({"aud": "other"})));
+        assert!(!ok(json!({"aud": ["other"], "azp": "byok"})));
+        assert!(!ok(json!({"aud": null})));
+        assert!(!ok(json!({"aud": 7})));
+        // Another attempt's nonce, or none; another subject, or none.
+        assert!(!ok(json!({"nonce": "n-2"})));
+        assert!(!ok(json!({"nonce": null})));
+        assert!(!ok(json!({"sub": "s-2"})));
+        assert!(!ok(json!({"sub": null})));
+    }
 
     #[test]
     fn only_a_json_true_verifies_the_email() {

@@ -14,6 +14,7 @@
 //! | `BYOK_UPGRADE_URL` | `/pricing` | `upgrade_url` in tier refusals |
 //! | `BYOK_PUBLIC_URL` | `http://$BYOK_BIND` | the URL people and clients reach this service at (sign-in links, the console's snippets, the origin form posts must come from; `https://…` makes the session cookie `Secure` with the `__Host-` prefix) |
 //! | `BYOK_ALLOWED_ORIGINS` | empty | comma-separated extra origins (`https://app.example.com`) allowed to post to the console and, with a session cookie, to `/api/v1` |
+//! | `BYOK_TRUSTED_PROXIES` | empty (trust none) | comma-separated addresses/CIDRs of reverse proxies whose `X-Forwarded-For` names the client (the right-most entry that is not itself a trusted proxy); the console's sign-in limit counts per client address. A bad entry refuses to start |
 //! | `BYOK_CONSOLE_IDLE_MINUTES` | `120` | a console session unused this long ends |
 //! | `BYOK_CONSOLE_SESSION_HOURS` | `12` | a console session ends this long after sign-in |
 //! | `BYOK_LOGIN_LINK_MINUTES` | `15` | how long a sign-in link works (once) |
@@ -38,7 +39,7 @@
 //! | `BYOK_DOCKER_ALLOW_PLAIN_TCP` | `false` | `true` allows plain `tcp://` Docker endpoints (through the target policy) |
 //! | `BYOK_ALLOW_LOCAL_EXECUTION` | `false` | `true` lets `enterprise` users run commands on this host (local servers) |
 //! | `BYOK_TOKEN_LIFETIME_DAYS` | `90` | lifetime of gateway tokens created without one (`0`: no expiry) |
-//! | `BYOK_IDENTITY_REFRESH_SECS` | `60` | how often the account (enabled, tier) of a Keycloak user is re-read for their gateway tokens |
+//! | `BYOK_IDENTITY_REFRESH_SECS` | `60` | how often the account (enabled, tier) of a Keycloak user is re-read for their gateway tokens and console sessions |
 //! | `BYOK_LOCAL_SANDBOX_UID`, `BYOK_LOCAL_SANDBOX_GID` | `990000`, the uid | the first of the unprivileged ids local runs take (one each; never 0) |
 //! | `BYOK_LOCAL_SANDBOXES` | `8` | local runs at once on this host (each with its own uid/gid; more wait) |
 //! | `BYOK_LOCAL_MAX_PROCESSES`, `BYOK_LOCAL_MAX_MEMORY_MB` | `64`, `1024` | processes of one run; address space per process |
@@ -222,6 +223,8 @@ pub struct Settings {
     pub keycloak_operator_role: Option<String>,
     /// `BYOK_ALLOWED_ORIGINS`.
     pub allowed_origins: Vec<String>,
+    /// `BYOK_TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: byok_core::client_addr::TrustedProxies,
     /// Console session and sign-in link lifetimes.
     pub session_policy: byok_core::services::SessionPolicy,
     pub bootstrap_admin_email: String,
@@ -439,6 +442,10 @@ impl Settings {
                 bad + 1
             )));
         }
+        let trusted_proxies = byok_core::client_addr::TrustedProxies::parse(
+            &var("BYOK_TRUSTED_PROXIES").unwrap_or_default(),
+        )
+        .map_err(|e| ConfigError(format!("BYOK_TRUSTED_PROXIES: {e}")))?;
         let legacy_session_cache = number(
             "BYOK_LEGACY_SESSION_CACHE_SECS",
             byok_core::services::DEFAULT_LEGACY_SESSION_TTL.as_secs(),
@@ -453,6 +460,7 @@ impl Settings {
             legacy_session_cache: Duration::from_secs(legacy_session_cache),
             public_url,
             allowed_origins,
+            trusted_proxies,
             system: SystemDefault {
                 provider: system_provider,
                 api_key: system_key,

@@ -302,11 +302,13 @@ impl AppState {
         );
         let metrics =
             crate::metrics::Metrics::new().map_err(|e| ConfigError(format!("metrics: {e}")))?;
+        // Sessions of Keycloak users follow their account like their gateway tokens do.
         let sessions = byok_core::services::SessionService::new(
             Arc::new(db.clone()),
             Arc::new(db.clone()),
             settings.session_policy,
-        );
+        )
+        .with_accounts(tokens.clone());
         let admin = byok_core::services::Administration::new(
             tokens.clone(),
             sessions.clone(),
@@ -321,6 +323,7 @@ impl AppState {
             users: Arc::new(db.clone()),
             usage: Arc::new(db.clone()),
             limiter: limiter.clone(),
+            trusted_proxies: settings.trusted_proxies.clone(),
             authenticator: authenticator.clone(),
             public_url: Arc::new(byok_console::PublicUrl::new(settings.public_url.clone())),
             allowed_origins: settings.allowed_origins.clone(),

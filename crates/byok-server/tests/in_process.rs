@@ -1448,6 +1448,246 @@ async fn console_sign_in_attempts_are_limited_and_next_stays_here() {
     assert_eq!(status, StatusCode::SEE_OTHER);
 }
 
+/// Review finding: the sign-in limit was keyed on the TCP peer, so behind a reverse proxy
+/// every client shared one bucket (ten wrong tokens anywhere locked everyone out for a
+/// minute). With `BYOK_TRUSTED_PROXIES`, the client the proxy names is counted.
+#[actix_web::test]
+async fn console_sign_in_limit_counts_each_client_behind_a_trusted_proxy() {
+    let (state, _dir) = state_with(&[("BYOK_TRUSTED_PROXIES", "10.0.0.0/8")]).await;
+    let token = user(&state, "proxied@example.com", Tier::Starter).await;
+    let origin = state.console.public_url.get();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let attempt = |peer: &str, forwarded: Option<&str>, token: &str| {
+        let mut req = test::TestRequest::post()
+            .uri("/login")
+            .peer_addr(peer.parse().unwrap())
+            .insert_header(("origin", origin.as_str()))
+            .set_form([("token", token)]);
+        if let Some(f) = forwarded {
+            req = req.insert_header(("x-forwarded-for", f));
+        }
+        req
+    };
+    // Client A, through the proxy, tries wrong tokens until it is limited.
+    let mut limited = false;
+    for _ in 0..12 {
+        let (status, _, _) = page!(
+            app,
+            attempt(
+                "10.0.0.1:4000",
+                Some("203.0.113.1"),
+                "byok_wrong-token-0123456789"
+            )
+        );
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert!(limited, "client A is limited");
+    // Client B, through the same proxy: its own count.
+    let (status, _, _) = page!(app, attempt("10.0.0.1:4000", Some("203.0.113.2"), &token));
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "client B is not limited by A"
+    );
+    // A cannot get out of its count with a header of its own: through the proxy its entries
+    // are left of the address the proxy appended; straight to the service (an untrusted
+    // peer) the header is ignored.
+    for (peer, forwarded) in [
+        ("10.0.0.1:4000", "198.51.100.9, 203.0.113.1"),
+        ("10.0.0.1:4000", "10.0.0.77, 203.0.113.1"),
+        ("203.0.113.1:5000", "198.51.100.9"),
+        ("203.0.113.1:5000", "198.51.100.9, 10.0.0.1"),
+    ] {
+        let (status, _, _) = page!(app, attempt(peer, Some(forwarded), &token));
+        assert_eq!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{peer} with {forwarded}"
+        );
+    }
+    // A malformed header through the proxy: the proxy's own address is counted, not A's.
+    let (status, _, _) = page!(app, attempt("10.0.0.1:4000", Some("unknown"), &token));
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+#[actix_web::test]
+async fn console_without_trusted_proxies_x_forwarded_for_is_ignored() {
+    let (state, _dir) = state().await;
+    let token = user(&state, "direct@example.com", Tier::Starter).await;
+    let origin = state.console.public_url.get();
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    // Every attempt claims another address; all come from one peer and share its count.
+    let mut limited = false;
+    for i in 0..12 {
+        let (status, _, _) = page!(
+            app,
+            test::TestRequest::post()
+                .uri("/login")
+                .peer_addr("10.0.0.1:4000".parse().unwrap())
+                .insert_header(("origin", origin.as_str()))
+                .insert_header(("x-forwarded-for", format!("203.0.113.{i}")))
+                .set_form([("token", "byok_wrong-token-0123456789")])
+        );
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "a made-up X-Forwarded-For is not a new client");
+    let (status, _, _) = page!(
+        app,
+        test::TestRequest::post()
+            .uri("/login")
+            .peer_addr("10.0.0.1:4000".parse().unwrap())
+            .insert_header(("origin", origin.as_str()))
+            .insert_header(("x-forwarded-for", "198.51.100.1"))
+            .set_form([("token", token.as_str())])
+    );
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[actix_web::test]
+async fn trusted_proxies_must_be_addresses_or_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    for bad in ["proxy.internal", "10.0.0.0/40", "10.0.0.1, nonsense"] {
+        let e = Settings::from_vars([
+            ("BYOK_DATA_DIR", data.as_str()),
+            ("BYOK_TRUSTED_PROXIES", bad),
+        ])
+        .expect_err("refused");
+        assert!(e.to_string().starts_with("BYOK_TRUSTED_PROXIES: "), "{e}");
+    }
+    let ok = Settings::from_vars([
+        ("BYOK_DATA_DIR", data.as_str()),
+        ("BYOK_TRUSTED_PROXIES", " 10.0.0.0/8, 192.168.1.5,fd00::/8 "),
+    ])
+    .expect("accepted");
+    assert!(ok.trusted_proxies.trusts("10.1.2.3".parse().unwrap()));
+    assert!(!ok.trusted_proxies.trusts("203.0.113.1".parse().unwrap()));
+    let none = Settings::from_vars([("BYOK_DATA_DIR", data.as_str())]).expect("default");
+    assert!(
+        none.trusted_proxies.is_empty(),
+        "trusts no proxy by default"
+    );
+}
+
+/// A stand-in for the identity provider's browser sign-in: every code is exchanged for
+/// `access_token` (a gateway token here, which the authenticator accepts like a JWT).
+struct FakeLogin {
+    access_token: String,
+}
+
+#[byok_core::async_trait::async_trait]
+impl byok_core::ports::BrowserLogin for FakeLogin {
+    async fn authorization_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        _nonce: &str,
+        _challenge: &str,
+    ) -> Result<String, byok_core::CoreError> {
+        Ok(format!(
+            "https://idp.example/auth?redirect_uri={redirect_uri}&state={state}"
+        ))
+    }
+    async fn exchange(
+        &self,
+        _code: &str,
+        _verifier: &secrecy::SecretString,
+        _redirect_uri: &str,
+        _nonce: &str,
+    ) -> Result<byok_core::ports::BrowserSignIn, byok_core::CoreError> {
+        Ok(byok_core::ports::BrowserSignIn {
+            access_token: self.access_token.clone().into(),
+            operator: None,
+        })
+    }
+}
+
+/// Over https the OIDC attempt's cookie is `__Host-byok_oidc`: `Secure`, `Path=/`, no
+/// `Domain`, `HttpOnly`, `SameSite=Lax`; the callback reads it under that name and clears it.
+#[actix_web::test]
+async fn console_oidc_attempt_cookie_over_https_is_host_prefixed() {
+    let (mut state, _dir) = state_with(&[("BYOK_PUBLIC_URL", "https://byok.example.com")]).await;
+    let token = user(&state, "oidc-https@example.com", Tier::Starter).await;
+    state.console.oidc = Some(std::sync::Arc::new(FakeLogin {
+        access_token: token,
+    }));
+    let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+    let (status, headers, _) = page!(
+        app,
+        test::TestRequest::get().uri("/login/oidc?next=/tokens")
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let set = headers
+        .get_all(header::SET_COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("__Host-byok_oidc="))
+        .expect("__Host-byok_oidc")
+        .to_string();
+    let attributes: Vec<String> = set
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect();
+    for flag in [
+        "secure",
+        "httponly",
+        "samesite=lax",
+        "path=/",
+        "max-age=600",
+    ] {
+        assert!(attributes.iter().any(|a| a == flag), "{flag}: {set}");
+    }
+    assert!(!attributes.iter().any(|a| a.starts_with("domain")), "{set}");
+    let pending = set.split(';').next().unwrap().to_string();
+    let value = pending.split_once('=').unwrap().1.to_string();
+    let to = headers.get(header::LOCATION).unwrap().to_str().unwrap();
+    let state_param = to.split("state=").nth(1).unwrap().to_string();
+
+    // Back from the provider: the attempt is read under its __Host- name, then cleared.
+    let (status, headers, body) = page!(
+        app,
+        test::TestRequest::get()
+            .uri(&format!("/login/oidc/callback?code=c&state={state_param}"))
+            .insert_header((header::COOKIE, pending))
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers.get(header::LOCATION).unwrap(), "/tokens");
+    let cookies: Vec<&str> = headers
+        .get_all(header::SET_COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with(byok_console::SECURE_COOKIE_NAME)),
+        "signed in: {cookies:?}"
+    );
+    let cleared = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-byok_oidc="))
+        .expect("the attempt's cookie is cleared")
+        .to_ascii_lowercase();
+    assert!(
+        cleared.contains("max-age=0") && cleared.contains("secure"),
+        "{cleared}"
+    );
+    // The plain-http name is not read over https (a cookie planted by an http response).
+    let (status, _, _) = page!(
+        app,
+        test::TestRequest::get()
+            .uri(&format!("/login/oidc/callback?code=c&state={state_param}"))
+            .insert_header((header::COOKIE, format!("byok_oidc={value}")))
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
 #[actix_web::test]
 async fn console_a_new_sign_in_replaces_the_browsers_session() {
     let (state, _dir) = state().await;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::{Chrome, Notice, forbidden};
 use crate::session::{cleared_cookie, presented, session_cookie};
 use crate::state::Console;
-use crate::web::{local_path, page, same_origin, see_other};
+use crate::web::{client_ip, local_path, page, same_origin, see_other};
 
 /// Sign-in attempts per client address per minute.
 const ATTEMPTS_PER_MINUTE: u64 = 10;
@@ -74,11 +74,11 @@ pub(super) fn login_page(
     )
 }
 
-/// Counts an attempt from this client; `false` when over the limit.
+/// Counts an attempt from this client (its address behind trusted proxies); `false` when
+/// over the limit.
 async fn admit(console: &Console, req: &HttpRequest) -> bool {
-    let who = req
-        .peer_addr()
-        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+    let who = client_ip(req, &console.trusted_proxies)
+        .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
     matches!(
         console
             .limiter

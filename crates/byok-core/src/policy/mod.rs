@@ -2,4 +2,5 @@
 
 mod target;
 
+pub(crate) use target::in_cidr;
 pub use target::{AllowRule, TargetError, TargetPolicy, special_range};

@@ -75,7 +75,8 @@ fn is_hostname(s: &str) -> bool {
         })
 }
 
-fn in_cidr(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
+/// Whether `ip` is in `network/prefix` (an IPv4 address is never in an IPv6 range).
+pub(crate) fn in_cidr(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
     match (ip, network) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);

@@ -4,7 +4,8 @@
 //! A session id and a link secret are 32 random bytes (URL-safe base64); only their SHA-256
 //! is stored, so a database dump opens no session. A session ends at its absolute end, after
 //! the idle timeout, at sign-out, when its user is disabled, and — when it was opened with a
-//! gateway token — when that token is revoked or expires.
+//! gateway token — when that token is revoked or expires. A session of a user of an identity
+//! provider also follows their account there (see [`SessionService::with_accounts`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use uuid::Uuid;
 use crate::domain::{Principal, User, UserId};
 use crate::error::{CoreError, StoreError};
 use crate::ports::{NewLoginLink, NewSession, SessionRepository, UserRepository};
-use crate::services::tokens::hash_token;
+use crate::services::tokens::{TokenService, hash_token};
 
 /// Activity is written at most this often per session.
 const TOUCH_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
@@ -86,6 +87,8 @@ pub struct SessionService {
     repo: Arc<dyn SessionRepository>,
     users: Arc<dyn UserRepository>,
     policy: SessionPolicy,
+    /// Where the accounts of identity-provider users are re-read (the gateway tokens' refresh).
+    accounts: Option<Arc<TokenService>>,
 }
 
 impl std::fmt::Debug for SessionService {
@@ -125,7 +128,18 @@ impl SessionService {
             repo,
             users,
             policy,
+            accounts: None,
         }
+    }
+
+    /// Sessions of users of an identity provider follow their account there, exactly as their
+    /// gateway tokens do ([`TokenService::account_tier`], re-read at most every identity
+    /// refresh interval per user): disabled or deleted there, the session ends at its next use
+    /// (deleted); a changed tier applies (and is stored). While the provider cannot be asked,
+    /// the last answer read (or the stored tier) stands and the session goes on.
+    pub fn with_accounts(mut self, tokens: Arc<TokenService>) -> Self {
+        self.accounts = Some(tokens);
+        self
     }
 
     /// The timeouts in force.
@@ -235,10 +249,22 @@ impl SessionService {
             .token
             .as_ref()
             .is_none_or(|t| t.is_active(now) && t.user_id == s.user.id);
-        let ended = now >= s.expires_at
+        let mut ended = now >= s.expires_at
             || now >= s.last_seen_at + delta(self.policy.idle)
             || !s.user.is_active()
             || !token_ok;
+        let mut user = s.user;
+        if !ended && let Some(accounts) = &self.accounts {
+            match accounts.account_tier(&user).await {
+                Ok(tier) => user.tier = tier,
+                Err(CoreError::Unauthenticated) => {
+                    tracing::info!(user_id = %user.id,
+                        "console session ended: the account is disabled or deleted at the identity provider");
+                    ended = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if ended {
             // Best effort: an ended session is refused whether or not it could be deleted.
             if let Err(e) = self.repo.delete_session(&hash).await {
@@ -253,7 +279,7 @@ impl SessionService {
         }
         Ok(ConsoleUser {
             token_id: s.token.map(|t| t.id),
-            user: s.user,
+            user,
             csrf_token: s.csrf_token,
         })
     }
@@ -283,7 +309,7 @@ impl SessionService {
 mod tests {
     use super::*;
     use crate::domain::{NewGatewayToken, Role, Tier};
-    use crate::ports::TokenRepository;
+    use crate::ports::{Authenticator, TokenRepository};
     use crate::testing::MemUsers;
 
     fn service(mem: &Arc<MemUsers>, policy: SessionPolicy) -> SessionService {
@@ -365,6 +391,124 @@ mod tests {
         mem.set_disabled(user.id, Some(Utc::now())).await.unwrap();
         assert!(svc.authenticate(&other.cookie).await.is_err());
         assert!(svc.issue_link(user.id).await.is_err());
+    }
+
+    /// Review finding: a user disabled (or deleted) at the identity provider kept an open
+    /// console session until its idle or absolute end. Now the session follows the account,
+    /// through the same refresh as the user's gateway tokens.
+    #[tokio::test]
+    async fn a_session_follows_the_account_at_the_identity_provider() {
+        use crate::domain::UserOrigin;
+        use crate::testing::MemAccounts;
+
+        let mem = Arc::new(MemUsers::new());
+        let idp = Arc::new(MemAccounts::new());
+        // Interval zero: every use reads the account again.
+        let tokens = Arc::new(
+            TokenService::new(mem.clone(), mem.clone(), Duration::ZERO)
+                .with_identity_refresh(idp.clone(), Duration::ZERO),
+        );
+        let svc = service(&mem, SessionPolicy::default()).with_accounts(tokens);
+        let external = |email: &str| {
+            let id = UserId(Uuid::new_v4());
+            let user = User {
+                id,
+                email: email.into(),
+                tier: Tier::Starter,
+                created_at: Utc::now(),
+                origin: UserOrigin::External {
+                    issuer: "https://kc/realms/r".into(),
+                },
+                role: Role::User,
+                disabled_at: None,
+            };
+            mem.insert(user.clone());
+            user
+        };
+
+        // Enabled, with another tier there: the tier applies and is stored.
+        let kc = external("kc@example.com");
+        idp.set(&kc.id.0.to_string(), true, Some(Tier::Professional));
+        let session = svc.open(&kc, None).await.unwrap();
+        let who = svc.authenticate(&session.cookie).await.unwrap();
+        assert_eq!(who.user.tier, Tier::Professional);
+        assert_eq!(who.principal().tier, Tier::Professional);
+        assert_eq!(
+            mem.get(kc.id).await.unwrap().unwrap().tier,
+            Tier::Professional
+        );
+
+        // The provider cannot be asked: the last answer stands, the session goes on.
+        idp.set_failing(true);
+        let who = svc.authenticate(&session.cookie).await.unwrap();
+        assert_eq!(who.user.tier, Tier::Professional);
+        idp.set_failing(false);
+
+        // Disabled there: the session ends, and stays ended when the account comes back.
+        idp.set(&kc.id.0.to_string(), false, None);
+        assert!(matches!(
+            svc.authenticate(&session.cookie).await,
+            Err(CoreError::Unauthenticated)
+        ));
+        idp.set(&kc.id.0.to_string(), true, None);
+        assert!(
+            svc.authenticate(&session.cookie).await.is_err(),
+            "the ended session was deleted"
+        );
+
+        // Deleted there: the session ends too.
+        let gone = external("gone@example.com");
+        idp.set(&gone.id.0.to_string(), true, None);
+        let session = svc.open(&gone, None).await.unwrap();
+        assert!(svc.authenticate(&session.cookie).await.is_ok());
+        idp.remove(&gone.id.0.to_string());
+        assert!(matches!(
+            svc.authenticate(&session.cookie).await,
+            Err(CoreError::Unauthenticated)
+        ));
+
+        // A local user has no account there and is never asked about.
+        let local = UserRepository::create(&*mem, "local@example.com", Tier::Starter)
+            .await
+            .unwrap();
+        let reads = idp.reads();
+        let session = svc.open(&local, None).await.unwrap();
+        assert!(svc.authenticate(&session.cookie).await.is_ok());
+        assert_eq!(idp.reads(), reads);
+    }
+
+    #[tokio::test]
+    async fn the_account_is_read_once_per_interval_for_sessions_and_tokens_together() {
+        use crate::domain::UserOrigin;
+        use crate::testing::MemAccounts;
+
+        let mem = Arc::new(MemUsers::new());
+        let idp = Arc::new(MemAccounts::new());
+        let tokens = Arc::new(
+            TokenService::new(mem.clone(), mem.clone(), Duration::ZERO)
+                .with_identity_refresh(idp.clone(), Duration::from_secs(3600)),
+        );
+        let svc = service(&mem, SessionPolicy::default()).with_accounts(tokens.clone());
+        let user = User {
+            id: UserId(Uuid::new_v4()),
+            email: "kc@example.com".into(),
+            tier: Tier::Starter,
+            created_at: Utc::now(),
+            origin: UserOrigin::External {
+                issuer: "https://kc/realms/r".into(),
+            },
+            role: Role::User,
+            disabled_at: None,
+        };
+        mem.insert(user.clone());
+        idp.set(&user.id.0.to_string(), true, None);
+        let token = tokens.issue(user.id, "t", None).await.unwrap();
+        let session = svc.open(&user, None).await.unwrap();
+        for _ in 0..3 {
+            svc.authenticate(&session.cookie).await.unwrap();
+            tokens.authenticate(&token.token).await.unwrap();
+        }
+        assert_eq!(idp.reads(), 1, "one reading per user and interval");
     }
 
     #[test]

@@ -74,6 +74,18 @@ enum Refresh {
     IfFound,
 }
 
+impl Refresh {
+    /// Whose account this is, by the user's origin.
+    fn of(user: &User) -> Self {
+        match user.origin {
+            _ if user.id.0.get_version_num() == 5 => Refresh::No,
+            UserOrigin::Local => Refresh::No,
+            UserOrigin::External { .. } => Refresh::Owned,
+            UserOrigin::Unknown => Refresh::IfFound,
+        }
+    }
+}
+
 /// What was last read of an external account: `None` when the provider could not be asked.
 type AccountSnapshot = (Instant, Option<ExternalAccount>);
 
@@ -171,7 +183,8 @@ impl TokenService {
     /// Re-reads the account of every externally authenticated token owner from `source` at
     /// most every `every` (per user): a disabled or deleted account's tokens are refused, a
     /// changed tier applies, at the latest `every` after the change. While the provider cannot
-    /// be asked, the last answer (or the stored snapshot) stands.
+    /// be asked, the last answer (or the stored snapshot) stands. Console sessions take the same
+    /// reading ([`Self::account_tier`], through `SessionService::with_accounts`).
     pub fn with_identity_refresh(mut self, source: Arc<dyn TierSource>, every: Duration) -> Self {
         self.accounts = Some((source, every));
         self
@@ -465,12 +478,7 @@ impl Authenticator for TokenService {
                 let hit = match found {
                     // A disabled account's tokens are refused like revoked ones.
                     Some((t, u)) if t.is_active(now) && u.is_active() => {
-                        let refresh = match u.origin {
-                            _ if u.id.0.get_version_num() == 5 => Refresh::No,
-                            UserOrigin::Local => Refresh::No,
-                            UserOrigin::External { .. } => Refresh::Owned,
-                            UserOrigin::Unknown => Refresh::IfFound,
-                        };
+                        let refresh = Refresh::of(&u);
                         let mut principal = Principal::from(u);
                         principal.token_id = Some(t.id);
                         Some(Hit {
@@ -497,16 +505,7 @@ impl TokenService {
         match hit {
             Some(hit) if hit.expires.is_none_or(|e| e > now) => {
                 let mut principal = hit.principal;
-                if hit.refresh != Refresh::No
-                    && let Some(account) = self.account(&principal, hit.refresh).await
-                {
-                    if !account.enabled {
-                        return Err(CoreError::Unauthenticated);
-                    }
-                    if let Some(tier) = account.tier {
-                        principal.tier = tier;
-                    }
-                }
+                principal.tier = self.follow_account(&principal, hit.refresh).await?;
                 // Never fails the request; skipped while the store is known to be failing.
                 if !self.stale.failing()
                     && self.should_touch(hit.token)
@@ -518,6 +517,33 @@ impl TokenService {
             }
             _ => Err(CoreError::Unauthenticated),
         }
+    }
+
+    /// The tier `who` has after their account at the identity provider is consulted (see
+    /// [`Self::account_tier`]); `Unauthenticated` when it is disabled or deleted there.
+    async fn follow_account(&self, who: &Principal, refresh: Refresh) -> Result<Tier, CoreError> {
+        if refresh == Refresh::No {
+            return Ok(who.tier);
+        }
+        match self.account(who, refresh).await {
+            Some(account) if !account.enabled => Err(CoreError::Unauthenticated),
+            Some(ExternalAccount {
+                tier: Some(tier), ..
+            }) => Ok(tier),
+            _ => Ok(who.tier),
+        }
+    }
+
+    /// The identity refresh of gateway tokens, for the other ways a user is let in (a console
+    /// session): `user`'s account at the identity provider, read at most every refresh
+    /// interval per user (one reading shared with their tokens). `Err(Unauthenticated)` when
+    /// the account is disabled or deleted there. Otherwise the tier to apply: the provider's
+    /// (stored and announced when it changed), else the stored one — also when no refresh is
+    /// configured, the user is not the provider's, or the provider cannot be asked (the last
+    /// answer read, if any, stands meanwhile).
+    pub async fn account_tier(&self, user: &User) -> Result<Tier, CoreError> {
+        let who = Principal::from(user.clone());
+        self.follow_account(&who, Refresh::of(user)).await
     }
 
     /// The owner's account at the identity provider, re-read at most every refresh interval.
@@ -561,7 +587,8 @@ impl TokenService {
             }
         }
         if read.is_some_and(|a| !a.enabled) {
-            tracing::info!(user_id = %who.user_id, "refused a token of a disabled account");
+            tracing::info!(user_id = %who.user_id,
+                "refused: the account is disabled or deleted at the identity provider");
         }
         read
     }
