@@ -1,6 +1,6 @@
 //! The console's pages under a full account: how long each takes to answer and how much it
 //! weighs, for a signed-in operator holding a key for every provider, 50 execution servers,
-//! 20 gateway tokens and 30 days of usage, in a database of 100 users with keys.
+//! 21 gateway tokens and 30 days of usage, in a database of 100 users with keys and usage.
 //!
 //! The 30 days of usage go in as the gateway's own usage spool file (the documented JSON-lines
 //! format, `$BYOK_DATA_DIR/usage-spool.jsonl`), which the gateway replays at start through its
@@ -30,7 +30,7 @@ pub struct PagesOptions {
     pub servers: usize,
     /// Days of usage of the signed-in user.
     pub days: u32,
-    /// Usage records per day.
+    /// Usage records per day of the signed-in user (each other user: a fortieth).
     pub per_day: u32,
     pub out_dir: PathBuf,
     pub doc: PathBuf,
@@ -78,9 +78,10 @@ fn created(out: &str) -> Result<(String, String), String> {
     Ok((id, token))
 }
 
-/// Writes the usage spool the gateway replays at start: `per_day × days` records spread evenly
-/// over the last `days` days, 70 % on the user's own key, one in 40 an upstream error.
-fn write_spool(dir: &Path, user_id: &str, days: u32, per_day: u32) -> Result<u64, String> {
+/// Writes the usage spool the gateway replays at start: for each `(user id, per day)`, that
+/// many records a day spread evenly over the last `days` days, 70 % on the user's own key, one
+/// in 40 an upstream error.
+fn write_spool(dir: &Path, users: &[(String, u32)], days: u32) -> Result<u64, String> {
     let path = dir.join("usage-spool.jsonl");
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -93,33 +94,45 @@ fn write_spool(dir: &Path, user_id: &str, days: u32, per_day: u32) -> Result<u64
         use std::os::unix::fs::PermissionsExt;
         let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
     }
-    let total = u64::from(days) * u64::from(per_day);
     let span = chrono::TimeDelta::days(i64::from(days)).num_milliseconds();
     let now = chrono::Utc::now();
     let mut out = std::io::BufWriter::new(&mut file);
-    for k in 0..total {
-        let back = span * k as i64 / total.max(1) as i64;
-        let at = now - chrono::TimeDelta::milliseconds(back);
-        let (provider, model) = USAGE_MIX[(k % USAGE_MIX.len() as u64) as usize];
-        let system = k % 10 < 3;
-        let failed = k % 40 == 7;
-        let line = json!({
-            "id": format!("00000000-0000-4000-8000-{k:012x}"),
-            "user_id": user_id,
-            "provider": provider,
-            "model": model,
-            "credential": if system { "system" } else { "user" },
-            "status": if failed { 502 } else { 200 },
-            "input_tokens": if failed { 0 } else { 200 + k % 1800 },
-            "output_tokens": if failed { 0 } else { 50 + k % 700 },
-            "latency_ms": 300 + k % 2000,
-            "at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "fallback": system && k % 20 == 1,
-        });
-        writeln!(out, "{line}").map_err(|e| e.to_string())?;
+    let mut id = 0u64;
+    for (user_id, per_day) in users {
+        let total = u64::from(days) * u64::from(*per_day);
+        for k in 0..total {
+            let back = span * k as i64 / total.max(1) as i64;
+            let at = now - chrono::TimeDelta::milliseconds(back);
+            let (provider, model) = USAGE_MIX[(k % USAGE_MIX.len() as u64) as usize];
+            let system = k % 10 < 3;
+            let failed = k % 40 == 7;
+            let line = json!({
+                "id": format!("00000000-0000-4000-8000-{id:012x}"),
+                "user_id": user_id,
+                "provider": provider,
+                "model": model,
+                "credential": if system { "system" } else { "user" },
+                "status": if failed { 502 } else { 200 },
+                "input_tokens": if failed { 0 } else { 200 + k % 1800 },
+                "output_tokens": if failed { 0 } else { 50 + k % 700 },
+                "latency_ms": 300 + k % 2000,
+                "at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "fallback": system && k % 20 == 1,
+            });
+            writeln!(out, "{line}").map_err(|e| e.to_string())?;
+            id += 1;
+        }
     }
     out.flush().map_err(|e| e.to_string())?;
-    Ok(total)
+    Ok(id)
+}
+
+/// A counter's value in the `/metrics` text.
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
 }
 
 /// Waits until the gateway has replayed and emptied the spool file.
@@ -212,8 +225,9 @@ pub async fn pages(opts: PagesOptions) -> Result<(), String> {
     ])?)?;
     gw(&["user", "set-role", "--email", email, "--role", "operator"])?;
     let mut others = Vec::new();
+    let mut usage = vec![(user_id, opts.per_day)];
     for i in 1..opts.users.max(1) {
-        let (_, t) = created(&gw(&[
+        let (id, t) = created(&gw(&[
             "user",
             "create",
             "--email",
@@ -222,8 +236,10 @@ pub async fn pages(opts: PagesOptions) -> Result<(), String> {
             "starter",
         ])?)?;
         others.push(t);
+        // The others' traffic, for the service-wide figures: a fortieth of the signed-in one's.
+        usage.push((id, (opts.per_day / 40).max(1)));
     }
-    let records = write_spool(dir.path(), &user_id, opts.days, opts.per_day)?;
+    let records = write_spool(dir.path(), &usage, opts.days)?;
     eprintln!(
         "pages: {} users, {records} usage records over {} days",
         opts.users, opts.days
@@ -238,9 +254,21 @@ pub async fn pages(opts: PagesOptions) -> Result<(), String> {
     );
     let proc = spawn_and_read_addr(cmd, "BYOK gateway listening on ")?;
     let replay = spool_replayed(dir.path()).await?;
-    eprintln!("pages: usage replayed in {:.1} s", replay.as_secs_f64());
-
     let mut api = Conn::open(proc.addr).await?;
+    // A line the gateway could not read is dropped, not replayed: count what arrived.
+    let metrics = api.send("GET", "/metrics", &[], "").await?;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let replayed = metric(&text, "byok_usage_records_replayed_total").unwrap_or(0);
+    if replayed != records {
+        return Err(format!(
+            "the gateway replayed {replayed} of {records} usage records"
+        ));
+    }
+    eprintln!(
+        "pages: {replayed} usage records replayed in {:.1} s",
+        replay.as_secs_f64()
+    );
+
     let mut keys = 0;
     for (provider, key) in KEYS {
         let mut body = json!({"provider": provider, "key": key, "label": "bench"});
@@ -377,13 +405,15 @@ pub async fn pages(opts: PagesOptions) -> Result<(), String> {
         "Machine: {}.\n\nCommand: `{}`: {} timed requests per page, one after another on one \
          keep-alive connection, signed in as an operator with {keys} keys in the database (a key \
          for every provider of theirs, one for each of {} other users), {} execution servers, 21 \
-         gateway tokens and {records} usage records over {} days. Raw output: `{}`.\n\n{table}",
+         gateway tokens and {records} usage records over {} days ({} a day theirs, a fortieth \
+         of that for each other user). Raw output: `{}`.\n\n{table}",
         machine(),
-        opts.command,
+        "make bench-pages",
         opts.requests,
         opts.users.saturating_sub(1),
         opts.servers,
         opts.days,
+        opts.per_day,
         raw_path.display()
     );
     write_section(&opts.doc, "pages", &section)?;

@@ -33,11 +33,19 @@ impl TrustedProxies {
     }
 
     /// Parses a comma-separated list of addresses and CIDR ranges (`10.0.0.0/8, ::1`); empty
-    /// entries are skipped. Anything else (a host name, a bad prefix) is an error naming it.
+    /// entries are skipped. Anything else (a host name, a bad prefix) is an error naming it,
+    /// and so is a range of every address (`0.0.0.0/0`, `::/0`): trusting every peer would let
+    /// any client name its own address.
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut ranges = Vec::new();
         for entry in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match AllowRule::from_str(entry) {
+                Ok(AllowRule::Cidr { prefix: 0, .. }) => {
+                    return Err(format!(
+                        "'{entry}' trusts every address: any client could then name its own \
+                         address; list the proxies' addresses or ranges"
+                    ));
+                }
                 Ok(AllowRule::Cidr { network, prefix }) => ranges.push((network, prefix)),
                 _ => {
                     return Err(format!(
@@ -97,6 +105,20 @@ impl TrustedProxies {
 }
 
 /// An IPv4-mapped IPv6 address as its IPv4 address (a dual-stack listener reports those).
+/// What a per-client limit counts under for `ip`: an IPv4 address itself; an IPv6 address's
+/// /64 network, which one subscriber usually holds whole (counting each address would let a
+/// client rotate through 2^64 of them).
+pub fn limit_key(ip: IpAddr) -> String {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
+    }
+}
+
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -131,6 +153,29 @@ mod tests {
 
     fn client(proxies: &TrustedProxies, peer: &str, headers: &[&str]) -> IpAddr {
         proxies.client_ip(ip(peer), headers.iter().map(|h| h.as_bytes()))
+    }
+
+    #[test]
+    fn limits_count_ipv6_clients_by_their_64() {
+        assert_eq!(limit_key(ip("203.0.113.7")), "203.0.113.7");
+        assert_eq!(limit_key(ip("::ffff:203.0.113.7")), "203.0.113.7");
+        assert_eq!(limit_key(ip("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
+        assert_eq!(
+            limit_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            limit_key(ip("2001:db8:1:2::9"))
+        );
+        assert_ne!(limit_key(ip("2001:db8:1:3::1")), limit_key(ip("2001:db8:1:2::1")));
+    }
+
+    /// Review finding: `0.0.0.0/0` was accepted, which makes every peer a proxy whose
+    /// `X-Forwarded-For` is believed: any client could name its own address.
+    #[test]
+    fn a_range_of_every_address_is_refused() {
+        for all in ["0.0.0.0/0", "::/0", "10.0.0.1, 0.0.0.0/0"] {
+            let e = TrustedProxies::parse(all).unwrap_err();
+            assert!(e.contains("trusts every address"), "{all}: {e}");
+        }
+        assert!(TrustedProxies::parse("0.0.0.0/1").is_ok());
     }
 
     #[test]

@@ -16,6 +16,19 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
+/// The rate limiter's windows are aligned to the clock minute: a test that counts requests
+/// against a limit starts early in a minute, so that no boundary resets the count halfway.
+async fn early_in_a_minute() {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if secs > 40 {
+        actix_web::rt::time::sleep(std::time::Duration::from_secs(61 - secs)).await;
+    }
+}
+
 /// A fresh service state: its own data directory, database and generated encryption key.
 async fn state() -> (AppState, tempfile::TempDir) {
     state_with(&[]).await
@@ -1396,6 +1409,7 @@ async fn console_over_https_uses_a_host_prefixed_secure_cookie() {
 
 #[actix_web::test]
 async fn console_sign_in_attempts_are_limited_and_next_stays_here() {
+    early_in_a_minute().await;
     let (state, _dir) = state().await;
     let token = user(&state, "limits@example.com", Tier::Starter).await;
     let origin = state.console.public_url.get();
@@ -1453,6 +1467,7 @@ async fn console_sign_in_attempts_are_limited_and_next_stays_here() {
 /// minute). With `BYOK_TRUSTED_PROXIES`, the client the proxy names is counted.
 #[actix_web::test]
 async fn console_sign_in_limit_counts_each_client_behind_a_trusted_proxy() {
+    early_in_a_minute().await;
     let (state, _dir) = state_with(&[("BYOK_TRUSTED_PROXIES", "10.0.0.0/8")]).await;
     let token = user(&state, "proxied@example.com", Tier::Starter).await;
     let origin = state.console.public_url.get();
@@ -1516,6 +1531,7 @@ async fn console_sign_in_limit_counts_each_client_behind_a_trusted_proxy() {
 
 #[actix_web::test]
 async fn console_without_trusted_proxies_x_forwarded_for_is_ignored() {
+    early_in_a_minute().await;
     let (state, _dir) = state().await;
     let token = user(&state, "direct@example.com", Tier::Starter).await;
     let origin = state.console.public_url.get();
@@ -2149,6 +2165,7 @@ mod console_try_admin {
                 ],
             )
         };
+        early_in_a_minute().await;
         let (status, _, html) = page!(app, send("Say hello"));
         assert_eq!(status, StatusCode::OK, "{html}");
         assert_eq!(
