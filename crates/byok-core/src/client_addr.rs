@@ -164,7 +164,10 @@ mod tests {
             limit_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
             limit_key(ip("2001:db8:1:2::9"))
         );
-        assert_ne!(limit_key(ip("2001:db8:1:3::1")), limit_key(ip("2001:db8:1:2::1")));
+        assert_ne!(
+            limit_key(ip("2001:db8:1:3::1")),
+            limit_key(ip("2001:db8:1:2::1"))
+        );
     }
 
     /// Review finding: `0.0.0.0/0` was accepted, which makes every peer a proxy whose

@@ -77,10 +77,8 @@ pub(super) fn login_page(
 /// Counts an attempt from this client (its address behind trusted proxies); `false` when
 /// over the limit.
 async fn admit(console: &Console, req: &HttpRequest) -> bool {
-    let who = client_ip(req, &console.trusted_proxies).map_or_else(
-        || "unknown".to_string(),
-        byok_core::client_addr::limit_key,
-    );
+    let who = client_ip(req, &console.trusted_proxies)
+        .map_or_else(|| "unknown".to_string(), byok_core::client_addr::limit_key);
     matches!(
         console
             .limiter
