@@ -119,7 +119,25 @@ pub mod pg {
             errors -> Int8,
             input_tokens -> Int8,
             output_tokens -> Int8,
+        }
+    }
+    diesel::table! {
+        usage_daily_service (day, provider, credential) {
+            day -> Date,
+            provider -> Text,
+            credential -> Text,
+            requests -> Int8,
+            errors -> Int8,
             fallbacks -> Int8,
+            input_tokens -> Int8,
+            output_tokens -> Int8,
+        }
+    }
+    diesel::table! {
+        usage_daily_users (day, user_id) {
+            day -> Date,
+            user_id -> Text,
+            byok -> Bool,
         }
     }
 
@@ -255,7 +273,25 @@ pub mod sqlite {
             errors -> BigInt,
             input_tokens -> BigInt,
             output_tokens -> BigInt,
+        }
+    }
+    diesel::table! {
+        usage_daily_service (day, provider, credential) {
+            day -> Date,
+            provider -> Text,
+            credential -> Text,
+            requests -> BigInt,
+            errors -> BigInt,
             fallbacks -> BigInt,
+            input_tokens -> BigInt,
+            output_tokens -> BigInt,
+        }
+    }
+    diesel::table! {
+        usage_daily_users (day, user_id) {
+            day -> Date,
+            user_id -> Text,
+            byok -> Bool,
         }
     }
 

@@ -41,21 +41,22 @@ struct UsersRow {
     byok_users: i64,
 }
 
-/// The window is read from the daily totals (`usage_daily`, indexed by day), not from every
-/// request of the window: at most users × days × providers × 2 rows, whatever the traffic.
+/// The window is read from the service-wide daily totals (`usage_daily_service`: days ×
+/// providers × 2 rows) and the days' active users (`usage_daily_users`: active users × days
+/// rows), never from the requests themselves.
 const MIX_SQL: &str = "SELECT provider, credential, \
      CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS requests, \
      CAST(COALESCE(SUM(errors), 0) AS BIGINT) AS errors, \
      CAST(COALESCE(SUM(fallbacks), 0) AS BIGINT) AS fallbacks, \
      CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
      CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens \
-     FROM usage_daily WHERE day >= PARAM GROUP BY provider, credential \
+     FROM usage_daily_service WHERE day >= PARAM GROUP BY provider, credential \
      ORDER BY provider, credential";
 
 const USERS_SQL: &str = "SELECT \
      CAST(COUNT(DISTINCT user_id) AS BIGINT) AS active_users, \
-     CAST(COUNT(DISTINCT CASE WHEN credential = 'user' THEN user_id END) AS BIGINT) AS byok_users \
-     FROM usage_daily WHERE day >= PARAM AND requests > 0";
+     CAST(COUNT(DISTINCT CASE WHEN byok THEN user_id END) AS BIGINT) AS byok_users \
+     FROM usage_daily_users WHERE day >= PARAM";
 
 fn n(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)

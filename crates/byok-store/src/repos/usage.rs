@@ -11,7 +11,7 @@ use byok_core::{
 };
 use chrono::NaiveDate;
 use diesel::upsert::excluded;
-use diesel::{ExpressionMethods, QueryDsl};
+use diesel::{BoolExpressionMethods, ExpressionMethods, QueryDsl};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 
 use super::with_conn;
@@ -48,7 +48,7 @@ const USAGE_SUMMARY_SQL: &str = "SELECT provider, credential, \
 /// One (user, UTC day, provider, credential) group of a batch: what it adds to `usage_daily`.
 type DailyKey = (String, NaiveDate, &'static str, &'static str);
 
-/// Requests, errors, input and output tokens, fallbacks.
+/// Requests, errors, input and output tokens, fallbacks (the last kept service-wide only).
 type DailyCounts = [i64; 5];
 
 fn clamp(v: u64) -> i64 {
@@ -82,6 +82,28 @@ fn daily_deltas(
         c[4] = c[4].saturating_add(i64::from(r.fallback));
     }
     groups.into_iter().collect()
+}
+
+/// One (UTC day, provider, credential) group over every user: what a batch adds to
+/// `usage_daily_service`.
+type ServiceKey = (NaiveDate, &'static str, &'static str);
+
+/// The service-wide totals and the active users (per UTC day and user: whether one request
+/// was served with their own key) of a batch's daily deltas, in key order.
+#[allow(clippy::type_complexity)]
+fn service_deltas(
+    daily: &[(DailyKey, DailyCounts)],
+) -> (Vec<(ServiceKey, DailyCounts)>, Vec<((NaiveDate, String), bool)>) {
+    let mut service: BTreeMap<ServiceKey, DailyCounts> = BTreeMap::new();
+    let mut users: BTreeMap<(NaiveDate, String), bool> = BTreeMap::new();
+    for ((user, day, provider, credential), c) in daily {
+        let t = service.entry((*day, provider, credential)).or_default();
+        for (sum, add) in t.iter_mut().zip(c) {
+            *sum = sum.saturating_add(*add);
+        }
+        *users.entry((*day, user.clone())).or_default() |= *credential == "user";
+    }
+    (service.into_iter().collect(), users.into_iter().collect())
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -145,7 +167,6 @@ impl UsageRepository for Database {
                                     d::errors.eq(c[1]),
                                     d::input_tokens.eq(c[2]),
                                     d::output_tokens.eq(c[3]),
-                                    d::fallbacks.eq(c[4]),
                                 )
                             })
                             .collect::<Vec<_>>(),
@@ -157,8 +178,60 @@ impl UsageRepository for Database {
                         d::errors.eq(d::errors + excluded(d::errors)),
                         d::input_tokens.eq(d::input_tokens + excluded(d::input_tokens)),
                         d::output_tokens.eq(d::output_tokens + excluded(d::output_tokens)),
-                        d::fallbacks.eq(d::fallbacks + excluded(d::fallbacks)),
                     ))
+            }};
+        }
+        macro_rules! add_service {
+            ($s:ident, $deltas:expr) => {{
+                use $s::usage_daily_service as t;
+                diesel::insert_into(t::table)
+                    .values(
+                        $deltas
+                            .iter()
+                            .map(|((day, provider, credential), c)| {
+                                (
+                                    t::day.eq(*day),
+                                    t::provider.eq(*provider),
+                                    t::credential.eq(*credential),
+                                    t::requests.eq(c[0]),
+                                    t::errors.eq(c[1]),
+                                    t::input_tokens.eq(c[2]),
+                                    t::output_tokens.eq(c[3]),
+                                    t::fallbacks.eq(c[4]),
+                                )
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                    .on_conflict((t::day, t::provider, t::credential))
+                    .do_update()
+                    .set((
+                        t::requests.eq(t::requests + excluded(t::requests)),
+                        t::errors.eq(t::errors + excluded(t::errors)),
+                        t::input_tokens.eq(t::input_tokens + excluded(t::input_tokens)),
+                        t::output_tokens.eq(t::output_tokens + excluded(t::output_tokens)),
+                        t::fallbacks.eq(t::fallbacks + excluded(t::fallbacks)),
+                    ))
+            }};
+        }
+        macro_rules! add_users {
+            ($s:ident, $deltas:expr) => {{
+                use $s::usage_daily_users as t;
+                diesel::insert_into(t::table)
+                    .values(
+                        $deltas
+                            .iter()
+                            .map(|((day, user), byok)| {
+                                (
+                                    t::day.eq(*day),
+                                    t::user_id.eq(user.as_str()),
+                                    t::byok.eq(*byok),
+                                )
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                    .on_conflict((t::day, t::user_id))
+                    .do_update()
+                    .set(t::byok.eq(t::byok.or(excluded(t::byok))))
             }};
         }
         match &self.pool {
@@ -179,6 +252,9 @@ impl UsageRepository for Database {
                         let deltas = daily_deltas(records, ids.into_iter().flatten().map(|u| u.0));
                         if !deltas.is_empty() {
                             add_daily!(s, deltas).execute(conn).await?;
+                            let (service, users) = service_deltas(&deltas);
+                            add_service!(s, service).execute(conn).await?;
+                            add_users!(s, users).execute(conn).await?;
                         }
                         Ok::<_, diesel::result::Error>(())
                     }
@@ -212,6 +288,9 @@ impl UsageRepository for Database {
                                 daily_deltas(&owned, ids.into_iter().flatten().map(|u| u.0));
                             if !deltas.is_empty() {
                                 diesel::RunQueryDsl::execute(add_daily!(s, deltas), c)?;
+                                let (service, users) = service_deltas(&deltas);
+                                diesel::RunQueryDsl::execute(add_service!(s, service), c)?;
+                                diesel::RunQueryDsl::execute(add_users!(s, users), c)?;
                             }
                             Ok::<_, diesel::result::Error>(())
                         })

@@ -1,0 +1,2 @@
+DROP TABLE usage_daily_users;
+DROP TABLE usage_daily_service;

@@ -1,2 +1,0 @@
-DROP INDEX usage_daily_day;
-ALTER TABLE usage_daily DROP COLUMN fallbacks;
