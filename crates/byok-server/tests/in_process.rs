@@ -965,6 +965,83 @@ mod console_servers {
         assert_eq!(api, json!([]), "nothing was created");
     }
 
+    /// Registers an SSH server named `$name` through the JSON API: (status, body).
+    macro_rules! add_by_api {
+        ($app:expr, $token:expr, $name:expr) => {{
+            let (status, _, body) = call!(
+                $app,
+                test::TestRequest::post()
+                    .uri("/api/v1/execution-servers")
+                    .insert_header(bearer(&$token))
+                    .set_json(json!({"name": $name, "server_type": "ssh",
+                        "connection_config": {"host": "203.0.113.7", "username": "agent",
+                            "auth_method": "password", "password": SECRET}})),
+            );
+            (status, body)
+        }};
+    }
+
+    #[actix_web::test]
+    async fn the_servers_of_one_user_are_capped() {
+        let (state, _dir) = state_with(&[("BYOK_MAX_SERVERS_PER_USER", "2")]).await;
+        let token = user(&state, "cap@example.com", Tier::Starter).await;
+        let other = user(&state, "cap-other@example.com", Tier::Starter).await;
+        let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+        for name in ["one", "two"] {
+            let (status, body) = add_by_api!(app, token, name);
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        // One more: 409 with a stable code and a message naming the cap; nothing stored.
+        let (status, body) = add_by_api!(app, token, "three");
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "server_limit");
+        assert_eq!(
+            body["detail"],
+            "you have reached the limit of 2 execution servers: delete one to add another"
+        );
+        // Per user: another user still may.
+        let (status, _) = add_by_api!(app, other, "three");
+        assert_eq!(status, StatusCode::CREATED);
+
+        // The console's add form: the same refusal as a notice on the form, the same status.
+        let b = sign_in!(app, token);
+        let (_, _, form) = page!(app, b.get("/servers/new?type=ssh"));
+        let token_field = csrf(&form);
+        let (status, _, refused) = page!(
+            app,
+            b.post(
+                "/servers",
+                &[
+                    ("csrf", token_field.as_str()),
+                    ("server_type", "ssh"),
+                    ("name", "three"),
+                    ("host", "203.0.113.7"),
+                    ("port", "22"),
+                    ("username", "agent"),
+                    ("auth_method", "password"),
+                    ("password", SECRET),
+                ]
+            )
+        );
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(refused.contains("id=\"form-error\""), "{refused}");
+        assert!(
+            refused.contains(
+                "You have reached the limit of 2 execution servers: delete one to add another"
+            ),
+            "{refused}"
+        );
+        assert!(refused.contains("value=\"three\""), "the values are kept");
+        assert!(!refused.contains(SECRET));
+        let (_, _, api) = call!(
+            app,
+            test::TestRequest::get()
+                .uri("/api/v1/execution-servers")
+                .insert_header(bearer(&token)),
+        );
+        assert_eq!(api.as_array().map(Vec::len), Some(2), "{api}");
+    }
+
     #[actix_web::test]
     async fn a_free_user_sees_what_plan_servers_need() {
         let (state, _dir) = state().await;
