@@ -629,6 +629,13 @@ async fn servers_crud_and_name_uniqueness(kind: Kind) {
         ["a", "b"],
         "default first"
     );
+    assert_eq!(
+        db.count_servers(u).await.unwrap(),
+        2,
+        "the refused one not counted"
+    );
+    assert_eq!(db.count_servers(other).await.unwrap(), 1);
+    assert_eq!(db.count_servers(UserId::new_random()).await.unwrap(), 0);
     assert_eq!(db.get_server(u, a.id).await.unwrap().unwrap(), a);
     assert!(
         db.get_server(other, a.id).await.unwrap().is_none(),
@@ -688,6 +695,7 @@ async fn servers_crud_and_name_uniqueness(kind: Kind) {
     assert!(!db.set_default(other, b.id, true).await.unwrap());
     assert!(db.delete_server(u, b.id).await.unwrap());
     assert!(!db.delete_server(u, b.id).await.unwrap());
+    assert_eq!(db.count_servers(u).await.unwrap(), 2, "a and c");
 }
 
 async fn concurrent_defaults_leave_exactly_one(kind: Kind) {

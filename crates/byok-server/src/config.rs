@@ -37,6 +37,7 @@
 //! | `BYOK_UPSTREAM_MAX_STREAM_SECS` | `3600` | longest a stream may run in all |
 //! | `BYOK_DOCKER_SOCKETS` | empty | comma-separated unix sockets (`/run/podman/podman.sock`) users may name as Docker endpoints |
 //! | `BYOK_DOCKER_ALLOW_PLAIN_TCP` | `false` | `true` allows plain `tcp://` Docker endpoints (through the target policy) |
+//! | `BYOK_MAX_SERVERS_PER_USER` | `100` | execution servers one user may register (at least 1); one more → 409 `server_limit` (creates of one user at the same moment may overshoot it by the number in flight) |
 //! | `BYOK_ALLOW_LOCAL_EXECUTION` | `false` | `true` lets `enterprise` users run commands on this host (local servers) |
 //! | `BYOK_TOKEN_LIFETIME_DAYS` | `90` | lifetime of gateway tokens created without one (`0`: no expiry) |
 //! | `BYOK_IDENTITY_REFRESH_SECS` | `60` | how often the account (enabled, tier) of a Keycloak user is re-read for their gateway tokens and console sessions |
@@ -268,6 +269,8 @@ pub struct Settings {
     /// `BYOK_RESPONSE_BUFFER_BUDGET_MB`, in bytes.
     pub response_buffer_budget: usize,
     pub allow_local_execution: bool,
+    /// `BYOK_MAX_SERVERS_PER_USER`: execution servers one user may register (at least 1).
+    pub max_servers_per_user: u64,
     /// `BYOK_TOKEN_LIFETIME_DAYS`: lifetime of tokens issued without one (`None`: no expiry).
     pub token_lifetime: Option<chrono::Duration>,
     /// `BYOK_IDENTITY_REFRESH_SECS`: how often the accounts of Keycloak users are re-read.
@@ -549,6 +552,11 @@ impl Settings {
             },
             max_body_bytes: number("BYOK_MAX_BODY_BYTES", 16usize * 1024 * 1024)?.max(1024),
             max_concurrent_per_user: number("BYOK_MAX_CONCURRENT_PER_USER", 32usize)?,
+            max_servers_per_user: number(
+                "BYOK_MAX_SERVERS_PER_USER",
+                byok_core::services::DEFAULT_MAX_SERVERS_PER_USER,
+            )?
+            .max(1),
             max_translated_body_bytes: number(
                 "BYOK_MAX_TRANSLATED_BODY_BYTES",
                 16usize * 1024 * 1024,

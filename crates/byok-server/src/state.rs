@@ -143,7 +143,8 @@ impl AppState {
         // Execution-server operations are counted by the same limiter as requests: shared
         // across replicas when Redis is configured.
         let servers = ServerRegistry::new(shared.clone(), cipher.clone(), backends)
-            .with_rate_limiter(limiter.clone());
+            .with_rate_limiter(limiter.clone())
+            .with_max_servers_per_user(settings.max_servers_per_user);
         let admin = match &settings.keycloak {
             Some(k) => byok_keycloak::AdminClient::new(k.clone())
                 .map_err(|e| ConfigError(e.to_string()))?

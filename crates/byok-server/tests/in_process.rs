@@ -978,6 +978,174 @@ mod console_servers {
         assert_eq!(api, json!([]), "nothing was created");
     }
 
+    /// Registers an SSH server named `$name` through the JSON API: (status, body).
+    macro_rules! add_by_api {
+        ($app:expr, $token:expr, $name:expr) => {{
+            let (status, _, body) = call!(
+                $app,
+                test::TestRequest::post()
+                    .uri("/api/v1/execution-servers")
+                    .insert_header(bearer(&$token))
+                    .set_json(json!({"name": $name, "server_type": "ssh",
+                        "connection_config": {"host": "203.0.113.7", "username": "agent",
+                            "auth_method": "password", "password": SECRET}})),
+            );
+            (status, body)
+        }};
+    }
+
+    /// The ids of the table's rows, in order (`id="server-…"`).
+    fn row_ids(page: &str) -> Vec<String> {
+        page.split("<tr id=\"server-")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[actix_web::test]
+    async fn the_servers_of_one_user_are_capped() {
+        let (state, _dir) = state_with(&[("BYOK_MAX_SERVERS_PER_USER", "2")]).await;
+        let token = user(&state, "cap@example.com", Tier::Starter).await;
+        let other = user(&state, "cap-other@example.com", Tier::Starter).await;
+        let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+        for name in ["one", "two"] {
+            let (status, body) = add_by_api!(app, token, name);
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        // One more: 409 with a stable code and a message naming the cap; nothing stored.
+        let (status, body) = add_by_api!(app, token, "three");
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "server_limit");
+        assert_eq!(
+            body["detail"],
+            "you have reached the limit of 2 execution servers: delete one to add another"
+        );
+        // Per user: another user still may.
+        let (status, _) = add_by_api!(app, other, "three");
+        assert_eq!(status, StatusCode::CREATED);
+
+        // The console's add form: the same refusal as a notice on the form, the same status.
+        let b = sign_in!(app, token);
+        let (_, _, form) = page!(app, b.get("/servers/new?type=ssh"));
+        let token_field = csrf(&form);
+        let (status, _, refused) = page!(
+            app,
+            b.post(
+                "/servers",
+                &[
+                    ("csrf", token_field.as_str()),
+                    ("server_type", "ssh"),
+                    ("name", "three"),
+                    ("host", "203.0.113.7"),
+                    ("port", "22"),
+                    ("username", "agent"),
+                    ("auth_method", "password"),
+                    ("password", SECRET),
+                ]
+            )
+        );
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(refused.contains("id=\"form-error\""), "{refused}");
+        assert!(
+            refused.contains(
+                "You have reached the limit of 2 execution servers: delete one to add another"
+            ),
+            "{refused}"
+        );
+        assert!(refused.contains("value=\"three\""), "the values are kept");
+        assert!(!refused.contains(SECRET));
+        let (_, _, api) = call!(
+            app,
+            test::TestRequest::get()
+                .uri("/api/v1/execution-servers")
+                .insert_header(bearer(&token)),
+        );
+        assert_eq!(api.as_array().map(Vec::len), Some(2), "{api}");
+    }
+
+    #[actix_web::test]
+    async fn the_servers_table_shows_25_rows_a_page() {
+        let (state, _dir) = state().await;
+        let token = user(&state, "many@example.com", Tier::Starter).await;
+        let app = test::init_service(byok_server::app::build(web::Data::new(state))).await;
+        for i in 0..30 {
+            let (status, body) = add_by_api!(app, token, format!("box-{i:02}"));
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        // An old one is the default: it comes first, then the newest.
+        let (_, _, api) = call!(
+            app,
+            test::TestRequest::get()
+                .uri("/api/v1/execution-servers")
+                .insert_header(bearer(&token)),
+        );
+        let oldest = api[29]["id"].as_str().unwrap().to_string();
+        let b = sign_in!(app, token);
+        let (_, _, list) = page!(app, b.get("/servers"));
+        let (status, _, _) = page!(
+            app,
+            b.post(
+                &format!("/servers/{oldest}/default"),
+                &[("csrf", csrf(&list).as_str())]
+            )
+        );
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (_, _, api) = call!(
+            app,
+            test::TestRequest::get()
+                .uri("/api/v1/execution-servers")
+                .insert_header(bearer(&token)),
+        );
+        let order: Vec<String> = api
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(order[0], oldest);
+        assert_eq!(api[0]["name"], "box-00");
+        assert_eq!(api[1]["name"], "box-29", "then the newest");
+
+        // Page 1: the first 25 in the API's order, a pager to page 2, every server in the
+        // default selector.
+        let (status, _, first) = page!(app, b.get("/servers"));
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(row_ids(&first), order[..25]);
+        assert!(first.contains("Page 1 of 2"), "{first}");
+        assert!(first.contains("href=\"/servers?page=2\" rel=\"next\""));
+        assert!(!first.contains("rel=\"prev\""));
+        assert!(first.contains(&format!("id=\"default-marker-{oldest}\"")));
+        let options = between(&first, "id=\"default-server\"", "</select>").unwrap();
+        for id in &order {
+            assert!(options.contains(&format!("value=\"{id}\"")), "{id}");
+        }
+        // Page 2: the other 5, a pager back.
+        let (status, _, second) = page!(app, b.get("/servers?page=2"));
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(row_ids(&second), order[25..]);
+        assert!(second.contains("Page 2 of 2"));
+        assert!(second.contains("href=\"/servers?page=1\" rel=\"prev\""));
+        assert!(!second.contains("rel=\"next\""));
+        assert_eq!(
+            between(&second, "id=\"default-server\"", "</select>").unwrap(),
+            options,
+            "the selector lists every server on every page"
+        );
+        // Past the end: the last page; before the start: the first.
+        let (status, _, past) = page!(app, b.get("/servers?page=9"));
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(row_ids(&past), order[25..]);
+        let (_, _, zero) = page!(app, b.get("/servers?page=0"));
+        assert_eq!(row_ids(&zero), order[..25]);
+        // A server saved from page 2 is shown on its page.
+        let (_, _, saved) = page!(
+            app,
+            b.get(&format!("/servers?done=saved&server={}", order[27]))
+        );
+        assert_eq!(row_ids(&saved), order[25..]);
+    }
+
     #[actix_web::test]
     async fn a_free_user_sees_what_plan_servers_need() {
         let (state, _dir) = state().await;

@@ -34,6 +34,8 @@ pub trait ServerRepository: Send + Sync + 'static {
     /// Inserts the server; when `is_default`, clears the user's other default in the same
     /// transaction. MUST return [`StoreError::Conflict`] when the user has a server of that name.
     async fn create_server(&self, server: NewServer) -> Result<ExecutionServer, StoreError>;
+    /// How many servers the user has (one cheap count, for the per-user cap).
+    async fn count_servers(&self, user: UserId) -> Result<u64, StoreError>;
     /// The user's servers, the default first, then newest first.
     async fn list_servers(&self, user: UserId) -> Result<Vec<ExecutionServer>, StoreError>;
     /// The user's server `id`; `None` when it does not exist for this user.

@@ -36,8 +36,8 @@ pub use routes::{
     is_fallback_status,
 };
 pub use servers::{
-    CHECKED_ADDRESS_FIELD, CreateServer, EXEC_PER_MINUTE, MAX_IN_FLIGHT_PER_USER, ServerRegistry,
-    UpdateServer,
+    CHECKED_ADDRESS_FIELD, CreateServer, DEFAULT_MAX_SERVERS_PER_USER, EXEC_PER_MINUTE,
+    MAX_IN_FLIGHT_PER_USER, ServerRegistry, UpdateServer,
 };
 pub use sessions::{
     ConsoleUser, IssuedLink, OpenedSession, SessionPolicy, SessionService, constant_time_eq,

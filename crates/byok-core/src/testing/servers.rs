@@ -88,6 +88,14 @@ impl ServerRepository for MemServers {
         rows.push(server.clone());
         Ok(server)
     }
+    async fn count_servers(&self, user: UserId) -> Result<u64, StoreError> {
+        self.failing.check()?;
+        let n = lock(&self.rows)
+            .iter()
+            .filter(|s| s.user_id == user)
+            .count();
+        Ok(n as u64)
+    }
     async fn list_servers(&self, user: UserId) -> Result<Vec<ExecutionServer>, StoreError> {
         self.failing.check()?;
         let mut v: Vec<_> = lock(&self.rows)

@@ -151,14 +151,14 @@ pub async fn list(
     ))
 }
 
-/// Register an execution server (tier `starter`+).
+/// Register an execution server (tier `starter`+; at most `BYOK_MAX_SERVERS_PER_USER` per user).
 #[utoipa::path(
     post, path = "/api/v1/execution-servers", tag = "execution-servers", operation_id = "create_server",
     request_body = CreateServerRequest,
     responses(
         (status = 201, body = ServerInfo, description = "created (secrets masked)"),
         (status = 403, body = UpgradeRequiredBody, description = "tier below `starter` (`enterprise` for `local`)"),
-        (status = 409, body = ErrorBody, description = "name already used (`server_name_taken`)"),
+        (status = 409, body = ErrorBody, description = "name already used (`server_name_taken`), or the caller already has the most servers one user may register (`server_limit`, `BYOK_MAX_SERVERS_PER_USER`)"),
         (status = 422, body = ErrorBody, description = "missing or mistyped field, invalid type, name, path or connection_config"),
         ApiErrors, BodyErrors,
     ),

@@ -174,6 +174,20 @@ impl ServerRepository for Database {
         })
     }
 
+    async fn count_servers(&self, user: UserId) -> Result<u64, StoreError> {
+        let user = user.to_string();
+        let n: i64 = with_conn!(self, |conn, sc| {
+            use sc::execution_servers as t;
+            t::table
+                .filter(t::user_id.eq(&user))
+                .count()
+                .get_result(conn)
+                .await
+                .map_err(db_err)?
+        });
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn list_servers(&self, user: UserId) -> Result<Vec<ExecutionServer>, StoreError> {
         let user = user.to_string();
         let rows: Vec<ServerRow> = with_conn!(self, |conn, sc| {

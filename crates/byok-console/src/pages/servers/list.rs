@@ -11,7 +11,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::view::{ConfirmPage, Summary, Upgrade, capitalise, server_id, status_of, upgrade_of};
+use super::view::{
+    ConfirmPage, Summary, Upgrade, capitalise, server_id, status_of, type_label, upgrade_of,
+};
 use crate::pages::{Chrome, Notice, error_page, not_found};
 use crate::session::{CsrfForm, SignedIn, encode};
 use crate::state::Console;
@@ -54,41 +56,85 @@ pub struct TestPanel {
     pub host_key: Option<HostKeyStep>,
 }
 
+/// Rows of the servers table per page (the default server selector lists every server).
+pub const SERVERS_PER_PAGE: usize = 25;
+
+/// A server in the default server selector.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    pub id: String,
+    pub name: String,
+    pub kind_label: &'static str,
+}
+
 #[derive(Template)]
 #[template(path = "servers.html")]
 struct ServersPage {
     chrome: Chrome,
     csrf: String,
     upgrade: Option<Upgrade>,
+    /// This page's rows of the table.
     rows: Vec<Summary>,
+    /// Every server, for the default server selector.
+    choices: Vec<Choice>,
     default_id: String,
     result: Option<TestPanel>,
+    /// 1-based; `pages` is at least 1.
+    page: usize,
+    pages: usize,
 }
 
-/// The servers page with `status`, a notice and maybe a test result.
+/// Which page of the table to show.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    /// This page (1-based; past the end: the last one).
+    Page(u64),
+    /// The page holding this server (the first page when it is not listed).
+    Holding(Uuid),
+}
+
+/// The number of pages of `total` rows, and the page `at` shows (both 1-based).
+fn page_of(total: usize, at: At, position: impl Fn(Uuid) -> Option<usize>) -> (usize, usize) {
+    let pages = total.div_ceil(SERVERS_PER_PAGE).max(1);
+    let page = match at {
+        At::Page(n) => usize::try_from(n).unwrap_or(usize::MAX).clamp(1, pages),
+        At::Holding(id) => position(id).map_or(1, |i| i / SERVERS_PER_PAGE + 1),
+    };
+    (page, pages)
+}
+
+/// The servers page with `status`, a notice and maybe a test result, at page `at` of the table.
 async fn render(
     console: &Console,
     who: &SignedIn,
+    at: At,
     status: StatusCode,
     notice: Option<Notice>,
     result: Option<TestPanel>,
 ) -> HttpResponse {
     let p = who.0.principal();
     let chrome = Chrome::signed_in(who, "/servers").with_notice(notice);
-    let (rows, upgrade) = match console.servers.list(&p).await {
-        Ok(list) => (list.iter().map(Summary::of).collect::<Vec<_>>(), None),
+    let (list, upgrade) = match console.servers.list(&p).await {
+        Ok(list) => (list, None),
         Err(e) => match upgrade_of(&e, &console.upgrade_url) {
             Some(u) => (Vec::new(), Some(u)),
             None => return error_page(console, chrome, e),
         },
     };
+    let (page_no, pages) = page_of(list.len(), at, |id| list.iter().position(|s| s.id == id));
+    let rows = list
+        .iter()
+        .skip((page_no - 1) * SERVERS_PER_PAGE)
+        .take(SERVERS_PER_PAGE)
+        .map(Summary::of)
+        .collect::<Vec<_>>();
     let mut result = result;
     if let Some(r) = result.as_mut()
         && r.server_name.is_empty()
     {
-        r.server_name = rows
+        r.server_name = list
             .iter()
-            .find(|s| s.id == r.server_id)
+            .find(|s| s.id.to_string() == r.server_id)
             .map(|s| s.name.clone())
             .unwrap_or_default();
     }
@@ -98,19 +144,30 @@ async fn render(
             chrome,
             csrf: who.0.csrf_token.clone(),
             upgrade,
-            default_id: rows
+            default_id: list
                 .iter()
                 .find(|s| s.is_default)
-                .map(|s| s.id.clone())
+                .map(|s| s.id.to_string())
                 .unwrap_or_default(),
+            choices: list
+                .iter()
+                .map(|s| Choice {
+                    id: s.id.to_string(),
+                    name: s.name.clone(),
+                    kind_label: type_label(s.server_type),
+                })
+                .collect(),
             rows,
             result,
+            page: page_no,
+            pages,
         },
     )
 }
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
+    page: Option<u64>,
     done: Option<String>,
     server: Option<String>,
     name: Option<String>,
@@ -123,9 +180,16 @@ pub async fn list(
     q: web::Query<ListQuery>,
 ) -> HttpResponse {
     let p = who.0.principal();
-    let name = match q.server.as_deref().and_then(server_id) {
+    let named = q.server.as_deref().and_then(server_id);
+    let name = match named {
         Some(id) => console.servers.get(&p, id).await.ok().map(|s| s.name),
         None => q.name.clone(),
+    };
+    // A page asked for; else the page of the server just saved, made default or tested.
+    let at = match (q.page, named) {
+        (Some(n), _) => At::Page(n),
+        (None, Some(id)) => At::Holding(id),
+        (None, None) => At::Page(1),
     };
     let called = |n: &Option<String>| {
         n.as_ref()
@@ -149,7 +213,7 @@ pub async fn list(
         ))),
         _ => None,
     };
-    render(&console, &who, StatusCode::OK, notice, None).await
+    render(&console, &who, at, StatusCode::OK, notice, None).await
 }
 
 /// The details of a test result as shown (never the error code, shown as the message).
@@ -251,7 +315,15 @@ async fn show_test(
         Ok(t) => {
             let mut panel = panel_of(id, t);
             panel.trusted = trusted;
-            render(console, who, StatusCode::OK, None, Some(panel)).await
+            render(
+                console,
+                who,
+                At::Holding(id),
+                StatusCode::OK,
+                None,
+                Some(panel),
+            )
+            .await
         }
         Err(CoreError::Exec(ExecError::HostKeyMismatch { pinned, presented })) => {
             let panel = mismatch_panel(id, pinned.clone(), presented.clone());
@@ -259,13 +331,22 @@ async fn show_test(
                 pinned,
                 presented,
             }));
-            render(console, who, view.status, None, Some(panel)).await
+            render(
+                console,
+                who,
+                At::Holding(id),
+                view.status,
+                None,
+                Some(panel),
+            )
+            .await
         }
         Err(e) => {
             let view = (console.errors)(e);
             render(
                 console,
                 who,
+                At::Holding(id),
                 view.status,
                 Some(Notice::error(view.message)),
                 None,
@@ -321,6 +402,7 @@ pub async fn trust(
         return render(
             &console,
             &who,
+            At::Holding(id),
             view.status,
             Some(Notice::error(view.message)),
             None,
@@ -340,7 +422,15 @@ pub async fn trust(
         if let Some(step) = panel.host_key.as_mut() {
             step.error = Some(view.message);
         }
-        return render(&console, &who, view.status, None, Some(panel)).await;
+        return render(
+            &console,
+            &who,
+            At::Holding(id),
+            view.status,
+            None,
+            Some(panel),
+        )
+        .await;
     }
     match console
         .servers
@@ -377,13 +467,22 @@ pub async fn trust(
                              compared, so nothing was trusted. Compare this one before you \
                              trust it."
                 .into();
-            render(&console, &who, view.status, None, Some(panel)).await
+            render(
+                &console,
+                &who,
+                At::Holding(id),
+                view.status,
+                None,
+                Some(panel),
+            )
+            .await
         }
         Err(e) => {
             let view = (console.errors)(e);
             render(
                 &console,
                 &who,
+                At::Holding(id),
                 view.status,
                 Some(Notice::error(view.message)),
                 None,
@@ -443,6 +542,7 @@ pub async fn choose_default(
         return render(
             &console,
             &who,
+            At::Page(1),
             view.status,
             Some(Notice::error(view.message)),
             None,
@@ -510,5 +610,40 @@ pub async fn delete(
     match console.servers.delete(&p, id).await {
         Ok(()) => see_other(&format!("/servers?done=deleted&name={}", encode(&name))),
         Err(e) => error_page(&console, chrome(), e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_of_the_table() {
+        let none = |_| None;
+        assert_eq!(
+            page_of(0, At::Page(1), none),
+            (1, 1),
+            "an empty list is one page"
+        );
+        assert_eq!(page_of(25, At::Page(2), none), (1, 1));
+        assert_eq!(page_of(26, At::Page(2), none), (2, 2));
+        assert_eq!(
+            page_of(30, At::Page(0), none),
+            (1, 2),
+            "before the start: the first"
+        );
+        assert_eq!(
+            page_of(30, At::Page(u64::MAX), none),
+            (2, 2),
+            "past the end: the last"
+        );
+        let id = Uuid::new_v4();
+        assert_eq!(page_of(30, At::Holding(id), |_| Some(24)), (1, 2));
+        assert_eq!(page_of(30, At::Holding(id), |_| Some(25)), (2, 2));
+        assert_eq!(
+            page_of(30, At::Holding(id), none),
+            (1, 2),
+            "not listed: the first"
+        );
     }
 }

@@ -58,6 +58,9 @@ const EXEC_WINDOW: Duration = Duration::from_secs(60);
 /// Operations a user may have in flight at once (each can hold a backend session: the SSH
 /// backend's pool is shared by every user, so one user holds at most this share of it).
 pub const MAX_IN_FLIGHT_PER_USER: usize = 4;
+/// Servers one user may register unless the service sets another cap
+/// ([`ServerRegistry::with_max_servers_per_user`]; `BYOK_MAX_SERVERS_PER_USER`).
+pub const DEFAULT_MAX_SERVERS_PER_USER: u64 = 100;
 
 /// The registry service. Needs tier `starter`+ for everything; local servers run only when
 /// the operator enabled local execution, and only for `enterprise` users.
@@ -68,6 +71,7 @@ pub struct ServerRegistry {
     backends: Vec<Arc<dyn ExecutionBackend>>,
     exec_limiter: Arc<dyn RateLimiter>,
     in_flight: ConcurrencyLimit,
+    max_servers: u64,
 }
 
 impl std::fmt::Debug for ServerRegistry {
@@ -108,7 +112,20 @@ impl ServerRegistry {
             backends,
             exec_limiter: Arc::new(LocalRateLimiter::new()),
             in_flight: ConcurrencyLimit::new(MAX_IN_FLIGHT_PER_USER),
+            max_servers: DEFAULT_MAX_SERVERS_PER_USER,
         }
+    }
+
+    /// Lets each user register at most `max` servers (at least one) instead of
+    /// [`DEFAULT_MAX_SERVERS_PER_USER`].
+    pub fn with_max_servers_per_user(mut self, max: u64) -> Self {
+        self.max_servers = max.max(1);
+        self
+    }
+
+    /// The most servers one user may register.
+    pub fn max_servers_per_user(&self) -> u64 {
+        self.max_servers
     }
 
     /// Counts operations with `limiter` (a shared one holds the limit across replicas)
@@ -336,7 +353,10 @@ impl ServerRegistry {
         Ok(result)
     }
 
-    /// Creates a server: type, name, workspace and config validated, secrets sealed.
+    /// Creates a server: type, name, workspace and config validated, secrets sealed; refused
+    /// with `server_limit` when the user already has [`Self::max_servers_per_user`] servers.
+    /// The count is read before the insert, so creates of one user running at the same moment
+    /// may each pass it: the cap can be overshot by the number of such creates in flight.
     pub async fn create(
         &self,
         who: &Principal,
@@ -352,6 +372,16 @@ impl ServerRegistry {
             .transpose()?;
         let connection_config =
             seal_config(kind, &req.connection_config, None, self.cipher.as_ref())?;
+        if self.repo.count_servers(who.user_id).await? >= self.max_servers {
+            return Err(CoreError::Conflict {
+                code: "server_limit",
+                message: format!(
+                    "you have reached the limit of {} execution servers: delete one to add \
+                     another",
+                    self.max_servers
+                ),
+            });
+        }
         let server = self
             .repo
             .create_server(NewServer {

@@ -212,6 +212,51 @@ async fn servers_are_the_owners_and_one_of_them_is_the_default() {
 }
 
 #[tokio::test]
+async fn a_user_may_register_up_to_the_cap() {
+    let (reg, _) = docker_registry();
+    let reg = reg.with_max_servers_per_user(2);
+    let (who, other) = (principal(Tier::Starter), principal(Tier::Starter));
+    let a = reg
+        .create(&who, docker("a", json!({}), false))
+        .await
+        .unwrap();
+    reg.create(&who, docker("b", json!({}), false))
+        .await
+        .unwrap();
+    match reg.create(&who, docker("c", json!({}), false)).await {
+        Err(CoreError::Conflict { code, message }) => {
+            assert_eq!(code, "server_limit");
+            assert!(
+                message.contains("limit of 2 execution servers"),
+                "{message}"
+            );
+        }
+        other => panic!("expected server_limit, got {other:?}"),
+    }
+    assert_eq!(reg.list(&who).await.unwrap().len(), 2, "nothing stored");
+    // The cap is per user.
+    reg.create(&other, docker("c", json!({}), false))
+        .await
+        .unwrap();
+    // Deleting one makes room again.
+    reg.delete(&who, a.id).await.unwrap();
+    reg.create(&who, docker("c", json!({}), false))
+        .await
+        .unwrap();
+    // Zero is not a cap: at least one server.
+    assert_eq!(
+        registry()
+            .with_max_servers_per_user(0)
+            .max_servers_per_user(),
+        1
+    );
+    assert_eq!(
+        registry().max_servers_per_user(),
+        DEFAULT_MAX_SERVERS_PER_USER
+    );
+}
+
+#[tokio::test]
 async fn an_update_keeps_masked_secrets_and_seals_new_ones() {
     let (reg, _) = docker_registry();
     let who = principal(Tier::Starter);
