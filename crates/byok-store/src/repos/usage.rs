@@ -93,7 +93,10 @@ type ServiceKey = (NaiveDate, &'static str, &'static str);
 #[allow(clippy::type_complexity)]
 fn service_deltas(
     daily: &[(DailyKey, DailyCounts)],
-) -> (Vec<(ServiceKey, DailyCounts)>, Vec<((NaiveDate, String), bool)>) {
+) -> (
+    Vec<(ServiceKey, DailyCounts)>,
+    Vec<((NaiveDate, String), bool)>,
+) {
     let mut service: BTreeMap<ServiceKey, DailyCounts> = BTreeMap::new();
     let mut users: BTreeMap<(NaiveDate, String), bool> = BTreeMap::new();
     for ((user, day, provider, credential), c) in daily {
