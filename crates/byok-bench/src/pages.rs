@@ -10,13 +10,12 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::client::Conn;
-use crate::suite::{cli, gateway_env, machine, spawn_and_read_addr, write_raw, write_section};
+use crate::suite::{cli, created, machine, serve, write_raw, write_section};
 
 /// Settings of the pages scenario.
 #[derive(Debug, Clone)]
@@ -61,22 +60,6 @@ const KEYS: [(&str, &str); 11] = [
     ("ollama_cloud", "pages-ollama-cloud-0123456789abcdefghijk"),
     ("custom", "pages-custom-0123456789abcdefghijklmnop"),
 ];
-
-/// `created user EMAIL (id UUID, tier T)` and `token: byok_…` from `user create`.
-fn created(out: &str) -> Result<(String, String), String> {
-    let id = out
-        .split("(id ")
-        .nth(1)
-        .and_then(|r| r.split([',', ')']).next())
-        .ok_or("no user id printed")?
-        .to_string();
-    let token = out
-        .split_whitespace()
-        .find(|w| w.starts_with("byok_"))
-        .ok_or("no token printed")?
-        .to_string();
-    Ok((id, token))
-}
 
 /// Writes the usage spool the gateway replays at start: for each `(user id, per day)`, that
 /// many records a day spread evenly over the last `days` days, 70 % on the user's own key, one
@@ -245,14 +228,7 @@ pub async fn pages(opts: PagesOptions) -> Result<(), String> {
         opts.users, opts.days
     );
 
-    let mut cmd = Command::new(&opts.gateway);
-    gateway_env(&mut cmd, dir.path(), nowhere);
-    cmd.arg("serve").stderr(
-        std::fs::File::create(dir.path().join("gateway.log"))
-            .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null()),
-    );
-    let proc = spawn_and_read_addr(cmd, "BYOK gateway listening on ")?;
+    let proc = serve(&opts.gateway, dir.path(), nowhere)?;
     let replay = spool_replayed(dir.path()).await?;
     let mut api = Conn::open(proc.addr).await?;
     // A line the gateway could not read is dropped, not replayed: count what arrived.

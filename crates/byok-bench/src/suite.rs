@@ -38,7 +38,7 @@ impl Drop for Proc {
     }
 }
 
-pub(crate) fn spawn_and_read_addr(mut cmd: Command, prefix: &str) -> Result<Proc, String> {
+fn spawn_and_read_addr(mut cmd: Command, prefix: &str) -> Result<Proc, String> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
@@ -97,7 +97,7 @@ struct Gateway {
     tokens: Vec<String>,
 }
 
-pub(crate) fn gateway_env(cmd: &mut Command, dir: &Path, stub: SocketAddr) {
+fn gateway_env(cmd: &mut Command, dir: &Path, stub: SocketAddr) {
     let base = format!("http://{stub}/v1");
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -134,6 +134,35 @@ pub(crate) fn cli(
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Starts `gateway serve` on `dir` (its log in `dir/gateway.log`) and waits for its address.
+pub(crate) fn serve(gateway: &Path, dir: &Path, stub: SocketAddr) -> Result<Proc, String> {
+    let mut cmd = Command::new(gateway);
+    gateway_env(&mut cmd, dir, stub);
+    cmd.arg("serve").stderr(
+        std::fs::File::create(dir.join("gateway.log"))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null()),
+    );
+    spawn_and_read_addr(cmd, "BYOK gateway listening on ")
+}
+
+/// `created user EMAIL (id UUID, tier T)` and `token: byok_…` from `user create`: the id and
+/// the token.
+pub(crate) fn created(out: &str) -> Result<(String, String), String> {
+    let id = out
+        .split("(id ")
+        .nth(1)
+        .and_then(|r| r.split([',', ')']).next())
+        .ok_or("no user id printed")?
+        .to_string();
+    let token = out
+        .split_whitespace()
+        .find(|w| w.starts_with("byok_"))
+        .ok_or("no token printed")?
+        .to_string();
+    Ok((id, token))
+}
+
 async fn start_gateway(opts: &SuiteOptions, stub: SocketAddr) -> Result<Gateway, String> {
     let dir = tempfile::TempDir::new().map_err(|e| e.to_string())?;
     cli(&opts.gateway, dir.path(), stub, &["migrate"])?;
@@ -152,21 +181,9 @@ async fn start_gateway(opts: &SuiteOptions, stub: SocketAddr) -> Result<Gateway,
                 "starter",
             ],
         )?;
-        let token = out
-            .split_whitespace()
-            .find(|w| w.starts_with("byok_"))
-            .ok_or("no token printed")?
-            .to_string();
-        tokens.push(token);
+        tokens.push(created(&out)?.1);
     }
-    let mut cmd = Command::new(&opts.gateway);
-    gateway_env(&mut cmd, dir.path(), stub);
-    cmd.arg("serve").stderr(
-        std::fs::File::create(dir.path().join("gateway.log"))
-            .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null()),
-    );
-    let proc = spawn_and_read_addr(cmd, "BYOK gateway listening on ")?;
+    let proc = serve(&opts.gateway, dir.path(), stub)?;
     let mut http = Conn::open(proc.addr).await?;
     for (i, t) in tokens.iter().enumerate() {
         let key = format!("sk-bench{i:06}abcdefghijklmnopqrstuvwxyz0123");
